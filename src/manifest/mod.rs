@@ -1,0 +1,2 @@
+//! Manifest text → typed, validated campaign (with located diagnostics).
+pub mod types;

@@ -1,0 +1,383 @@
+//! The manifest as written in TOML: serde types, also the source of `schemas/manifest.schema.json`.
+//!
+//! Settings that can be overridden (server, load) use all-optional structs at every level
+//! (campaign, commit); [`super::defaults`] holds the one set of defaults and
+//! [`super::resolve`] merges `commit → campaign → defaults`.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A benchmark campaign: which commits, which arms, which models, how to serve, how to load.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "isobench manifest")]
+pub struct ManifestFile {
+    /// Manifest format version; only `1` exists.
+    pub version: u32,
+    /// Campaign name (labels containers, names the default results directory).
+    pub name: String,
+    /// Optional free text shown in plans and reports.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Pipeline to expand every (commit, arm, trial) with: a name under `pipelines/`
+    /// (built in: `serve-bench`) or a path to a pipeline TOML file.
+    #[serde(default)]
+    pub pipeline: Option<String>,
+    /// Where reports and seed-compatible result files go (relative to the manifest).
+    #[serde(default)]
+    pub results: Option<String>,
+    /// State directory (journal, attempts, lock), relative to the manifest. Default `.isobench`.
+    #[serde(default)]
+    pub state: Option<String>,
+    /// Trials per arm; trials of the arms of one commit are interleaved (A B C A B C).
+    #[serde(default)]
+    pub repeats: Option<u32>,
+    /// Image naming shared by the arms' templates (`{{ images.repo }}`, `{{ repo }}`).
+    #[serde(default)]
+    pub images: Images,
+    /// Free-form template variables (`{{ vars.x }}`).
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+    /// The arms every commit is measured in: `baseline`, `human`, and any number of agents.
+    pub arms: Vec<ArmDef>,
+    /// Models by key; commits refer to a key.
+    pub models: BTreeMap<String, ModelDef>,
+    /// Server settings for every commit (a commit can override them).
+    #[serde(default)]
+    pub server: ServerSettings,
+    /// Load settings for every commit (a commit can override them).
+    #[serde(default)]
+    pub load: LoadSettings,
+    /// Machine resources: GPUs, pulls, isolation.
+    #[serde(default)]
+    pub resources: Resources,
+    /// How the report compares arms.
+    #[serde(default)]
+    pub compare: CompareSettings,
+    /// The commits under test.
+    pub commits: Vec<CommitDef>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Images {
+    /// Repository, e.g. `anonymous/vllm-baseline`.
+    #[serde(default)]
+    pub repo: Option<String>,
+    /// Registry host prefixed to `repo` in `{{ repo }}`, e.g. `127.0.0.1:5000`.
+    #[serde(default)]
+    pub registry: Option<String>,
+}
+
+/// One arm. Exactly one way to get its server: `image` (docker), `path` (process runtime:
+/// an installation such as a venv), or `base` + `patch` (an agent patch over another arm).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ArmDef {
+    /// Arm name: `baseline`, `human`, `agent-claude`, ...
+    pub name: String,
+    /// Role in comparisons; inferred from the name (`baseline`, `human`) or from `patch` (agent).
+    #[serde(default)]
+    pub role: Option<ArmRole>,
+    /// Image reference template (docker runtime).
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Installation root template (process runtime), available as `{{ arm.path }}`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Arm whose image/installation this arm patches.
+    #[serde(default)]
+    pub base: Option<String>,
+    /// Patch file template, relative to the manifest; a missing file means the arm is absent
+    /// for that commit (the plan says so).
+    #[serde(default)]
+    pub patch: Option<String>,
+    /// Directory the patch applies to, inside the base image or installation. Default: the
+    /// directory that holds the installed `vllm` package, found automatically.
+    #[serde(default)]
+    pub patch_target: Option<String>,
+    /// Context lines a hunk may lose and still apply (`git apply -C`); 0 = strict (default).
+    #[serde(default)]
+    pub patch_fuzz: Option<u32>,
+    /// Command run in a build container when a patch touches compiled sources. Without it such
+    /// a patch fails as `needs_rebuild`.
+    #[serde(default)]
+    pub rebuild: Option<String>,
+    /// Declared per-arm server arguments (the only server difference arms may have).
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Declared per-arm environment variables.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ArmRole {
+    Baseline,
+    Human,
+    Agent,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelDef {
+    /// Hugging Face model id, e.g. `Qwen/Qwen3-1.7B`.
+    pub hf: String,
+    /// Local path given to the server instead of the HF id (`{{ model.path }}`).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// `tokenizer.json` or a directory holding one, for exact prompt lengths.
+    #[serde(default)]
+    pub tokenizer: Option<String>,
+    /// Model revision (commit or tag on the Hub).
+    #[serde(default)]
+    pub revision: Option<String>,
+    /// Name requests use (`--served-model-name`); default: `path`, else `hf`.
+    #[serde(default)]
+    pub served_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    Docker,
+    Process,
+}
+
+/// Server settings; every field optional so the same type serves campaign and commit level.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// `docker` (default) or `process`.
+    #[serde(default)]
+    pub runtime: Option<RuntimeKind>,
+    /// Server command template; `{{ port }}` is the port it must listen on.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// Port inside the container (docker). Process servers get a free port from isobench.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `{{ server.max_model_len }}` in the command template.
+    #[serde(default)]
+    pub max_model_len: Option<u32>,
+    /// Extra arguments appended to the command (a commit's are added to the campaign's).
+    #[serde(default)]
+    pub args: Option<Vec<String>>,
+    /// Readiness check.
+    #[serde(default)]
+    pub ready: Option<ReadySettings>,
+    /// GPUs per server.
+    #[serde(default)]
+    pub gpus: Option<u32>,
+    /// `/dev/shm` size, e.g. `16g` (docker).
+    #[serde(default)]
+    pub shm_size: Option<String>,
+    /// IPC mode, e.g. `host` (docker).
+    #[serde(default)]
+    pub ipc: Option<String>,
+    /// Environment; a commit's entries are merged over the campaign's. Values of names that
+    /// look secret (`*TOKEN*`, `*KEY*`, `*SECRET*`, `*PASSWORD*`) are never logged or hashed.
+    #[serde(default)]
+    pub env: Option<BTreeMap<String, String>>,
+    /// Bind mounts `host:container[:ro]` (docker); `~` expands to the home directory.
+    #[serde(default)]
+    pub volumes: Option<Vec<String>>,
+    /// Free-form variables for the command template (`{{ server.vars.x }}`).
+    #[serde(default)]
+    pub vars: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReadySettings {
+    /// HTTP path polled until it answers 200 (default `/health`).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// How long the server may take to become ready (default `300s`).
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Poll interval (default `500ms`).
+    #[serde(default)]
+    pub interval: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+pub enum Backend {
+    /// Chat completions API (`/v1/chat/completions`).
+    #[serde(rename = "openai-chat")]
+    OpenAiChat,
+    /// Completions API (`/v1/completions`).
+    #[serde(rename = "openai")]
+    OpenAi,
+}
+
+/// A value or a list of values; a list expands into several measure steps in one session.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T: Clone> OneOrMany<T> {
+    pub fn to_vec(&self) -> Vec<T> {
+        match self {
+            OneOrMany::One(v) => vec![v.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// Request rate: a number (requests/s) or `"inf"` (all at once behind the concurrency limit).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RateValue {
+    Number(f64),
+    Text(String),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoadSettings {
+    /// `openai-chat` (default) or `openai`.
+    #[serde(default)]
+    pub backend: Option<Backend>,
+    /// Request path (default `/v1/chat/completions`; `/v1/completions` for `openai`).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub dataset: Option<DatasetSettings>,
+    /// Measured requests per load point (default 100).
+    #[serde(default)]
+    pub num_prompts: Option<u32>,
+    /// Requests in flight (default 16); a list gives one measure step per value.
+    #[serde(default)]
+    pub concurrency: Option<OneOrMany<u32>>,
+    /// Requests per second or `"inf"` (default); a list gives one measure step per value.
+    #[serde(default)]
+    pub request_rate: Option<OneOrMany<RateValue>>,
+    /// Gamma shape of arrivals at a finite rate (1 = Poisson, default).
+    #[serde(default)]
+    pub burstiness: Option<f64>,
+    /// Warm-up requests before the first measure step of a session (default 10).
+    #[serde(default)]
+    pub warmup: Option<u32>,
+    /// Whole measure step timeout (default `600s`).
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Per-request timeout (default: the step timeout).
+    #[serde(default)]
+    pub request_timeout: Option<String>,
+    /// Dataset seed; the same seed gives the same prompts in every arm (default 0).
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Ask the server to ignore EOS so every request yields exactly `output_len` tokens.
+    #[serde(default)]
+    pub ignore_eos: Option<bool>,
+    /// Sampling temperature (default 0: greedy, no sampler warm-up stalls).
+    #[serde(default)]
+    pub temperature: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DatasetName {
+    Random,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetSettings {
+    /// Only `random` for now.
+    #[serde(default)]
+    pub name: Option<DatasetName>,
+    /// Prompt tokens (default 512).
+    #[serde(default)]
+    pub input_len: Option<u32>,
+    /// Output tokens (default 64).
+    #[serde(default)]
+    pub output_len: Option<u32>,
+    /// Lengths drawn from [L·(1−r), L·(1+r)] (default 0).
+    #[serde(default)]
+    pub range_ratio: Option<f64>,
+    /// Shared prefix tokens prepended to every prompt (default 0).
+    #[serde(default)]
+    pub prefix_len: Option<u32>,
+}
+
+/// GPUs: `"auto"` (NVML, else `nvidia-smi`) or declared indices.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum GpuInventorySetting {
+    Declared(Vec<u32>),
+    Mode(String),
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// `"auto"` (default) or a list of GPU indices, e.g. `[0, 1]`; `--gpus` overrides.
+    #[serde(default)]
+    pub gpus: Option<GpuInventorySetting>,
+    /// GPU model for cache keys when GPUs are declared (e.g. `"H100"`).
+    #[serde(default)]
+    pub gpu_kind: Option<String>,
+    /// How GPUs reach a docker server: `device-request` (NVIDIA runtime, default) or `env`
+    /// (only `CUDA_VISIBLE_DEVICES`; machines without the NVIDIA runtime).
+    #[serde(default)]
+    pub gpu_mode: Option<String>,
+    /// A GPU counts as idle below this much used memory (MiB, default 1024).
+    #[serde(default)]
+    pub gpu_idle_memory_mib: Option<u64>,
+    /// How long to wait for a GPU to become idle before failing the session (default `120s`).
+    #[serde(default)]
+    pub gpu_idle_wait: Option<String>,
+    /// Run at most one measure step at a time on this host (others may start or pull).
+    #[serde(default)]
+    pub isolate_measure: Option<bool>,
+    /// Concurrent image pulls (default 2).
+    #[serde(default)]
+    pub pull_parallelism: Option<u32>,
+    /// Disk budget for pulled images, e.g. `200g`; images no pending step needs are pruned.
+    #[serde(default)]
+    pub disk_budget: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompareSettings {
+    /// Confidence level of intervals (default 0.95).
+    #[serde(default)]
+    pub confidence: Option<f64>,
+    /// Also apply the seed's rule: a difference of at least this many percent is a win/loss.
+    #[serde(default)]
+    pub threshold_pct: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommitDef {
+    /// The human optimisation commit (full 40-character hash).
+    pub human: String,
+    /// Its parent, the baseline (full hash, or at least 7 characters where that is all there is).
+    pub parent: String,
+    /// Model key from `[models]`.
+    pub model: String,
+    /// Commit subject, for reports.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Trials for this commit (overrides `repeats`).
+    #[serde(default)]
+    pub repeats: Option<u32>,
+    /// Only these arms for this commit (default: all).
+    #[serde(default)]
+    pub arms: Option<Vec<String>>,
+    /// Server overrides for this commit (same for all its arms).
+    #[serde(default)]
+    pub server: Option<ServerSettings>,
+    /// Load overrides for this commit (same for all its arms).
+    #[serde(default)]
+    pub load: Option<LoadSettings>,
+}
