@@ -1,6 +1,45 @@
 //! Command line: thin — parse arguments, call the library, render.
+use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+pub mod bench;
+pub mod sim;
+
+#[derive(Debug, Parser)]
+#[command(name = "isobench", version, about = "Did this change really make vLLM faster? Declarative, resumable, GPU-aware benchmark campaigns.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the load generator alone against a running server (flags as in `vllm bench serve`).
+    Bench(bench::BenchArgs),
+    /// Serve an OpenAI-compatible simulator with exactly configured timing and faults.
+    Sim(sim::SimArgs),
+}
+
 pub fn main() -> ExitCode {
-    ExitCode::SUCCESS
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Bench(args) => bench::run(args).await,
+            Command::Sim(args) => sim::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(report) => {
+            eprintln!("{report:?}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,44 @@
+//! The one place where defaults live: the seed harness's settings.
+//!
+//! Campaign-level settings override these; commit-level settings override the campaign's.
+
+/// Pipeline used when a manifest names none.
+pub const PIPELINE: &str = "serve-bench";
+/// State directory, relative to the manifest.
+pub const STATE_DIR: &str = ".isobench";
+/// Trials per arm.
+pub const REPEATS: u32 = 1;
+
+// server
+pub const RUNTIME: super::types::RuntimeKind = super::types::RuntimeKind::Docker;
+pub const SERVER_COMMAND: &str = "python3 -m vllm.entrypoints.openai.api_server --model {{ model.path }} --served-model-name {{ model.served_name }} --host 0.0.0.0 --port {{ port }}{% if server.max_model_len %} --max-model-len {{ server.max_model_len }}{% endif %}";
+pub const CONTAINER_PORT: u16 = 8000;
+pub const READY_PATH: &str = "/health";
+pub const READY_TIMEOUT: &str = "300s";
+pub const READY_INTERVAL: &str = "500ms";
+pub const GPUS_PER_SERVER: u32 = 1;
+
+// load (the seed's `vllm bench serve` settings)
+pub const BACKEND: super::types::Backend = super::types::Backend::OpenAiChat;
+pub const CHAT_ENDPOINT: &str = "/v1/chat/completions";
+pub const COMPLETIONS_ENDPOINT: &str = "/v1/completions";
+pub const INPUT_LEN: u32 = 512;
+pub const OUTPUT_LEN: u32 = 64;
+pub const RANGE_RATIO: f64 = 0.0;
+pub const PREFIX_LEN: u32 = 0;
+pub const NUM_PROMPTS: u32 = 100;
+pub const CONCURRENCY: u32 = 16;
+pub const BURSTINESS: f64 = 1.0;
+pub const WARMUP: u32 = 10;
+pub const TIMEOUT: &str = "600s";
+pub const SEED: u64 = 0;
+pub const IGNORE_EOS: bool = true;
+pub const TEMPERATURE: f64 = 0.0;
+
+// resources
+pub const GPU_IDLE_MEMORY_MIB: u64 = 1024;
+pub const GPU_IDLE_WAIT: &str = "120s";
+pub const PULL_PARALLELISM: u32 = 2;
+
+// comparisons
+pub const CONFIDENCE: f64 = 0.95;
