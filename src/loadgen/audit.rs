@@ -116,10 +116,16 @@ pub(crate) struct AuditInputs<'a> {
 pub(crate) fn audit(inputs: AuditInputs<'_>) -> SelfAudit {
     let records = inputs.records;
     let open_loop = inputs.requested_rate.is_finite();
-    let dispatch_lag = LagSummary::of_seconds(
-        records.iter().filter_map(|r| r.released_at_s.map(|released| (released - r.scheduled_at_s).max(0.0))),
+    let dispatch_lag = LagSummary::of_seconds(records.iter().filter_map(|r| {
+        r.released_at_s
+            .map(|released| (released - r.scheduled_at_s).max(0.0))
+    }));
+    let queue_wait = LagSummary::of_seconds(
+        records
+            .iter()
+            .filter(|r| r.sent_at_s.is_some())
+            .map(|r| r.queue_time_s()),
     );
-    let queue_wait = LagSummary::of_seconds(records.iter().filter(|r| r.sent_at_s.is_some()).map(|r| r.queue_time_s()));
     let (requested_rate, achieved_rate) = if open_loop {
         let released: Vec<f64> = records.iter().filter_map(|r| r.released_at_s).collect();
         let last = released.iter().copied().fold(0.0, f64::max);
@@ -130,9 +136,15 @@ pub(crate) fn audit(inputs: AuditInputs<'_>) -> SelfAudit {
     };
     let scheduler_delay = LagSummary::of_seconds(inputs.scheduler_delays_s);
     let events: u64 = records.iter().map(|r| r.event_times_s.len() as u64).sum();
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let cpu_s = inputs.cpu.as_secs_f64();
-    let utilization = if inputs.wall_s > 0.0 { cpu_s / (inputs.wall_s * cores as f64) } else { 0.0 };
+    let utilization = if inputs.wall_s > 0.0 {
+        cpu_s / (inputs.wall_s * cores as f64)
+    } else {
+        0.0
+    };
 
     let mut warnings = Vec::new();
     if open_loop && dispatch_lag.p99_ms > MAX_DISPATCH_LAG_P99_MS {
@@ -144,7 +156,9 @@ pub(crate) fn audit(inputs: AuditInputs<'_>) -> SelfAudit {
     if let (Some(requested), Some(achieved)) = (requested_rate, achieved_rate)
         && achieved < requested * MIN_ACHIEVED_RATE_FRACTION
     {
-        warnings.push(format!("achieved request rate {achieved:.2}/s is below the requested {requested:.2}/s"));
+        warnings.push(format!(
+            "achieved request rate {achieved:.2}/s is below the requested {requested:.2}/s"
+        ));
     }
     if scheduler_delay.p99_ms > MAX_SCHEDULER_DELAY_P99_MS {
         warnings.push(format!(
@@ -165,7 +179,11 @@ pub(crate) fn audit(inputs: AuditInputs<'_>) -> SelfAudit {
         achieved_rate,
         scheduler_delay,
         client_cpu_s: cpu_s,
-        client_cpu_per_1000_events_ms: if events > 0 { cpu_s * 1000.0 * 1000.0 / events as f64 } else { 0.0 },
+        client_cpu_per_1000_events_ms: if events > 0 {
+            cpu_s * 1000.0 * 1000.0 / events as f64
+        } else {
+            0.0
+        },
         client_cpu_utilization: utilization,
         available_cores: cores,
         events,
@@ -190,7 +208,9 @@ mod tests {
     #[test]
     fn late_releases_and_low_rate_are_flagged() {
         // 4 requests scheduled 0.25 s apart at 4/s, each released 50 ms late.
-        let records: Vec<_> = (0..4).map(|i| released(i, 0.25 * (i + 1) as f64, 0.25 * (i + 1) as f64 + 0.05)).collect();
+        let records: Vec<_> = (0..4)
+            .map(|i| released(i, 0.25 * (i + 1) as f64, 0.25 * (i + 1) as f64 + 0.05))
+            .collect();
         let a = audit(AuditInputs {
             records: &records,
             requested_rate: 4.0,

@@ -68,8 +68,9 @@ struct RequestSpec {
 
 impl LoadClient {
     pub fn new(config: ClientConfig) -> Result<LoadClient, LoadgenError> {
-        let base = reqwest::Url::parse(&config.base_url)
-            .map_err(|err| LoadgenError::Config(format!("base URL `{}`: {err}", config.base_url)))?;
+        let base = reqwest::Url::parse(&config.base_url).map_err(|err| {
+            LoadgenError::Config(format!("base URL `{}`: {err}", config.base_url))
+        })?;
         if base.scheme() != "http" {
             return Err(LoadgenError::Config(format!(
                 "base URL `{}`: only http:// is supported (servers under test are plain HTTP)",
@@ -128,11 +129,21 @@ impl LoadClient {
             .map_err(|err| LoadgenError::Client(format!("GET {url}: {}", describe(&err))))?;
         let models: Models = serde_json::from_slice(&body)
             .map_err(|err| LoadgenError::Client(format!("GET {url}: not a model list: {err}")))?;
-        models.data.into_iter().next().map(|m| m.id).ok_or_else(|| LoadgenError::Client(format!("{url} lists no model")))
+        models
+            .data
+            .into_iter()
+            .next()
+            .map(|m| m.id)
+            .ok_or_else(|| LoadgenError::Client(format!("{url} lists no model")))
     }
 
     /// Sends the dataset's first prompt until one request succeeds (vLLM's "initial test run").
-    pub async fn wait_until_ready(&self, ds: &Dataset, run: &RunConfig, timeout: Duration) -> Result<(), LoadgenError> {
+    pub async fn wait_until_ready(
+        &self,
+        ds: &Dataset,
+        run: &RunConfig,
+        timeout: Duration,
+    ) -> Result<(), LoadgenError> {
         let started = Instant::now();
         let spec = build_spec(run, ds, 0);
         loop {
@@ -152,7 +163,13 @@ impl LoadClient {
         }
     }
 
-    fn run_shared(&self, run: &RunConfig, t0: Instant, timeout: Duration, progress: Option<Arc<Progress>>) -> RunShared {
+    fn run_shared(
+        &self,
+        run: &RunConfig,
+        t0: Instant,
+        timeout: Duration,
+        progress: Option<Arc<Progress>>,
+    ) -> RunShared {
         RunShared {
             http: self.http.clone(),
             auth: self.auth.clone(),
@@ -167,7 +184,12 @@ impl LoadClient {
     /// `n` requests (the dataset's prompts, cycled) at the run's concurrency, not measured; then,
     /// if the concurrency exceeds `n`, one-token requests all at once so the measured run finds
     /// every connection it needs already open.
-    pub async fn warmup(&self, ds: &Dataset, n: usize, run: &RunConfig) -> Result<WarmupSummary, LoadgenError> {
+    pub async fn warmup(
+        &self,
+        ds: &Dataset,
+        n: usize,
+        run: &RunConfig,
+    ) -> Result<WarmupSummary, LoadgenError> {
         run.validate()?;
         if n == 0 {
             return Ok(WarmupSummary {
@@ -180,11 +202,19 @@ impl LoadClient {
             });
         }
         let started = Instant::now();
-        let specs: Vec<RequestSpec> = (0..n).map(|i| build_spec(run, ds, i % ds.requests.len())).collect();
+        let specs: Vec<RequestSpec> = (0..n)
+            .map(|i| build_spec(run, ds, i % ds.requests.len()))
+            .collect();
         let concurrency = run.max_concurrency.unwrap_or(n).min(n);
-        let records = self.drive(run, specs, None, Some(concurrency), None).await.0;
+        let records = self
+            .drive(run, specs, None, Some(concurrency), None)
+            .await
+            .0;
         let completed = records.iter().filter(|r| r.success()).count();
-        let first_error = records.iter().find(|r| !r.success()).map(|r| r.error_message().to_string());
+        let first_error = records
+            .iter()
+            .find(|r| !r.success())
+            .map(|r| r.error_message().to_string());
         if completed == 0 {
             return Err(LoadgenError::WarmupFailed {
                 attempted: n,
@@ -211,7 +241,12 @@ impl LoadClient {
     /// One measured run over the whole dataset. Always returns what it measured: a run that
     /// hits its timeout comes back at the deadline with the open requests marked failed
     /// (see [`BenchResult::outcome`]). Errors are for settings that cannot run at all.
-    pub async fn run(&self, ds: &Dataset, run: &RunConfig, progress: Option<Arc<Progress>>) -> Result<BenchResult, LoadgenError> {
+    pub async fn run(
+        &self,
+        ds: &Dataset,
+        run: &RunConfig,
+        progress: Option<Arc<Progress>>,
+    ) -> Result<BenchResult, LoadgenError> {
         run.validate()?;
         if ds.requests.is_empty() {
             return Err(LoadgenError::Config("the dataset has no requests".into()));
@@ -225,16 +260,24 @@ impl LoadClient {
         let started_at = std::time::SystemTime::now();
         let probe = SchedulerProbe::start();
         let cpu_before = process_cpu_time();
-        let (records, t0) = self.drive(run, specs, offsets, run.max_concurrency, progress).await;
+        let (records, t0) = self
+            .drive(run, specs, offsets, run.max_concurrency, progress)
+            .await;
         let wall = t0.elapsed();
         let cpu = process_cpu_time().saturating_sub(cpu_before);
         let scheduler_delays_s = probe.finish().await;
 
         // vLLM's duration: from the start of dispatch to the end of the last request.
         let timed_out = records.iter().any(|r| {
-            matches!(r.error.as_ref().map(|e| e.kind), Some(ErrorKind::RunTimeout | ErrorKind::NotSent))
+            matches!(
+                r.error.as_ref().map(|e| e.kind),
+                Some(ErrorKind::RunTimeout | ErrorKind::NotSent)
+            )
         });
-        let duration_s = records.iter().filter_map(|r| r.finished_at_s).fold(0.0, f64::max);
+        let duration_s = records
+            .iter()
+            .filter_map(|r| r.finished_at_s)
+            .fold(0.0, f64::max);
         let self_audit = audit(AuditInputs {
             records: &records,
             requested_rate: run.request_rate,
@@ -242,7 +285,16 @@ impl LoadClient {
             cpu,
             wall_s: wall.as_secs_f64(),
         });
-        Ok(BenchResult::new(run, ds, &self.config, records, duration_s, timed_out, self_audit, started_at))
+        Ok(BenchResult::new(
+            run,
+            ds,
+            &self.config,
+            records,
+            duration_s,
+            timed_out,
+            self_audit,
+            started_at,
+        ))
     }
 
     /// Releases, queues and runs `specs`; returns their records in order and the start instant.
@@ -283,22 +335,30 @@ impl LoadClient {
 
         // Launch stage: FIFO through the concurrency limit.
         let semaphore = max_concurrency.map(|limit| Arc::new(Semaphore::new(limit)));
-        let mut tasks: Vec<Option<tokio::task::JoinHandle<RequestRecord>>> = (0..n).map(|_| None).collect();
+        let mut tasks: Vec<Option<tokio::task::JoinHandle<RequestRecord>>> =
+            (0..n).map(|_| None).collect();
         let mut released: Vec<Option<f64>> = vec![None; n];
-        while let Ok(Some((index, released_at))) = tokio::time::timeout_at(deadline, released_rx.recv()).await {
+        while let Ok(Some((index, released_at))) =
+            tokio::time::timeout_at(deadline, released_rx.recv()).await
+        {
             released[index] = Some(released_at);
             let permit = match &semaphore {
-                Some(semaphore) => match tokio::time::timeout_at(deadline, semaphore.clone().acquire_owned()).await {
-                    Ok(Ok(permit)) => Some(permit),
-                    _ => break,
-                },
+                Some(semaphore) => {
+                    match tokio::time::timeout_at(deadline, semaphore.clone().acquire_owned()).await
+                    {
+                        Ok(Ok(permit)) => Some(permit),
+                        _ => break,
+                    }
+                }
                 None => None,
             };
             let shared = shared.clone();
             let specs = specs.clone();
             let scheduled = offsets.as_ref().map_or(0.0, |o| o[index]);
             tasks[index] = Some(tokio::spawn(async move {
-                let record = execute_request(shared, &specs[index], index, scheduled, Some(released_at)).await;
+                let record =
+                    execute_request(shared, &specs[index], index, scheduled, Some(released_at))
+                        .await;
                 drop(permit); // the slot frees when the request is done
                 record
             }));
@@ -309,11 +369,17 @@ impl LoadClient {
         for (index, task) in tasks.into_iter().enumerate() {
             let scheduled = offsets.as_ref().map_or(0.0, |o| o[index]);
             let record = match task {
-                Some(handle) => handle.await.unwrap_or_else(|err| panicked_record(index, err)),
+                Some(handle) => handle
+                    .await
+                    .unwrap_or_else(|err| panicked_record(index, err)),
                 None => {
-                    let mut record = RequestRecord::new(index, scheduled, specs[index].prompt_tokens_client, 0);
+                    let mut record =
+                        RequestRecord::new(index, scheduled, specs[index].prompt_tokens_client, 0);
                     record.released_at_s = released[index];
-                    record.fail(ErrorKind::NotSent, "not sent: the run's timeout was reached first");
+                    record.fail(
+                        ErrorKind::NotSent,
+                        "not sent: the run's timeout was reached first",
+                    );
                     if let Some(progress) = &shared.progress {
                         progress.failed.fetch_add(1, Ordering::Relaxed);
                     }
@@ -327,8 +393,14 @@ impl LoadClient {
 }
 
 fn panicked_record(index: usize, err: tokio::task::JoinError) -> RequestRecord {
-    let mut record = RequestRecord { index, ..RequestRecord::default() };
-    record.fail(ErrorKind::Connect, format!("internal error: request task failed: {err}"));
+    let mut record = RequestRecord {
+        index,
+        ..RequestRecord::default()
+    };
+    record.fail(
+        ErrorKind::Connect,
+        format!("internal error: request task failed: {err}"),
+    );
     record
 }
 
@@ -340,7 +412,12 @@ async fn execute_request(
     scheduled_at_s: f64,
     released_at_s: Option<f64>,
 ) -> RequestRecord {
-    let mut record = RequestRecord::new(index, scheduled_at_s, spec.prompt_tokens_client, spec.expected_events);
+    let mut record = RequestRecord::new(
+        index,
+        scheduled_at_s,
+        spec.prompt_tokens_client,
+        spec.expected_events,
+    );
     record.released_at_s = released_at_s;
     let sent = Instant::now();
     record.sent_at_s = Some((sent - shared.t0).as_secs_f64());
@@ -348,20 +425,35 @@ async fn execute_request(
         progress.sent.fetch_add(1, Ordering::Relaxed);
     }
     let exchange = stream_response(&shared, spec.body.clone(), &mut record, sent);
-    match tokio::time::timeout_at(shared.deadline, tokio::time::timeout(shared.request_timeout, exchange)).await {
+    match tokio::time::timeout_at(
+        shared.deadline,
+        tokio::time::timeout(shared.request_timeout, exchange),
+    )
+    .await
+    {
         Ok(Ok(())) => {}
         Ok(Err(_)) => record.fail(
             ErrorKind::RequestTimeout,
-            format!("request timed out after {:.1} s", shared.request_timeout.as_secs_f64()),
+            format!(
+                "request timed out after {:.1} s",
+                shared.request_timeout.as_secs_f64()
+            ),
         ),
-        Err(_) => record.fail(ErrorKind::RunTimeout, "cut off: the run's timeout was reached"),
+        Err(_) => record.fail(
+            ErrorKind::RunTimeout,
+            "cut off: the run's timeout was reached",
+        ),
     }
     record.finished_at_s = Some(shared.t0.elapsed().as_secs_f64());
     if let Some(progress) = &shared.progress {
         if record.success() {
             progress.completed.fetch_add(1, Ordering::Relaxed);
-            let tokens = record.completion_tokens_server.unwrap_or(record.content_events);
-            progress.output_tokens.fetch_add(u64::from(tokens), Ordering::Relaxed);
+            let tokens = record
+                .completion_tokens_server
+                .unwrap_or(record.content_events);
+            progress
+                .output_tokens
+                .fetch_add(u64::from(tokens), Ordering::Relaxed);
         } else {
             progress.failed.fetch_add(1, Ordering::Relaxed);
         }
@@ -369,8 +461,17 @@ async fn execute_request(
     record
 }
 
-async fn stream_response(shared: &RunShared, body: Bytes, record: &mut RequestRecord, sent: Instant) {
-    let mut request = shared.http.post(&shared.url).header(CONTENT_TYPE, "application/json").body(body);
+async fn stream_response(
+    shared: &RunShared,
+    body: Bytes,
+    record: &mut RequestRecord,
+    sent: Instant,
+) {
+    let mut request = shared
+        .http
+        .post(&shared.url)
+        .header(CONTENT_TYPE, "application/json")
+        .body(body);
     if let Some(auth) = &shared.auth {
         request = request.header(AUTHORIZATION, auth.clone());
     }
@@ -392,11 +493,19 @@ async fn stream_response(shared: &RunShared, body: Bytes, record: &mut RequestRe
                 break;
             }
         }
-        record.fail(ErrorKind::HttpStatus, format!("HTTP {status}: {}", String::from_utf8_lossy(&body).trim()));
+        record.fail(
+            ErrorKind::HttpStatus,
+            format!("HTTP {status}: {}", String::from_utf8_lossy(&body).trim()),
+        );
         return;
     }
     let mut parser = SseParser::new();
-    let mut sink = EventSink { record, sent, arrived: sent, stop: false };
+    let mut sink = EventSink {
+        record,
+        sent,
+        arrived: sent,
+        stop: false,
+    };
     loop {
         match response.chunk().await {
             Ok(Some(bytes)) => {
@@ -412,13 +521,19 @@ async fn stream_response(shared: &RunShared, body: Bytes, record: &mut RequestRe
                 break;
             }
             Err(err) => {
-                sink.record.fail(ErrorKind::Disconnected, format!("stream broke off: {}", describe(&err)));
+                sink.record.fail(
+                    ErrorKind::Disconnected,
+                    format!("stream broke off: {}", describe(&err)),
+                );
                 break;
             }
         }
     }
     if record.error.is_none() && record.ttft_s.is_none() {
-        record.fail(ErrorKind::NoChoices, "Never received a valid chunk to calculate TTFT.");
+        record.fail(
+            ErrorKind::NoChoices,
+            "Never received a valid chunk to calculate TTFT.",
+        );
     }
 }
 
@@ -442,7 +557,8 @@ impl EventSink<'_> {
                 return;
             }
             SseEvent::InvalidUtf8(_) => {
-                self.record.fail(ErrorKind::Malformed, "SSE event is not valid UTF-8");
+                self.record
+                    .fail(ErrorKind::Malformed, "SSE event is not valid UTF-8");
                 self.stop = true;
                 return;
             }
@@ -452,13 +568,19 @@ impl EventSink<'_> {
             Ok(chunk) => chunk,
             Err(err) => {
                 let shown: String = data.chars().take(120).collect();
-                self.record.fail(ErrorKind::Malformed, format!("SSE event is not JSON ({err}): {shown}"));
+                self.record.fail(
+                    ErrorKind::Malformed,
+                    format!("SSE event is not JSON ({err}): {shown}"),
+                );
                 self.stop = true;
                 return;
             }
         };
         if let Some(error) = chunk.error {
-            self.record.fail(ErrorKind::StreamError, format!("server error in stream: {error}"));
+            self.record.fail(
+                ErrorKind::StreamError,
+                format!("server error in stream: {error}"),
+            );
             self.stop = true;
             return;
         }
@@ -542,13 +664,19 @@ impl<'de: 'a, 'a> Deserialize<'de> for FirstChoice<'a> {
             fn visit_none<E>(self) -> Result<Self::Value, E> {
                 Ok(FirstChoice::default())
             }
-            fn visit_seq<S: serde::de::SeqAccess<'de>>(self, mut seq: S) -> Result<Self::Value, S::Error> {
+            fn visit_seq<S: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: S,
+            ) -> Result<Self::Value, S::Error> {
                 let Some(first) = seq.next_element::<Choice<'a>>()? else {
                     return Ok(FirstChoice::default());
                 };
                 while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
                 let text = first.delta.and_then(|d| d.content).or(first.text);
-                Ok(FirstChoice { present: true, text })
+                Ok(FirstChoice {
+                    present: true,
+                    text,
+                })
             }
         }
         de.deserialize_any(Visit(std::marker::PhantomData))
@@ -580,7 +708,11 @@ fn build_spec(run: &RunConfig, ds: &Dataset, index: usize) -> RequestSpec {
 }
 
 fn tiny_spec(run: &RunConfig) -> RequestSpec {
-    RequestSpec { body: request_body(run, "Hi", 1), prompt_tokens_client: None, expected_events: 4 }
+    RequestSpec {
+        body: request_body(run, "Hi", 1),
+        prompt_tokens_client: None,
+        expected_events: 4,
+    }
 }
 
 /// The JSON body, as in `vllm bench serve` plus `max_tokens` for servers that do not know
@@ -640,7 +772,9 @@ mod tests {
         let offsets = arrival_offsets(2000, 50.0, 1.0, 7).unwrap();
         assert!((offsets.last().unwrap() - 40.0).abs() < 1e-9);
         assert!(offsets.windows(2).all(|w| w[1] >= w[0]));
-        let gaps: Vec<f64> = std::iter::once(offsets[0]).chain(offsets.windows(2).map(|w| w[1] - w[0])).collect();
+        let gaps: Vec<f64> = std::iter::once(offsets[0])
+            .chain(offsets.windows(2).map(|w| w[1] - w[0]))
+            .collect();
         let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
         let var = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / gaps.len() as f64;
         // Exponential gaps: coefficient of variation 1 (a fixed grid would give 0).
@@ -650,24 +784,42 @@ mod tests {
         let smooth = arrival_offsets(2000, 50.0, 4.0, 7).unwrap();
         let gaps: Vec<f64> = smooth.windows(2).map(|w| w[1] - w[0]).collect();
         let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
-        let cv = (gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / gaps.len() as f64).sqrt() / mean;
+        let cv = (gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / gaps.len() as f64).sqrt()
+            / mean;
         assert!((0.45..0.55).contains(&cv), "cv {cv}");
         assert_eq!(arrival_offsets(5, f64::INFINITY, 1.0, 0), None);
-        assert_eq!(arrival_offsets(3, 2.0, f64::INFINITY, 0).unwrap(), vec![0.5, 1.0, 1.5]);
+        assert_eq!(
+            arrival_offsets(3, 2.0, f64::INFINITY, 0).unwrap(),
+            vec![0.5, 1.0, 1.5]
+        );
     }
 
     #[test]
     fn request_bodies_match_the_backend() {
-        let run = RunConfig { model: "tiny".into(), ..RunConfig::default() };
+        let run = RunConfig {
+            model: "tiny".into(),
+            ..RunConfig::default()
+        };
         let chat: serde_json::Value = serde_json::from_slice(&request_body(&run, "hi", 7)).unwrap();
         assert_eq!(chat["messages"][0]["content"], "hi");
         assert_eq!(chat["messages"][0]["role"], "user");
-        assert_eq!((chat["max_tokens"].as_u64(), chat["max_completion_tokens"].as_u64()), (Some(7), Some(7)));
+        assert_eq!(
+            (
+                chat["max_tokens"].as_u64(),
+                chat["max_completion_tokens"].as_u64()
+            ),
+            (Some(7), Some(7))
+        );
         assert_eq!(chat["stream_options"]["include_usage"], true);
         assert_eq!(chat["ignore_eos"], true);
         assert_eq!(chat["temperature"], 0.0);
-        let run = RunConfig { backend: Backend::OpenAi, ignore_eos: false, ..run };
-        let completion: serde_json::Value = serde_json::from_slice(&request_body(&run, "hi", 7)).unwrap();
+        let run = RunConfig {
+            backend: Backend::OpenAi,
+            ignore_eos: false,
+            ..run
+        };
+        let completion: serde_json::Value =
+            serde_json::from_slice(&request_body(&run, "hi", 7)).unwrap();
         assert_eq!(completion["prompt"], "hi");
         assert!(completion.get("messages").is_none() && completion.get("ignore_eos").is_none());
     }
@@ -675,10 +827,19 @@ mod tests {
     fn sink_over(events: &[&str]) -> RequestRecord {
         let mut record = RequestRecord::new(0, 0.0, None, 8);
         let sent = Instant::now();
-        let mut sink = EventSink { record: &mut record, sent, arrived: sent, stop: false };
+        let mut sink = EventSink {
+            record: &mut record,
+            sent,
+            arrived: sent,
+            stop: false,
+        };
         for (i, data) in events.iter().enumerate() {
             sink.arrived = sent + Duration::from_millis(10 * (i as u64 + 1));
-            let event = if *data == "[DONE]" { SseEvent::Done } else { SseEvent::Data(data) };
+            let event = if *data == "[DONE]" {
+                SseEvent::Done
+            } else {
+                SseEvent::Data(data)
+            };
             sink.on_event(event);
         }
         record
@@ -697,8 +858,14 @@ mod tests {
         assert_eq!(record.ttft_s, Some(0.010), "the role-only chunk counts");
         assert_eq!(record.first_content_s, Some(0.020));
         assert_eq!(record.event_times_s, vec![0.010, 0.020, 0.030]);
-        assert!((record.latency_s() - 0.030).abs() < 1e-12, "the usage chunk does not extend latency");
-        assert_eq!((record.prompt_tokens_server, record.completion_tokens_server), (Some(30), Some(2)));
+        assert!(
+            (record.latency_s() - 0.030).abs() < 1e-12,
+            "the usage chunk does not extend latency"
+        );
+        assert_eq!(
+            (record.prompt_tokens_server, record.completion_tokens_server),
+            (Some(30), Some(2))
+        );
         assert_eq!(record.generated_text, "abé");
         assert!(record.done_received);
     }
@@ -706,13 +873,19 @@ mod tests {
     #[test]
     fn completions_text_and_bad_events() {
         let record = sink_over(&[r#"{"choices":[{"index":0,"text":"x"},{"index":1,"text":"y"}]}"#]);
-        assert_eq!((record.generated_text.as_str(), record.content_events), ("x", 1));
+        assert_eq!(
+            (record.generated_text.as_str(), record.content_events),
+            ("x", 1)
+        );
         let record = sink_over(&[r#"{"choices":[{"delta":{"content":"a"}}]}"#, "{not json"]);
         assert_eq!(record.error.as_ref().unwrap().kind, ErrorKind::Malformed);
         assert!(!record.success());
         let record = sink_over(&[r#"{"error":{"message":"boom"}}"#]);
         assert_eq!(record.error.as_ref().unwrap().kind, ErrorKind::StreamError);
         let record = sink_over(&[r#"{"choices":null,"usage":{"completion_tokens":3}}"#]);
-        assert_eq!((record.ttft_s, record.completion_tokens_server), (None, Some(3)));
+        assert_eq!(
+            (record.ttft_s, record.completion_tokens_server),
+            (None, Some(3))
+        );
     }
 }

@@ -33,7 +33,14 @@ pub struct DatasetConfig {
 impl Default for DatasetConfig {
     /// The seed's load: random 512 in / 64 out, 100 prompts.
     fn default() -> DatasetConfig {
-        DatasetConfig { input_len: 512, output_len: 64, range_ratio: 0.0, prefix_len: 0, num_prompts: 100, seed: 0 }
+        DatasetConfig {
+            input_len: 512,
+            output_len: 64,
+            range_ratio: 0.0,
+            prefix_len: 0,
+            num_prompts: 100,
+            seed: 0,
+        }
     }
 }
 
@@ -87,12 +94,18 @@ impl Dataset {
     /// Counts tokens of generated text with the client's tokenizer (when there is one).
     pub fn count_tokens(&self, text: &str) -> Option<u32> {
         let tokenizer = self.tokenizer_handle.as_ref()?;
-        tokenizer.encode_fast(text, false).ok().map(|enc| enc.len() as u32)
+        tokenizer
+            .encode_fast(text, false)
+            .ok()
+            .map(|enc| enc.len() as u32)
     }
 
     /// Σ client-side prompt tokens (None for synthetic text).
     pub fn total_prompt_tokens(&self) -> Option<u64> {
-        self.requests.iter().map(|r| r.prompt_len.map(u64::from)).sum()
+        self.requests
+            .iter()
+            .map(|r| r.prompt_len.map(u64::from))
+            .sum()
     }
 }
 
@@ -128,14 +141,22 @@ pub fn find_tokenizer(model: &str) -> Option<PathBuf> {
     for cache in caches {
         let repo = cache.join(&repo_dir);
         if let Ok(main) = std::fs::read_to_string(repo.join("refs/main")) {
-            let file = repo.join("snapshots").join(main.trim()).join("tokenizer.json");
+            let file = repo
+                .join("snapshots")
+                .join(main.trim())
+                .join("tokenizer.json");
             if file.is_file() {
                 return Some(file);
             }
         }
-        let Ok(entries) = std::fs::read_dir(repo.join("snapshots")) else { continue };
-        let mut candidates: Vec<PathBuf> =
-            entries.flatten().map(|e| e.path().join("tokenizer.json")).filter(|p| p.is_file()).collect();
+        let Ok(entries) = std::fs::read_dir(repo.join("snapshots")) else {
+            continue;
+        };
+        let mut candidates: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path().join("tokenizer.json"))
+            .filter(|p| p.is_file())
+            .collect();
         candidates.sort();
         if let Some(file) = candidates.pop() {
             return Some(file);
@@ -145,12 +166,20 @@ pub fn find_tokenizer(model: &str) -> Option<PathBuf> {
 }
 
 /// Builds the random dataset; with no tokenizer, synthetic text (flagged) instead.
-pub fn build_dataset(cfg: &DatasetConfig, tokenizer: Option<&Path>) -> Result<Dataset, LoadgenError> {
+pub fn build_dataset(
+    cfg: &DatasetConfig,
+    tokenizer: Option<&Path>,
+) -> Result<Dataset, LoadgenError> {
     if cfg.num_prompts == 0 {
-        return Err(LoadgenError::Config("num_prompts must be at least 1".into()));
+        return Err(LoadgenError::Config(
+            "num_prompts must be at least 1".into(),
+        ));
     }
     if !(0.0..1.0).contains(&cfg.range_ratio) {
-        return Err(LoadgenError::Config(format!("random range ratio must be in [0, 1) (got {})", cfg.range_ratio)));
+        return Err(LoadgenError::Config(format!(
+            "random range ratio must be in [0, 1) (got {})",
+            cfg.range_ratio
+        )));
     }
     match tokenizer {
         Some(path) => {
@@ -165,13 +194,21 @@ pub fn build_dataset(cfg: &DatasetConfig, tokenizer: Option<&Path>) -> Result<Da
     }
 }
 
-fn length_ranges(cfg: &DatasetConfig, num_special: u32) -> Result<((u32, u32), (u32, u32)), LoadgenError> {
+/// Inclusive (low, high) bounds of input and output lengths.
+type LengthRanges = ((u32, u32), (u32, u32));
+
+fn length_ranges(cfg: &DatasetConfig, num_special: u32) -> Result<LengthRanges, LoadgenError> {
     let r = cfg.range_ratio;
     let real_input = cfg.input_len.saturating_sub(num_special) as f64;
-    let input = ((real_input * (1.0 - r)).floor() as u32, (real_input * (1.0 + r)).ceil() as u32);
+    let input = (
+        (real_input * (1.0 - r)).floor() as u32,
+        (real_input * (1.0 + r)).ceil() as u32,
+    );
     let output_len = cfg.output_len as f64;
-    let output =
-        (((output_len * (1.0 - r)).floor() as u32).max(1), ((output_len * (1.0 + r)).ceil() as u32).max(1));
+    let output = (
+        ((output_len * (1.0 - r)).floor() as u32).max(1),
+        ((output_len * (1.0 + r)).ceil() as u32).max(1),
+    );
     if cfg.prefix_len + input.0 < 1 {
         return Err(LoadgenError::Config(format!(
             "input length {} is too small: with {num_special} special token(s) and range ratio {r} a prompt \
@@ -182,29 +219,50 @@ fn length_ranges(cfg: &DatasetConfig, num_special: u32) -> Result<((u32, u32), (
     Ok((input, output))
 }
 
-fn build_from_tokenizer(cfg: &DatasetConfig, path: PathBuf, tokenizer: Tokenizer) -> Result<Dataset, LoadgenError> {
+fn build_from_tokenizer(
+    cfg: &DatasetConfig,
+    path: PathBuf,
+    tokenizer: Tokenizer,
+) -> Result<Dataset, LoadgenError> {
     use tokenizers::PostProcessor;
-    let num_special = tokenizer.get_post_processor().map(|pp| pp.added_tokens(false) as u32).unwrap_or(0);
+    let num_special = tokenizer
+        .get_post_processor()
+        .map(|pp| pp.added_tokens(false) as u32)
+        .unwrap_or(0);
     let ((in_lo, in_hi), (out_lo, out_hi)) = length_ranges(cfg, num_special)?;
     let vocab_size = tokenizer.get_vocab_size(false);
-    let special: std::collections::HashSet<u32> =
-        tokenizer.get_added_tokens_decoder().into_iter().filter(|(_, t)| t.special).map(|(id, _)| id).collect();
-    let allowed: Vec<u32> = (0..vocab_size as u32).filter(|id| !special.contains(id)).collect();
+    let special: std::collections::HashSet<u32> = tokenizer
+        .get_added_tokens_decoder()
+        .into_iter()
+        .filter(|(_, t)| t.special)
+        .map(|(id, _)| id)
+        .collect();
+    let allowed: Vec<u32> = (0..vocab_size as u32)
+        .filter(|id| !special.contains(id))
+        .collect();
     if allowed.is_empty() {
-        return Err(LoadgenError::Tokenizer(format!("{}: no non-special token ids", path.display())));
+        return Err(LoadgenError::Tokenizer(format!(
+            "{}: no non-special token ids",
+            path.display()
+        )));
     }
 
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let n = cfg.num_prompts;
     let input_lens: Vec<u32> = (0..n).map(|_| rng.random_range(in_lo..=in_hi)).collect();
     let output_lens: Vec<u32> = (0..n).map(|_| rng.random_range(out_lo..=out_hi)).collect();
-    let offsets: Vec<usize> = (0..n).map(|_| rng.random_range(0..vocab_size.max(1))).collect();
+    let offsets: Vec<usize> = (0..n)
+        .map(|_| rng.random_range(0..vocab_size.max(1)))
+        .collect();
 
     let mut mismatch_total = 0i64;
     let mut mismatched = 0usize;
     let prefix: Vec<u32> = if cfg.prefix_len > 0 {
-        let ids: Vec<u32> = (0..cfg.prefix_len).map(|_| allowed[rng.random_range(0..allowed.len())]).collect();
-        let (_, adjusted, mismatch) = fit_to_length(&tokenizer, ids, cfg.prefix_len, &allowed, &mut rng)?;
+        let ids: Vec<u32> = (0..cfg.prefix_len)
+            .map(|_| allowed[rng.random_range(0..allowed.len())])
+            .collect();
+        let (_, adjusted, mismatch) =
+            fit_to_length(&tokenizer, ids, cfg.prefix_len, &allowed, &mut rng)?;
         if mismatch != 0 {
             mismatch_total += mismatch;
             mismatched += 1;
@@ -220,7 +278,8 @@ fn build_from_tokenizer(cfg: &DatasetConfig, path: PathBuf, tokenizer: Tokenizer
         let mut ids = prefix.clone();
         ids.extend((0..len).map(|j| allowed[(offsets[i] + i + j) % allowed.len()]));
         let target = cfg.prefix_len + input_lens[i];
-        let (prompt, adjusted, mismatch) = fit_to_length(&tokenizer, ids, target, &allowed, &mut rng)?;
+        let (prompt, adjusted, mismatch) =
+            fit_to_length(&tokenizer, ids, target, &allowed, &mut rng)?;
         if mismatch != 0 {
             mismatch_total += mismatch;
             mismatched += 1;
@@ -262,7 +321,11 @@ fn fit_to_length(
     let mut round = 0;
     loop {
         let prompt = tokenizer.decode(&ids, false).map_err(err)?;
-        let encoded = tokenizer.encode_fast(prompt.as_str(), false).map_err(err)?.get_ids().to_vec();
+        let encoded = tokenizer
+            .encode_fast(prompt.as_str(), false)
+            .map_err(err)?
+            .get_ids()
+            .to_vec();
         if encoded.len() == target {
             return Ok((prompt, encoded, 0));
         }
@@ -283,9 +346,9 @@ fn fit_to_length(
 
 /// Plain words most tokenizers encode as one token each (with their leading space).
 const SYNTHETIC_WORDS: [&str; 32] = [
-    "the", "of", "and", "to", "in", "is", "that", "for", "it", "as", "was", "with", "be", "by", "on", "not",
-    "he", "this", "are", "or", "his", "from", "at", "which", "but", "have", "an", "had", "they", "you", "were",
-    "their",
+    "the", "of", "and", "to", "in", "is", "that", "for", "it", "as", "was", "with", "be", "by",
+    "on", "not", "he", "this", "are", "or", "his", "from", "at", "which", "but", "have", "an",
+    "had", "they", "you", "were", "their",
 ];
 
 fn build_synthetic(cfg: &DatasetConfig) -> Dataset {
@@ -328,7 +391,13 @@ mod tests {
 
     #[test]
     fn synthetic_dataset_is_flagged_deterministic_and_sized() {
-        let cfg = DatasetConfig { input_len: 20, output_len: 8, num_prompts: 5, seed: 3, ..DatasetConfig::default() };
+        let cfg = DatasetConfig {
+            input_len: 20,
+            output_len: 8,
+            num_prompts: 5,
+            seed: 3,
+            ..DatasetConfig::default()
+        };
         let a = build_dataset(&cfg, None).unwrap();
         let b = build_dataset(&cfg, None).unwrap();
         assert!(a.synthetic && a.tokenizer.is_none());
@@ -344,21 +413,57 @@ mod tests {
 
     #[test]
     fn length_ranges_follow_vllm() {
-        let cfg = DatasetConfig { input_len: 100, output_len: 10, range_ratio: 0.25, ..DatasetConfig::default() };
+        let cfg = DatasetConfig {
+            input_len: 100,
+            output_len: 10,
+            range_ratio: 0.25,
+            ..DatasetConfig::default()
+        };
         // One special token added by the post-processor: L' = 99 → [74, 124]; output [7, 13].
         assert_eq!(length_ranges(&cfg, 1).unwrap(), ((74, 124), (7, 13)));
-        let tiny = DatasetConfig { input_len: 1, output_len: 0, ..DatasetConfig::default() };
+        let tiny = DatasetConfig {
+            input_len: 1,
+            output_len: 0,
+            ..DatasetConfig::default()
+        };
         assert!(length_ranges(&tiny, 1).is_err(), "a prompt could be empty");
-        assert_eq!(length_ranges(&DatasetConfig { input_len: 5, output_len: 0, ..cfg }, 0).unwrap().1, (1, 1));
+        assert_eq!(
+            length_ranges(
+                &DatasetConfig {
+                    input_len: 5,
+                    output_len: 0,
+                    ..cfg
+                },
+                0
+            )
+            .unwrap()
+            .1,
+            (1, 1)
+        );
     }
 
     #[test]
     fn bad_configs_are_errors() {
-        let cfg = DatasetConfig { num_prompts: 0, ..DatasetConfig::default() };
-        assert!(matches!(build_dataset(&cfg, None), Err(LoadgenError::Config(_))));
-        let cfg = DatasetConfig { range_ratio: 1.0, ..DatasetConfig::default() };
-        assert!(matches!(build_dataset(&cfg, None), Err(LoadgenError::Config(_))));
+        let cfg = DatasetConfig {
+            num_prompts: 0,
+            ..DatasetConfig::default()
+        };
+        assert!(matches!(
+            build_dataset(&cfg, None),
+            Err(LoadgenError::Config(_))
+        ));
+        let cfg = DatasetConfig {
+            range_ratio: 1.0,
+            ..DatasetConfig::default()
+        };
+        assert!(matches!(
+            build_dataset(&cfg, None),
+            Err(LoadgenError::Config(_))
+        ));
         let missing = Path::new("/nonexistent/tokenizer.json");
-        assert!(matches!(build_dataset(&DatasetConfig::default(), Some(missing)), Err(LoadgenError::Tokenizer(_))));
+        assert!(matches!(
+            build_dataset(&DatasetConfig::default(), Some(missing)),
+            Err(LoadgenError::Tokenizer(_))
+        ));
     }
 }

@@ -16,7 +16,8 @@ pub mod stats;
 pub use audit::{LagSummary, SelfAudit};
 pub use client::{LoadClient, WarmupSummary};
 pub use dataset::{
-    Dataset, DatasetConfig, SampleRequest, TokenizerInfo, build_dataset, find_tokenizer, resolve_tokenizer_file,
+    Dataset, DatasetConfig, SampleRequest, TokenizerInfo, build_dataset, find_tokenizer,
+    resolve_tokenizer_file,
 };
 pub use record::{ErrorKind, RequestError, RequestRecord};
 pub use result::{BenchResult, Metrics, RunOutcome};
@@ -62,7 +63,9 @@ impl Backend {
         match name {
             "openai-chat" | "chat" => Ok(Backend::OpenAiChat),
             "openai" | "vllm" | "completions" => Ok(Backend::OpenAi),
-            other => Err(format!("unknown backend `{other}` (expected openai-chat or openai)")),
+            other => Err(format!(
+                "unknown backend `{other}` (expected openai-chat or openai)"
+            )),
         }
     }
 }
@@ -95,8 +98,13 @@ impl Goodput {
     pub fn parse(pairs: &[String]) -> Result<Goodput, String> {
         let mut goodput = Goodput::default();
         for pair in pairs {
-            let (key, value) = pair.split_once(':').ok_or_else(|| format!("goodput `{pair}`: expected KEY:VALUE"))?;
-            let value: f64 = value.trim().parse().map_err(|_| format!("goodput `{pair}`: value is not a number"))?;
+            let (key, value) = pair
+                .split_once(':')
+                .ok_or_else(|| format!("goodput `{pair}`: expected KEY:VALUE"))?;
+            let value: f64 = value
+                .trim()
+                .parse()
+                .map_err(|_| format!("goodput `{pair}`: value is not a number"))?;
             if !(value.is_finite() && value >= 0.0) {
                 return Err(format!("goodput `{pair}`: value must be ≥ 0 ms"));
             }
@@ -159,8 +167,14 @@ impl Default for RunConfig {
     }
 }
 
-pub const PERCENTILE_METRICS: [&str; 6] =
-    ["ttft", "tpot", "itl", "e2el", "client_queue_time", "e2el_including_client_queue"];
+pub const PERCENTILE_METRICS: [&str; 6] = [
+    "ttft",
+    "tpot",
+    "itl",
+    "e2el",
+    "client_queue_time",
+    "e2el_including_client_queue",
+];
 
 impl RunConfig {
     pub fn validate(&self) -> Result<(), LoadgenError> {
@@ -174,10 +188,13 @@ impl RunConfig {
         if self.max_concurrency == Some(0) {
             problems.push("max concurrency must be ≥ 1 (None = unlimited)".into());
         }
-        if !(self.request_rate > 0.0) {
-            problems.push(format!("request rate must be > 0 (got {})", self.request_rate));
+        if self.request_rate.is_nan() || self.request_rate <= 0.0 {
+            problems.push(format!(
+                "request rate must be > 0 (got {})",
+                self.request_rate
+            ));
         }
-        if !(self.burstiness > 0.0) {
+        if self.burstiness.is_nan() || self.burstiness <= 0.0 {
             problems.push(format!("burstiness must be > 0 (got {})", self.burstiness));
         }
         if self.percentiles.iter().any(|p| !(0.0..=100.0).contains(p)) {
@@ -185,10 +202,16 @@ impl RunConfig {
         }
         for metric in &self.percentile_metrics {
             if !PERCENTILE_METRICS.contains(&metric.as_str()) {
-                problems.push(format!("unknown percentile metric `{metric}` (expected one of {PERCENTILE_METRICS:?})"));
+                problems.push(format!(
+                    "unknown percentile metric `{metric}` (expected one of {PERCENTILE_METRICS:?})"
+                ));
             }
         }
-        if problems.is_empty() { Ok(()) } else { Err(LoadgenError::Config(problems.join("; "))) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(LoadgenError::Config(problems.join("; ")))
+        }
     }
 }
 
@@ -236,7 +259,10 @@ pub enum LoadgenError {
     Client(String),
     /// Every warm-up request failed (the server answers, but not usefully).
     #[error("all {attempted} warm-up requests failed; first error: {first_error}")]
-    WarmupFailed { attempted: usize, first_error: String },
+    WarmupFailed {
+        attempted: usize,
+        first_error: String,
+    },
     /// The server never answered a test request successfully within the readiness timeout.
     #[error("server not ready after {waited_s:.0} s: {last_error}")]
     NotReady { waited_s: f64, last_error: String },
@@ -248,7 +274,9 @@ impl LoadgenError {
         match self {
             LoadgenError::WarmupFailed { .. } => FailureClass::AllRequestsFailed,
             LoadgenError::NotReady { .. } => FailureClass::StartupTimeout,
-            LoadgenError::Config(_) | LoadgenError::Tokenizer(_) | LoadgenError::Client(_) => FailureClass::Internal,
+            LoadgenError::Config(_) | LoadgenError::Tokenizer(_) | LoadgenError::Client(_) => {
+                FailureClass::Internal
+            }
         }
     }
 
@@ -264,7 +292,14 @@ mod tests {
     #[test]
     fn goodput_parses_vllm_pairs() {
         let g = Goodput::parse(&["ttft:200".into(), "e2el: 1500.5".into()]).unwrap();
-        assert_eq!(g, Goodput { ttft_ms: Some(200.0), tpot_ms: None, e2el_ms: Some(1500.5) });
+        assert_eq!(
+            g,
+            Goodput {
+                ttft_ms: Some(200.0),
+                tpot_ms: None,
+                e2el_ms: Some(1500.5)
+            }
+        );
         assert!(Goodput::parse(&["itl:5".into()]).is_err());
         assert!(Goodput::parse(&["ttft=5".into()]).is_err());
         assert!(!Goodput::default().is_set());
@@ -279,10 +314,19 @@ mod tests {
             percentile_metrics: vec!["ttfb".into()],
             ..RunConfig::default()
         };
-        let LoadgenError::Config(message) = bad.validate().unwrap_err() else { panic!("not a config error") };
+        let LoadgenError::Config(message) = bad.validate().unwrap_err() else {
+            panic!("not a config error")
+        };
         for needle in ["model", "concurrency", "rate", "ttfb"] {
             assert!(message.contains(needle), "{needle} missing in: {message}");
         }
-        assert!(RunConfig { model: "m".into(), ..RunConfig::default() }.validate().is_ok());
+        assert!(
+            RunConfig {
+                model: "m".into(),
+                ..RunConfig::default()
+            }
+            .validate()
+            .is_ok()
+        );
     }
 }

@@ -81,7 +81,12 @@ pub struct RequestRecord {
 }
 
 impl RequestRecord {
-    pub(crate) fn new(index: usize, scheduled_at_s: f64, prompt_tokens_client: Option<u32>, expected_events: usize) -> Self {
+    pub(crate) fn new(
+        index: usize,
+        scheduled_at_s: f64,
+        prompt_tokens_client: Option<u32>,
+        expected_events: usize,
+    ) -> Self {
         RequestRecord {
             index,
             scheduled_at_s,
@@ -94,7 +99,10 @@ impl RequestRecord {
     /// Records the first failure only (a timeout after a disconnect stays a disconnect).
     pub(crate) fn fail(&mut self, kind: ErrorKind, message: impl Into<String>) {
         if self.error.is_none() {
-            self.error = Some(RequestError { kind, message: message.into() });
+            self.error = Some(RequestError {
+                kind,
+                message: message.into(),
+            });
         }
     }
 
@@ -122,6 +130,9 @@ impl RequestRecord {
     }
 
     pub fn error_message(&self) -> &str {
-        self.error.as_ref().map(|e| e.message.as_str()).unwrap_or("")
+        self.error
+            .as_ref()
+            .map(|e| e.message.as_str())
+            .unwrap_or("")
     }
 }

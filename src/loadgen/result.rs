@@ -76,7 +76,10 @@ pub fn compute_metrics(
     let mut output_lens = Vec::with_capacity(records.len());
     let (mut completed, mut total_input) = (0usize, 0u64);
     for record in records {
-        let prompt_len = record.prompt_tokens_server.or(record.prompt_tokens_client).unwrap_or(0);
+        let prompt_len = record
+            .prompt_tokens_server
+            .or(record.prompt_tokens_client)
+            .unwrap_or(0);
         input_lens.push(prompt_len);
         if !record.success() {
             output_lens.push(0);
@@ -122,7 +125,9 @@ pub fn compute_metrics(
         let good = (0..ttfts.len())
             .filter(|&i| {
                 goodput.ttft_ms.is_none_or(|slo| slo / 1000.0 >= ttfts[i])
-                    && goodput.tpot_ms.is_none_or(|slo| slo / 1000.0 >= all_tpots[i])
+                    && goodput
+                        .tpot_ms
+                        .is_none_or(|slo| slo / 1000.0 >= all_tpots[i])
                     && goodput.e2el_ms.is_none_or(|slo| slo / 1000.0 >= e2els[i])
             })
             .count();
@@ -130,7 +135,13 @@ pub fn compute_metrics(
     });
     let (max_output_tokens_per_s, max_concurrent_requests) = peaks(records);
     let e2el_with_queue: Vec<f64> = e2els.iter().zip(&queues).map(|(e, q)| e + q).collect();
-    let per_s = |x: f64| if duration_s > 0.0 { x / duration_s } else { 0.0 };
+    let per_s = |x: f64| {
+        if duration_s > 0.0 {
+            x / duration_s
+        } else {
+            0.0
+        }
+    };
     Metrics {
         completed,
         failed: records.len() - completed,
@@ -164,7 +175,10 @@ fn peaks(records: &[RequestRecord]) -> (f64, u64) {
     }
     let start = |r: &RequestRecord| r.sent_at_s.unwrap_or(0.0);
     let min_start = ok.iter().map(|r| start(r)).fold(f64::INFINITY, f64::min);
-    let max_end = ok.iter().map(|r| start(r) + r.latency_s()).fold(f64::NEG_INFINITY, f64::max);
+    let max_end = ok
+        .iter()
+        .map(|r| start(r) + r.latency_s())
+        .fold(f64::NEG_INFINITY, f64::max);
     let buckets = (max_end - min_start).ceil() as usize + 1;
     let mut tokens = vec![0u64; buckets];
     let mut concurrent = vec![0u64; buckets];
@@ -181,7 +195,10 @@ fn peaks(records: &[RequestRecord]) -> (f64, u64) {
             *slot += 1;
         }
     }
-    (tokens.iter().copied().max().unwrap_or(0) as f64, concurrent.iter().copied().max().unwrap_or(0))
+    (
+        tokens.iter().copied().max().unwrap_or(0) as f64,
+        concurrent.iter().copied().max().unwrap_or(0),
+    )
 }
 
 /// The outcome of one measured run: settings, raw records, metrics, self-audit.
@@ -216,7 +233,13 @@ impl BenchResult {
         audit: SelfAudit,
         started_at: SystemTime,
     ) -> BenchResult {
-        let metrics = compute_metrics(&records, duration_s, &run.percentiles, &run.goodput, &|text| ds.count_tokens(text));
+        let metrics = compute_metrics(
+            &records,
+            duration_s,
+            &run.percentiles,
+            &run.goodput,
+            &|text| ds.count_tokens(text),
+        );
         BenchResult {
             run: run.clone(),
             base_url: client.base_url.clone(),
@@ -249,7 +272,12 @@ impl BenchResult {
     /// The failure to record for this run, if it is one (`timeout`, `all_requests_failed`).
     pub fn failure(&self) -> Option<Failure> {
         let m = &self.metrics;
-        let first_error = self.records.iter().find_map(|r| r.error.as_ref()).map(|e| e.message.as_str()).unwrap_or("");
+        let first_error = self
+            .records
+            .iter()
+            .find_map(|r| r.error.as_ref())
+            .map(|e| e.message.as_str())
+            .unwrap_or("");
         match self.outcome() {
             RunOutcome::Ok => None,
             RunOutcome::TimedOut => Some(Failure::new(
@@ -263,7 +291,10 @@ impl BenchResult {
             )),
             RunOutcome::AllRequestsFailed => Some(Failure::new(
                 FailureClass::AllRequestsFailed,
-                format!("all {} requests failed; first error: {first_error}", m.failed),
+                format!(
+                    "all {} requests failed; first error: {first_error}",
+                    m.failed
+                ),
             )),
         }
     }
@@ -315,7 +346,14 @@ impl BenchResult {
             reserved.push(key.clone());
             put(key, json!(value));
         }
-        put("request_rate", if run.request_rate.is_finite() { json!(run.request_rate) } else { json!("inf") });
+        put(
+            "request_rate",
+            if run.request_rate.is_finite() {
+                json!(run.request_rate)
+            } else {
+                json!("inf")
+            },
+        );
         put("burstiness", json!(run.burstiness));
         put("max_concurrency", json!(run.max_concurrency));
         put("duration", json!(self.duration_s));
@@ -331,28 +369,93 @@ impl BenchResult {
             let ok = |r: &RequestRecord| r.success();
             put("input_lens", json!(m.input_lens));
             put("output_lens", json!(m.output_lens));
-            put("ttfts", json!(self.records.iter().map(|r| if ok(r) { r.ttft_s.unwrap_or(0.0) } else { 0.0 }).collect::<Vec<_>>()));
-            put("itls", json!(self.records.iter().map(|r| if ok(r) { r.itls_s().collect() } else { vec![] }).collect::<Vec<Vec<f64>>>()));
+            put(
+                "ttfts",
+                json!(
+                    self.records
+                        .iter()
+                        .map(|r| if ok(r) { r.ttft_s.unwrap_or(0.0) } else { 0.0 })
+                        .collect::<Vec<_>>()
+                ),
+            );
+            put(
+                "itls",
+                json!(
+                    self.records
+                        .iter()
+                        .map(|r| if ok(r) { r.itls_s().collect() } else { vec![] })
+                        .collect::<Vec<Vec<f64>>>()
+                ),
+            );
         }
         // vLLM keeps these two lists even without --save-detailed.
-        put("latencies", json!(self.records.iter().map(|r| if r.success() { r.latency_s() } else { 0.0 }).collect::<Vec<_>>()));
+        put(
+            "latencies",
+            json!(
+                self.records
+                    .iter()
+                    .map(|r| if r.success() { r.latency_s() } else { 0.0 })
+                    .collect::<Vec<_>>()
+            ),
+        );
         if detailed {
-            put("start_times", json!(self.records.iter().map(|r| r.sent_at_s.unwrap_or(0.0)).collect::<Vec<_>>()));
+            put(
+                "start_times",
+                json!(
+                    self.records
+                        .iter()
+                        .map(|r| r.sent_at_s.unwrap_or(0.0))
+                        .collect::<Vec<_>>()
+                ),
+            );
         }
-        put("queue_times", json!(self.records.iter().map(|r| r.queue_time_s()).collect::<Vec<_>>()));
+        put(
+            "queue_times",
+            json!(
+                self.records
+                    .iter()
+                    .map(|r| r.queue_time_s())
+                    .collect::<Vec<_>>()
+            ),
+        );
         if detailed {
-            put("generated_texts", json!(self.records.iter().map(|r| r.generated_text.as_str()).collect::<Vec<_>>()));
-            put("errors", json!(self.records.iter().map(|r| r.error_message()).collect::<Vec<_>>()));
+            put(
+                "generated_texts",
+                json!(
+                    self.records
+                        .iter()
+                        .map(|r| r.generated_text.as_str())
+                        .collect::<Vec<_>>()
+                ),
+            );
+            put(
+                "errors",
+                json!(
+                    self.records
+                        .iter()
+                        .map(|r| r.error_message())
+                        .collect::<Vec<_>>()
+                ),
+            );
         }
         put("max_output_tokens_per_s", json!(m.max_output_tokens_per_s));
         put("max_concurrent_requests", json!(m.max_concurrent_requests));
         put("rtfx", json!(0.0));
-        for (name, summary) in [("ttft", &m.ttft), ("tpot", &m.tpot), ("itl", &m.itl), ("e2el", &m.e2el)] {
+        for (name, summary) in [
+            ("ttft", &m.ttft),
+            ("tpot", &m.tpot),
+            ("itl", &m.itl),
+            ("e2el", &m.e2el),
+        ] {
             summary_entries(&mut put, name, summary);
         }
-        for (name, summary) in
-            [("client_queue_time", &m.client_queue_time), ("e2el_including_client_queue", &m.e2el_including_client_queue)]
-        {
+        for (name, summary) in [
+            ("client_queue_time", &m.client_queue_time),
+            (
+                "e2el_including_client_queue",
+                &m.e2el_including_client_queue,
+            ),
+        ] {
             if run.percentile_metrics.iter().any(|p| p == name) {
                 summary_entries(&mut put, name, summary);
             }
@@ -372,15 +475,28 @@ impl BenchResult {
 
     fn isobench_block(&self, detailed: bool, metadata: &[(String, String)]) -> Value {
         let m = &self.metrics;
-        let client_prompt_total: Option<u64> =
-            self.records.iter().map(|r| r.prompt_tokens_client.map(u64::from)).sum();
-        let server_reported = self.records.iter().filter(|r| r.prompt_tokens_server.is_some()).count();
-        let server_prompt_total: u64 = self.records.iter().filter_map(|r| r.prompt_tokens_server.map(u64::from)).sum();
+        let client_prompt_total: Option<u64> = self
+            .records
+            .iter()
+            .map(|r| r.prompt_tokens_client.map(u64::from))
+            .sum();
+        let server_reported = self
+            .records
+            .iter()
+            .filter(|r| r.prompt_tokens_server.is_some())
+            .count();
+        let server_prompt_total: u64 = self
+            .records
+            .iter()
+            .filter_map(|r| r.prompt_tokens_server.map(u64::from))
+            .sum();
         let mean_template_overhead = {
             let pairs: Vec<f64> = self
                 .records
                 .iter()
-                .filter_map(|r| Some(f64::from(r.prompt_tokens_server?) - f64::from(r.prompt_tokens_client?)))
+                .filter_map(|r| {
+                    Some(f64::from(r.prompt_tokens_server?) - f64::from(r.prompt_tokens_client?))
+                })
                 .collect();
             (!pairs.is_empty()).then(|| pairs.iter().sum::<f64>() / pairs.len() as f64)
         };
@@ -454,25 +570,53 @@ impl BenchResult {
             line("Maximum request concurrency:", c.to_string());
         }
         if run.request_rate.is_finite() {
-            line("Request rate configured (RPS):", format!("{:.2}", run.request_rate));
+            line(
+                "Request rate configured (RPS):",
+                format!("{:.2}", run.request_rate),
+            );
         }
         line("Benchmark duration (s):", format!("{:.2}", self.duration_s));
         line("Total input tokens:", m.total_input.to_string());
         line("Total generated tokens:", m.total_output.to_string());
-        line("Request throughput (req/s):", format!("{:.2}", m.request_throughput));
+        line(
+            "Request throughput (req/s):",
+            format!("{:.2}", m.request_throughput),
+        );
         if let Some(goodput) = m.request_goodput {
             line("Request goodput (req/s):", format!("{goodput:.2}"));
         }
-        line("Output token throughput (tok/s):", format!("{:.2}", m.output_throughput));
-        line("Peak output token throughput (tok/s):", format!("{:.2}", m.max_output_tokens_per_s));
-        line("Peak concurrent requests:", format!("{:.2}", m.max_concurrent_requests as f64));
-        line("Total token throughput (tok/s):", format!("{:.2}", m.total_token_throughput));
+        line(
+            "Output token throughput (tok/s):",
+            format!("{:.2}", m.output_throughput),
+        );
+        line(
+            "Peak output token throughput (tok/s):",
+            format!("{:.2}", m.max_output_tokens_per_s),
+        );
+        line(
+            "Peak concurrent requests:",
+            format!("{:.2}", m.max_concurrent_requests as f64),
+        );
+        line(
+            "Total token throughput (tok/s):",
+            format!("{:.2}", m.total_token_throughput),
+        );
         let sections = [
             ("ttft", "TTFT", "Time to First Token", &m.ttft),
-            ("tpot", "TPOT", "Time per Output Token (excl. 1st token)", &m.tpot),
+            (
+                "tpot",
+                "TPOT",
+                "Time per Output Token (excl. 1st token)",
+                &m.tpot,
+            ),
             ("itl", "ITL", "Inter-token Latency", &m.itl),
             ("e2el", "E2EL", "End-to-end Latency", &m.e2el),
-            ("client_queue_time", "Client Queue Time", "Client-side Queueing", &m.client_queue_time),
+            (
+                "client_queue_time",
+                "Client Queue Time",
+                "Client-side Queueing",
+                &m.client_queue_time,
+            ),
             (
                 "e2el_including_client_queue",
                 "E2EL incl. Client Queue",
@@ -486,13 +630,32 @@ impl BenchResult {
                 continue;
             }
             let _ = writeln!(body, "{header:-^50}");
-            let _ = writeln!(body, "{:<40} {:<10}", format!("Mean {name} (ms):"), format!("{:.2}", summary.mean));
-            let _ = writeln!(body, "{:<40} {:<10}", format!("Median {name} (ms):"), format!("{:.2}", summary.median));
+            let _ = writeln!(
+                body,
+                "{:<40} {:<10}",
+                format!("Mean {name} (ms):"),
+                format!("{:.2}", summary.mean)
+            );
+            let _ = writeln!(
+                body,
+                "{:<40} {:<10}",
+                format!("Median {name} (ms):"),
+                format!("{:.2}", summary.median)
+            );
             for (p, value) in &summary.percentiles {
-                let _ = writeln!(body, "{:<40} {:<10}", format!("P{} {name} (ms):", p_word(*p)), format!("{value:.2}"));
+                let _ = writeln!(
+                    body,
+                    "{:<40} {:<10}",
+                    format!("P{} {name} (ms):", p_word(*p)),
+                    format!("{value:.2}")
+                );
             }
         }
-        format!("{:=^50}\n{body}{}\n", " Serving Benchmark Result ", "=".repeat(50))
+        format!(
+            "{:=^50}\n{body}{}\n",
+            " Serving Benchmark Result ",
+            "=".repeat(50)
+        )
     }
 }
 
@@ -515,7 +678,11 @@ fn summary_value(summary: &Summary) -> Value {
 
 /// vLLM's percentile key word: `99` for 99.0, `99.9` for 99.9.
 pub(crate) fn p_word(p: f64) -> String {
-    if p.fract() == 0.0 { format!("{}", p as i64) } else { format!("{p}") }
+    if p.fract() == 0.0 {
+        format!("{}", p as i64)
+    } else {
+        format!("{p}")
+    }
 }
 
 /// vLLM's `date` field (`%Y%m%d-%H%M%S`), in UTC.
@@ -549,7 +716,10 @@ mod tests {
     fn failed() -> RequestRecord {
         RequestRecord {
             prompt_tokens_client: Some(7),
-            error: Some(RequestError { kind: ErrorKind::HttpStatus, message: "HTTP 500".into() }),
+            error: Some(RequestError {
+                kind: ErrorKind::HttpStatus,
+                message: "HTTP 500".into(),
+            }),
             ..RequestRecord::default()
         }
     }
@@ -562,20 +732,38 @@ mod tests {
     fn metrics_by_hand() {
         // A: TTFT 0.1, events at 0.1, 0.2, 0.4 → ITLs 0.1, 0.2; E2E 0.4; 5 tokens → TPOT 0.3/4.
         // B: TTFT 0.2, events at 0.2, 0.3 → ITL 0.1; E2E 0.3; 1 token → no TPOT.
-        let records = vec![ok(0.0, &[0.1, 0.2, 0.4], 5, 20), ok(0.5, &[0.2, 0.3], 1, 30), failed()];
+        let records = vec![
+            ok(0.0, &[0.1, 0.2, 0.4], 5, 20),
+            ok(0.5, &[0.2, 0.3], 1, 30),
+            failed(),
+        ];
         let m = compute_metrics(&records, 2.0, &[50.0, 99.0], &Goodput::default(), &|_| None);
         assert_eq!((m.completed, m.failed), (2, 1));
-        assert_eq!((m.total_input, m.total_output), (50, 6), "server prompt counts of successful requests");
+        assert_eq!(
+            (m.total_input, m.total_output),
+            (50, 6),
+            "server prompt counts of successful requests"
+        );
         assert!(close(m.request_throughput, 1.0) && close(m.output_throughput, 3.0));
         assert!(close(m.total_token_throughput, 28.0));
-        assert!(close(m.ttft.mean, 150.0) && close(m.ttft.median, 150.0) && close(m.ttft.std, 50.0));
+        assert!(
+            close(m.ttft.mean, 150.0) && close(m.ttft.median, 150.0) && close(m.ttft.std, 50.0)
+        );
         assert_eq!(m.tpot.percentiles.len(), 2);
-        assert!(close(m.tpot.mean, 75.0), "only requests with > 1 token: {}", m.tpot.mean);
+        assert!(
+            close(m.tpot.mean, 75.0),
+            "only requests with > 1 token: {}",
+            m.tpot.mean
+        );
         // ITL samples 100, 200, 100 ms: mean 133.33, median 100, p99 = 100 + 0.98·... sorted [100,100,200]
         assert!(close(m.itl.mean, 400.0 / 3.0) && close(m.itl.median, 100.0));
         assert!(close(m.itl.percentile(99.0).unwrap(), 198.0));
         assert!(close(m.e2el.mean, 350.0));
-        assert_eq!(m.input_lens, vec![20, 30, 7], "failed requests keep the client count");
+        assert_eq!(
+            m.input_lens,
+            vec![20, 30, 7],
+            "failed requests keep the client count"
+        );
         assert_eq!(m.output_lens, vec![5, 1, 0]);
         assert_eq!(m.request_goodput, None);
         // Old TTFT definition (first content) is kept separately.
@@ -584,18 +772,52 @@ mod tests {
 
     #[test]
     fn goodput_uses_every_given_slo() {
-        let records = vec![ok(0.0, &[0.1, 0.2, 0.4], 5, 20), ok(0.5, &[0.2, 0.3], 1, 30)];
-        let ttft_only = Goodput { ttft_ms: Some(150.0), ..Goodput::default() };
+        let records = vec![
+            ok(0.0, &[0.1, 0.2, 0.4], 5, 20),
+            ok(0.5, &[0.2, 0.3], 1, 30),
+        ];
+        let ttft_only = Goodput {
+            ttft_ms: Some(150.0),
+            ..Goodput::default()
+        };
         let m = compute_metrics(&records, 2.0, &[99.0], &ttft_only, &|_| None);
-        assert!(close(m.request_goodput.unwrap(), 0.5), "only A meets TTFT ≤ 150 ms");
+        assert!(
+            close(m.request_goodput.unwrap(), 0.5),
+            "only A meets TTFT ≤ 150 ms"
+        );
         // TPOT of a 1-token request counts as 0 for goodput; A's TPOT is 75 ms.
-        let tpot = Goodput { tpot_ms: Some(50.0), ..Goodput::default() };
-        assert!(close(compute_metrics(&records, 2.0, &[99.0], &tpot, &|_| None).request_goodput.unwrap(), 0.5));
-        let both = Goodput { ttft_ms: Some(1000.0), e2el_ms: Some(300.0), ..Goodput::default() };
-        assert!(close(compute_metrics(&records, 2.0, &[99.0], &both, &|_| None).request_goodput.unwrap(), 0.5));
+        let tpot = Goodput {
+            tpot_ms: Some(50.0),
+            ..Goodput::default()
+        };
+        assert!(close(
+            compute_metrics(&records, 2.0, &[99.0], &tpot, &|_| None)
+                .request_goodput
+                .unwrap(),
+            0.5
+        ));
+        let both = Goodput {
+            ttft_ms: Some(1000.0),
+            e2el_ms: Some(300.0),
+            ..Goodput::default()
+        };
+        assert!(close(
+            compute_metrics(&records, 2.0, &[99.0], &both, &|_| None)
+                .request_goodput
+                .unwrap(),
+            0.5
+        ));
         // The SLO is inclusive (vLLM: slo >= value).
-        let exact = Goodput { e2el_ms: Some(400.0), ..Goodput::default() };
-        assert!(close(compute_metrics(&records, 2.0, &[99.0], &exact, &|_| None).request_goodput.unwrap(), 1.0));
+        let exact = Goodput {
+            e2el_ms: Some(400.0),
+            ..Goodput::default()
+        };
+        assert!(close(
+            compute_metrics(&records, 2.0, &[99.0], &exact, &|_| None)
+                .request_goodput
+                .unwrap(),
+            1.0
+        ));
     }
 
     #[test]
@@ -605,7 +827,9 @@ mod tests {
         no_usage.content_events = 2;
         no_usage.generated_text = "a b c".into();
         let records = vec![no_usage];
-        let by_tokenizer = compute_metrics(&records, 1.0, &[99.0], &Goodput::default(), &|t| Some(t.len() as u32));
+        let by_tokenizer = compute_metrics(&records, 1.0, &[99.0], &Goodput::default(), &|t| {
+            Some(t.len() as u32)
+        });
         assert_eq!(by_tokenizer.output_lens, vec![5]);
         assert_eq!(by_tokenizer.output_token_sources.client_tokenizer, 1);
         let by_events = compute_metrics(&records, 1.0, &[99.0], &Goodput::default(), &|_| None);
@@ -615,16 +839,28 @@ mod tests {
 
     #[test]
     fn empty_and_all_failed_runs_report_zeros() {
-        let m = compute_metrics(&[failed(), failed()], 1.0, &[99.0], &Goodput::default(), &|_| None);
+        let m = compute_metrics(
+            &[failed(), failed()],
+            1.0,
+            &[99.0],
+            &Goodput::default(),
+            &|_| None,
+        );
         assert_eq!((m.completed, m.failed, m.total_output), (0, 2, 0));
         assert_eq!((m.ttft.mean, m.itl.median, m.e2el.std), (0.0, 0.0, 0.0));
-        assert_eq!((m.max_output_tokens_per_s, m.max_concurrent_requests), (0.0, 0));
+        assert_eq!(
+            (m.max_output_tokens_per_s, m.max_concurrent_requests),
+            (0.0, 0)
+        );
     }
 
     #[test]
     fn peaks_follow_vllm_buckets() {
         // Two requests overlapping in second 0; events: A at 0.1, 0.2, 1.5; B (sent 0.5) at 0.6, 0.7.
-        let records = vec![ok(0.0, &[0.1, 0.2, 1.5], 3, 10), ok(0.5, &[0.1, 0.2], 2, 10)];
+        let records = vec![
+            ok(0.0, &[0.1, 0.2, 1.5], 3, 10),
+            ok(0.5, &[0.1, 0.2], 2, 10),
+        ];
         let (tokens, concurrent) = peaks(&records);
         assert_eq!(tokens, 4.0, "bucket 0 holds 0.1, 0.2, 0.6, 0.7");
         assert_eq!(concurrent, 2);

@@ -166,7 +166,11 @@ mod tests {
         let bytes = VLLM_LIKE.as_bytes();
         let whole = collect(&[bytes]);
         for cut in 0..=bytes.len() {
-            assert_eq!(collect(&[&bytes[..cut], &bytes[cut..]]), whole, "cut at {cut}");
+            assert_eq!(
+                collect(&[&bytes[..cut], &bytes[cut..]]),
+                whole,
+                "cut at {cut}"
+            );
         }
         // Also byte by byte (every multi-byte character straddles reads).
         let singles: Vec<&[u8]> = bytes.chunks(1).collect();
@@ -179,9 +183,16 @@ mod tests {
         let want = vec![data("a"), data("b"), Owned::Done];
         assert_eq!(collect(&[crlf.as_bytes()]), want);
         for cut in 0..=crlf.len() {
-            assert_eq!(collect(&[&crlf.as_bytes()[..cut], &crlf.as_bytes()[cut..]]), want, "cut {cut}");
+            assert_eq!(
+                collect(&[&crlf.as_bytes()[..cut], &crlf.as_bytes()[cut..]]),
+                want,
+                "cut {cut}"
+            );
         }
-        assert_eq!(collect(&[b"data: a\r\rdata: b\r\r"]), vec![data("a"), data("b")]);
+        assert_eq!(
+            collect(&[b"data: a\r\rdata: b\r\r"]),
+            vec![data("a"), data("b")]
+        );
     }
 
     #[test]
@@ -194,7 +205,10 @@ mod tests {
 
     #[test]
     fn missing_done_and_missing_final_blank_line_still_deliver() {
-        assert_eq!(collect(&[b"data: {\"a\":1}\n\ndata: {\"b\":2}"]), vec![data("{\"a\":1}"), data("{\"b\":2}")]);
+        assert_eq!(
+            collect(&[b"data: {\"a\":1}\n\ndata: {\"b\":2}"]),
+            vec![data("{\"a\":1}"), data("{\"b\":2}")]
+        );
         assert_eq!(collect(&[b"data: x\n"]), vec![data("x")]);
     }
 
@@ -221,7 +235,11 @@ mod tests {
             text.push_str(eol);
             if !lines.is_empty() {
                 let joined = lines.join("\n");
-                want.push(if joined == "[DONE]" { Owned::Done } else { Owned::Data(joined) });
+                want.push(if joined == "[DONE]" {
+                    Owned::Done
+                } else {
+                    Owned::Data(joined)
+                });
             }
         }
         (text, want)

@@ -23,12 +23,18 @@ impl Summary {
             mean: mean(&sorted),
             median: percentile_sorted(&sorted, 50.0),
             std: std_population(&sorted),
-            percentiles: percentiles.iter().map(|&p| (p, percentile_sorted(&sorted, p))).collect(),
+            percentiles: percentiles
+                .iter()
+                .map(|&p| (p, percentile_sorted(&sorted, p)))
+                .collect(),
         }
     }
 
     pub fn percentile(&self, p: f64) -> Option<f64> {
-        self.percentiles.iter().find(|(q, _)| *q == p).map(|(_, v)| *v)
+        self.percentiles
+            .iter()
+            .find(|(q, _)| *q == p)
+            .map(|(_, v)| *v)
     }
 }
 
@@ -60,7 +66,11 @@ pub fn percentile_sorted(sorted: &[f64], p: f64) -> f64 {
             let t = rank - lo as f64;
             // numpy's _lerp: computed from the nearer end for accuracy.
             let (a, b) = (sorted[lo], sorted[hi]);
-            if t >= 0.5 { b - (b - a) * (1.0 - t) } else { a + (b - a) * t }
+            if t >= 0.5 {
+                b - (b - a) * (1.0 - t)
+            } else {
+                a + (b - a) * t
+            }
         }
     }
 }
@@ -84,8 +94,19 @@ mod tests {
     fn numpy_linear_percentiles_by_hand() {
         // np.percentile([1, 2, 3, 4], [0, 25, 50, 90, 99, 100]) = [1, 1.75, 2.5, 3.7, 3.97, 4]
         let v = [4.0, 1.0, 3.0, 2.0];
-        for (p, want) in [(0.0, 1.0), (25.0, 1.75), (50.0, 2.5), (90.0, 3.7), (99.0, 3.97), (100.0, 4.0)] {
-            assert!(close(percentile(&v, p), want), "p{p}: {} != {want}", percentile(&v, p));
+        for (p, want) in [
+            (0.0, 1.0),
+            (25.0, 1.75),
+            (50.0, 2.5),
+            (90.0, 3.7),
+            (99.0, 3.97),
+            (100.0, 4.0),
+        ] {
+            assert!(
+                close(percentile(&v, p), want),
+                "p{p}: {} != {want}",
+                percentile(&v, p)
+            );
         }
         // Odd length: the median is the middle element; p99 of [10, 20, 30] = 20 + 0.98·10.
         assert!(close(percentile(&[30.0, 10.0, 20.0], 50.0), 20.0));

@@ -24,6 +24,7 @@
 mod config;
 mod server;
 mod stream;
+mod timer;
 
 pub use config::SimConfig;
 pub use server::{SimError, SimHandle, SimStats, spawn};

@@ -12,14 +12,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::Instant;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
 use super::config::SimConfig;
 use super::stream::{Api, SimStream, SplitMix64, StreamFault, StreamPlan, VOCAB};
+use super::timer::HiResTimer;
 
 /// Largest request body accepted (a long prompt is a few hundred KiB).
 const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
@@ -92,6 +93,7 @@ pub(crate) struct Shared {
     pub config: SimConfig,
     pub speed_factor: f64,
     pub stats: Stats,
+    pub timer: Arc<HiResTimer>,
     ready_at: Instant,
     tokenizer: Option<tokenizers::Tokenizer>,
     running: AtomicU64,
@@ -318,6 +320,10 @@ pub async fn spawn(config: SimConfig) -> Result<SimHandle, SimError> {
         next_id: AtomicU64::new(0),
         running: AtomicU64::new(0),
         stats: Stats::default(),
+        timer: HiResTimer::start().map_err(|source| SimError::Bind {
+            addr: "timer thread".into(),
+            source,
+        })?,
         tokenizer,
         speed_factor,
         shutdown,
@@ -358,7 +364,11 @@ async fn accept_loop(
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = shutdown.wait_for(|stop| *stop) => {
+                // Streams still waiting on the timer are dropped with their connections.
+                shared.timer.stop();
+                return;
+            }
         };
         let stream = match accepted {
             Ok((stream, _peer)) => stream,
@@ -732,7 +742,7 @@ async fn plain_response(
     for _ in 1..chunks {
         end += shared.gap_ms(&mut rng);
     }
-    tokio::time::sleep_until(end).await;
+    shared.timer.sleep_until(end).await;
     drop(running);
     let text: String = (0..completion_tokens as usize)
         .map(|i| VOCAB[i % VOCAB.len()])

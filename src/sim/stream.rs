@@ -6,9 +6,8 @@ use hyper::body::{Body, Frame, SizeHint};
 use std::fmt::Write as _;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
-use std::time::Duration;
-use tokio::time::{Instant, Sleep};
+use std::task::{Context, Poll};
+use std::time::Instant;
 
 use super::server::{RunningGuard, Shared};
 
@@ -22,14 +21,8 @@ pub(crate) const VOCAB: [&str; 16] = [
 /// server is limited by the network stack rather than by per-frame overhead.
 const COALESCE_LIMIT: usize = 32 * 1024;
 
-/// Tokio's timer fires on the first millisecond tick at or after a deadline (plus wake-up
-/// latency), so sleeping to the exact deadline makes every delay ~1 ms late on average. Waking
-/// this much earlier centres the error on zero; see the sim accuracy tests.
-const TIMER_LEAD: Duration = Duration::from_micros(TIMER_LEAD_US);
-const TIMER_LEAD_US: u64 = 0;
-
 fn is_due(at: Instant) -> bool {
-    at <= Instant::now() + TIMER_LEAD
+    at <= Instant::now()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,7 +75,6 @@ pub(crate) struct SimStream {
     sent_chunks: u32,
     total_chunks: u32,
     next_at: Instant,
-    sleep: Pin<Box<Sleep>>,
     rng: SplitMix64,
     buf: BytesMut,
     _running: RunningGuard,
@@ -99,7 +91,6 @@ impl SimStream {
         };
         SimStream {
             next_at: plan.first_at,
-            sleep: Box::pin(tokio::time::sleep_until(plan.first_at)),
             rng: SplitMix64(plan.rng_seed),
             buf: BytesMut::with_capacity(4096),
             phase,
@@ -226,12 +217,8 @@ impl Body for SimStream {
                 return Poll::Ready(None);
             }
             // Wait for the next event's scheduled time (only if it is still ahead).
-            if !is_due(this.next_at) {
-                let wake_at = this.next_at - TIMER_LEAD;
-                if this.sleep.deadline() != wake_at {
-                    this.sleep.as_mut().reset(wake_at);
-                }
-                ready!(this.sleep.as_mut().poll(cx));
+            if !is_due(this.next_at) && this.shared.timer.wake_at(this.next_at, cx.waker()) {
+                return Poll::Pending;
             }
             // Write every event that is due, then hand them over as one frame.
             loop {
