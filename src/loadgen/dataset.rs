@@ -5,7 +5,8 @@
 //! adds (the server adds them), output lengths from `[max(1, ⌊O·(1−r)⌋), ⌈O·(1+r)⌉]`; a prompt is
 //! the run `allowed[(offset + i + j) mod |allowed|]` of non-special token ids after an optional
 //! shared random prefix, decoded, re-encoded and padded or truncated until its encoded length is
-//! the target (10 rounds, as vLLM; what remains is reported as residual mismatch). The random
+//! the target (10 rounds, as vLLM; what remains is reported as residual mismatch). Unlike vLLM,
+//! ids that do not decode to valid text on their own are not sampled (see below). The random
 //! generator differs from numpy's, so prompts differ from vLLM's text, not in distribution.
 //! Same seed → same dataset, in every arm.
 use rand::rngs::StdRng;
@@ -59,8 +60,8 @@ pub struct TokenizerInfo {
     /// The `tokenizer.json` used.
     pub path: PathBuf,
     pub vocab_size: usize,
-    /// Special ids excluded from sampling.
-    pub special_ids_excluded: usize,
+    /// Ids excluded from sampling: special tokens and fragments that decode to no valid text.
+    pub ids_excluded: usize,
     /// Special tokens the post-processor adds to a prompt (subtracted from the input length).
     pub num_special_tokens_to_add: u32,
 }
@@ -237,8 +238,14 @@ fn build_from_tokenizer(
         .filter(|(_, t)| t.special)
         .map(|(id, _)| id)
         .collect();
+    // Beyond vLLM: ids that decode to no valid text on their own (byte-level fragments of a
+    // multi-byte character) are left out too. Sent as text they arrive as U+FFFD and re-encode
+    // into other tokens, which is why vLLM's prompts often miss their length on real vocabularies.
     let allowed: Vec<u32> = (0..vocab_size as u32)
         .filter(|id| !special.contains(id))
+        .filter(|&id| {
+            tokenizer.decode(&[id], false).is_ok_and(|text| !text.is_empty() && !text.contains('\u{FFFD}'))
+        })
         .collect();
     if allowed.is_empty() {
         return Err(LoadgenError::Tokenizer(format!(
@@ -297,7 +304,7 @@ fn build_from_tokenizer(
         tokenizer: Some(TokenizerInfo {
             path,
             vocab_size,
-            special_ids_excluded: vocab_size - allowed.len(),
+            ids_excluded: vocab_size - allowed.len(),
             num_special_tokens_to_add: num_special,
         }),
         synthetic: false,
