@@ -352,6 +352,9 @@ impl LoadClient {
                 }
                 None => None,
             };
+            if Instant::now() >= deadline {
+                break; // a slot that frees at the deadline is no reason to start a request
+            }
             let shared = shared.clone();
             let specs = specs.clone();
             let scheduled = offsets.as_ref().map_or(0.0, |o| o[index]);

@@ -58,6 +58,8 @@ pub struct SimStats {
     pub generation_tokens: u64,
     /// Requests generating right now.
     pub running: u64,
+    /// TCP connections accepted (a keep-alive client opens few).
+    pub connections: u64,
 }
 
 #[derive(Debug, Default)]
@@ -86,6 +88,7 @@ pub(crate) struct Stats {
     pub rejected: Counter,
     pub prompt_tokens: Counter,
     pub generation_tokens: Counter,
+    pub connections: Counter,
 }
 
 /// State shared by every connection of one server process.
@@ -195,6 +198,7 @@ impl Shared {
             prompt_tokens: s.prompt_tokens.get(),
             generation_tokens: s.generation_tokens.get(),
             running: self.running.load(Ordering::Relaxed),
+            connections: s.connections.get(),
         }
     }
 }
@@ -380,6 +384,7 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        shared.stats.connections.inc();
         let shared = shared.clone();
         let mut conn_shutdown = shutdown.clone();
         tokio::spawn(async move {
@@ -817,6 +822,12 @@ fn prometheus_text(shared: &Shared) -> String {
         "counter",
         "Tokens generated.",
         s.generation_tokens.to_string(),
+    );
+    metric(
+        "isobench_sim_connections_total",
+        "counter",
+        "TCP connections accepted.",
+        s.connections.to_string(),
     );
     metric(
         "isobench_sim_speed_factor",

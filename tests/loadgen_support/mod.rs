@@ -12,15 +12,35 @@ use tokenizers::{AddedToken, Tokenizer};
 /// sequence, so datasets must subtract one token from the input length (as vLLM does).
 pub fn train_tokenizer(dir: &Path, bos: bool) -> PathBuf {
     let words = [
-        "the", "server", "token", "stream", "latency", "batch", "cache", "model", "kernel", "prefill",
-        "decode", "attention", "vllm", "gpu", "memory", "request", "über", "naïve", "数据", "😀",
+        "the",
+        "server",
+        "token",
+        "stream",
+        "latency",
+        "batch",
+        "cache",
+        "model",
+        "kernel",
+        "prefill",
+        "decode",
+        "attention",
+        "vllm",
+        "gpu",
+        "memory",
+        "request",
+        "über",
+        "naïve",
+        "数据",
+        "😀",
     ];
     let mut corpus = Vec::new();
     let mut state = 17u64;
     for _ in 0..400 {
         let mut line = String::new();
         for _ in 0..24 {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             line.push_str(words[(state >> 33) as usize % words.len()]);
             line.push(if (state >> 20) % 7 == 0 { ',' } else { ' ' });
         }
@@ -31,13 +51,18 @@ pub fn train_tokenizer(dir: &Path, bos: bool) -> PathBuf {
         .min_frequency(1)
         .show_progress(false)
         .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
-        .special_tokens(vec![AddedToken::from("<|bos|>", true), AddedToken::from("<|eos|>", true)])
+        .special_tokens(vec![
+            AddedToken::from("<|bos|>", true),
+            AddedToken::from("<|eos|>", true),
+        ])
         .build()
         .into();
     let mut tokenizer = Tokenizer::new(BPE::default());
     tokenizer.with_pre_tokenizer(Some(ByteLevel::default()));
     tokenizer.with_decoder(Some(ByteLevel::default()));
-    tokenizer.train(&mut trainer, corpus.iter()).expect("training works");
+    tokenizer
+        .train(&mut trainer, corpus.iter())
+        .expect("training works");
     if bos {
         let bos_id = tokenizer.token_to_id("<|bos|>").expect("bos exists");
         let template = TemplateProcessing::builder()
@@ -57,4 +82,71 @@ pub fn train_tokenizer(dir: &Path, bos: bool) -> PathBuf {
 pub fn count_tokens(tokenizer: &Path, text: &str) -> usize {
     let tokenizer = Tokenizer::from_file(tokenizer).unwrap();
     tokenizer.encode(text, false).unwrap().len()
+}
+
+use isobench::loadgen::{
+    BenchResult, ClientConfig, Dataset, DatasetConfig, LoadClient, RunConfig, build_dataset,
+};
+use isobench::sim::{self, SimConfig, SimHandle};
+use std::time::Duration;
+
+/// Timing tests run one at a time: each measures wall-clock behaviour on a 2-core machine.
+pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+pub fn dataset(
+    input_len: u32,
+    output_len: u32,
+    num_prompts: usize,
+    tokenizer: Option<&Path>,
+) -> Dataset {
+    let cfg = DatasetConfig {
+        input_len,
+        output_len,
+        num_prompts,
+        seed: 0,
+        ..DatasetConfig::default()
+    };
+    build_dataset(&cfg, tokenizer).unwrap()
+}
+
+pub fn client_for(sim: &SimHandle, pool_size: usize) -> LoadClient {
+    LoadClient::new(ClientConfig {
+        base_url: sim.base_url(),
+        pool_size,
+        request_timeout: Duration::from_secs(60),
+    })
+    .unwrap()
+}
+
+pub fn run_config(concurrency: Option<usize>) -> RunConfig {
+    RunConfig {
+        model: "sim".into(),
+        max_concurrency: concurrency,
+        percentiles: vec![10.0, 50.0, 90.0, 99.0],
+        run_timeout: Duration::from_secs(120),
+        ..RunConfig::default()
+    }
+}
+
+/// Starts a simulator, warms up, runs, and stops it; returns the result and the sim's counters.
+pub async fn measure(
+    sim_config: SimConfig,
+    ds: &Dataset,
+    run: &RunConfig,
+    warmups: usize,
+) -> (BenchResult, sim::SimStats) {
+    let sim = sim::spawn(sim_config).await.unwrap();
+    let client = client_for(&sim, run.max_concurrency.unwrap_or(ds.requests.len()));
+    if warmups > 0 {
+        client.warmup(ds, warmups, run).await.unwrap();
+    }
+    let result = client.run(ds, run, None).await.unwrap();
+    let stats = sim.stats();
+    sim.shutdown().await;
+    (result, stats)
+}
+
+pub fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    isobench::loadgen::stats::percentile_sorted(values, 50.0)
 }
