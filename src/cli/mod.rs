@@ -3,6 +3,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 pub mod bench;
+pub mod plan;
 pub mod sim;
 
 #[derive(Debug, Parser)]
@@ -14,6 +15,13 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Show what `apply` would do: every node with an action and a reason. Touches nothing.
+    /// Exit code: 0 nothing to do, 2 changes pending, 1 error.
+    Plan(plan::PlanArgs),
+    /// Check manifests and report every problem with its location.
+    Validate(plan::ValidateArgs),
+    /// Print the manifest JSON Schema (for editors; also in schemas/manifest.schema.json).
+    Schema,
     /// Run the load generator alone against a running server (flags as in `vllm bench serve`).
     Bench(bench::BenchArgs),
     /// Serve an OpenAI-compatible simulator with exactly configured timing and faults.
@@ -31,6 +39,9 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
+            Command::Plan(args) => plan::run_plan(args).await,
+            Command::Validate(args) => plan::run_validate(args),
+            Command::Schema => plan::run_schema(),
             Command::Bench(args) => bench::run(args).await,
             Command::Sim(args) => sim::run(args).await,
         }

@@ -1,1 +1,3 @@
-//! See ARCHITECTURE.md.
+//! Execution: scheduler, sessions, journal writes, resume.
+pub mod check_env;
+pub mod record;

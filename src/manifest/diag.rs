@@ -95,12 +95,13 @@ impl Collector {
     }
 
     /// Fails with every collected diagnostic, in file order, if there are any.
-    pub fn finish(mut self) -> Result<(), ManifestError> {
+    pub fn finish(&mut self) -> Result<(), ManifestError> {
         if self.items.is_empty() {
             return Ok(());
         }
-        self.items.sort_by(|a, b| a.source.name.cmp(&b.source.name).then(a.span.start.cmp(&b.span.start)));
-        Err(ManifestError { diagnostics: self.items })
+        let mut items = std::mem::take(&mut self.items);
+        items.sort_by(|a, b| a.source.name.cmp(&b.source.name).then(a.span.start.cmp(&b.span.start)));
+        Err(ManifestError { diagnostics: items })
     }
 }
 
