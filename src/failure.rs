@@ -67,7 +67,8 @@ impl CrashCause {
     /// Classifies a crash from the tail of the server's log (most specific pattern first).
     pub fn from_log(exit_code: Option<i64>, log_tail: &str) -> CrashCause {
         let has = |needle: &str| log_tail.contains(needle);
-        if has("CUDA out of memory") || has("OutOfMemoryError") || has("CUDA error: out of memory") {
+        if has("CUDA out of memory") || has("OutOfMemoryError") || has("CUDA error: out of memory")
+        {
             CrashCause::CudaOutOfMemory
         } else if has("NCCL error") || has("ncclSystemError") || has("NCCL WARN") {
             CrashCause::Nccl
@@ -118,7 +119,13 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(class: FailureClass, message: impl Into<String>) -> Failure {
-        Failure { class, cause: None, message: message.into(), sample_log_line: None, log_path: None }
+        Failure {
+            class,
+            cause: None,
+            message: message.into(),
+            sample_log_line: None,
+            log_path: None,
+        }
     }
 }
 

@@ -71,28 +71,53 @@ pub fn load_campaign(path: &Path, state_override: Option<&Path>) -> Result<Campa
 pub fn parse_globs(globs: &[String]) -> Result<Vec<glob::Pattern>> {
     globs
         .iter()
-        .map(|g| glob::Pattern::new(&g.replace('[', "[[]")).into_diagnostic().wrap_err_with(|| format!("bad --rerun pattern `{g}`")))
+        .map(|g| {
+            glob::Pattern::new(&g.replace('[', "[[]"))
+                .into_diagnostic()
+                .wrap_err_with(|| format!("bad --rerun pattern `{g}`"))
+        })
         .collect()
 }
 
 /// Loads the campaign, expands it, and diffs it against the state. Pure: reads files only.
 pub fn make_plan(path: &Path, state_override: Option<&Path>, rerun: &[String]) -> Result<Planned> {
     let campaign = load_campaign(path, state_override)?;
-    let state = State::load(&campaign.state_dir).into_diagnostic().wrap_err_with(|| format!("cannot read the state in {}", campaign.state_dir.display()))?;
-    let gpu_kind = campaign.resources.gpu_kind.clone().or_else(|| state.inventory.as_ref().and_then(|i| i.kind()));
+    let state = State::load(&campaign.state_dir)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot read the state in {}", campaign.state_dir.display()))?;
+    let gpu_kind = campaign
+        .resources
+        .gpu_kind
+        .clone()
+        .or_else(|| state.inventory.as_ref().and_then(|i| i.kind()));
     let dag = expand::expand(&campaign, gpu_kind.as_deref());
-    let opts = PlanOptions { rerun: parse_globs(rerun)? };
+    let opts = PlanOptions {
+        rerun: parse_globs(rerun)?,
+    };
     let plan = plan::plan(&campaign, &dag, &state, &opts);
-    Ok(Planned { campaign, dag, state, plan })
+    Ok(Planned {
+        campaign,
+        dag,
+        state,
+        plan,
+    })
 }
 
 pub async fn run_plan(args: PlanArgs) -> Result<ExitCode> {
     let planned = make_plan(&args.manifest, args.state.as_deref(), &args.rerun)?;
-    let Planned { campaign, dag, plan, .. } = &planned;
+    let Planned {
+        campaign,
+        dag,
+        plan,
+        ..
+    } = &planned;
     match (args.graph, args.format) {
         (Some(GraphFormat::Dot), _) => print!("{}", render::dot(dag, plan)),
         (None, PlanFormat::Json) => println!("{}", render::json(campaign, dag, plan)),
-        (None, PlanFormat::Text) => print!("{}", render::text(campaign, dag, plan, args.verbose, Style::for_stdout())),
+        (None, PlanFormat::Text) => print!(
+            "{}",
+            render::text(campaign, dag, plan, args.verbose, Style::for_stdout())
+        ),
     }
     if args.check_env {
         let ok = crate::exec::check_env::check(campaign, dag).await;
@@ -101,7 +126,11 @@ pub async fn run_plan(args: PlanArgs) -> Result<ExitCode> {
         }
     }
     // Exit codes as `terraform plan -detailed-exitcode`: 0 nothing to do, 2 changes pending.
-    Ok(if plan.counts.pending() > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
+    Ok(if plan.counts.pending() > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 pub fn run_validate(args: ValidateArgs) -> Result<ExitCode> {
@@ -110,7 +139,13 @@ pub fn run_validate(args: ValidateArgs) -> Result<ExitCode> {
         match manifest::load_file(path) {
             Ok(c) => {
                 let arms: usize = c.commits.iter().map(|c| c.arms.len()).sum();
-                println!("{}: ok ({} commits, {} arms measured, pipeline {})", path.display(), c.commits.len(), arms, c.pipeline.name);
+                println!(
+                    "{}: ok ({} commits, {} arms measured, pipeline {})",
+                    path.display(),
+                    c.commits.len(),
+                    arms,
+                    c.pipeline.name
+                );
             }
             Err(e) => {
                 failed += 1;
@@ -118,7 +153,11 @@ pub fn run_validate(args: ValidateArgs) -> Result<ExitCode> {
             }
         }
     }
-    Ok(if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 pub fn run_schema() -> Result<ExitCode> {

@@ -12,7 +12,11 @@ pub fn entry(node: &Node, event: Event, attempt: u32, run: &str) -> Entry {
         event,
         key: node.key.hex(),
         attempt,
-        components: node.components.iter().map(|(k, v)| (k.to_string(), v.hex())).collect(),
+        components: node
+            .components
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.hex()))
+            .collect(),
         outputs: BTreeMap::new(),
         failure: None,
         run: run.to_string(),
@@ -21,5 +25,8 @@ pub fn entry(node: &Node, event: Event, attempt: u32, run: &str) -> Entry {
 }
 
 pub fn failed(node: &Node, attempt: u32, run: &str, failure: Failure) -> Entry {
-    Entry { failure: Some(failure), ..entry(node, Event::Failed, attempt, run) }
+    Entry {
+        failure: Some(failure),
+        ..entry(node, Event::Failed, attempt, run)
+    }
 }

@@ -20,8 +20,16 @@ pub fn schema() -> serde_json::Value {
 
 /// Loads, checks and resolves a manifest file.
 pub fn load_file(path: &Path) -> Result<Campaign, ManifestError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ManifestError::whole_file(&path.display().to_string(), format!("cannot read {}: {e}", path.display())))?;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ManifestError::whole_file(
+            &path.display().to_string(),
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     load_str(&path.display().to_string(), &text, dir)
 }
 
@@ -33,7 +41,12 @@ pub fn load_str(name: &str, text: &str, manifest_dir: &Path) -> Result<Campaign,
     // 1. Syntax (every error the parser can recover from).
     let (table, errors) = toml::de::DeTable::parse_recoverable(text);
     for e in &errors {
-        out.error(&source, e.span().unwrap_or(0..0), format!("TOML syntax: {}", e.message().trim()), "here");
+        out.error(
+            &source,
+            e.span().unwrap_or(0..0),
+            format!("TOML syntax: {}", e.message().trim()),
+            "here",
+        );
     }
     if !errors.is_empty() {
         return Err(out.finish().expect_err("has errors"));
@@ -41,7 +54,10 @@ pub fn load_str(name: &str, text: &str, manifest_dir: &Path) -> Result<Campaign,
 
     // 2. Shape: unknown keys, types, ranges, required keys — all of them.
     let schema = schema();
-    let root = toml::Spanned::new(table.span(), toml::de::DeValue::Table(table.get_ref().clone()));
+    let root = toml::Spanned::new(
+        table.span(),
+        toml::de::DeValue::Table(table.get_ref().clone()),
+    );
     SchemaChecker::new(&schema, &source).check(&root, &schema, "", &mut out);
     if !out.is_empty() {
         return Err(out.finish().expect_err("has errors"));
@@ -49,14 +65,25 @@ pub fn load_str(name: &str, text: &str, manifest_dir: &Path) -> Result<Campaign,
     let file: ManifestFile = match toml::from_str(text) {
         Ok(f) => f,
         Err(e) => {
-            out.error(&source, e.span().unwrap_or(0..0), e.message().trim().to_string(), "here");
+            out.error(
+                &source,
+                e.span().unwrap_or(0..0),
+                e.message().trim().to_string(),
+                "here",
+            );
             return Err(out.finish().expect_err("has errors"));
         }
     };
 
     // 3. Meaning.
     let spans = SpanIndex::build(&table);
-    let mut r = Resolver { source: &source, spans: &spans, out, manifest_dir: manifest_dir.to_path_buf(), templates: Templates::new() };
+    let mut r = Resolver {
+        source: &source,
+        spans: &spans,
+        out,
+        manifest_dir: manifest_dir.to_path_buf(),
+        templates: Templates::new(),
+    };
     let campaign = r.resolve(&file);
     r.out.finish()?;
     Ok(campaign.expect("no errors means a campaign"))
@@ -125,14 +152,24 @@ struct Ctx<'a> {
 }
 
 impl<'a> Resolver<'a> {
-    fn err(&mut self, path: &str, message: impl Into<String>, label: impl Into<String>) -> &mut super::diag::Diagnostic {
+    fn err(
+        &mut self,
+        path: &str,
+        message: impl Into<String>,
+        label: impl Into<String>,
+    ) -> &mut super::diag::Diagnostic {
         let span = self.spans.value(path);
         self.out.error(self.source, span, message, label)
     }
 
     fn resolve(&mut self, file: &ManifestFile) -> Option<Campaign> {
         if file.version != 1 {
-            self.err("version", format!("unsupported manifest version {}", file.version), "only version 1 exists").with_help("set `version = 1`");
+            self.err(
+                "version",
+                format!("unsupported manifest version {}", file.version),
+                "only version 1 exists",
+            )
+            .with_help("set `version = 1`");
         }
         if file.name.trim().is_empty() {
             self.err("name", "the campaign name is empty", "empty");
@@ -146,33 +183,64 @@ impl<'a> Resolver<'a> {
         if let Some(c) = file.compare.confidence
             && !(c > 0.5 && c < 1.0)
         {
-            self.err("compare.confidence", format!("confidence must be between 0.5 and 1, found {c}"), "out of range");
+            self.err(
+                "compare.confidence",
+                format!("confidence must be between 0.5 and 1, found {c}"),
+                "out of range",
+            );
         }
         if file.commits.is_empty() {
-            self.err("commits", "the manifest lists no commits", "empty").with_help("add a `[[commits]]` table with `human`, `parent` and `model`");
+            self.err("commits", "the manifest lists no commits", "empty")
+                .with_help("add a `[[commits]]` table with `human`, `parent` and `model`");
         }
         let shorts = self.check_commit_hashes(file);
         let mut commits = Vec::with_capacity(file.commits.len());
         for (i, c) in file.commits.iter().enumerate() {
+            if !is_hash(&c.human) || !is_hash(&c.parent) {
+                continue; // reported; rendering its templates would only add follow-on errors
+            }
             if let Some(commit) = self.resolve_commit(file, i, c, &shorts[i], &arms, &resources) {
                 commits.push(commit);
             }
         }
         let pipeline = pipeline?;
-        let results_dir = util::normalize_path(&self.manifest_dir.join(file.results.clone().unwrap_or_else(|| format!("results/{}", file.name))));
-        let state_dir = util::normalize_path(&self.manifest_dir.join(file.state.clone().unwrap_or_else(|| d::STATE_DIR.to_string())));
+        let results_dir = util::normalize_path(
+            &self.manifest_dir.join(
+                file.results
+                    .clone()
+                    .unwrap_or_else(|| format!("results/{}", file.name)),
+            ),
+        );
+        let state_dir = util::normalize_path(
+            &self.manifest_dir.join(
+                file.state
+                    .clone()
+                    .unwrap_or_else(|| d::STATE_DIR.to_string()),
+            ),
+        );
         Some(Campaign {
             name: file.name.clone(),
             description: file.description.clone(),
-            manifest_path: self.manifest_dir.join(Path::new(&self.source.name).file_name().unwrap_or_default()),
+            manifest_path: self
+                .manifest_dir
+                .join(Path::new(&self.source.name).file_name().unwrap_or_default()),
             manifest_dir: self.manifest_dir.clone(),
             pipeline,
             results_dir,
             state_dir,
-            arms: arms.iter().map(|a| ArmInfo { name: a.def.name.clone(), role: a.role }).collect(),
+            arms: arms
+                .iter()
+                .map(|a| ArmInfo {
+                    name: a.def.name.clone(),
+                    role: a.role,
+                })
+                .collect(),
             commits,
             resources,
-            compare: super::model::CompareSettings { confidence: file.compare.confidence.unwrap_or(d::CONFIDENCE), threshold_pct: file.compare.threshold_pct },
+            compare: super::model::CompareSettings {
+                confidence: file.compare.confidence.unwrap_or(d::CONFIDENCE),
+                threshold_pct: file.compare.threshold_pct,
+            },
         })
     }
 
@@ -197,37 +265,76 @@ impl<'a> Resolver<'a> {
         let names: Vec<&str> = file.arms.iter().map(|a| a.name.as_str()).collect();
         let mut plans = Vec::new();
         if file.arms.is_empty() {
-            self.err("arms", "the manifest defines no arms", "empty").with_help("add `[[arms]]` tables: at least a `baseline`");
+            self.err("arms", "the manifest defines no arms", "empty")
+                .with_help("add `[[arms]]` tables: at least a `baseline`");
         }
         for (i, arm) in file.arms.iter().enumerate() {
             let p = format!("arms[{i}]");
             if names[..i].contains(&arm.name.as_str()) {
-                self.err(&format!("{p}.name"), format!("duplicate arm name `{}`", arm.name), "defined twice");
+                self.err(
+                    &format!("{p}.name"),
+                    format!("duplicate arm name `{}`", arm.name),
+                    "defined twice",
+                );
             }
-            if arm.name.is_empty() || !arm.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+            if arm.name.is_empty()
+                || !arm
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+            {
                 self.err(&format!("{p}.name"), format!("arm name `{}` must be non-empty and use only letters, digits, `-`, `_`, `.`", arm.name), "invalid name");
             }
-            let ways = [arm.image.is_some(), arm.path.is_some(), arm.base.is_some() || arm.patch.is_some()].iter().filter(|b| **b).count();
+            let ways = [
+                arm.image.is_some(),
+                arm.path.is_some(),
+                arm.base.is_some() || arm.patch.is_some(),
+            ]
+            .iter()
+            .filter(|b| **b)
+            .count();
             if ways != 1 {
                 self.err(&p, format!("arm `{}` must get its server in exactly one way", arm.name), if ways == 0 { "no image, path or patch" } else { "more than one way" })
                     .with_help("give it `image` (docker), `path` (process runtime), or `base` + `patch` (an agent patch over another arm)");
             }
             if arm.base.is_some() != arm.patch.is_some() {
                 let missing = if arm.base.is_some() { "patch" } else { "base" };
-                self.err(&p, format!("arm `{}` has `{}` without `{missing}`", arm.name, if missing == "patch" { "base" } else { "patch" }), format!("`{missing}` missing"));
+                self.err(
+                    &p,
+                    format!(
+                        "arm `{}` has `{}` without `{missing}`",
+                        arm.name,
+                        if missing == "patch" { "base" } else { "patch" }
+                    ),
+                    format!("`{missing}` missing"),
+                );
             }
             if let Some(base) = &arm.base {
                 if !names.contains(&base.as_str()) {
-                    let e = self.err(&format!("{p}.base"), format!("arm `{}` is based on unknown arm `{base}`", arm.name), "unknown arm");
+                    let e = self.err(
+                        &format!("{p}.base"),
+                        format!("arm `{}` is based on unknown arm `{base}`", arm.name),
+                        "unknown arm",
+                    );
                     if let Some(g) = did_you_mean(base, names.iter().copied()) {
                         e.with_help(format!("did you mean `{g}`?"));
                     }
                 } else if base == &arm.name {
-                    self.err(&format!("{p}.base"), format!("arm `{}` is based on itself", arm.name), "cycle");
+                    self.err(
+                        &format!("{p}.base"),
+                        format!("arm `{}` is based on itself", arm.name),
+                        "cycle",
+                    );
                 }
             }
-            if (arm.patch_target.is_some() || arm.patch_fuzz.is_some() || arm.rebuild.is_some()) && arm.patch.is_none() {
-                self.err(&p, format!("arm `{}` sets patch options but has no `patch`", arm.name), "patch options without a patch");
+            if (arm.patch_target.is_some() || arm.patch_fuzz.is_some() || arm.rebuild.is_some())
+                && arm.patch.is_none()
+            {
+                self.err(
+                    &p,
+                    format!("arm `{}` sets patch options but has no `patch`", arm.name),
+                    "patch options without a patch",
+                );
             }
             let inferred = match arm.name.as_str() {
                 "baseline" => Some(ArmRole::Baseline),
@@ -239,12 +346,20 @@ impl<'a> Resolver<'a> {
                 (Some(r), _) => r,
                 (None, Some(r)) => r,
                 (None, None) => {
-                    self.err(&format!("{p}.name"), format!("cannot tell the role of arm `{}`", arm.name), "role unknown")
-                        .with_help("add `role = \"baseline\"`, `\"human\"` or `\"agent\"`");
+                    self.err(
+                        &format!("{p}.name"),
+                        format!("cannot tell the role of arm `{}`", arm.name),
+                        "role unknown",
+                    )
+                    .with_help("add `role = \"baseline\"`, `\"human\"` or `\"agent\"`");
                     ArmRole::Agent
                 }
             };
-            plans.push(ArmPlan { def: arm, index: i, role });
+            plans.push(ArmPlan {
+                def: arm,
+                index: i,
+                role,
+            });
         }
         // Cycles through `base` chains longer than one.
         for arm in &file.arms {
@@ -253,9 +368,20 @@ impl<'a> Resolver<'a> {
             while let Some(base) = &current.base {
                 if seen.contains(&base.as_str()) {
                     if base != &arm.name || seen.len() > 1 {
-                        let i = file.arms.iter().position(|a| a.name == arm.name).unwrap_or(0);
+                        let i = file
+                            .arms
+                            .iter()
+                            .position(|a| a.name == arm.name)
+                            .unwrap_or(0);
                         if base != &current.name {
-                            self.err(&format!("arms[{i}].base"), format!("arms form a cycle through `base`: {} → {base}", seen.join(" → ")), "cycle");
+                            self.err(
+                                &format!("arms[{i}].base"),
+                                format!(
+                                    "arms form a cycle through `base`: {} → {base}",
+                                    seen.join(" → ")
+                                ),
+                                "cycle",
+                            );
                         }
                     }
                     break;
@@ -267,12 +393,20 @@ impl<'a> Resolver<'a> {
                 }
             }
         }
-        let baselines: Vec<&ArmPlan> = plans.iter().filter(|p| p.role == ArmRole::Baseline).collect();
+        let baselines: Vec<&ArmPlan> = plans
+            .iter()
+            .filter(|p| p.role == ArmRole::Baseline)
+            .collect();
         if baselines.len() > 1 {
             let i = baselines[1].index;
-            self.err(&format!("arms[{i}]"), "more than one arm has the baseline role", "second baseline");
+            self.err(
+                &format!("arms[{i}]"),
+                "more than one arm has the baseline role",
+                "second baseline",
+            );
         } else if baselines.is_empty() && !file.arms.is_empty() {
-            self.err("arms", "no arm has the baseline role", "no baseline").with_help("name an arm `baseline` or give it `role = \"baseline\"`");
+            self.err("arms", "no arm has the baseline role", "no baseline")
+                .with_help("name an arm `baseline` or give it `role = \"baseline\"`");
         }
         plans
     }
@@ -280,7 +414,11 @@ impl<'a> Resolver<'a> {
     fn check_models(&mut self, file: &ManifestFile) {
         for (key, model) in &file.models {
             if model.hf.trim().is_empty() {
-                self.err(&format!("models.{key}.hf"), format!("model `{key}` has an empty `hf` name"), "empty");
+                self.err(
+                    &format!("models.{key}.hf"),
+                    format!("model `{key}` has an empty `hf` name"),
+                    "empty",
+                );
             }
             if let Some(tok) = &model.tokenizer {
                 let p = self.manifest_dir.join(util::expand_tilde(tok));
@@ -297,7 +435,11 @@ impl<'a> Resolver<'a> {
             if let Some(path) = &ready.path
                 && !path.starts_with('/')
             {
-                self.err(&format!("{p}.ready.path"), format!("readiness path `{path}` must start with `/`"), "not a path");
+                self.err(
+                    &format!("{p}.ready.path"),
+                    format!("readiness path `{path}` must start with `/`"),
+                    "not a path",
+                );
             }
             for (name, value) in [("timeout", &ready.timeout), ("interval", &ready.interval)] {
                 if let Some(v) = value
@@ -313,20 +455,35 @@ impl<'a> Resolver<'a> {
             self.err(&format!("{p}.shm_size"), e, "not a size");
         }
         if let Some(ipc) = &s.ipc
-            && !(ipc == "host" || ipc == "private" || ipc == "shareable" || ipc == "none" || ipc.starts_with("container:"))
+            && !(ipc == "host"
+                || ipc == "private"
+                || ipc == "shareable"
+                || ipc == "none"
+                || ipc.starts_with("container:"))
         {
-            self.err(&format!("{p}.ipc"), format!("unknown IPC mode `{ipc}`"), "unknown mode").with_help("use `host`, `private`, `shareable` or `none`");
+            self.err(
+                &format!("{p}.ipc"),
+                format!("unknown IPC mode `{ipc}`"),
+                "unknown mode",
+            )
+            .with_help("use `host`, `private`, `shareable` or `none`");
         }
         if let Some(volumes) = &s.volumes {
             for (i, v) in volumes.iter().enumerate() {
                 let parts: Vec<&str> = v.split(':').collect();
-                if parts.len() < 2 || parts.len() > 3 || parts[0].is_empty() || !parts[1].starts_with('/') || (parts.len() == 3 && !["ro", "rw"].contains(&parts[2])) {
-                    self.err(&format!("{p}.volumes[{i}]"), format!("volume `{v}` is not `host:/container[:ro|rw]`"), "bad volume");
+                if parts.len() < 2
+                    || parts.len() > 3
+                    || parts[0].is_empty()
+                    || !parts[1].starts_with('/')
+                    || (parts.len() == 3 && !["ro", "rw"].contains(&parts[2]))
+                {
+                    self.err(
+                        &format!("{p}.volumes[{i}]"),
+                        format!("volume `{v}` is not `host:/container[:ro|rw]`"),
+                        "bad volume",
+                    );
                 }
             }
-        }
-        if let Some(0) = s.gpus {
-            // zero GPUs is fine: CPU servers
         }
     }
 
@@ -334,49 +491,68 @@ impl<'a> Resolver<'a> {
         if let Some(e) = &l.endpoint
             && !e.starts_with('/')
         {
-            self.err(&format!("{p}.endpoint"), format!("endpoint `{e}` must start with `/`"), "not a path");
+            self.err(
+                &format!("{p}.endpoint"),
+                format!("endpoint `{e}` must start with `/`"),
+                "not a path",
+            );
         }
         if let Some(ds) = &l.dataset {
-            if let Some(0) = ds.input_len {
-                self.err(&format!("{p}.dataset.input_len"), "input_len must be at least 1", "zero");
-            }
-            if let Some(0) = ds.output_len {
-                self.err(&format!("{p}.dataset.output_len"), "output_len must be at least 1", "zero");
-            }
             if let Some(r) = ds.range_ratio
                 && !(0.0..1.0).contains(&r)
             {
-                self.err(&format!("{p}.dataset.range_ratio"), format!("range_ratio must be in [0, 1), found {r}"), "out of range");
+                self.err(
+                    &format!("{p}.dataset.range_ratio"),
+                    format!("range_ratio must be in [0, 1), found {r}"),
+                    "out of range",
+                );
             }
-        }
-        if let Some(0) = l.num_prompts {
-            self.err(&format!("{p}.num_prompts"), "num_prompts must be at least 1", "zero");
         }
         if let Some(c) = &l.concurrency {
             let values = c.to_vec();
             if values.is_empty() {
-                self.err(&format!("{p}.concurrency"), "concurrency list is empty", "empty");
+                self.err(
+                    &format!("{p}.concurrency"),
+                    "concurrency list is empty",
+                    "empty",
+                );
             }
             for (i, v) in values.iter().enumerate() {
                 if *v == 0 {
-                    let at = if matches!(c, OneOrMany::Many(_)) { format!("{p}.concurrency[{i}]") } else { format!("{p}.concurrency") };
+                    let at = if matches!(c, OneOrMany::Many(_)) {
+                        format!("{p}.concurrency[{i}]")
+                    } else {
+                        format!("{p}.concurrency")
+                    };
                     self.err(&at, "concurrency must be at least 1", "zero");
                 }
             }
             let mut seen = HashSet::new();
             for (i, v) in values.iter().enumerate() {
                 if !seen.insert(v) {
-                    self.err(&format!("{p}.concurrency[{i}]"), format!("concurrency {v} is listed twice"), "duplicate");
+                    self.err(
+                        &format!("{p}.concurrency[{i}]"),
+                        format!("concurrency {v} is listed twice"),
+                        "duplicate",
+                    );
                 }
             }
         }
         if let Some(rates) = &l.request_rate {
             let values = rates.to_vec();
             if values.is_empty() {
-                self.err(&format!("{p}.request_rate"), "request_rate list is empty", "empty");
+                self.err(
+                    &format!("{p}.request_rate"),
+                    "request_rate list is empty",
+                    "empty",
+                );
             }
             for (i, v) in values.iter().enumerate() {
-                let at = if matches!(rates, OneOrMany::Many(_)) { format!("{p}.request_rate[{i}]") } else { format!("{p}.request_rate") };
+                let at = if matches!(rates, OneOrMany::Many(_)) {
+                    format!("{p}.request_rate[{i}]")
+                } else {
+                    format!("{p}.request_rate")
+                };
                 if let Err(e) = parse_rate(v) {
                     self.err(&at, e, "bad rate");
                 }
@@ -385,14 +561,25 @@ impl<'a> Resolver<'a> {
         if let Some(b) = l.burstiness
             && b <= 0.0
         {
-            self.err(&format!("{p}.burstiness"), format!("burstiness must be positive, found {b}"), "not positive");
+            self.err(
+                &format!("{p}.burstiness"),
+                format!("burstiness must be positive, found {b}"),
+                "not positive",
+            );
         }
         if let Some(t) = l.temperature
             && t < 0.0
         {
-            self.err(&format!("{p}.temperature"), format!("temperature must not be negative, found {t}"), "negative");
+            self.err(
+                &format!("{p}.temperature"),
+                format!("temperature must not be negative, found {t}"),
+                "negative",
+            );
         }
-        for (name, value) in [("timeout", &l.timeout), ("request_timeout", &l.request_timeout)] {
+        for (name, value) in [
+            ("timeout", &l.timeout),
+            ("request_timeout", &l.request_timeout),
+        ] {
             if let Some(v) = value
                 && let Err(e) = util::parse_duration(v)
             {
@@ -407,14 +594,23 @@ impl<'a> Resolver<'a> {
             None => GpuInventory::Auto,
             Some(GpuInventorySetting::Mode(m)) if m == "auto" => GpuInventory::Auto,
             Some(GpuInventorySetting::Mode(m)) => {
-                self.err("resources.gpus", format!("`gpus` must be \"auto\" or a list of indices, found \"{m}\""), "unknown").with_help("e.g. `gpus = [0, 1]`");
+                self.err(
+                    "resources.gpus",
+                    format!("`gpus` must be \"auto\" or a list of indices, found \"{m}\""),
+                    "unknown",
+                )
+                .with_help("e.g. `gpus = [0, 1]`");
                 GpuInventory::Auto
             }
             Some(GpuInventorySetting::Declared(list)) => {
                 let mut seen = HashSet::new();
                 for (i, g) in list.iter().enumerate() {
                     if !seen.insert(g) {
-                        self.err(&format!("resources.gpus[{i}]"), format!("GPU {g} is declared twice"), "duplicate");
+                        self.err(
+                            &format!("resources.gpus[{i}]"),
+                            format!("GPU {g} is declared twice"),
+                            "duplicate",
+                        );
                     }
                 }
                 GpuInventory::Declared(list.clone())
@@ -424,17 +620,25 @@ impl<'a> Resolver<'a> {
             None | Some("device-request") => false,
             Some("env") => true,
             Some(other) => {
-                self.err("resources.gpu_mode", format!("unknown GPU mode `{other}`"), "unknown").with_help("use `device-request` (NVIDIA runtime) or `env` (CUDA_VISIBLE_DEVICES only)");
+                self.err(
+                    "resources.gpu_mode",
+                    format!("unknown GPU mode `{other}`"),
+                    "unknown",
+                )
+                .with_help(
+                    "use `device-request` (NVIDIA runtime) or `env` (CUDA_VISIBLE_DEVICES only)",
+                );
                 false
             }
         };
-        let gpu_idle_wait = match util::parse_duration(r.gpu_idle_wait.as_deref().unwrap_or(d::GPU_IDLE_WAIT)) {
-            Ok(v) => v,
-            Err(e) => {
-                self.err("resources.gpu_idle_wait", e, "not a duration");
-                std::time::Duration::from_secs(120)
-            }
-        };
+        let gpu_idle_wait =
+            match util::parse_duration(r.gpu_idle_wait.as_deref().unwrap_or(d::GPU_IDLE_WAIT)) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.err("resources.gpu_idle_wait", e, "not a duration");
+                    std::time::Duration::from_secs(120)
+                }
+            };
         let disk_budget = match r.disk_budget.as_deref().map(util::parse_size) {
             Some(Ok(v)) => Some(v),
             Some(Err(e)) => {
@@ -443,9 +647,6 @@ impl<'a> Resolver<'a> {
             }
             None => None,
         };
-        if let Some(0) = r.pull_parallelism {
-            self.err("resources.pull_parallelism", "pull_parallelism must be at least 1", "zero");
-        }
         ResourceSettings {
             gpus,
             gpu_kind: r.gpu_kind.clone(),
@@ -468,20 +669,42 @@ impl<'a> Resolver<'a> {
                 }
             }
             if c.human.eq_ignore_ascii_case(&c.parent) {
-                self.err(&format!("commits[{i}].parent"), "a commit cannot be its own parent", "same as `human`");
+                self.err(
+                    &format!("commits[{i}].parent"),
+                    "a commit cannot be its own parent",
+                    "same as `human`",
+                );
             }
             for (j, earlier) in file.commits[..i].iter().enumerate() {
-                let (a, b) = (c.human.to_ascii_lowercase(), earlier.human.to_ascii_lowercase());
+                let (a, b) = (
+                    c.human.to_ascii_lowercase(),
+                    earlier.human.to_ascii_lowercase(),
+                );
                 if a.starts_with(&b) || b.starts_with(&a) {
-                    let (line, _) = self.source.line_col(self.spans.value(&format!("commits[{j}].human")).start);
-                    self.err(&format!("commits[{i}].human"), format!("commit {} is listed twice", &c.human[..c.human.len().min(12)]), "duplicate commit")
-                        .with_help(format!("first listed at line {line}; merge the two entries"));
+                    let (line, _) = self
+                        .source
+                        .line_col(self.spans.value(&format!("commits[{j}].human")).start);
+                    self.err(
+                        &format!("commits[{i}].human"),
+                        format!(
+                            "commit {} is listed twice",
+                            &c.human[..c.human.len().min(12)]
+                        ),
+                        "duplicate commit",
+                    )
+                    .with_help(format!(
+                        "first listed at line {line}; merge the two entries"
+                    ));
                 }
             }
         }
         let mut len = 8;
         loop {
-            let shorts: Vec<String> = file.commits.iter().map(|c| c.human.to_ascii_lowercase().chars().take(len).collect()).collect();
+            let shorts: Vec<String> = file
+                .commits
+                .iter()
+                .map(|c| c.human.to_ascii_lowercase().chars().take(len).collect())
+                .collect();
             let unique: HashSet<&String> = shorts.iter().collect();
             if unique.len() == shorts.len() || len >= 40 {
                 return shorts;
@@ -491,26 +714,42 @@ impl<'a> Resolver<'a> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn resolve_commit(&mut self, file: &ManifestFile, i: usize, c: &CommitDef, short: &str, arms: &[ArmPlan], resources: &ResourceSettings) -> Option<Commit> {
+    fn resolve_commit(
+        &mut self,
+        file: &ManifestFile,
+        i: usize,
+        c: &CommitDef,
+        short: &str,
+        arms: &[ArmPlan],
+        resources: &ResourceSettings,
+    ) -> Option<Commit> {
         let p = format!("commits[{i}]");
         let model_def = match file.models.get(&c.model) {
             Some(m) => m,
             None => {
-                let e = self.err(&format!("{p}.model"), format!("unknown model `{}`", c.model), "not in [models]");
+                let e = self.err(
+                    &format!("{p}.model"),
+                    format!("unknown model `{}`", c.model),
+                    "not in [models]",
+                );
                 match did_you_mean(&c.model, file.models.keys().map(String::as_str)) {
                     Some(g) => e.with_help(format!("did you mean `{g}`?")),
-                    None => e.with_help(format!("defined models: {}", file.models.keys().cloned().collect::<Vec<_>>().join(", "))),
+                    None => e.with_help(format!(
+                        "defined models: {}",
+                        file.models.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )),
                 };
                 return None;
             }
         };
-        if let Some(0) = c.repeats {
-            self.err(&format!("{p}.repeats"), "repeats must be at least 1", "zero");
-        }
         if let Some(only) = &c.arms {
             for (k, name) in only.iter().enumerate() {
                 if !arms.iter().any(|a| &a.def.name == name) {
-                    let e = self.err(&format!("{p}.arms[{k}]"), format!("commit lists unknown arm `{name}`"), "unknown arm");
+                    let e = self.err(
+                        &format!("{p}.arms[{k}]"),
+                        format!("commit lists unknown arm `{name}`"),
+                        "unknown arm",
+                    );
                     if let Some(g) = did_you_mean(name, arms.iter().map(|a| a.def.name.as_str())) {
                         e.with_help(format!("did you mean `{g}`?"));
                     }
@@ -531,32 +770,83 @@ impl<'a> Resolver<'a> {
 
         let model = Model {
             hf: model_def.hf.clone(),
-            path: model_def.path.as_deref().map(util::expand_tilde).unwrap_or_else(|| model_def.hf.clone()),
-            tokenizer: model_def.tokenizer.as_deref().map(|t| self.manifest_dir.join(util::expand_tilde(t))),
+            path: model_def
+                .path
+                .as_deref()
+                .map(util::expand_tilde)
+                .unwrap_or_else(|| model_def.hf.clone()),
+            tokenizer: model_def
+                .tokenizer
+                .as_deref()
+                .map(|t| self.manifest_dir.join(util::expand_tilde(t))),
             revision: model_def.revision.clone(),
-            served_name: model_def.served_name.clone().or_else(|| model_def.path.clone()).unwrap_or_else(|| model_def.hf.clone()),
+            served_name: model_def
+                .served_name
+                .clone()
+                .or_else(|| model_def.path.clone())
+                .unwrap_or_else(|| model_def.hf.clone()),
         };
         let parent_short: String = c.parent.chars().take(short.len().max(8)).collect();
-        let commit_ctx = CommitCtx { human: &c.human, parent: &c.parent, short, parent_short: &parent_short, subject: c.subject.as_deref().unwrap_or(""), model: &c.model };
-        let tokenizer_str = model.tokenizer.as_ref().map(|t| t.display().to_string()).unwrap_or_default();
-        let model_ctx = ModelCtx { name: &c.model, hf: &model.hf, path: &model.path, tokenizer: &tokenizer_str, revision: model.revision.as_deref().unwrap_or(""), served_name: &model.served_name };
+        let commit_ctx = CommitCtx {
+            human: &c.human,
+            parent: &c.parent,
+            short,
+            parent_short: &parent_short,
+            subject: c.subject.as_deref().unwrap_or(""),
+            model: &c.model,
+        };
+        let tokenizer_str = model
+            .tokenizer
+            .as_ref()
+            .map(|t| t.display().to_string())
+            .unwrap_or_default();
+        let model_ctx = ModelCtx {
+            name: &c.model,
+            hf: &model.hf,
+            path: &model.path,
+            tokenizer: &tokenizer_str,
+            revision: model.revision.as_deref().unwrap_or(""),
+            served_name: &model.served_name,
+        };
         let repo = match (&file.images.registry, &file.images.repo) {
             (Some(reg), Some(repo)) => format!("{}/{repo}", reg.trim_end_matches('/')),
             (None, Some(repo)) => repo.clone(),
             (_, None) => String::new(),
         };
         let empty_vars = BTreeMap::new();
-        let server_ctx = ServerCtx { max_model_len: server_settings.max_model_len, gpus: server.gpus, vars: server_settings.vars.as_ref().unwrap_or(&empty_vars) };
+        let server_ctx = ServerCtx {
+            max_model_len: server_settings.max_model_len,
+            gpus: server.gpus,
+            vars: server_settings.vars.as_ref().unwrap_or(&empty_vars),
+        };
 
         // Command template site: the commit's own, else the campaign's, else the default.
         let (command_site, command_text, command_span) = if let Some(cmd) = &commit_server.command {
-            (format!("{p}.server.command"), cmd.clone(), self.spans.value(&format!("{p}.server.command")))
+            (
+                format!("{p}.server.command"),
+                cmd.clone(),
+                self.spans.value(&format!("{p}.server.command")),
+            )
         } else if let Some(cmd) = &file.server.command {
-            ("server.command".to_string(), cmd.clone(), self.spans.value("server.command"))
+            (
+                "server.command".to_string(),
+                cmd.clone(),
+                self.spans.value("server.command"),
+            )
         } else {
-            ("server.command (default)".to_string(), d::SERVER_COMMAND.to_string(), self.spans.value("server"))
+            (
+                "server.command (default)".to_string(),
+                d::SERVER_COMMAND.to_string(),
+                self.spans.value("server"),
+            )
         };
-        if !self.templates.add(&command_site, &command_text, command_span, self.source, &mut self.out) {
+        if !self.templates.add(
+            &command_site,
+            &command_text,
+            command_span,
+            self.source,
+            &mut self.out,
+        ) {
             return None;
         }
 
@@ -568,14 +858,35 @@ impl<'a> Resolver<'a> {
             if let Some(only) = &c.arms
                 && !only.contains(&def.name)
             {
-                absent.push(AbsentArm { arm: def.name.clone(), reason: "not listed in this commit's `arms`".into() });
+                absent.push(AbsentArm {
+                    arm: def.name.clone(),
+                    reason: "not listed in this commit's `arms`".into(),
+                });
                 continue;
             }
-            let mut arm_ctx = ArmCtx { name: def.name.clone(), role: arm.role, path: String::new(), image: String::new() };
-            let source = match self.arm_source(file, arms, arm, &commit_ctx, &model_ctx, &repo, &arm_ctx, &mut Vec::new(), server.runtime) {
+            let mut arm_ctx = ArmCtx {
+                name: def.name.clone(),
+                role: arm.role,
+                path: String::new(),
+                image: String::new(),
+            };
+            let source = match self.arm_source(
+                file,
+                arms,
+                arm,
+                &commit_ctx,
+                &model_ctx,
+                &repo,
+                &arm_ctx,
+                &mut Vec::new(),
+                server.runtime,
+            ) {
                 Some(Ok(s)) => s,
                 Some(Err(reason)) => {
-                    absent.push(AbsentArm { arm: def.name.clone(), reason });
+                    absent.push(AbsentArm {
+                        arm: def.name.clone(),
+                        reason,
+                    });
                     continue;
                 }
                 None => continue, // error already reported
@@ -585,16 +896,40 @@ impl<'a> Resolver<'a> {
                 ArmSource::Path { root } => arm_ctx.path = root.display().to_string(),
                 ArmSource::Patched(_) => {}
             }
-            let ctx = Ctx { commit: &commit_ctx, model: &model_ctx, arm: &arm_ctx, images: &file.images, repo: &repo, vars: &file.vars, server: &server_ctx, port: PORT_PLACEHOLDER };
-            let Some(line) = self.templates.render(&command_site, &ctx, self.source, &mut self.out) else { continue };
+            let ctx = Ctx {
+                commit: &commit_ctx,
+                model: &model_ctx,
+                arm: &arm_ctx,
+                images: &file.images,
+                repo: &repo,
+                vars: &file.vars,
+                server: &server_ctx,
+                port: PORT_PLACEHOLDER,
+            };
+            let Some(line) = self
+                .templates
+                .render(&command_site, &ctx, self.source, &mut self.out)
+            else {
+                continue;
+            };
             let mut argv = match split_command(&line) {
                 Ok(a) if !a.is_empty() => a,
                 Ok(_) => {
-                    self.out.error(self.source, self.spans.value(&command_site), "the server command renders to nothing", "empty command");
+                    self.out.error(
+                        self.source,
+                        self.spans.value(&command_site),
+                        "the server command renders to nothing",
+                        "empty command",
+                    );
                     continue;
                 }
                 Err(e) => {
-                    self.out.error(self.source, self.spans.value(&command_site), format!("the server command does not split into arguments: {e}"), "bad quoting");
+                    self.out.error(
+                        self.source,
+                        self.spans.value(&command_site),
+                        format!("the server command does not split into arguments: {e}"),
+                        "bad quoting",
+                    );
                     continue;
                 }
             };
@@ -603,7 +938,11 @@ impl<'a> Resolver<'a> {
             argv.extend(def.args.iter().cloned());
             let mut env = server.env.clone();
             env.extend(def.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-            normalized.push((def.name.clone(), normalized_command, format!("{:?}", server.env)));
+            normalized.push((
+                def.name.clone(),
+                normalized_command,
+                format!("{:?}", server.env),
+            ));
             resolved_arms.push(CommitArm {
                 name: def.name.clone(),
                 role: arm.role,
@@ -631,7 +970,11 @@ impl<'a> Resolver<'a> {
         if let GpuInventory::Declared(list) = &resources.gpus
             && server.gpus as usize > list.len()
         {
-            let at = if commit_server.gpus.is_some() { format!("{p}.server.gpus") } else { "server.gpus".to_string() };
+            let at = if commit_server.gpus.is_some() {
+                format!("{p}.server.gpus")
+            } else {
+                "server.gpus".to_string()
+            };
             self.err(&at, format!("unsatisfiable GPU request: commit {short} needs {} GPUs per server, only {} declared", server.gpus, list.len()), "more GPUs than declared")
                 .with_help("lower `gpus` or declare more in `resources.gpus`");
         }
@@ -673,8 +1016,21 @@ impl<'a> Resolver<'a> {
         chain.push(def.name.clone());
         let vars = &file.vars;
         let empty = BTreeMap::new();
-        let server_ctx = ServerCtx { max_model_len: None, gpus: 0, vars: &empty };
-        let ctx = Ctx { commit, model, arm: arm_ctx, images: &file.images, repo, vars, server: &server_ctx, port: PORT_PLACEHOLDER };
+        let server_ctx = ServerCtx {
+            max_model_len: None,
+            gpus: 0,
+            vars: &empty,
+        };
+        let ctx = Ctx {
+            commit,
+            model,
+            arm: arm_ctx,
+            images: &file.images,
+            repo,
+            vars,
+            server: &server_ctx,
+            port: PORT_PLACEHOLDER,
+        };
         if let Some(image) = &def.image {
             if runtime == RuntimeKind::Process {
                 self.err(&format!("{p}.image"), format!("arm `{}` has an `image`, but the server runtime is `process`", def.name), "image with process runtime")
@@ -682,10 +1038,18 @@ impl<'a> Resolver<'a> {
                 return None;
             }
             let site = format!("{p}.image");
-            if !self.templates.add(&site, image, self.spans.value(&site), self.source, &mut self.out) {
+            if !self.templates.add(
+                &site,
+                image,
+                self.spans.value(&site),
+                self.source,
+                &mut self.out,
+            ) {
                 return None;
             }
-            let reference = self.templates.render(&site, &ctx, self.source, &mut self.out)?;
+            let reference = self
+                .templates
+                .render(&site, &ctx, self.source, &mut self.out)?;
             if let Err(why) = check_image_reference(&reference) {
                 self.err(&site, format!("arm `{}` renders to an invalid image reference `{reference}` for commit {}: {why}", def.name, commit.short), "invalid image reference");
                 return None;
@@ -694,33 +1058,76 @@ impl<'a> Resolver<'a> {
         }
         if let Some(path) = &def.path {
             if runtime == RuntimeKind::Docker {
-                self.err(&format!("{p}.path"), format!("arm `{}` has a `path`, but the server runtime is `docker`", def.name), "path with docker runtime")
-                    .with_help("docker servers run from an `image`; or set `server.runtime = \"process\"`");
+                self.err(
+                    &format!("{p}.path"),
+                    format!(
+                        "arm `{}` has a `path`, but the server runtime is `docker`",
+                        def.name
+                    ),
+                    "path with docker runtime",
+                )
+                .with_help(
+                    "docker servers run from an `image`; or set `server.runtime = \"process\"`",
+                );
                 return None;
             }
             let site = format!("{p}.path");
-            if !self.templates.add(&site, path, self.spans.value(&site), self.source, &mut self.out) {
+            if !self.templates.add(
+                &site,
+                path,
+                self.spans.value(&site),
+                self.source,
+                &mut self.out,
+            ) {
                 return None;
             }
-            let rendered = self.templates.render(&site, &ctx, self.source, &mut self.out)?;
-            return Some(Ok(ArmSource::Path { root: util::normalize_path(&self.manifest_dir.join(util::expand_tilde(&rendered))) }));
+            let rendered = self
+                .templates
+                .render(&site, &ctx, self.source, &mut self.out)?;
+            return Some(Ok(ArmSource::Path {
+                root: util::normalize_path(&self.manifest_dir.join(util::expand_tilde(&rendered))),
+            }));
         }
-        let (Some(base_name), Some(patch)) = (&def.base, &def.patch) else { return None };
+        let (Some(base_name), Some(patch)) = (&def.base, &def.patch) else {
+            return None;
+        };
         let base = arms.iter().find(|a| &a.def.name == base_name)?;
-        let base_ctx = ArmCtx { name: base.def.name.clone(), role: base.role, path: String::new(), image: String::new() };
-        let base_source = match self.arm_source(file, arms, base, commit, model, repo, &base_ctx, chain, runtime)? {
+        let base_ctx = ArmCtx {
+            name: base.def.name.clone(),
+            role: base.role,
+            path: String::new(),
+            image: String::new(),
+        };
+        let base_source = match self.arm_source(
+            file, arms, base, commit, model, repo, &base_ctx, chain, runtime,
+        )? {
             Ok(s) => s,
-            Err(reason) => return Some(Err(format!("its base arm `{base_name}` is absent ({reason})"))),
+            Err(reason) => {
+                return Some(Err(format!(
+                    "its base arm `{base_name}` is absent ({reason})"
+                )));
+            }
         };
         let site = format!("{p}.patch");
-        if !self.templates.add(&site, patch, self.spans.value(&site), self.source, &mut self.out) {
+        if !self.templates.add(
+            &site,
+            patch,
+            self.spans.value(&site),
+            self.source,
+            &mut self.out,
+        ) {
             return None;
         }
-        let rendered = self.templates.render(&site, &ctx, self.source, &mut self.out)?;
-        let patch_path = util::normalize_path(&self.manifest_dir.join(util::expand_tilde(&rendered)));
+        let rendered = self
+            .templates
+            .render(&site, &ctx, self.source, &mut self.out)?;
+        let patch_path =
+            util::normalize_path(&self.manifest_dir.join(util::expand_tilde(&rendered)));
         let patch_hash = match crate::util::hash::file_hash(&patch_path) {
             Ok(h) => h,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(Err(format!("no patch file {rendered}"))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Some(Err(format!("no patch file {rendered}")));
+            }
             Err(e) => return Some(Err(format!("cannot read patch file {rendered}: {e}"))),
         };
         Some(Ok(ArmSource::Patched(Box::new(PatchSpec {
@@ -734,10 +1141,18 @@ impl<'a> Resolver<'a> {
         }))))
     }
 
-    fn resolve_server(&mut self, s: &ServerSettings, commit_path: &str, _has_override: bool, _resources: &ResourceSettings) -> Option<Server> {
+    fn resolve_server(
+        &mut self,
+        s: &ServerSettings,
+        commit_path: &str,
+        _has_override: bool,
+        _resources: &ResourceSettings,
+    ) -> Option<Server> {
         let ready = s.ready.clone().unwrap_or_default();
-        let ready_timeout = util::parse_duration(ready.timeout.as_deref().unwrap_or(d::READY_TIMEOUT)).ok()?;
-        let ready_interval = util::parse_duration(ready.interval.as_deref().unwrap_or(d::READY_INTERVAL)).ok()?;
+        let ready_timeout =
+            util::parse_duration(ready.timeout.as_deref().unwrap_or(d::READY_TIMEOUT)).ok()?;
+        let ready_interval =
+            util::parse_duration(ready.interval.as_deref().unwrap_or(d::READY_INTERVAL)).ok()?;
         let _ = commit_path;
         Some(Server {
             runtime: s.runtime.unwrap_or(d::RUNTIME),
@@ -749,11 +1164,21 @@ impl<'a> Resolver<'a> {
             shm_size: s.shm_size.as_deref().and_then(|v| util::parse_size(v).ok()),
             ipc: s.ipc.clone(),
             env: s.env.clone().unwrap_or_default(),
-            volumes: s.volumes.clone().unwrap_or_default().iter().map(|v| util::expand_tilde(v)).collect(),
+            volumes: s
+                .volumes
+                .clone()
+                .unwrap_or_default()
+                .iter()
+                .map(|v| util::expand_tilde(v))
+                .collect(),
         })
     }
 
-    fn resolve_load(&mut self, commit: Option<&LoadSettings>, campaign: &LoadSettings) -> Option<Load> {
+    fn resolve_load(
+        &mut self,
+        commit: Option<&LoadSettings>,
+        campaign: &LoadSettings,
+    ) -> Option<Load> {
         let empty = LoadSettings::default();
         let c = commit.unwrap_or(&empty);
         let backend = c.backend.or(campaign.backend).unwrap_or(d::BACKEND);
@@ -764,7 +1189,12 @@ impl<'a> Resolver<'a> {
         let ds_empty = DatasetSettings::default();
         let cds = c.dataset.as_ref().unwrap_or(&ds_empty);
         let pds = campaign.dataset.as_ref().unwrap_or(&ds_empty);
-        let concurrency = c.concurrency.clone().or_else(|| campaign.concurrency.clone()).map(|v| v.to_vec()).unwrap_or_else(|| vec![d::CONCURRENCY]);
+        let concurrency = c
+            .concurrency
+            .clone()
+            .or_else(|| campaign.concurrency.clone())
+            .map(|v| v.to_vec())
+            .unwrap_or_else(|| vec![d::CONCURRENCY]);
         let rates: Vec<Rate> = c
             .request_rate
             .clone()
@@ -777,30 +1207,62 @@ impl<'a> Resolver<'a> {
         let mut points = Vec::new();
         for &conc in &concurrency {
             for &rate in &rates {
-                points.push(LoadPoint { concurrency: conc, rate });
+                points.push(LoadPoint {
+                    concurrency: conc,
+                    rate,
+                });
             }
         }
-        let timeout = util::parse_duration(c.timeout.as_deref().or(campaign.timeout.as_deref()).unwrap_or(d::TIMEOUT)).ok()?;
-        let request_timeout = match c.request_timeout.as_deref().or(campaign.request_timeout.as_deref()) {
+        let timeout = util::parse_duration(
+            c.timeout
+                .as_deref()
+                .or(campaign.timeout.as_deref())
+                .unwrap_or(d::TIMEOUT),
+        )
+        .ok()?;
+        let request_timeout = match c
+            .request_timeout
+            .as_deref()
+            .or(campaign.request_timeout.as_deref())
+        {
             Some(t) => util::parse_duration(t).ok()?,
             None => timeout,
         };
         Some(Load {
             backend,
-            endpoint: c.endpoint.clone().or_else(|| campaign.endpoint.clone()).unwrap_or_else(|| default_endpoint.to_string()),
+            endpoint: c
+                .endpoint
+                .clone()
+                .or_else(|| campaign.endpoint.clone())
+                .unwrap_or_else(|| default_endpoint.to_string()),
             input_len: cds.input_len.or(pds.input_len).unwrap_or(d::INPUT_LEN),
             output_len: cds.output_len.or(pds.output_len).unwrap_or(d::OUTPUT_LEN),
-            range_ratio: cds.range_ratio.or(pds.range_ratio).unwrap_or(d::RANGE_RATIO),
+            range_ratio: cds
+                .range_ratio
+                .or(pds.range_ratio)
+                .unwrap_or(d::RANGE_RATIO),
             prefix_len: cds.prefix_len.or(pds.prefix_len).unwrap_or(d::PREFIX_LEN),
-            num_prompts: c.num_prompts.or(campaign.num_prompts).unwrap_or(d::NUM_PROMPTS),
+            num_prompts: c
+                .num_prompts
+                .or(campaign.num_prompts)
+                .unwrap_or(d::NUM_PROMPTS),
             points,
-            burstiness: c.burstiness.or(campaign.burstiness).unwrap_or(d::BURSTINESS),
+            burstiness: c
+                .burstiness
+                .or(campaign.burstiness)
+                .unwrap_or(d::BURSTINESS),
             warmup: c.warmup.or(campaign.warmup).unwrap_or(d::WARMUP),
             timeout,
             request_timeout,
             seed: c.seed.or(campaign.seed).unwrap_or(d::SEED),
-            ignore_eos: c.ignore_eos.or(campaign.ignore_eos).unwrap_or(d::IGNORE_EOS),
-            temperature: c.temperature.or(campaign.temperature).unwrap_or(d::TEMPERATURE),
+            ignore_eos: c
+                .ignore_eos
+                .or(campaign.ignore_eos)
+                .unwrap_or(d::IGNORE_EOS),
+            temperature: c
+                .temperature
+                .or(campaign.temperature)
+                .unwrap_or(d::TEMPERATURE),
         })
     }
 }
@@ -808,7 +1270,9 @@ impl<'a> Resolver<'a> {
 /// Commit settings over campaign settings, field by field; `env` and `vars` merge by key and
 /// `args` concatenate (campaign first).
 fn merge_server(commit: &ServerSettings, campaign: &ServerSettings) -> ServerSettings {
-    let merge_map = |a: &Option<BTreeMap<String, String>>, b: &Option<BTreeMap<String, String>>| -> Option<BTreeMap<String, String>> {
+    let merge_map = |a: &Option<BTreeMap<String, String>>,
+                     b: &Option<BTreeMap<String, String>>|
+     -> Option<BTreeMap<String, String>> {
         match (a, b) {
             (None, None) => None,
             _ => {
@@ -819,12 +1283,22 @@ fn merge_server(commit: &ServerSettings, campaign: &ServerSettings) -> ServerSet
         }
     };
     let ready = match (&commit.ready, &campaign.ready) {
-        (Some(c), Some(p)) => Some(ReadySettings { path: c.path.clone().or(p.path.clone()), timeout: c.timeout.clone().or(p.timeout.clone()), interval: c.interval.clone().or(p.interval.clone()) }),
+        (Some(c), Some(p)) => Some(ReadySettings {
+            path: c.path.clone().or(p.path.clone()),
+            timeout: c.timeout.clone().or(p.timeout.clone()),
+            interval: c.interval.clone().or(p.interval.clone()),
+        }),
         (c, p) => c.clone().or(p.clone()),
     };
     let args = match (&campaign.args, &commit.args) {
         (None, None) => None,
-        (a, b) => Some(a.iter().flatten().chain(b.iter().flatten()).cloned().collect()),
+        (a, b) => Some(
+            a.iter()
+                .flatten()
+                .chain(b.iter().flatten())
+                .cloned()
+                .collect(),
+        ),
     };
     ServerSettings {
         runtime: commit.runtime.or(campaign.runtime),
@@ -847,7 +1321,9 @@ fn parse_rate(v: &RateValue) -> Result<Rate, String> {
         RateValue::Number(n) if *n > 0.0 && n.is_finite() => Ok(Rate::PerSecond(*n)),
         RateValue::Number(n) => Err(format!("request rate must be positive, found {n}")),
         RateValue::Text(t) if t == "inf" => Ok(Rate::Infinite),
-        RateValue::Text(t) => Err(format!("request rate must be a number of requests per second or \"inf\", found \"{t}\"")),
+        RateValue::Text(t) => Err(format!(
+            "request rate must be a number of requests per second or \"inf\", found \"{t}\""
+        )),
     }
 }
 
@@ -858,7 +1334,11 @@ fn is_hash(s: &str) -> bool {
 /// Replaces what an arm may legitimately differ in (its name, image, path) with placeholders.
 fn normalize_for_drift(rendered: &str, arm: &ArmCtx) -> String {
     let mut s = rendered.to_string();
-    for (value, placeholder) in [(&arm.image, "<arm.image>"), (&arm.path, "<arm.path>"), (&arm.name, "<arm.name>")] {
+    for (value, placeholder) in [
+        (&arm.image, "<arm.image>"),
+        (&arm.path, "<arm.path>"),
+        (&arm.name, "<arm.name>"),
+    ] {
         if value.len() >= 2 {
             s = s.replace(value.as_str(), placeholder);
         }
@@ -885,21 +1365,39 @@ pub fn check_image_reference(reference: &str) -> Result<(), String> {
     }
     let last_slash = name_tag.rfind('/').map_or(0, |i| i + 1);
     let (name, tag) = match name_tag[last_slash..].rfind(':') {
-        Some(i) => (&name_tag[..last_slash + i], Some(&name_tag[last_slash + i + 1..])),
+        Some(i) => (
+            &name_tag[..last_slash + i],
+            Some(&name_tag[last_slash + i + 1..]),
+        ),
         None => (name_tag, None),
     };
     if let Some(tag) = tag
-        && (tag.is_empty() || tag.len() > 128 || !tag.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-') || tag.starts_with(['.', '-']))
+        && (tag.is_empty()
+            || tag.len() > 128
+            || !tag
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-')
+            || tag.starts_with(['.', '-']))
     {
-        return Err(format!("invalid tag `{tag}` (letters, digits, `_`, `.`, `-`; at most 128)"));
+        return Err(format!(
+            "invalid tag `{tag}` (letters, digits, `_`, `.`, `-`; at most 128)"
+        ));
     }
     let mut parts = name.split('/').collect::<Vec<_>>();
-    if parts.len() > 1 && (parts[0].contains(':') || parts[0].contains('.') || parts[0] == "localhost") {
+    if parts.len() > 1
+        && (parts[0].contains(':') || parts[0].contains('.') || parts[0] == "localhost")
+    {
         parts.remove(0); // registry host
     }
     for part in parts {
-        if part.is_empty() || !part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.' || c == '-') {
-            return Err(format!("invalid repository component `{part}` (lowercase letters, digits, `_`, `.`, `-`)"));
+        if part.is_empty()
+            || !part.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.' || c == '-'
+            })
+        {
+            return Err(format!(
+                "invalid repository component `{part}` (lowercase letters, digits, `_`, `.`, `-`)"
+            ));
         }
     }
     Ok(())

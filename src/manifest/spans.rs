@@ -20,7 +20,11 @@ impl SpanIndex {
     fn walk_table(&mut self, table: &DeTable<'_>, prefix: &str) {
         for (key, value) in table.iter() {
             let name: &str = key.get_ref().as_ref();
-            let path = if prefix.is_empty() { name.to_string() } else { format!("{prefix}.{name}") };
+            let path = if prefix.is_empty() {
+                name.to_string()
+            } else {
+                format!("{prefix}.{name}")
+            };
             self.walk_value(value, path, key.span());
         }
     }

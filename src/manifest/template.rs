@@ -28,24 +28,47 @@ impl Templates {
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_keep_trailing_newline(false);
         // `env("NAME", "default")` reads the environment of the machine that runs isobench.
-        env.add_function("env", |name: String, default: Option<String>| -> Result<String, minijinja::Error> {
-            match std::env::var(&name) {
-                Ok(v) => Ok(v),
-                Err(_) => default.ok_or_else(|| {
-                    minijinja::Error::new(minijinja::ErrorKind::UndefinedError, format!("environment variable `{name}` is not set and no default was given"))
-                }),
-            }
-        });
-        Templates { env, sites: HashMap::new(), reported: Default::default() }
+        env.add_function(
+            "env",
+            |name: String, default: Option<String>| -> Result<String, minijinja::Error> {
+                match std::env::var(&name) {
+                    Ok(v) => Ok(v),
+                    Err(_) => default.ok_or_else(|| {
+                        minijinja::Error::new(
+                            minijinja::ErrorKind::UndefinedError,
+                            format!(
+                                "environment variable `{name}` is not set and no default was given"
+                            ),
+                        )
+                    }),
+                }
+            },
+        );
+        Templates {
+            env,
+            sites: HashMap::new(),
+            reported: Default::default(),
+        }
     }
 
     /// Compiles the template at `site` once; reports a syntax error at its location.
-    pub fn add(&mut self, site: &str, template: &str, span: Range<usize>, source: &Source, out: &mut Collector) -> bool {
+    pub fn add(
+        &mut self,
+        site: &str,
+        template: &str,
+        span: Range<usize>,
+        source: &Source,
+        out: &mut Collector,
+    ) -> bool {
         if self.sites.contains_key(site) {
             return true;
         }
-        self.sites.insert(site.to_string(), (template.to_string(), span.clone()));
-        match self.env.add_template_owned(site.to_string(), template.to_string()) {
+        self.sites
+            .insert(site.to_string(), (template.to_string(), span.clone()));
+        match self
+            .env
+            .add_template_owned(site.to_string(), template.to_string())
+        {
             Ok(()) => true,
             Err(e) => {
                 self.report(site, &e, source, out);
@@ -55,7 +78,13 @@ impl Templates {
     }
 
     /// Renders the template at `site`; on error reports it (once per location and message).
-    pub fn render<S: serde::Serialize>(&mut self, site: &str, ctx: S, source: &Source, out: &mut Collector) -> Option<String> {
+    pub fn render<S: serde::Serialize>(
+        &mut self,
+        site: &str,
+        ctx: S,
+        source: &Source,
+        out: &mut Collector,
+    ) -> Option<String> {
         let tmpl = self.env.get_template(site).ok()?;
         match tmpl.render(ctx) {
             Ok(s) => Some(s),
@@ -68,7 +97,10 @@ impl Templates {
 
     fn report(&mut self, site: &str, e: &minijinja::Error, source: &Source, out: &mut Collector) {
         let (template, string_span) = self.sites.get(site).cloned().unwrap_or_default();
-        let span = e.range().map(|r| map_into_file(&source.text, &string_span, &template, r)).unwrap_or(string_span.clone());
+        let span = e
+            .range()
+            .map(|r| map_into_file(&source.text, &string_span, &template, r))
+            .unwrap_or(string_span.clone());
         let detail = e.detail().map(|d| format!(": {d}")).unwrap_or_default();
         let (message, label, help) = match e.kind() {
             minijinja::ErrorKind::UndefinedError => (
@@ -76,8 +108,16 @@ impl Templates {
                 "undefined here".to_string(),
                 Some(format!("available: {AVAILABLE}")),
             ),
-            minijinja::ErrorKind::SyntaxError => (format!("template `{site}` has a syntax error{detail}"), "syntax error".to_string(), None),
-            kind => (format!("template `{site}` failed: {kind}{detail}"), "here".to_string(), None),
+            minijinja::ErrorKind::SyntaxError => (
+                format!("template `{site}` has a syntax error{detail}"),
+                "syntax error".to_string(),
+                None,
+            ),
+            kind => (
+                format!("template `{site}` failed: {kind}{detail}"),
+                "here".to_string(),
+                None,
+            ),
         };
         if self.reported.insert((span.clone(), message.clone())) {
             let d = out.error(source, span, message, label);
@@ -90,12 +130,21 @@ impl Templates {
 
 /// Maps a byte range inside a template to the file, when the TOML string holds the template
 /// verbatim (no escapes); otherwise points at the whole string.
-fn map_into_file(text: &str, string_span: &Range<usize>, template: &str, range: Range<usize>) -> Range<usize> {
+fn map_into_file(
+    text: &str,
+    string_span: &Range<usize>,
+    template: &str,
+    range: Range<usize>,
+) -> Range<usize> {
     let raw = match text.get(string_span.clone()) {
         Some(raw) => raw,
         None => return string_span.clone(),
     };
-    let mut offset = if raw.starts_with("\"\"\"") || raw.starts_with("'''") { 3 } else { 1 };
+    let mut offset = if raw.starts_with("\"\"\"") || raw.starts_with("'''") {
+        3
+    } else {
+        1
+    };
     if offset == 3 && raw[offset..].starts_with('\n') {
         offset += 1;
     }
@@ -173,7 +222,10 @@ mod tests {
 
     #[test]
     fn splits_like_a_shell() {
-        assert_eq!(split_command("a  b 'c d' \"e \\\" f\" g\\ h").unwrap(), vec!["a", "b", "c d", "e \" f", "g h"]);
+        assert_eq!(
+            split_command("a  b 'c d' \"e \\\" f\" g\\ h").unwrap(),
+            vec!["a", "b", "c d", "e \" f", "g h"]
+        );
         assert_eq!(split_command("").unwrap(), Vec::<String>::new());
         assert_eq!(split_command("x ''").unwrap(), vec!["x", ""]);
         assert!(split_command("a 'b").is_err());

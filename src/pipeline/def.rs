@@ -7,9 +7,14 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Built-in pipelines, embedded so the binary works from any directory.
-pub const BUILTIN: &[(&str, &str)] = &[("serve-bench", include_str!("../../pipelines/serve-bench.toml"))];
+pub const BUILTIN: &[(&str, &str)] = &[(
+    "serve-bench",
+    include_str!("../../pipelines/serve-bench.toml"),
+)];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize, JsonSchema,
+)]
 pub enum StepKind {
     #[serde(rename = "image.pull")]
     ImagePull,
@@ -73,7 +78,10 @@ impl StepKind {
         match self {
             StepKind::ImagePull => Scope::Image,
             StepKind::ImagePatch => Scope::Patch,
-            StepKind::ServerStart | StepKind::ServerReady | StepKind::LoadWarmup | StepKind::ServerStop => Scope::Session,
+            StepKind::ServerStart
+            | StepKind::ServerReady
+            | StepKind::LoadWarmup
+            | StepKind::ServerStop => Scope::Session,
             StepKind::LoadMeasure => Scope::Point,
             StepKind::Compare => Scope::Commit,
         }
@@ -140,7 +148,15 @@ pub fn locate(reference: &str, manifest_dir: &Path) -> Result<(String, String), 
     let candidates: Vec<PathBuf> = if reference.ends_with(".toml") {
         vec![manifest_dir.join(reference)]
     } else {
-        vec![manifest_dir.join("pipelines").join(format!("{reference}.toml")), manifest_dir.join("..").join("pipelines").join(format!("{reference}.toml"))]
+        vec![
+            manifest_dir
+                .join("pipelines")
+                .join(format!("{reference}.toml")),
+            manifest_dir
+                .join("..")
+                .join("pipelines")
+                .join(format!("{reference}.toml")),
+        ]
     };
     for path in &candidates {
         if let Ok(text) = std::fs::read_to_string(path) {
@@ -151,9 +167,17 @@ pub fn locate(reference: &str, manifest_dir: &Path) -> Result<(String, String), 
         return Ok((format!("builtin:{name}"), text.to_string()));
     }
     let mut known: Vec<String> = BUILTIN.iter().map(|(n, _)| n.to_string()).collect();
-    for dir in [manifest_dir.join("pipelines"), manifest_dir.join("..").join("pipelines")] {
+    for dir in [
+        manifest_dir.join("pipelines"),
+        manifest_dir.join("..").join("pipelines"),
+    ] {
         if let Ok(entries) = std::fs::read_dir(dir) {
-            known.extend(entries.flatten().filter_map(|e| e.path().file_stem().and_then(|s| s.to_str()).map(str::to_string)));
+            known.extend(entries.flatten().filter_map(|e| {
+                e.path()
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .map(str::to_string)
+            }));
         }
     }
     known.sort();
@@ -173,17 +197,31 @@ pub fn parse(origin: &str, text: &str) -> Result<Pipeline, ManifestError> {
     let mut out = Collector::default();
     let (table, errors) = toml::de::DeTable::parse_recoverable(text);
     for e in errors {
-        out.error(&source, e.span().unwrap_or(0..0), format!("TOML syntax: {}", e.message()), "here");
+        out.error(
+            &source,
+            e.span().unwrap_or(0..0),
+            format!("TOML syntax: {}", e.message()),
+            "here",
+        );
     }
     out.finish()?;
-    let schema = serde_json::to_value(schemars::schema_for!(PipelineFile)).expect("schema serialises");
-    let value = toml::Spanned::new(table.span(), toml::de::DeValue::Table(table.get_ref().clone()));
+    let schema =
+        serde_json::to_value(schemars::schema_for!(PipelineFile)).expect("schema serialises");
+    let value = toml::Spanned::new(
+        table.span(),
+        toml::de::DeValue::Table(table.get_ref().clone()),
+    );
     SchemaChecker::new(&schema, &source).check(&value, &schema, "", &mut out);
     out.finish()?;
     let file: PipelineFile = match toml::from_str(text) {
         Ok(f) => f,
         Err(e) => {
-            out.error(&source, e.span().unwrap_or(0..0), e.message().to_string(), "here");
+            out.error(
+                &source,
+                e.span().unwrap_or(0..0),
+                e.message().to_string(),
+                "here",
+            );
             return Err(out.finish().expect_err("has an error"));
         }
     };
@@ -192,31 +230,78 @@ pub fn parse(origin: &str, text: &str) -> Result<Pipeline, ManifestError> {
     let ids: Vec<&str> = file.steps.iter().map(|s| s.id.as_str()).collect();
     for (i, step) in file.steps.iter().enumerate() {
         if ids[..i].contains(&step.id.as_str()) {
-            out.error(&source, spans.value(&format!("steps[{i}].id")), format!("duplicate step id `{}`", step.id), "defined twice");
+            out.error(
+                &source,
+                spans.value(&format!("steps[{i}].id")),
+                format!("duplicate step id `{}`", step.id),
+                "defined twice",
+            );
         }
         if let Some(j) = file.steps[..i].iter().position(|s| s.kind == step.kind) {
-            out.error(&source, spans.value(&format!("steps[{i}].kind")), format!("step kind `{}` appears twice (steps `{}` and `{}`)", step.kind.name(), file.steps[j].id, step.id), "second step of this kind");
+            out.error(
+                &source,
+                spans.value(&format!("steps[{i}].kind")),
+                format!(
+                    "step kind `{}` appears twice (steps `{}` and `{}`)",
+                    step.kind.name(),
+                    file.steps[j].id,
+                    step.id
+                ),
+                "second step of this kind",
+            );
         }
         for (k, dep) in step.after.iter().enumerate() {
             if !ids.contains(&dep.as_str()) {
-                let d = out.error(&source, spans.value(&format!("steps[{i}].after[{k}]")), format!("step `{}` runs after `{dep}`, which is not a step of this pipeline", step.id), "dangling reference");
+                let d = out.error(
+                    &source,
+                    spans.value(&format!("steps[{i}].after[{k}]")),
+                    format!(
+                        "step `{}` runs after `{dep}`, which is not a step of this pipeline",
+                        step.id
+                    ),
+                    "dangling reference",
+                );
                 if let Some(guess) = did_you_mean(dep, ids.iter().copied()) {
                     d.with_help(format!("did you mean `{guess}`?"));
                 }
             } else if dep == &step.id {
-                out.error(&source, spans.value(&format!("steps[{i}].after[{k}]")), format!("step `{}` runs after itself", step.id), "cycle");
+                out.error(
+                    &source,
+                    spans.value(&format!("steps[{i}].after[{k}]")),
+                    format!("step `{}` runs after itself", step.id),
+                    "cycle",
+                );
             }
         }
     }
     // The session steps need a start; a start needs a stop (a server must never be left running).
     let has = |k: StepKind| file.steps.iter().any(|s| s.kind == k);
-    let needs_start = [StepKind::ServerReady, StepKind::LoadWarmup, StepKind::LoadMeasure, StepKind::ServerStop];
+    let needs_start = [
+        StepKind::ServerReady,
+        StepKind::LoadWarmup,
+        StepKind::LoadMeasure,
+        StepKind::ServerStop,
+    ];
     for (i, step) in file.steps.iter().enumerate() {
         if needs_start.contains(&step.kind) && !has(StepKind::ServerStart) {
-            out.error(&source, spans.value(&format!("steps[{i}].kind")), format!("step `{}` ({}) needs a `server.start` step in the pipeline", step.id, step.kind.name()), "no server to act on");
+            out.error(
+                &source,
+                spans.value(&format!("steps[{i}].kind")),
+                format!(
+                    "step `{}` ({}) needs a `server.start` step in the pipeline",
+                    step.id,
+                    step.kind.name()
+                ),
+                "no server to act on",
+            );
         }
         if step.kind == StepKind::ServerStart && !has(StepKind::ServerStop) {
-            out.error(&source, spans.value(&format!("steps[{i}].kind")), "a pipeline with `server.start` must also have `server.stop`".to_string(), "server would never stop");
+            out.error(
+                &source,
+                spans.value(&format!("steps[{i}].kind")),
+                "a pipeline with `server.start` must also have `server.stop`".to_string(),
+                "server would never stop",
+            );
         }
     }
     out.finish()?;
@@ -235,13 +320,27 @@ pub fn parse(origin: &str, text: &str) -> Result<Pipeline, ManifestError> {
         Ok(order) => order,
         Err(cycle) => {
             let i = graph[cycle.node_id()];
-            out.error(&source, spans.value(&format!("steps[{i}].after")), format!("the steps form a cycle through `{}`", file.steps[i].id), "cycle");
+            out.error(
+                &source,
+                spans.value(&format!("steps[{i}].after")),
+                format!("the steps form a cycle through `{}`", file.steps[i].id),
+                "cycle",
+            );
             return Err(out.finish().expect_err("has an error"));
         }
     };
     // Order must respect the session's life: a step may not run before one of an earlier phase.
-    let steps: Vec<StepDef> = order.into_iter().map(|n| file.steps[graph[n]].clone()).collect();
-    Ok(Pipeline { name: file.name, description: file.description, origin: origin.to_string(), steps, hash: crate::util::hash::Hash::of(text.as_bytes()) })
+    let steps: Vec<StepDef> = order
+        .into_iter()
+        .map(|n| file.steps[graph[n]].clone())
+        .collect();
+    Ok(Pipeline {
+        name: file.name,
+        description: file.description,
+        origin: origin.to_string(),
+        steps,
+        hash: crate::util::hash::Hash::of(text.as_bytes()),
+    })
 }
 
 #[cfg(test)]
@@ -270,11 +369,19 @@ mod tests {
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(e[0].contains("cycle"), "{e:?}");
 
-        let e = errors("name = \"x\"\n[[steps]]\nid = \"a\"\nkind = \"server.start\"\nafter = [\"pul\"]\n[[steps]]\nid = \"s\"\nkind = \"server.stop\"\n");
-        assert_eq!(e, vec!["p.toml:5:10: step `a` runs after `pul`, which is not a step of this pipeline"]);
+        let e = errors(
+            "name = \"x\"\n[[steps]]\nid = \"a\"\nkind = \"server.start\"\nafter = [\"pul\"]\n[[steps]]\nid = \"s\"\nkind = \"server.stop\"\n",
+        );
+        assert_eq!(
+            e,
+            vec!["p.toml:5:10: step `a` runs after `pul`, which is not a step of this pipeline"]
+        );
 
         let e = errors("name = \"x\"\n[[steps]]\nid = \"a\"\nkind = \"server.strat\"\n");
         assert_eq!(e.len(), 1);
-        assert!(e[0].starts_with("p.toml:4:8: `steps[0].kind`: expected one of"), "{e:?}");
+        assert!(
+            e[0].starts_with("p.toml:4:8: `steps[0].kind`: expected one of"),
+            "{e:?}"
+        );
     }
 }

@@ -19,11 +19,17 @@ pub enum Target {
     /// Index into [`Dag::images`].
     Image(usize),
     /// Commit index and index into that commit's `arms`.
-    Patch { commit: usize, arm: usize },
+    Patch {
+        commit: usize,
+        arm: usize,
+    },
     /// Index into [`Dag::sessions`].
     Session(usize),
     /// Session and index into the commit's load points.
-    Point { session: usize, point: usize },
+    Point {
+        session: usize,
+        point: usize,
+    },
     Commit(usize),
 }
 
@@ -78,13 +84,27 @@ impl Dag {
     }
 
     /// (commit index, arm name) a node belongs to, for grouping; `None` for shared pulls.
-    pub fn owner<'c>(&self, campaign: &'c Campaign, node: &Node) -> (Option<usize>, Option<&'c str>) {
+    pub fn owner<'c>(
+        &self,
+        campaign: &'c Campaign,
+        node: &Node,
+    ) -> (Option<usize>, Option<&'c str>) {
         match node.target {
             Target::Image(_) => (None, None),
-            Target::Patch { commit, arm } => (Some(commit), Some(campaign.commits[commit].arms[arm].name.as_str())),
+            Target::Patch { commit, arm } => (
+                Some(commit),
+                Some(campaign.commits[commit].arms[arm].name.as_str()),
+            ),
             Target::Session(s) | Target::Point { session: s, .. } => {
                 let session = &self.sessions[s];
-                (Some(session.commit), Some(campaign.commits[session.commit].arms[session.arm].name.as_str()))
+                (
+                    Some(session.commit),
+                    Some(
+                        campaign.commits[session.commit].arms[session.arm]
+                            .name
+                            .as_str(),
+                    ),
+                )
             }
             Target::Commit(c) => (Some(c), None),
         }
@@ -97,9 +117,32 @@ pub fn source_hash(source: &ArmSource) -> Hash {
     match source {
         ArmSource::Image { reference } => h.field("image", reference),
         ArmSource::Path { root } => h.field("path", &root.display().to_string()),
-        ArmSource::Patched(p) => h.hash("base", &source_hash(&p.base)).hash("patch", &p.patch_hash).field("fuzz", &p.fuzz.to_string()).field("target", p.target.as_deref().unwrap_or("")).field("rebuild", p.rebuild.as_deref().unwrap_or("")),
+        ArmSource::Patched(p) => h
+            .hash("base", &source_hash(&p.base))
+            .hash("patch", &p.patch_hash)
+            .field("fuzz", &p.fuzz.to_string())
+            .field("target", p.target.as_deref().unwrap_or(""))
+            .field("rebuild", p.rebuild.as_deref().unwrap_or("")),
     };
     h.finish()
+}
+
+/// Hash of the patches applied on top of the root source (`None` for an unpatched source).
+fn patch_chain_hash(source: &ArmSource) -> Option<Hash> {
+    match source {
+        ArmSource::Patched(p) => {
+            let mut h = Hasher::new();
+            if let Some(inner) = patch_chain_hash(&p.base) {
+                h.hash("base", &inner);
+            }
+            h.hash("patch", &p.patch_hash)
+                .field("fuzz", &p.fuzz.to_string())
+                .field("target", p.target.as_deref().unwrap_or(""))
+                .field("rebuild", p.rebuild.as_deref().unwrap_or(""));
+            Some(h.finish())
+        }
+        _ => None,
+    }
 }
 
 fn server_hash(commit: &Commit, arm: &CommitArm) -> Hash {
@@ -111,9 +154,19 @@ fn server_hash(commit: &Commit, arm: &CommitArm) -> Hash {
     }
     for (k, v) in &arm.env {
         // Secret values never enter a key (nor the journal): only that they are set.
-        h.field("env", k).field("val", if crate::util::is_secret_name(k) { "<secret>" } else { v });
+        h.field("env", k).field(
+            "val",
+            if crate::util::is_secret_name(k) {
+                "<secret>"
+            } else {
+                v
+            },
+        );
     }
-    h.field("ready", &s.ready_path).field("gpus", &s.gpus.to_string()).field("shm", &format!("{:?}", s.shm_size)).field("ipc", s.ipc.as_deref().unwrap_or(""));
+    h.field("ready", &s.ready_path)
+        .field("gpus", &s.gpus.to_string())
+        .field("shm", &format!("{:?}", s.shm_size))
+        .field("ipc", s.ipc.as_deref().unwrap_or(""));
     for v in &s.volumes {
         h.field("volume", v);
     }
@@ -126,7 +179,13 @@ fn model_hash(commit: &Commit) -> Hash {
         .field("hf", &m.hf)
         .field("path", &m.path)
         .field("revision", m.revision.as_deref().unwrap_or(""))
-        .field("tokenizer", &m.tokenizer.as_ref().map(|t| t.display().to_string()).unwrap_or_default())
+        .field(
+            "tokenizer",
+            &m.tokenizer
+                .as_ref()
+                .map(|t| t.display().to_string())
+                .unwrap_or_default(),
+        )
         .field("served", &m.served_name)
         .finish()
 }
@@ -147,7 +206,8 @@ fn load_hash(commit: &Commit, point: Option<&LoadPoint>) -> Hash {
         .field("ignore_eos", &l.ignore_eos.to_string())
         .field("temperature", &l.temperature.to_string());
     if let Some(p) = point {
-        h.field("conc", &p.concurrency.to_string()).field("rate", &p.rate.label());
+        h.field("conc", &p.concurrency.to_string())
+            .field("rate", &p.rate.label());
     }
     h.finish()
 }
@@ -184,7 +244,10 @@ pub fn expand(campaign: &Campaign, gpu_kind: Option<&str>) -> Dag {
                     ArmSource::Patched(_) => unreachable!("root() follows patches"),
                 };
                 image_index.insert(root.clone(), dag.images.len());
-                dag.images.push(ImageRef { source: root, label });
+                dag.images.push(ImageRef {
+                    source: root,
+                    label,
+                });
             }
         }
     }
@@ -193,15 +256,32 @@ pub fn expand(campaign: &Campaign, gpu_kind: Option<&str>) -> Dag {
             let img = dag.images[i].clone();
             let components = vec![("image", source_hash(&img.source))];
             let key = key_of(StepKind::ImagePull, &components, &[]);
-            let node = Node { address: format!("{step}[{}]", img.label), step_id: step.clone(), kind: StepKind::ImagePull, target: Target::Image(i), key, components };
+            let node = Node {
+                address: format!("{step}[{}]", img.label),
+                step_id: step.clone(),
+                kind: StepKind::ImagePull,
+                target: Target::Image(i),
+                key,
+                components,
+            };
             let idx = add(&mut dag, node);
             dag.pulls.push(idx);
         }
     }
     let pull_of = |dag: &Dag, image: usize| -> Option<NodeIndex> { dag.pulls.get(image).copied() };
 
-    let gpu_component = |commit: &Commit| Hasher::new().field("count", &commit.server.gpus.to_string()).field("kind", gpu_kind.unwrap_or("")).finish();
-    let session_steps: Vec<_> = pipeline.steps.iter().filter(|s| s.kind.scope() == Scope::Session || s.kind.scope() == Scope::Point).cloned().collect();
+    let gpu_component = |commit: &Commit| {
+        Hasher::new()
+            .field("count", &commit.server.gpus.to_string())
+            .field("kind", gpu_kind.unwrap_or(""))
+            .finish()
+    };
+    let session_steps: Vec<_> = pipeline
+        .steps
+        .iter()
+        .filter(|s| s.kind.scope() == Scope::Session || s.kind.scope() == Scope::Point)
+        .cloned()
+        .collect();
     let depends = |from: StepKind, to: StepKind| -> bool {
         match (pipeline.step(from), pipeline.step(to)) {
             (Some(f), Some(t)) => t.after.contains(&f.id),
@@ -222,9 +302,30 @@ pub fn expand(campaign: &Campaign, gpu_kind: Option<&str>) -> Dag {
                 if let ArmSource::Patched(p) = &arm.source {
                     let components = vec![("image", source_hash(&p.base)), ("patch", p.patch_hash)];
                     let image = image_index[arm.source.root()];
-                    let upstream: Vec<Hash> = if depends(StepKind::ImagePull, StepKind::ImagePatch) { pull_of(&dag, image).map(|n| dag.graph[n].key).into_iter().collect() } else { vec![] };
+                    let upstream: Vec<Hash> = if depends(StepKind::ImagePull, StepKind::ImagePatch)
+                    {
+                        pull_of(&dag, image)
+                            .map(|n| dag.graph[n].key)
+                            .into_iter()
+                            .collect()
+                    } else {
+                        vec![]
+                    };
                     let key = key_of(StepKind::ImagePatch, &components, &upstream);
-                    let node = Node { address: format!("{}[commit={},arm={}]", patch_step.id, commit.short, arm.name), step_id: patch_step.id.clone(), kind: StepKind::ImagePatch, target: Target::Patch { commit: ci, arm: ai }, key, components };
+                    let node = Node {
+                        address: format!(
+                            "{}[commit={},arm={}]",
+                            patch_step.id, commit.short, arm.name
+                        ),
+                        step_id: patch_step.id.clone(),
+                        kind: StepKind::ImagePatch,
+                        target: Target::Patch {
+                            commit: ci,
+                            arm: ai,
+                        },
+                        key,
+                        components,
+                    };
                     let idx = add(&mut dag, node);
                     if depends(StepKind::ImagePull, StepKind::ImagePatch)
                         && let Some(pull) = pull_of(&dag, image)
@@ -242,7 +343,10 @@ pub fn expand(campaign: &Campaign, gpu_kind: Option<&str>) -> Dag {
             for (ai, arm) in commit.arms.iter().enumerate() {
                 let image = image_index[arm.source.root()];
                 let session_index = dag.sessions.len();
-                let image_c = source_hash(&arm.source);
+                // The image is the root (pulled) source; a patch chain is its own component so a
+                // changed patch reads as "patch changed".
+                let image_c = source_hash(arm.source.root());
+                let patch_c = patch_chain_hash(&arm.source);
                 let server_c = server_hash(commit, arm);
                 let trial_c = Hash::of(trial.to_string().as_bytes());
                 let mut upstream_keys: Vec<Hash> = Vec::new();
@@ -252,17 +356,50 @@ pub fn expand(campaign: &Campaign, gpu_kind: Option<&str>) -> Dag {
                 if let Some(patch) = dag.patches.get(&(ci, ai)) {
                     upstream_keys.push(dag.graph[*patch].key);
                 }
-                let mut session = Session { commit: ci, arm: ai, trial, image: Some(image), nodes: Vec::new(), measures: Vec::new() };
-                let session_label = format!("commit={},arm={},trial={}", commit.short, arm.name, trial);
+                let mut session = Session {
+                    commit: ci,
+                    arm: ai,
+                    trial,
+                    image: Some(image),
+                    nodes: Vec::new(),
+                    measures: Vec::new(),
+                };
+                let session_label =
+                    format!("commit={},arm={},trial={}", commit.short, arm.name, trial);
                 let mut by_kind: HashMap<StepKind, Vec<NodeIndex>> = HashMap::new();
                 for step in &session_steps {
-                    let base_components = vec![("image", image_c), ("server", server_c), ("model", model_c), ("client", client), ("gpu", gpu_c), ("trial", trial_c)];
+                    let mut base_components = vec![
+                        ("image", image_c),
+                        ("server", server_c),
+                        ("model", model_c),
+                        ("client", client),
+                        ("gpu", gpu_c),
+                        ("trial", trial_c),
+                    ];
+                    if let Some(patch) = patch_c {
+                        base_components.push(("patch", patch));
+                    }
                     if step.kind == StepKind::LoadMeasure {
                         for (pi, point) in commit.load.points.iter().enumerate() {
                             let mut components = base_components.clone();
                             components.push(("load", load_hash(commit, Some(point))));
                             let key = key_of(step.kind, &components, &upstream_keys);
-                            let node = Node { address: format!("{}[{},{}]", step.id, session_label, point.label()), step_id: step.id.clone(), kind: step.kind, target: Target::Point { session: session_index, point: pi }, key, components };
+                            let node = Node {
+                                address: format!(
+                                    "{}[{},{}]",
+                                    step.id,
+                                    session_label,
+                                    point.label()
+                                ),
+                                step_id: step.id.clone(),
+                                kind: step.kind,
+                                target: Target::Point {
+                                    session: session_index,
+                                    point: pi,
+                                },
+                                key,
+                                components,
+                            };
                             let idx = add(&mut dag, node);
                             commit_measure_keys.push(key);
                             session.measures.push(idx);
@@ -274,7 +411,14 @@ pub fn expand(campaign: &Campaign, gpu_kind: Option<&str>) -> Dag {
                             components.push(("load", load_session_c));
                         }
                         let key = key_of(step.kind, &components, &upstream_keys);
-                        let node = Node { address: format!("{}[{}]", step.id, session_label), step_id: step.id.clone(), kind: step.kind, target: Target::Session(session_index), key, components };
+                        let node = Node {
+                            address: format!("{}[{}]", step.id, session_label),
+                            step_id: step.id.clone(),
+                            kind: step.kind,
+                            target: Target::Session(session_index),
+                            key,
+                            components,
+                        };
                         let idx = add(&mut dag, node);
                         session.nodes.push(idx);
                         by_kind.entry(step.kind).or_default().push(idx);
@@ -283,7 +427,9 @@ pub fn expand(campaign: &Campaign, gpu_kind: Option<&str>) -> Dag {
                 // Edges inside the session, from the pipeline's `after` lists.
                 for step in &session_steps {
                     for dep in &step.after {
-                        let Some(dep_step) = pipeline.steps.iter().find(|s| &s.id == dep) else { continue };
+                        let Some(dep_step) = pipeline.steps.iter().find(|s| &s.id == dep) else {
+                            continue;
+                        };
                         match dep_step.kind.scope() {
                             Scope::Image => {
                                 if let Some(pull) = pull_of(&dag, image) {
@@ -300,9 +446,11 @@ pub fn expand(campaign: &Campaign, gpu_kind: Option<&str>) -> Dag {
                                 }
                             }
                             Scope::Session | Scope::Point => {
-                                let froms = by_kind.get(&dep_step.kind).cloned().unwrap_or_default();
+                                let froms =
+                                    by_kind.get(&dep_step.kind).cloned().unwrap_or_default();
                                 let tos = by_kind.get(&step.kind).cloned().unwrap_or_default();
-                                let pointwise = dep_step.kind.scope() == Scope::Point && step.kind.scope() == Scope::Point;
+                                let pointwise = dep_step.kind.scope() == Scope::Point
+                                    && step.kind.scope() == Scope::Point;
                                 for (fi, &from) in froms.iter().enumerate() {
                                     for (ti, &to) in tos.iter().enumerate() {
                                         if !pointwise || fi == ti {
@@ -324,17 +472,32 @@ pub fn expand(campaign: &Campaign, gpu_kind: Option<&str>) -> Dag {
         // Compare: one per commit, after the steps it names.
         if let Some(step) = pipeline.step(StepKind::Compare) {
             commit_measure_keys.sort();
-            let components = vec![("model", model_c), ("measures", {
-                let mut h = Hasher::new();
-                for k in &commit_measure_keys {
-                    h.hash("m", k);
-                }
-                h.finish()
-            })];
+            let components = vec![
+                ("model", model_c),
+                ("measures", {
+                    let mut h = Hasher::new();
+                    for k in &commit_measure_keys {
+                        h.hash("m", k);
+                    }
+                    h.finish()
+                }),
+            ];
             let key = key_of(StepKind::Compare, &components, &[]);
-            let node = Node { address: format!("{}[commit={}]", step.id, commit.short), step_id: step.id.clone(), kind: StepKind::Compare, target: Target::Commit(ci), key, components };
+            let node = Node {
+                address: format!("{}[commit={}]", step.id, commit.short),
+                step_id: step.id.clone(),
+                kind: StepKind::Compare,
+                target: Target::Commit(ci),
+                key,
+                components,
+            };
             let idx = add(&mut dag, node);
-            let dep_kinds: Vec<StepKind> = step.after.iter().filter_map(|a| pipeline.steps.iter().find(|s| &s.id == a)).map(|s| s.kind).collect();
+            let dep_kinds: Vec<StepKind> = step
+                .after
+                .iter()
+                .filter_map(|a| pipeline.steps.iter().find(|s| &s.id == a))
+                .map(|s| s.kind)
+                .collect();
             for &n in &commit_nodes {
                 if dep_kinds.contains(&dag.graph[n].kind) {
                     dag.graph.add_edge(n, idx, ());

@@ -128,7 +128,11 @@ fn rerun_reason(node: &Node, recorded: &BTreeMap<String, String>) -> String {
             None => changed.push(component_phrase(name)),
         }
     }
-    if changed.is_empty() { "upstream changed".to_string() } else { changed.join(", ") }
+    if changed.is_empty() {
+        "upstream changed".to_string()
+    } else {
+        changed.join(", ")
+    }
 }
 
 /// Diffs the DAG against the state.
@@ -145,15 +149,30 @@ pub fn plan(campaign: &Campaign, dag: &Dag, state: &State, opts: &PlanOptions) -
         } else {
             match state.get(&node.address) {
                 None => (Action::Run, "new".to_string()),
-                Some(e) if forced && e.event == Event::Done => (Action::Rerun, "forced by --rerun".to_string()),
+                Some(e) if forced && e.event == Event::Done => {
+                    (Action::Rerun, "forced by --rerun".to_string())
+                }
                 Some(e) => match e.event {
-                    Event::Started => (Action::Incomplete, format!("interrupted (attempt {})", e.attempt)),
+                    Event::Started => (
+                        Action::Incomplete,
+                        format!("interrupted (attempt {})", e.attempt),
+                    ),
                     Event::Failed => {
-                        let why = e.failure.as_ref().map(|f| f.class.to_string()).unwrap_or_else(|| "unknown".into());
+                        let why = e
+                            .failure
+                            .as_ref()
+                            .map(|f| f.class.to_string())
+                            .unwrap_or_else(|| "unknown".into());
                         if e.key == node.key.hex() {
                             (Action::Run, format!("failed before: {why}"))
                         } else {
-                            (Action::Run, format!("failed before: {why}; {}", rerun_reason(node, &e.components)))
+                            (
+                                Action::Run,
+                                format!(
+                                    "failed before: {why}; {}",
+                                    rerun_reason(node, &e.components)
+                                ),
+                            )
                         }
                     }
                     Event::Done if e.key == node.key.hex() => (Action::Cached, String::new()),
@@ -161,19 +180,33 @@ pub fn plan(campaign: &Campaign, dag: &Dag, state: &State, opts: &PlanOptions) -
                 },
             }
         };
-        nodes.push(Planned { address: node.address.clone(), node: Some(idx), action, reason });
+        nodes.push(Planned {
+            address: node.address.clone(),
+            node: Some(idx),
+            action,
+            reason,
+        });
     }
     // 2. Sessions run when any of their measures must; their steps follow.
     for session in &dag.sessions {
-        let pending = session.measures.iter().filter(|m| nodes[m.index()].action.executes()).count();
+        let pending = session
+            .measures
+            .iter()
+            .filter(|m| nodes[m.index()].action.executes())
+            .count();
         for &s in &session.nodes {
             let p = &mut nodes[s.index()];
             if pending > 0 {
                 p.action = Action::Run;
-                p.reason = format!("server session for {pending} measurement{}", if pending == 1 { "" } else { "s" });
+                p.reason = format!(
+                    "server session for {pending} measurement{}",
+                    if pending == 1 { "" } else { "s" }
+                );
             } else if session.measures.is_empty() {
                 // A pipeline without measure steps: sessions run unless done before.
-                let done = state.get(&p.address).is_some_and(|e| e.event == Event::Done && e.key == dag.graph[s].key.hex());
+                let done = state
+                    .get(&p.address)
+                    .is_some_and(|e| e.event == Event::Done && e.key == dag.graph[s].key.hex());
                 if !done {
                     p.action = Action::Run;
                     p.reason = "new".into();
@@ -184,10 +217,15 @@ pub fn plan(campaign: &Campaign, dag: &Dag, state: &State, opts: &PlanOptions) -
     // 3. Pulls and patches nobody pending needs are not worth doing now.
     for idx in dag.graph.node_indices() {
         let node = &dag.graph[idx];
-        if !matches!(node.kind.scope(), Scope::Image | Scope::Patch) || !nodes[idx.index()].action.executes() {
+        if !matches!(node.kind.scope(), Scope::Image | Scope::Patch)
+            || !nodes[idx.index()].action.executes()
+        {
             continue;
         }
-        let needed = dag.graph.neighbors_directed(idx, petgraph::Direction::Outgoing).any(|next| nodes[next.index()].action.executes());
+        let needed = dag
+            .graph
+            .neighbors_directed(idx, petgraph::Direction::Outgoing)
+            .any(|next| nodes[next.index()].action.executes());
         if !needed {
             let p = &mut nodes[idx.index()];
             p.action = Action::Cached;
@@ -196,11 +234,18 @@ pub fn plan(campaign: &Campaign, dag: &Dag, state: &State, opts: &PlanOptions) -
     }
     // 4. A compare runs again whenever any of its measurements does.
     for (&_commit, &cmp) in &dag.compares {
-        let upstream_runs = dag.graph.neighbors_directed(cmp, petgraph::Direction::Incoming).filter(|u| nodes[u.index()].action.executes()).count();
+        let upstream_runs = dag
+            .graph
+            .neighbors_directed(cmp, petgraph::Direction::Incoming)
+            .filter(|u| nodes[u.index()].action.executes())
+            .count();
         let p = &mut nodes[cmp.index()];
         if upstream_runs > 0 && p.action == Action::Cached {
             p.action = Action::Rerun;
-            p.reason = format!("{upstream_runs} upstream step{} will run", if upstream_runs == 1 { "" } else { "s" });
+            p.reason = format!(
+                "{upstream_runs} upstream step{} will run",
+                if upstream_runs == 1 { "" } else { "s" }
+            );
         }
     }
     // 5. Orphans: recorded, no longer wanted.
@@ -215,12 +260,21 @@ pub fn plan(campaign: &Campaign, dag: &Dag, state: &State, opts: &PlanOptions) -
                 Event::Failed => "failure record kept",
                 Event::Started => "interrupted attempt kept",
             };
-            Planned { address: addr.clone(), node: None, action: Action::Orphaned, reason: format!("no longer in manifest; {what}") }
+            Planned {
+                address: addr.clone(),
+                node: None,
+                action: Action::Orphaned,
+                reason: format!("no longer in manifest; {what}"),
+            }
         })
         .collect();
     orphaned.sort_by(|a, b| a.address.cmp(&b.address));
 
-    let mut counts = Counts { orphaned: orphaned.len(), absent_arms: campaign.commits.iter().map(|c| c.absent.len()).sum(), ..Counts::default() };
+    let mut counts = Counts {
+        orphaned: orphaned.len(),
+        absent_arms: campaign.commits.iter().map(|c| c.absent.len()).sum(),
+        ..Counts::default()
+    };
     for p in &nodes {
         match p.action {
             Action::Run => counts.run += 1,
@@ -230,7 +284,11 @@ pub fn plan(campaign: &Campaign, dag: &Dag, state: &State, opts: &PlanOptions) -
             Action::Orphaned => counts.orphaned += 1,
         }
     }
-    Plan { nodes, orphaned, counts }
+    Plan {
+        nodes,
+        orphaned,
+        counts,
+    }
 }
 
 /// The step kinds a node target has, for grouping in renderers.

@@ -21,7 +21,10 @@ fn painted(style: Style, action: Action) -> String {
 }
 
 /// Groups nodes by (action, reason) and counts them per step id: `3×measure, 3×start`.
-fn collapse<'a>(items: impl Iterator<Item = (&'a Planned, &'a str)>, step_order: &[&str]) -> Vec<(Action, String, String)> {
+fn collapse<'a>(
+    items: impl Iterator<Item = (&'a Planned, &'a str)>,
+    step_order: &[&str],
+) -> Vec<(Action, String, String)> {
     let mut groups: BTreeMap<(Action, String), BTreeMap<(usize, String), usize>> = BTreeMap::new();
     let mut order: Vec<(Action, String)> = Vec::new();
     for (p, step) in items {
@@ -29,14 +32,31 @@ fn collapse<'a>(items: impl Iterator<Item = (&'a Planned, &'a str)>, step_order:
         if !groups.contains_key(&k) {
             order.push(k.clone());
         }
-        let rank = step_order.iter().position(|s| *s == step).unwrap_or(usize::MAX);
-        *groups.entry(k).or_default().entry((rank, step.to_string())).or_default() += 1;
+        let rank = step_order
+            .iter()
+            .position(|s| *s == step)
+            .unwrap_or(usize::MAX);
+        *groups
+            .entry(k)
+            .or_default()
+            .entry((rank, step.to_string()))
+            .or_default() += 1;
     }
     order
         .into_iter()
         .map(|k| {
             let steps = &groups[&k];
-            let list = steps.iter().map(|((_, s), n)| if *n == 1 { s.clone() } else { format!("{n}×{s}") }).collect::<Vec<_>>().join(", ");
+            let list = steps
+                .iter()
+                .map(|((_, s), n)| {
+                    if *n == 1 {
+                        s.clone()
+                    } else {
+                        format!("{n}×{s}")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
             (k.0, list, k.1)
         })
         .collect()
@@ -44,12 +64,33 @@ fn collapse<'a>(items: impl Iterator<Item = (&'a Planned, &'a str)>, step_order:
 
 pub fn text(campaign: &Campaign, dag: &Dag, plan: &Plan, verbose: bool, style: Style) -> String {
     let mut out = String::new();
-    let order: Vec<&str> = campaign.pipeline.steps.iter().map(|s| s.id.as_str()).collect();
-    let arms = campaign.arms.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ");
-    let _ = writeln!(out, "{} {} · pipeline {} · state {}", style.bold("campaign"), style.bold(&campaign.name), campaign.pipeline.name, campaign.state_dir.display());
+    let order: Vec<&str> = campaign
+        .pipeline
+        .steps
+        .iter()
+        .map(|s| s.id.as_str())
+        .collect();
+    let arms = campaign
+        .arms
+        .iter()
+        .map(|a| a.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let _ = writeln!(
+        out,
+        "{} {} · pipeline {} · state {}",
+        style.bold("campaign"),
+        style.bold(&campaign.name),
+        campaign.pipeline.name,
+        campaign.state_dir.display()
+    );
     let _ = writeln!(out, "{} commits · arms: {arms}", campaign.commits.len());
     let line = |out: &mut String, action: Action, what: &str, reason: &str| {
-        let reason = if reason.is_empty() { String::new() } else { format!("  {}", style.dim(&format!("({reason})"))) };
+        let reason = if reason.is_empty() {
+            String::new()
+        } else {
+            format!("  {}", style.dim(&format!("({reason})")))
+        };
         let _ = writeln!(out, "    {:<14} {what}{reason}", painted(style, action));
     };
     // Shared pulls first.
@@ -61,13 +102,16 @@ pub fn text(campaign: &Campaign, dag: &Dag, plan: &Plan, verbose: bool, style: S
                 line(&mut out, p.action, &p.address, &p.reason);
             }
         } else {
-            for (action, list, reason) in collapse(pulls.iter().map(|p| (*p, step_of(&p.address))), &order) {
+            for (action, list, reason) in
+                collapse(pulls.iter().map(|p| (*p, step_of(&p.address))), &order)
+            {
                 line(&mut out, action, &list, &reason);
             }
         }
     }
     // Per commit, per arm.
-    let mut per_commit: Vec<BTreeMap<String, Vec<&Planned>>> = vec![BTreeMap::new(); campaign.commits.len()];
+    let mut per_commit: Vec<BTreeMap<String, Vec<&Planned>>> =
+        vec![BTreeMap::new(); campaign.commits.len()];
     let mut compare_of: BTreeMap<usize, &Planned> = BTreeMap::new();
     for idx in dag.graph.node_indices() {
         let node = &dag.graph[idx];
@@ -78,28 +122,49 @@ pub fn text(campaign: &Campaign, dag: &Dag, plan: &Plan, verbose: bool, style: S
                 compare_of.insert(c, p);
             }
             _ => {
-                let (Some(c), Some(arm)) = dag.owner(campaign, node) else { continue };
+                let (Some(c), Some(arm)) = dag.owner(campaign, node) else {
+                    continue;
+                };
                 per_commit[c].entry(arm.to_string()).or_default().push(p);
             }
         }
     }
     for (ci, commit) in campaign.commits.iter().enumerate() {
-        let subject = commit.subject.as_deref().map(|s| format!(" · {s}")).unwrap_or_default();
-        let _ = writeln!(out, "\n{} {} · {}{subject}", style.bold("commit"), style.bold(&commit.short), commit.model.hf);
+        let subject = commit
+            .subject
+            .as_deref()
+            .map(|s| format!(" · {s}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "\n{} {} · {}{subject}",
+            style.bold("commit"),
+            style.bold(&commit.short),
+            commit.model.hf
+        );
         for arm in &campaign.arms {
             if let Some(absent) = commit.absent.iter().find(|a| a.arm == arm.name) {
                 let _ = writeln!(out, "  {}", arm.name);
-                let _ = writeln!(out, "    {:<14} {}", style.dim("∅ absent"), style.dim(&absent.reason));
+                let _ = writeln!(
+                    out,
+                    "    {:<14} {}",
+                    style.dim("∅ absent"),
+                    style.dim(&absent.reason)
+                );
                 continue;
             }
-            let Some(items) = per_commit[ci].get(&arm.name) else { continue };
+            let Some(items) = per_commit[ci].get(&arm.name) else {
+                continue;
+            };
             let _ = writeln!(out, "  {}", arm.name);
             if verbose {
                 for p in items {
                     line(&mut out, p.action, &p.address, &p.reason);
                 }
             } else {
-                for (action, list, reason) in collapse(items.iter().map(|p| (*p, step_of(&p.address))), &order) {
+                for (action, list, reason) in
+                    collapse(items.iter().map(|p| (*p, step_of(&p.address))), &order)
+                {
                     line(&mut out, action, &list, &reason);
                 }
             }
@@ -116,7 +181,10 @@ pub fn text(campaign: &Campaign, dag: &Dag, plan: &Plan, verbose: bool, style: S
                 line(&mut out, p.action, &p.address, &p.reason);
             }
         } else {
-            for (action, list, reason) in collapse(plan.orphaned.iter().map(|p| (p, step_of(&p.address))), &order) {
+            for (action, list, reason) in collapse(
+                plan.orphaned.iter().map(|p| (p, step_of(&p.address))),
+                &order,
+            ) {
                 line(&mut out, action, &list, &reason);
             }
         }
@@ -183,7 +251,11 @@ pub fn json(campaign: &Campaign, dag: &Dag, plan: &Plan) -> String {
             let node = &dag.graph[idx];
             let p = plan.get(idx);
             let (commit, arm) = dag.owner(campaign, node);
-            let mut deps: Vec<&str> = dag.graph.neighbors_directed(idx, petgraph::Direction::Incoming).map(|d| dag.graph[d].address.as_str()).collect();
+            let mut deps: Vec<&str> = dag
+                .graph
+                .neighbors_directed(idx, petgraph::Direction::Incoming)
+                .map(|d| dag.graph[d].address.as_str())
+                .collect();
             deps.sort();
             deps.dedup();
             JsonNode {
@@ -199,7 +271,17 @@ pub fn json(campaign: &Campaign, dag: &Dag, plan: &Plan) -> String {
             }
         })
         .collect();
-    let absent = campaign.commits.iter().flat_map(|c| c.absent.iter().map(move |a| JsonAbsent { commit: &c.short, arm: &a.arm, reason: &a.reason })).collect();
+    let absent = campaign
+        .commits
+        .iter()
+        .flat_map(|c| {
+            c.absent.iter().map(move |a| JsonAbsent {
+                commit: &c.short,
+                arm: &a.arm,
+                reason: &a.reason,
+            })
+        })
+        .collect();
     let doc = JsonPlan {
         version: 1,
         campaign: &campaign.name,
@@ -216,7 +298,9 @@ pub fn json(campaign: &Campaign, dag: &Dag, plan: &Plan) -> String {
 
 /// Graphviz dot: nodes coloured by action.
 pub fn dot(dag: &Dag, plan: &Plan) -> String {
-    let mut out = String::from("digraph isobench {\n  rankdir=LR;\n  node [shape=box, style=filled, fontname=\"monospace\"];\n");
+    let mut out = String::from(
+        "digraph isobench {\n  rankdir=LR;\n  node [shape=box, style=filled, fontname=\"monospace\"];\n",
+    );
     for idx in dag.graph.node_indices() {
         let node = &dag.graph[idx];
         let color = match plan.get(idx).action {
@@ -226,7 +310,12 @@ pub fn dot(dag: &Dag, plan: &Plan) -> String {
             Action::Cached => "lightgrey",
             Action::Orphaned => "lightblue",
         };
-        let _ = writeln!(out, "  n{} [label=\"{}\", fillcolor={color}];", idx.index(), node.address.replace('"', "\\\""));
+        let _ = writeln!(
+            out,
+            "  n{} [label=\"{}\", fillcolor={color}];",
+            idx.index(),
+            node.address.replace('"', "\\\"")
+        );
     }
     for e in dag.graph.raw_edges() {
         let _ = writeln!(out, "  n{} -> n{};", e.source().index(), e.target().index());

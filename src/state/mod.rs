@@ -92,7 +92,12 @@ pub struct GpuInfo {
 impl Inventory {
     /// The GPU model for keys: the name of the first GPU (mixed hosts list all distinct names).
     pub fn kind(&self) -> Option<String> {
-        let mut names: Vec<&str> = self.gpus.iter().map(|g| g.name.as_str()).filter(|n| !n.is_empty()).collect();
+        let mut names: Vec<&str> = self
+            .gpus
+            .iter()
+            .map(|g| g.name.as_str())
+            .filter(|n| !n.is_empty())
+            .collect();
         names.sort();
         names.dedup();
         (!names.is_empty()).then(|| names.join("+"))
@@ -102,7 +107,10 @@ impl Inventory {
 impl State {
     /// Loads the state directory; a missing directory is an empty state.
     pub fn load(dir: &Path) -> std::io::Result<State> {
-        let mut state = State { dir: dir.to_path_buf(), ..State::default() };
+        let mut state = State {
+            dir: dir.to_path_buf(),
+            ..State::default()
+        };
         let journal = dir.join(JOURNAL);
         match std::fs::File::open(&journal) {
             Ok(file) => {
@@ -157,7 +165,11 @@ impl Journal {
     pub fn open(dir: &Path) -> std::io::Result<Journal> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(JOURNAL);
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).read(true).open(&path)?;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(&path)?;
         // A torn last line (crash mid-write) must not glue onto the next entry.
         let len = file.metadata()?.len();
         if len > 0 {
@@ -183,12 +195,23 @@ impl Journal {
 
 /// Directory name for a node address: readable, filesystem-safe.
 pub fn slug(address: &str) -> String {
-    address.chars().map(|c| if c.is_ascii_alphanumeric() || "=,._-".contains(c) { c } else { '_' }).collect()
+    address
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "=,._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Attempt directory of a node, relative to the state directory.
 pub fn attempt_dir(address: &str, attempt: u32) -> PathBuf {
-    PathBuf::from("attempts").join(slug(address)).join(attempt.to_string())
+    PathBuf::from("attempts")
+        .join(slug(address))
+        .join(attempt.to_string())
 }
 
 #[cfg(test)]
@@ -196,7 +219,19 @@ mod tests {
     use super::*;
 
     fn entry(addr: &str, event: Event, attempt: u32) -> Entry {
-        Entry { v: 1, t: "2026-01-01T00:00:00Z".into(), addr: addr.into(), event, key: "k".into(), attempt, components: Default::default(), outputs: Default::default(), failure: None, run: "r".into(), info: None }
+        Entry {
+            v: 1,
+            t: "2026-01-01T00:00:00Z".into(),
+            addr: addr.into(),
+            event,
+            key: "k".into(),
+            attempt,
+            components: Default::default(),
+            outputs: Default::default(),
+            failure: None,
+            run: "r".into(),
+            info: None,
+        }
     }
 
     #[test]
@@ -208,8 +243,12 @@ mod tests {
         j.append(&entry("b", Event::Started, 1)).unwrap();
         drop(j);
         // Simulate a crash in the middle of writing a line.
-        let mut f = std::fs::OpenOptions::new().append(true).open(dir.path().join(JOURNAL)).unwrap();
-        f.write_all(b"{\"v\":1,\"t\":\"x\",\"addr\":\"b\",\"ev").unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(JOURNAL))
+            .unwrap();
+        f.write_all(b"{\"v\":1,\"t\":\"x\",\"addr\":\"b\",\"ev")
+            .unwrap();
         drop(f);
         // The next writer starts on a fresh line.
         let mut j = Journal::open(dir.path()).unwrap();
@@ -225,7 +264,10 @@ mod tests {
 
     #[test]
     fn slugs_are_safe() {
-        assert_eq!(slug("measure[commit=015069b0,arm=human,trial=2,conc=16]"), "measure_commit=015069b0,arm=human,trial=2,conc=16_");
+        assert_eq!(
+            slug("measure[commit=015069b0,arm=human,trial=2,conc=16]"),
+            "measure_commit=015069b0,arm=human,trial=2,conc=16_"
+        );
         assert_eq!(slug("pull[image=a/b:c]"), "pull_image=a_b_c_");
     }
 }

@@ -7,22 +7,32 @@ use std::time::Duration;
 
 /// Parses `300s`, `5m`, `1h 30m`, `500ms` (humantime syntax).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| format!("`{text}` is not a duration ({e}); write e.g. `300s`, `5m` or `500ms`"))
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        format!("`{text}` is not a duration ({e}); write e.g. `300s`, `5m` or `500ms`")
+    })
 }
 
 /// Parses a size such as `16g`, `512m`, `1.5GiB` or a plain byte count into bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let value: f64 = number.parse().map_err(|_| format!("`{text}` is not a size; write e.g. `16g` or `512m`"))?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size; write e.g. `16g` or `512m`"))?;
     let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
         "t" | "tb" | "tib" => 1 << 40,
-        _ => return Err(format!("`{text}`: unknown size unit `{unit}`; use k, m, g or t")),
+        _ => {
+            return Err(format!(
+                "`{text}`: unknown size unit `{unit}`; use k, m, g or t"
+            ));
+        }
     };
     Ok((value * multiplier as f64) as u64)
 }
@@ -30,18 +40,34 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// Environment variable names whose values must never be logged, hashed or written to state.
 pub fn is_secret_name(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
-    ["TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEY", "CREDENTIAL", "AUTH"].iter().any(|s| upper.contains(s))
+    [
+        "TOKEN",
+        "SECRET",
+        "PASSWORD",
+        "PASSWD",
+        "KEY",
+        "CREDENTIAL",
+        "AUTH",
+    ]
+    .iter()
+    .any(|s| upper.contains(s))
 }
 
 /// The value to show for an environment variable: secrets become `<redacted>`.
 pub fn redact<'a>(name: &str, value: &'a str) -> &'a str {
-    if is_secret_name(name) { "<redacted>" } else { value }
+    if is_secret_name(name) {
+        "<redacted>"
+    } else {
+        value
+    }
 }
 
 /// Expands a leading `~` to the home directory.
 pub fn expand_tilde(path: &str) -> String {
     match (path.strip_prefix('~'), std::env::var("HOME")) {
-        (Some(rest), Ok(home)) if rest.is_empty() || rest.starts_with('/') => format!("{home}{rest}"),
+        (Some(rest), Ok(home)) if rest.is_empty() || rest.starts_with('/') => {
+            format!("{home}{rest}")
+        }
         _ => path.to_string(),
     }
 }
@@ -94,7 +120,10 @@ mod tests {
     #[test]
     fn normalizes_paths() {
         use std::path::Path;
-        assert_eq!(normalize_path(Path::new("manifests/../.isobench/3way")), Path::new(".isobench/3way"));
+        assert_eq!(
+            normalize_path(Path::new("manifests/../.isobench/3way")),
+            Path::new(".isobench/3way")
+        );
         assert_eq!(normalize_path(Path::new("./a/./b/../c")), Path::new("a/c"));
         assert_eq!(normalize_path(Path::new("../x")), Path::new("../x"));
         assert_eq!(normalize_path(Path::new("/a/../../b")), Path::new("/b"));
