@@ -510,3 +510,16 @@ fn shipped_manifests_are_valid() {
         }
     }
 }
+
+#[test]
+fn committed_schema_is_current() {
+    let committed = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/manifest.schema.json"),
+    )
+    .unwrap();
+    let current = isobench::cli::plan::schema_text();
+    assert!(
+        committed.trim_end() == current.trim_end(),
+        "schemas/manifest.schema.json is stale: run `cargo run -- schema > schemas/manifest.schema.json`"
+    );
+}

@@ -294,6 +294,24 @@ pub fn expand(campaign: &Campaign, gpu_kind: Option<&str>) -> Dag {
         let gpu_c = gpu_component(commit);
         let load_session_c = load_hash(commit, None);
         let mut commit_measure_keys: Vec<Hash> = Vec::new();
+        // Per-commit and per-arm parts are the same for every trial: hash them once.
+        let point_loads: Vec<(Hash, String)> = commit
+            .load
+            .points
+            .iter()
+            .map(|p| (load_hash(commit, Some(p)), p.label()))
+            .collect();
+        let arm_parts: Vec<(Hash, Hash, Option<Hash>)> = commit
+            .arms
+            .iter()
+            .map(|arm| {
+                (
+                    source_hash(arm.source.root()),
+                    server_hash(commit, arm),
+                    patch_chain_hash(&arm.source),
+                )
+            })
+            .collect();
         let mut commit_nodes: Vec<NodeIndex> = Vec::new();
 
         // Patches: one per (commit, patched arm).
@@ -345,9 +363,7 @@ pub fn expand(campaign: &Campaign, gpu_kind: Option<&str>) -> Dag {
                 let session_index = dag.sessions.len();
                 // The image is the root (pulled) source; a patch chain is its own component so a
                 // changed patch reads as "patch changed".
-                let image_c = source_hash(arm.source.root());
-                let patch_c = patch_chain_hash(&arm.source);
-                let server_c = server_hash(commit, arm);
+                let (image_c, server_c, patch_c) = arm_parts[ai];
                 let trial_c = Hash::of(trial.to_string().as_bytes());
                 let mut upstream_keys: Vec<Hash> = Vec::new();
                 if let Some(pull) = pull_of(&dag, image) {
@@ -380,17 +396,12 @@ pub fn expand(campaign: &Campaign, gpu_kind: Option<&str>) -> Dag {
                         base_components.push(("patch", patch));
                     }
                     if step.kind == StepKind::LoadMeasure {
-                        for (pi, point) in commit.load.points.iter().enumerate() {
+                        for (pi, (load_c, point_label)) in point_loads.iter().enumerate() {
                             let mut components = base_components.clone();
-                            components.push(("load", load_hash(commit, Some(point))));
+                            components.push(("load", *load_c));
                             let key = key_of(step.kind, &components, &upstream_keys);
                             let node = Node {
-                                address: format!(
-                                    "{}[{},{}]",
-                                    step.id,
-                                    session_label,
-                                    point.label()
-                                ),
+                                address: format!("{}[{},{}]", step.id, session_label, point_label),
                                 step_id: step.id.clone(),
                                 kind: step.kind,
                                 target: Target::Point {
