@@ -1,9 +1,470 @@
-//! `isobench bench` (stub; see issue).
+//! `isobench bench`: the load generator alone, with `vllm bench serve`'s flag names and output.
+use crate::loadgen::{
+    self, Backend, BenchResult, ClientConfig, DatasetConfig, Goodput, LoadClient, Progress,
+    RunConfig, RunOutcome,
+};
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
+/// Flags are named as in `vllm bench serve` where the concept is the same.
 #[derive(Debug, clap::Args)]
-pub struct BenchArgs {}
+pub struct BenchArgs {
+    /// Server base URL, e.g. http://127.0.0.1:8000 (overrides --host/--port).
+    #[arg(long)]
+    pub base_url: Option<String>,
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// API path [default: /v1/chat/completions for openai-chat, /v1/completions for openai].
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// openai-chat or openai (completions; `vllm` is accepted as an alias).
+    #[arg(long, default_value = "openai-chat", value_parser = Backend::parse)]
+    pub backend: Backend,
+    /// Model (also used to find the tokenizer); default: the first one on /v1/models.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Name sent in requests, if it differs from --model.
+    #[arg(long)]
+    pub served_model_name: Option<String>,
+    /// tokenizer.json or a model directory [default: --model as a path, then the HF cache].
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Only `random` is supported.
+    #[arg(long, default_value = "random", value_parser = ["random"])]
+    pub dataset_name: String,
+    #[arg(long, default_value_t = 512)]
+    pub random_input_len: u32,
+    #[arg(long, default_value_t = 64)]
+    pub random_output_len: u32,
+    /// Lengths are drawn from [L·(1−r), L·(1+r)].
+    #[arg(long, default_value_t = 0.0)]
+    pub random_range_ratio: f64,
+    /// Tokens of a random prefix shared by every prompt.
+    #[arg(long, default_value_t = 0)]
+    pub random_prefix_len: u32,
+    #[arg(long, default_value_t = 100)]
+    pub num_prompts: usize,
+    /// Requests in flight at most (0 = unlimited).
+    #[arg(long, default_value_t = 16)]
+    pub max_concurrency: usize,
+    /// Requests per second, or inf (all released at once).
+    #[arg(long, default_value = "inf")]
+    pub request_rate: f64,
+    /// Gamma shape of arrival gaps (1 = Poisson); only with a finite rate.
+    #[arg(long, default_value_t = 1.0)]
+    pub burstiness: f64,
+    #[arg(long, default_value_t = 10)]
+    pub num_warmups: usize,
+    /// Seed of the dataset and the arrival times.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Ask the server to ignore EOS (fixed output length). On by default.
+    #[arg(long, overrides_with = "no_ignore_eos")]
+    pub ignore_eos: bool,
+    /// Let the model stop at EOS.
+    #[arg(long, overrides_with = "ignore_eos")]
+    pub no_ignore_eos: bool,
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    /// Metrics printed with percentiles: ttft,tpot,itl,e2el,client_queue_time,e2el_including_client_queue.
+    #[arg(long, default_value = "ttft,tpot,itl,e2el")]
+    pub percentile_metrics: String,
+    /// Percentiles, e.g. 50,90,99.
+    #[arg(long, default_value = "99")]
+    pub metric_percentiles: String,
+    /// SLOs in ms for goodput: ttft:200 tpot:20 e2el:2000.
+    #[arg(long, num_args = 1..)]
+    pub goodput: Vec<String>,
+    /// Write the result JSON.
+    #[arg(long)]
+    pub save_result: bool,
+    /// Also write per-request data (lists like vLLM's, plus raw records under `isobench`).
+    #[arg(long)]
+    pub save_detailed: bool,
+    #[arg(long)]
+    pub result_dir: Option<PathBuf>,
+    #[arg(long)]
+    pub result_filename: Option<String>,
+    /// KEY=VALUE pairs stored in the result.
+    #[arg(long, num_args = 1.., value_name = "KEY=VALUE")]
+    pub metadata: Vec<String>,
+    /// Limit per request (seconds or 90s / 10m) [default: the run timeout].
+    #[arg(long, value_parser = parse_duration)]
+    pub request_timeout: Option<Duration>,
+    /// Limit for the whole measured run; open requests are cut and counted as failed.
+    #[arg(long, default_value = "600", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Retry a first test request this long until the server answers (0 skips the check).
+    #[arg(long, default_value_t = 600)]
+    pub ready_check_timeout_sec: u64,
+    /// No progress bar.
+    #[arg(long)]
+    pub disable_tqdm: bool,
+}
 
-pub async fn run(_args: BenchArgs) -> miette::Result<ExitCode> {
-    Err(miette::miette!("`isobench bench` is not implemented yet"))
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    if let Ok(seconds) = text.parse::<f64>() {
+        return Duration::try_from_secs_f64(seconds).map_err(|err| err.to_string());
+    }
+    humantime::parse_duration(text).map_err(|err| format!("`{text}`: {err}"))
+}
+
+fn parse_list(text: &str, what: &str) -> Result<Vec<String>, String> {
+    let items: Vec<String> = text
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if items.is_empty() {
+        Err(format!("{what} is empty"))
+    } else {
+        Ok(items)
+    }
+}
+
+/// Python's `str(float)`: `10.0`, `0.5`, `inf`.
+fn python_float(value: f64) -> String {
+    if value.is_infinite() {
+        "inf".into()
+    } else if value.fract() == 0.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value}")
+    }
+}
+
+impl BenchArgs {
+    fn metadata_pairs(&self) -> Result<Vec<(String, String)>, String> {
+        self.metadata
+            .iter()
+            .map(|item| {
+                item.split_once('=')
+                    .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                    .ok_or_else(|| format!("metadata `{item}`: use KEY=VALUE"))
+            })
+            .collect()
+    }
+
+    fn run_config(&self, served_model: String) -> Result<RunConfig, String> {
+        let percentiles = parse_list(&self.metric_percentiles, "--metric-percentiles")?
+            .iter()
+            .map(|p| {
+                p.parse::<f64>()
+                    .map_err(|_| format!("percentile `{p}` is not a number"))
+            })
+            .collect::<Result<Vec<f64>, String>>()?;
+        Ok(RunConfig {
+            backend: self.backend,
+            endpoint: self
+                .endpoint
+                .clone()
+                .unwrap_or_else(|| self.backend.default_endpoint().to_string()),
+            model: served_model,
+            max_concurrency: (self.max_concurrency > 0).then_some(self.max_concurrency),
+            request_rate: self.request_rate,
+            burstiness: self.burstiness,
+            ignore_eos: !self.no_ignore_eos || self.ignore_eos,
+            temperature: self.temperature,
+            run_timeout: self.timeout,
+            seed: self.seed,
+            percentiles,
+            percentile_metrics: parse_list(&self.percentile_metrics, "--percentile-metrics")?,
+            goodput: Goodput::parse(&self.goodput)?,
+        })
+    }
+}
+
+pub async fn run(args: BenchArgs) -> miette::Result<ExitCode> {
+    let fail = |message: String| miette::miette!("{message}");
+    let metadata = args.metadata_pairs().map_err(fail)?;
+    let base_url = args
+        .base_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}:{}", args.host, args.port));
+    let pool_size = if args.max_concurrency > 0 {
+        args.max_concurrency
+    } else {
+        args.num_prompts
+    };
+    let client = LoadClient::new(ClientConfig {
+        base_url: base_url.clone(),
+        pool_size,
+        request_timeout: args.request_timeout.unwrap_or(args.timeout),
+    })
+    .map_err(|err| fail(err.to_string()))?;
+
+    let model = match &args.model {
+        Some(model) => model.clone(),
+        None => client
+            .first_served_model()
+            .await
+            .map_err(|err| fail(err.to_string()))?,
+    };
+    let tokenizer = match &args.tokenizer {
+        Some(path) => Some(path.clone()),
+        None => loadgen::find_tokenizer(&model),
+    };
+    if tokenizer.is_none() {
+        eprintln!(
+            "warning: no tokenizer found for `{model}` (give --tokenizer): using synthetic prompts; \
+             token counts come from the server's usage"
+        );
+    }
+    let dataset_config = DatasetConfig {
+        input_len: args.random_input_len,
+        output_len: args.random_output_len,
+        range_ratio: args.random_range_ratio,
+        prefix_len: args.random_prefix_len,
+        num_prompts: args.num_prompts,
+        seed: args.seed,
+    };
+    let dataset = loadgen::build_dataset(&dataset_config, tokenizer.as_deref())
+        .map_err(|err| fail(err.to_string()))?;
+    if dataset.mismatched_prompts > 0 {
+        eprintln!(
+            "warning: {} prompt(s) missed their token length after decoding and re-encoding (total {:+} tokens)",
+            dataset.mismatched_prompts, dataset.residual_mismatch
+        );
+    }
+    let served = args
+        .served_model_name
+        .clone()
+        .unwrap_or_else(|| model.clone());
+    let run = args.run_config(served).map_err(fail)?;
+    run.validate().map_err(|err| fail(err.to_string()))?;
+
+    if args.ready_check_timeout_sec > 0 {
+        println!("Starting initial single prompt test run...");
+        client
+            .wait_until_ready(
+                &dataset,
+                &run,
+                Duration::from_secs(args.ready_check_timeout_sec),
+            )
+            .await
+            .map_err(|err| fail(format!("Initial test run failed: {err}")))?;
+        println!("Initial test run completed.");
+    } else {
+        println!("Skipping endpoint ready check.");
+    }
+    if args.num_warmups > 0 {
+        println!("Warming up with {} requests...", args.num_warmups);
+        let warm = client
+            .warmup(&dataset, args.num_warmups, &run)
+            .await
+            .map_err(|err| fail(err.to_string()))?;
+        if warm.failed > 0 {
+            eprintln!(
+                "warning: {} of {} warm-up requests failed",
+                warm.failed, warm.requests
+            );
+        }
+        println!("Warmup run completed.");
+    }
+    println!("Starting main benchmark run...");
+    println!("Traffic request rate: {}", python_float(run.request_rate));
+    let distribution = if run.burstiness == 1.0 {
+        "Poisson process"
+    } else {
+        "Gamma distribution"
+    };
+    println!(
+        "Burstiness factor: {} ({distribution})",
+        python_float(run.burstiness)
+    );
+    println!(
+        "Maximum request concurrency: {}",
+        run.max_concurrency
+            .map_or("None".to_string(), |c| c.to_string())
+    );
+
+    let progress = Arc::new(Progress::new());
+    let show_bar = !args.disable_tqdm && std::io::stderr().is_terminal();
+    let reporter = tokio::spawn(report_progress(
+        progress.clone(),
+        dataset.requests.len(),
+        show_bar,
+    ));
+    let result = client
+        .run(&dataset, &run, Some(progress))
+        .await
+        .map_err(|err| fail(err.to_string()))?;
+    reporter.abort();
+    let _ = reporter.await;
+
+    print_failures(&result);
+    print!("{}", result.summary_text());
+    for warning in &result.audit.warnings {
+        eprintln!("self-audit warning: {warning}");
+    }
+    if args.save_result || args.save_detailed {
+        let path = result_path(&args, &model, &result);
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|err| fail(format!("cannot create {}: {err}", parent.display())))?;
+        }
+        std::fs::write(&path, result.to_json_text(args.save_detailed, &metadata))
+            .map_err(|err| fail(format!("cannot write {}: {err}", path.display())))?;
+        println!("Result saved to {}", path.display());
+    }
+    Ok(match result.outcome() {
+        RunOutcome::Ok => ExitCode::SUCCESS,
+        RunOutcome::TimedOut | RunOutcome::AllRequestsFailed => {
+            if let Some(failure) = result.failure() {
+                eprintln!("error: {failure}");
+            }
+            ExitCode::FAILURE
+        }
+    })
+}
+
+/// vLLM lists up to 10 failed requests before the summary.
+fn print_failures(result: &BenchResult) {
+    let failed: Vec<_> = result.records.iter().filter(|r| !r.success()).collect();
+    if failed.is_empty() {
+        return;
+    }
+    println!("Failed requests during benchmark run detected (capping to 10):");
+    for (i, record) in failed.iter().take(10).enumerate() {
+        println!("Error {i}: {}", record.error_message());
+    }
+}
+
+/// vLLM's default name: `{backend}-{rate}qps[-concurrency{N}]-{model}-{date}.json`.
+fn result_path(args: &BenchArgs, model: &str, result: &BenchResult) -> PathBuf {
+    let name = args.result_filename.clone().unwrap_or_else(|| {
+        let base_model = model
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or(model);
+        let concurrency = result
+            .run
+            .max_concurrency
+            .map(|c| format!("-concurrency{c}"))
+            .unwrap_or_default();
+        let date = result.to_json(false, &[])["date"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        format!(
+            "{}-{}qps{concurrency}-{base_model}-{date}.json",
+            result.run.backend.as_str(),
+            python_float(result.run.request_rate)
+        )
+    });
+    match &args.result_dir {
+        Some(dir) => dir.join(name),
+        None => PathBuf::from(name),
+    }
+}
+
+/// A progress bar on a terminal; plain lines every 10 s otherwise.
+async fn report_progress(progress: Arc<Progress>, total: usize, bar: bool) {
+    if bar {
+        let bar = indicatif::ProgressBar::new(total as u64);
+        loop {
+            bar.set_position(progress.finished() as u64);
+            bar.set_message(format!("{} failed", progress.failed()));
+            if progress.finished() >= total {
+                bar.finish();
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        eprintln!(
+            "progress: {}/{total} done ({} failed), {} output tokens",
+            progress.finished(),
+            progress.failed(),
+            progress.output_tokens()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: BenchArgs,
+    }
+
+    #[test]
+    fn defaults_are_the_seeds_and_flags_parse_like_vllm() {
+        let args = Wrapper::parse_from(["x", "--model", "m"]).args;
+        let run = args.run_config("m".into()).unwrap();
+        assert_eq!(run.endpoint, "/v1/chat/completions");
+        assert_eq!(
+            (
+                run.max_concurrency,
+                run.request_rate.is_infinite(),
+                run.ignore_eos
+            ),
+            (Some(16), true, true)
+        );
+        assert_eq!(
+            (
+                args.random_input_len,
+                args.random_output_len,
+                args.num_prompts,
+                args.num_warmups
+            ),
+            (512, 64, 100, 10)
+        );
+
+        let args = Wrapper::parse_from([
+            "x",
+            "--backend",
+            "vllm",
+            "--request-rate",
+            "12.5",
+            "--max-concurrency",
+            "0",
+            "--no-ignore-eos",
+            "--metric-percentiles",
+            "50,99.9",
+            "--goodput",
+            "ttft:100",
+            "tpot:5",
+            "--metadata",
+            "a=1",
+            "b = two",
+            "--timeout",
+            "2m",
+        ])
+        .args;
+        let run = args.run_config("m".into()).unwrap();
+        assert_eq!(run.endpoint, "/v1/completions");
+        assert_eq!(
+            (run.max_concurrency, run.request_rate, run.ignore_eos),
+            (None, 12.5, false)
+        );
+        assert_eq!(run.percentiles, vec![50.0, 99.9]);
+        assert_eq!(run.goodput.tpot_ms, Some(5.0));
+        assert_eq!(run.run_timeout, Duration::from_secs(120));
+        assert_eq!(
+            args.metadata_pairs().unwrap(),
+            vec![("a".into(), "1".into()), ("b".into(), "two".into())]
+        );
+    }
+
+    #[test]
+    fn python_float_formatting() {
+        assert_eq!(python_float(f64::INFINITY), "inf");
+        assert_eq!(python_float(10.0), "10.0");
+        assert_eq!(python_float(2.5), "2.5");
+    }
 }

@@ -1,0 +1,876 @@
+//! Aggregate metrics (vLLM's definitions), the result JSON (vLLM's key names plus an `isobench`
+//! block), and the console summary (vLLM's labels and layout).
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use super::audit::SelfAudit;
+use super::dataset::Dataset;
+use super::record::RequestRecord;
+use super::stats::Summary;
+use super::{ClientConfig, Goodput, RunConfig, SEMANTICS};
+use crate::failure::{Failure, FailureClass};
+
+/// How a run ended, for the executor's failure classification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunOutcome {
+    Ok,
+    /// The run's timeout struck (partial results are still in the result).
+    TimedOut,
+    /// Not one request succeeded.
+    AllRequestsFailed,
+}
+
+/// Where a request's output token count came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct OutputTokenSources {
+    /// `usage.completion_tokens` from the server.
+    pub usage: usize,
+    /// The client's tokenizer over the generated text.
+    pub client_tokenizer: usize,
+    /// Neither: content-bearing events counted (a lower bound if chunks carry several tokens).
+    pub client_events: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Metrics {
+    pub completed: usize,
+    pub failed: usize,
+    pub total_input: u64,
+    pub total_output: u64,
+    pub request_throughput: f64,
+    pub request_goodput: Option<f64>,
+    pub output_throughput: f64,
+    pub total_token_throughput: f64,
+    pub max_output_tokens_per_s: f64,
+    pub max_concurrent_requests: u64,
+    pub ttft: Summary,
+    pub tpot: Summary,
+    pub itl: Summary,
+    pub e2el: Summary,
+    pub client_queue_time: Summary,
+    pub e2el_including_client_queue: Summary,
+    /// TTFT by the older definition: the first event with non-empty content.
+    pub ttft_content: Summary,
+    /// Per request (vLLM's `input_lens`): server prompt tokens when reported, else the client's.
+    pub input_lens: Vec<u32>,
+    /// Per request (vLLM's `output_lens`): 0 for failed requests.
+    pub output_lens: Vec<u32>,
+    pub output_token_sources: OutputTokenSources,
+}
+
+/// vLLM's `calculate_metrics`, over raw records.
+pub fn compute_metrics(
+    records: &[RequestRecord],
+    duration_s: f64,
+    percentiles: &[f64],
+    goodput: &Goodput,
+    count_tokens: &dyn Fn(&str) -> Option<u32>,
+) -> Metrics {
+    let mut sources = OutputTokenSources::default();
+    let (mut ttfts, mut ttft_content, mut tpots, mut all_tpots, mut itls, mut e2els, mut queues) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut input_lens = Vec::with_capacity(records.len());
+    let mut output_lens = Vec::with_capacity(records.len());
+    let (mut completed, mut total_input) = (0usize, 0u64);
+    for record in records {
+        let prompt_len = record
+            .prompt_tokens_server
+            .or(record.prompt_tokens_client)
+            .unwrap_or(0);
+        input_lens.push(prompt_len);
+        if !record.success() {
+            output_lens.push(0);
+            continue;
+        }
+        let output_len = match record.completion_tokens_server.filter(|&n| n > 0) {
+            Some(n) => {
+                sources.usage += 1;
+                n
+            }
+            None => match count_tokens(&record.generated_text) {
+                Some(n) => {
+                    sources.client_tokenizer += 1;
+                    n
+                }
+                None => {
+                    sources.client_events += 1;
+                    record.content_events.max(1)
+                }
+            },
+        };
+        output_lens.push(output_len);
+        total_input += u64::from(prompt_len);
+        let ttft = record.ttft_s.unwrap_or(0.0);
+        let latency = record.latency_s();
+        let mut tpot = 0.0;
+        if output_len > 1 {
+            tpot = (latency - ttft) / f64::from(output_len - 1);
+            tpots.push(tpot);
+        }
+        all_tpots.push(tpot);
+        itls.extend(record.itls_s());
+        ttfts.push(ttft);
+        if let Some(first_content) = record.first_content_s {
+            ttft_content.push(first_content);
+        }
+        e2els.push(latency);
+        queues.push(record.queue_time_s());
+        completed += 1;
+    }
+    let total_output: u64 = output_lens.iter().map(|&n| u64::from(n)).sum();
+    let request_goodput = goodput.is_set().then(|| {
+        let good = (0..ttfts.len())
+            .filter(|&i| {
+                goodput.ttft_ms.is_none_or(|slo| slo / 1000.0 >= ttfts[i])
+                    && goodput
+                        .tpot_ms
+                        .is_none_or(|slo| slo / 1000.0 >= all_tpots[i])
+                    && goodput.e2el_ms.is_none_or(|slo| slo / 1000.0 >= e2els[i])
+            })
+            .count();
+        good as f64 / duration_s
+    });
+    let (max_output_tokens_per_s, max_concurrent_requests) = peaks(records);
+    let e2el_with_queue: Vec<f64> = e2els.iter().zip(&queues).map(|(e, q)| e + q).collect();
+    let per_s = |x: f64| {
+        if duration_s > 0.0 {
+            x / duration_s
+        } else {
+            0.0
+        }
+    };
+    Metrics {
+        completed,
+        failed: records.len() - completed,
+        total_input,
+        total_output,
+        request_throughput: per_s(completed as f64),
+        request_goodput,
+        output_throughput: per_s(total_output as f64),
+        total_token_throughput: per_s((total_input + total_output) as f64),
+        max_output_tokens_per_s,
+        max_concurrent_requests,
+        ttft: Summary::of_seconds(&ttfts, percentiles),
+        tpot: Summary::of_seconds(&tpots, percentiles),
+        itl: Summary::of_seconds(&itls, percentiles),
+        e2el: Summary::of_seconds(&e2els, percentiles),
+        client_queue_time: Summary::of_seconds(&queues, percentiles),
+        e2el_including_client_queue: Summary::of_seconds(&e2el_with_queue, percentiles),
+        ttft_content: Summary::of_seconds(&ttft_content, percentiles),
+        input_lens,
+        output_lens,
+        output_token_sources: sources,
+    }
+}
+
+/// vLLM's peak output tokens/s and peak concurrent requests over 1-second buckets from the
+/// first successful request's send time. (Like vLLM, "tokens" here are choice-bearing events.)
+fn peaks(records: &[RequestRecord]) -> (f64, u64) {
+    let ok: Vec<&RequestRecord> = records.iter().filter(|r| r.success()).collect();
+    if ok.is_empty() {
+        return (0.0, 0);
+    }
+    let start = |r: &RequestRecord| r.sent_at_s.unwrap_or(0.0);
+    let min_start = ok.iter().map(|r| start(r)).fold(f64::INFINITY, f64::min);
+    let max_end = ok
+        .iter()
+        .map(|r| start(r) + r.latency_s())
+        .fold(f64::NEG_INFINITY, f64::max);
+    let buckets = (max_end - min_start).ceil() as usize + 1;
+    let mut tokens = vec![0u64; buckets];
+    let mut concurrent = vec![0u64; buckets];
+    for r in ok {
+        for t in &r.event_times_s {
+            let bucket = (start(r) + t - min_start) as usize;
+            if bucket < buckets {
+                tokens[bucket] += 1;
+            }
+        }
+        let first = (start(r) - min_start) as usize;
+        let last = ((start(r) + r.latency_s() - min_start) as usize).min(buckets - 1);
+        for slot in &mut concurrent[first..=last] {
+            *slot += 1;
+        }
+    }
+    (
+        tokens.iter().copied().max().unwrap_or(0) as f64,
+        concurrent.iter().copied().max().unwrap_or(0),
+    )
+}
+
+/// The outcome of one measured run: settings, raw records, metrics, self-audit.
+#[derive(Debug, Clone)]
+pub struct BenchResult {
+    pub run: RunConfig,
+    pub base_url: String,
+    pub request_timeout_s: f64,
+    pub dataset_name: &'static str,
+    pub dataset: super::DatasetConfig,
+    pub tokenizer: Option<String>,
+    pub synthetic_dataset: bool,
+    pub residual_prompt_mismatch: i64,
+    pub mismatched_prompts: usize,
+    pub records: Vec<RequestRecord>,
+    pub duration_s: f64,
+    pub timed_out: bool,
+    pub metrics: Metrics,
+    pub audit: SelfAudit,
+    pub started_at: SystemTime,
+}
+
+impl BenchResult {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        run: &RunConfig,
+        ds: &Dataset,
+        client: &ClientConfig,
+        records: Vec<RequestRecord>,
+        duration_s: f64,
+        timed_out: bool,
+        audit: SelfAudit,
+        started_at: SystemTime,
+    ) -> BenchResult {
+        let metrics = compute_metrics(
+            &records,
+            duration_s,
+            &run.percentiles,
+            &run.goodput,
+            &|text| ds.count_tokens(text),
+        );
+        BenchResult {
+            run: run.clone(),
+            base_url: client.base_url.clone(),
+            request_timeout_s: client.request_timeout.as_secs_f64(),
+            dataset_name: "random",
+            dataset: ds.config.clone(),
+            tokenizer: ds.tokenizer.as_ref().map(|t| t.path.display().to_string()),
+            synthetic_dataset: ds.synthetic,
+            residual_prompt_mismatch: ds.residual_mismatch,
+            mismatched_prompts: ds.mismatched_prompts,
+            records,
+            duration_s,
+            timed_out,
+            metrics,
+            audit,
+            started_at,
+        }
+    }
+
+    pub fn outcome(&self) -> RunOutcome {
+        if self.timed_out {
+            RunOutcome::TimedOut
+        } else if self.metrics.completed == 0 {
+            RunOutcome::AllRequestsFailed
+        } else {
+            RunOutcome::Ok
+        }
+    }
+
+    /// The failure to record for this run, if it is one (`timeout`, `all_requests_failed`).
+    pub fn failure(&self) -> Option<Failure> {
+        let m = &self.metrics;
+        let first_error = self
+            .records
+            .iter()
+            .find_map(|r| r.error.as_ref())
+            .map(|e| e.message.as_str())
+            .unwrap_or("");
+        match self.outcome() {
+            RunOutcome::Ok => None,
+            RunOutcome::TimedOut => Some(Failure::new(
+                FailureClass::Timeout,
+                format!(
+                    "run timed out after {:.0} s ({} completed, {} failed)",
+                    self.run.run_timeout.as_secs_f64(),
+                    m.completed,
+                    m.failed
+                ),
+            )),
+            RunOutcome::AllRequestsFailed => Some(Failure::new(
+                FailureClass::AllRequestsFailed,
+                format!(
+                    "all {} requests failed; first error: {first_error}",
+                    m.failed
+                ),
+            )),
+        }
+    }
+
+    /// Failed requests per error kind.
+    pub fn errors_by_kind(&self) -> BTreeMap<&'static str, usize> {
+        let mut counts = BTreeMap::new();
+        for error in self.records.iter().filter_map(|r| r.error.as_ref()) {
+            *counts.entry(error.kind.as_str()).or_default() += 1;
+        }
+        counts
+    }
+
+    /// The result JSON as a value (key order is not kept; see [`BenchResult::to_json_text`]).
+    pub fn to_json(&self, detailed: bool, metadata: &[(String, String)]) -> Value {
+        Value::Object(self.entries(detailed, metadata).into_iter().collect())
+    }
+
+    /// The result JSON as text, keys in vLLM's order, then the `isobench` block.
+    pub fn to_json_text(&self, detailed: bool, metadata: &[(String, String)]) -> String {
+        struct Ordered(Vec<(String, Value)>);
+        impl Serialize for Ordered {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeMap;
+                let mut map = s.serialize_map(Some(self.0.len()))?;
+                for (k, v) in &self.0 {
+                    map.serialize_entry(k, v)?;
+                }
+                map.end()
+            }
+        }
+        serde_json::to_string_pretty(&Ordered(self.entries(detailed, metadata))).unwrap_or_default()
+    }
+
+    fn entries(&self, detailed: bool, metadata: &[(String, String)]) -> Vec<(String, Value)> {
+        let m = &self.metrics;
+        let run = &self.run;
+        let mut out: Vec<(String, Value)> = Vec::with_capacity(64);
+        let mut put = |key: &str, value: Value| out.push((key.to_string(), value));
+        put("date", json!(vllm_date(self.started_at)));
+        put("endpoint_type", json!(run.backend.as_str()));
+        put("backend", json!(run.backend.as_str()));
+        put("label", Value::Null);
+        put("model_id", json!(run.model));
+        put("tokenizer_id", json!(self.tokenizer));
+        put("num_prompts", json!(self.records.len()));
+        let mut reserved: Vec<String> = Vec::new();
+        for (key, value) in metadata {
+            reserved.push(key.clone());
+            put(key, json!(value));
+        }
+        put(
+            "request_rate",
+            if run.request_rate.is_finite() {
+                json!(run.request_rate)
+            } else {
+                json!("inf")
+            },
+        );
+        put("burstiness", json!(run.burstiness));
+        put("max_concurrency", json!(run.max_concurrency));
+        put("duration", json!(self.duration_s));
+        put("completed", json!(m.completed));
+        put("failed", json!(m.failed));
+        put("total_input_tokens", json!(m.total_input));
+        put("total_output_tokens", json!(m.total_output));
+        put("request_throughput", json!(m.request_throughput));
+        put("request_goodput", json!(m.request_goodput));
+        put("output_throughput", json!(m.output_throughput));
+        put("total_token_throughput", json!(m.total_token_throughput));
+        if detailed {
+            let ok = |r: &RequestRecord| r.success();
+            put("input_lens", json!(m.input_lens));
+            put("output_lens", json!(m.output_lens));
+            put(
+                "ttfts",
+                json!(
+                    self.records
+                        .iter()
+                        .map(|r| if ok(r) { r.ttft_s.unwrap_or(0.0) } else { 0.0 })
+                        .collect::<Vec<_>>()
+                ),
+            );
+            put(
+                "itls",
+                json!(
+                    self.records
+                        .iter()
+                        .map(|r| if ok(r) { r.itls_s().collect() } else { vec![] })
+                        .collect::<Vec<Vec<f64>>>()
+                ),
+            );
+        }
+        // vLLM keeps these two lists even without --save-detailed.
+        put(
+            "latencies",
+            json!(
+                self.records
+                    .iter()
+                    .map(|r| if r.success() { r.latency_s() } else { 0.0 })
+                    .collect::<Vec<_>>()
+            ),
+        );
+        if detailed {
+            put(
+                "start_times",
+                json!(
+                    self.records
+                        .iter()
+                        .map(|r| r.sent_at_s.unwrap_or(0.0))
+                        .collect::<Vec<_>>()
+                ),
+            );
+        }
+        put(
+            "queue_times",
+            json!(
+                self.records
+                    .iter()
+                    .map(|r| r.queue_time_s())
+                    .collect::<Vec<_>>()
+            ),
+        );
+        if detailed {
+            put(
+                "generated_texts",
+                json!(
+                    self.records
+                        .iter()
+                        .map(|r| r.generated_text.as_str())
+                        .collect::<Vec<_>>()
+                ),
+            );
+            put(
+                "errors",
+                json!(
+                    self.records
+                        .iter()
+                        .map(|r| r.error_message())
+                        .collect::<Vec<_>>()
+                ),
+            );
+        }
+        put("max_output_tokens_per_s", json!(m.max_output_tokens_per_s));
+        put("max_concurrent_requests", json!(m.max_concurrent_requests));
+        put("rtfx", json!(0.0));
+        for (name, summary) in [
+            ("ttft", &m.ttft),
+            ("tpot", &m.tpot),
+            ("itl", &m.itl),
+            ("e2el", &m.e2el),
+        ] {
+            summary_entries(&mut put, name, summary);
+        }
+        for (name, summary) in [
+            ("client_queue_time", &m.client_queue_time),
+            (
+                "e2el_including_client_queue",
+                &m.e2el_including_client_queue,
+            ),
+        ] {
+            if run.percentile_metrics.iter().any(|p| p == name) {
+                summary_entries(&mut put, name, summary);
+            }
+        }
+        put("isobench", self.isobench_block(detailed, metadata));
+        // Metadata must never shadow a measured key (vLLM would let it; a result must not lie).
+        let mut seen = std::collections::HashSet::new();
+        let mut deduped: Vec<(String, Value)> = Vec::with_capacity(out.len());
+        for (key, value) in out.into_iter().rev() {
+            if seen.insert(key.clone()) {
+                deduped.push((key, value));
+            }
+        }
+        deduped.reverse();
+        deduped
+    }
+
+    fn isobench_block(&self, detailed: bool, metadata: &[(String, String)]) -> Value {
+        let m = &self.metrics;
+        let client_prompt_total: Option<u64> = self
+            .records
+            .iter()
+            .map(|r| r.prompt_tokens_client.map(u64::from))
+            .sum();
+        let server_reported = self
+            .records
+            .iter()
+            .filter(|r| r.prompt_tokens_server.is_some())
+            .count();
+        let server_prompt_total: u64 = self
+            .records
+            .iter()
+            .filter_map(|r| r.prompt_tokens_server.map(u64::from))
+            .sum();
+        let mean_template_overhead = {
+            let pairs: Vec<f64> = self
+                .records
+                .iter()
+                .filter_map(|r| {
+                    Some(f64::from(r.prompt_tokens_server?) - f64::from(r.prompt_tokens_client?))
+                })
+                .collect();
+            (!pairs.is_empty()).then(|| pairs.iter().sum::<f64>() / pairs.len() as f64)
+        };
+        let mut block = json!({
+            "version": crate::LOADGEN_VERSION,
+            "semantics": SEMANTICS,
+            "started_at": humantime::format_rfc3339_millis(self.started_at).to_string(),
+            "outcome": self.outcome(),
+            "timed_out": self.timed_out,
+            "metadata": metadata.iter().cloned().collect::<BTreeMap<String, String>>(),
+            "run": {
+                "base_url": self.base_url,
+                "backend": self.run.backend.as_str(),
+                "endpoint": self.run.endpoint,
+                "model": self.run.model,
+                "max_concurrency": self.run.max_concurrency,
+                "request_rate": if self.run.request_rate.is_finite() { json!(self.run.request_rate) } else { json!("inf") },
+                "burstiness": self.run.burstiness,
+                "ignore_eos": self.run.ignore_eos,
+                "temperature": self.run.temperature,
+                "seed": self.run.seed,
+                "percentiles": self.run.percentiles,
+                "goodput": self.run.goodput,
+                "run_timeout_s": self.run.run_timeout.as_secs_f64(),
+                "request_timeout_s": self.request_timeout_s,
+            },
+            "dataset": {
+                "name": self.dataset_name,
+                "input_len": self.dataset.input_len,
+                "output_len": self.dataset.output_len,
+                "range_ratio": self.dataset.range_ratio,
+                "prefix_len": self.dataset.prefix_len,
+                "num_prompts": self.dataset.num_prompts,
+                "seed": self.dataset.seed,
+                "tokenizer": self.tokenizer,
+                "synthetic": self.synthetic_dataset,
+                "synthetic_note": self.synthetic_dataset.then_some(
+                    "no tokenizer: prompts are synthetic words; token counts come from the server's usage"),
+                "residual_prompt_token_mismatch": self.residual_prompt_mismatch,
+                "mismatched_prompts": self.mismatched_prompts,
+            },
+            "prompt_tokens": {
+                "client_total": client_prompt_total,
+                "server_total": server_prompt_total,
+                "server_reported_requests": server_reported,
+                "mean_server_minus_client": mean_template_overhead,
+            },
+            "output_token_sources": m.output_token_sources,
+            "ttft_first_content_ms": summary_value(&m.ttft_content),
+            "errors_by_kind": self.errors_by_kind(),
+            "audit": self.audit,
+        });
+        if detailed {
+            block["requests"] = json!(self.records);
+        }
+        block
+    }
+
+    /// vLLM's console summary: same labels, same layout.
+    pub fn summary_text(&self) -> String {
+        use std::fmt::Write as _;
+        let m = &self.metrics;
+        let run = &self.run;
+        let mut out = String::new();
+        let mut line = |label: &str, value: String| {
+            let _ = writeln!(out, "{label:<40} {value:<10}");
+        };
+        line("Successful requests:", m.completed.to_string());
+        line("Failed requests:", m.failed.to_string());
+        if let Some(c) = run.max_concurrency {
+            line("Maximum request concurrency:", c.to_string());
+        }
+        if run.request_rate.is_finite() {
+            line(
+                "Request rate configured (RPS):",
+                format!("{:.2}", run.request_rate),
+            );
+        }
+        line("Benchmark duration (s):", format!("{:.2}", self.duration_s));
+        line("Total input tokens:", m.total_input.to_string());
+        line("Total generated tokens:", m.total_output.to_string());
+        line(
+            "Request throughput (req/s):",
+            format!("{:.2}", m.request_throughput),
+        );
+        if let Some(goodput) = m.request_goodput {
+            line("Request goodput (req/s):", format!("{goodput:.2}"));
+        }
+        line(
+            "Output token throughput (tok/s):",
+            format!("{:.2}", m.output_throughput),
+        );
+        line(
+            "Peak output token throughput (tok/s):",
+            format!("{:.2}", m.max_output_tokens_per_s),
+        );
+        line(
+            "Peak concurrent requests:",
+            format!("{:.2}", m.max_concurrent_requests as f64),
+        );
+        line(
+            "Total token throughput (tok/s):",
+            format!("{:.2}", m.total_token_throughput),
+        );
+        let sections = [
+            ("ttft", "TTFT", "Time to First Token", &m.ttft),
+            (
+                "tpot",
+                "TPOT",
+                "Time per Output Token (excl. 1st token)",
+                &m.tpot,
+            ),
+            ("itl", "ITL", "Inter-token Latency", &m.itl),
+            ("e2el", "E2EL", "End-to-end Latency", &m.e2el),
+            (
+                "client_queue_time",
+                "Client Queue Time",
+                "Client-side Queueing",
+                &m.client_queue_time,
+            ),
+            (
+                "e2el_including_client_queue",
+                "E2EL incl. Client Queue",
+                "Queue-inclusive End-to-end Latency",
+                &m.e2el_including_client_queue,
+            ),
+        ];
+        let mut body = out;
+        for (key, name, header, summary) in sections {
+            if !run.percentile_metrics.iter().any(|p| p == key) {
+                continue;
+            }
+            let _ = writeln!(body, "{header:-^50}");
+            let _ = writeln!(
+                body,
+                "{:<40} {:<10}",
+                format!("Mean {name} (ms):"),
+                format!("{:.2}", summary.mean)
+            );
+            let _ = writeln!(
+                body,
+                "{:<40} {:<10}",
+                format!("Median {name} (ms):"),
+                format!("{:.2}", summary.median)
+            );
+            for (p, value) in &summary.percentiles {
+                let _ = writeln!(
+                    body,
+                    "{:<40} {:<10}",
+                    format!("P{} {name} (ms):", p_word(*p)),
+                    format!("{value:.2}")
+                );
+            }
+        }
+        format!(
+            "{:=^50}\n{body}{}\n",
+            " Serving Benchmark Result ",
+            "=".repeat(50)
+        )
+    }
+}
+
+fn summary_entries(put: &mut impl FnMut(&str, Value), name: &str, summary: &Summary) {
+    put(&format!("mean_{name}_ms"), json!(summary.mean));
+    put(&format!("median_{name}_ms"), json!(summary.median));
+    put(&format!("std_{name}_ms"), json!(summary.std));
+    for (p, value) in &summary.percentiles {
+        put(&format!("p{}_{name}_ms", p_word(*p)), json!(value));
+    }
+}
+
+fn summary_value(summary: &Summary) -> Value {
+    let mut value = json!({"mean": summary.mean, "median": summary.median, "std": summary.std});
+    for (p, v) in &summary.percentiles {
+        value[format!("p{}", p_word(*p))] = json!(v);
+    }
+    value
+}
+
+/// vLLM's percentile key word: `99` for 99.0, `99.9` for 99.9.
+pub(crate) fn p_word(p: f64) -> String {
+    if p.fract() == 0.0 {
+        format!("{}", p as i64)
+    } else {
+        format!("{p}")
+    }
+}
+
+/// vLLM's `date` field (`%Y%m%d-%H%M%S`), in UTC.
+fn vllm_date(at: SystemTime) -> String {
+    let rfc = humantime::format_rfc3339_seconds(at).to_string(); // 2026-11-28T05:24:34Z
+    let digits: String = rfc.chars().filter(|c| c.is_ascii_digit()).collect();
+    format!("{}-{}", &digits[..8], &digits[8..14])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loadgen::record::{ErrorKind, RequestError};
+
+    /// A successful record: sent at `sent`, events at the given offsets (s), usage tokens.
+    fn ok(sent: f64, events: &[f64], tokens: u32, prompt: u32) -> RequestRecord {
+        RequestRecord {
+            sent_at_s: Some(sent),
+            released_at_s: Some(0.0),
+            http_status: Some(200),
+            ttft_s: events.first().copied(),
+            first_content_s: events.get(1).copied(),
+            event_times_s: events.to_vec(),
+            completion_tokens_server: Some(tokens),
+            prompt_tokens_server: Some(prompt),
+            prompt_tokens_client: Some(prompt - 5),
+            ..RequestRecord::default()
+        }
+    }
+
+    fn failed() -> RequestRecord {
+        RequestRecord {
+            prompt_tokens_client: Some(7),
+            error: Some(RequestError {
+                kind: ErrorKind::HttpStatus,
+                message: "HTTP 500".into(),
+            }),
+            ..RequestRecord::default()
+        }
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9
+    }
+
+    #[test]
+    fn metrics_by_hand() {
+        // A: TTFT 0.1, events at 0.1, 0.2, 0.4 → ITLs 0.1, 0.2; E2E 0.4; 5 tokens → TPOT 0.3/4.
+        // B: TTFT 0.2, events at 0.2, 0.3 → ITL 0.1; E2E 0.3; 1 token → no TPOT.
+        let records = vec![
+            ok(0.0, &[0.1, 0.2, 0.4], 5, 20),
+            ok(0.5, &[0.2, 0.3], 1, 30),
+            failed(),
+        ];
+        let m = compute_metrics(&records, 2.0, &[50.0, 99.0], &Goodput::default(), &|_| None);
+        assert_eq!((m.completed, m.failed), (2, 1));
+        assert_eq!(
+            (m.total_input, m.total_output),
+            (50, 6),
+            "server prompt counts of successful requests"
+        );
+        assert!(close(m.request_throughput, 1.0) && close(m.output_throughput, 3.0));
+        assert!(close(m.total_token_throughput, 28.0));
+        assert!(
+            close(m.ttft.mean, 150.0) && close(m.ttft.median, 150.0) && close(m.ttft.std, 50.0)
+        );
+        assert_eq!(m.tpot.percentiles.len(), 2);
+        assert!(
+            close(m.tpot.mean, 75.0),
+            "only requests with > 1 token: {}",
+            m.tpot.mean
+        );
+        // ITL samples 100, 200, 100 ms: mean 133.33, median 100, p99 = 100 + 0.98·... sorted [100,100,200]
+        assert!(close(m.itl.mean, 400.0 / 3.0) && close(m.itl.median, 100.0));
+        assert!(close(m.itl.percentile(99.0).unwrap(), 198.0));
+        assert!(close(m.e2el.mean, 350.0));
+        assert_eq!(
+            m.input_lens,
+            vec![20, 30, 7],
+            "failed requests keep the client count"
+        );
+        assert_eq!(m.output_lens, vec![5, 1, 0]);
+        assert_eq!(m.request_goodput, None);
+        // Old TTFT definition (first content) is kept separately.
+        assert!(close(m.ttft_content.mean, 250.0));
+    }
+
+    #[test]
+    fn goodput_uses_every_given_slo() {
+        let records = vec![
+            ok(0.0, &[0.1, 0.2, 0.4], 5, 20),
+            ok(0.5, &[0.2, 0.3], 1, 30),
+        ];
+        let ttft_only = Goodput {
+            ttft_ms: Some(150.0),
+            ..Goodput::default()
+        };
+        let m = compute_metrics(&records, 2.0, &[99.0], &ttft_only, &|_| None);
+        assert!(
+            close(m.request_goodput.unwrap(), 0.5),
+            "only A meets TTFT ≤ 150 ms"
+        );
+        // TPOT of a 1-token request counts as 0 for goodput; A's TPOT is 75 ms.
+        let tpot = Goodput {
+            tpot_ms: Some(50.0),
+            ..Goodput::default()
+        };
+        assert!(close(
+            compute_metrics(&records, 2.0, &[99.0], &tpot, &|_| None)
+                .request_goodput
+                .unwrap(),
+            0.5
+        ));
+        let both = Goodput {
+            ttft_ms: Some(1000.0),
+            e2el_ms: Some(300.0),
+            ..Goodput::default()
+        };
+        assert!(close(
+            compute_metrics(&records, 2.0, &[99.0], &both, &|_| None)
+                .request_goodput
+                .unwrap(),
+            0.5
+        ));
+        // The SLO is inclusive (vLLM: slo >= value).
+        let exact = Goodput {
+            e2el_ms: Some(400.0),
+            ..Goodput::default()
+        };
+        assert!(close(
+            compute_metrics(&records, 2.0, &[99.0], &exact, &|_| None)
+                .request_goodput
+                .unwrap(),
+            1.0
+        ));
+    }
+
+    #[test]
+    fn output_tokens_fall_back_to_tokenizer_then_events() {
+        let mut no_usage = ok(0.0, &[0.1, 0.2, 0.3], 0, 10);
+        no_usage.completion_tokens_server = None;
+        no_usage.content_events = 2;
+        no_usage.generated_text = "a b c".into();
+        let records = vec![no_usage];
+        let by_tokenizer = compute_metrics(&records, 1.0, &[99.0], &Goodput::default(), &|t| {
+            Some(t.len() as u32)
+        });
+        assert_eq!(by_tokenizer.output_lens, vec![5]);
+        assert_eq!(by_tokenizer.output_token_sources.client_tokenizer, 1);
+        let by_events = compute_metrics(&records, 1.0, &[99.0], &Goodput::default(), &|_| None);
+        assert_eq!(by_events.output_lens, vec![2]);
+        assert_eq!(by_events.output_token_sources.client_events, 1);
+    }
+
+    #[test]
+    fn empty_and_all_failed_runs_report_zeros() {
+        let m = compute_metrics(
+            &[failed(), failed()],
+            1.0,
+            &[99.0],
+            &Goodput::default(),
+            &|_| None,
+        );
+        assert_eq!((m.completed, m.failed, m.total_output), (0, 2, 0));
+        assert_eq!((m.ttft.mean, m.itl.median, m.e2el.std), (0.0, 0.0, 0.0));
+        assert_eq!(
+            (m.max_output_tokens_per_s, m.max_concurrent_requests),
+            (0.0, 0)
+        );
+    }
+
+    #[test]
+    fn peaks_follow_vllm_buckets() {
+        // Two requests overlapping in second 0; events: A at 0.1, 0.2, 1.5; B (sent 0.5) at 0.6, 0.7.
+        let records = vec![
+            ok(0.0, &[0.1, 0.2, 1.5], 3, 10),
+            ok(0.5, &[0.1, 0.2], 2, 10),
+        ];
+        let (tokens, concurrent) = peaks(&records);
+        assert_eq!(tokens, 4.0, "bucket 0 holds 0.1, 0.2, 0.6, 0.7");
+        assert_eq!(concurrent, 2);
+    }
+
+    #[test]
+    fn percentile_words_and_dates() {
+        assert_eq!(p_word(99.0), "99");
+        assert_eq!(p_word(99.9), "99.9");
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_795_843_474);
+        assert_eq!(vllm_date(at), "20261128-052434");
+    }
+}
