@@ -6,7 +6,11 @@ pub mod bench;
 pub mod sim;
 
 #[derive(Debug, Parser)]
-#[command(name = "isobench", version, about = "Did this change really make vLLM faster? Declarative, resumable, GPU-aware benchmark campaigns.")]
+#[command(
+    name = "isobench",
+    version,
+    about = "Did this change really make vLLM faster? Declarative, resumable, GPU-aware benchmark campaigns."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -22,7 +26,10 @@ pub enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
