@@ -1,1 +1,4 @@
-//! See ARCHITECTURE.md.
+//! The native load generator: datasets, the streaming client, vLLM-identical metrics.
+mod dataset;
+
+pub use dataset::resolve_tokenizer_file;
