@@ -245,31 +245,14 @@ impl DockerRuntime {
     // ---------------------------------------------------------------- servers
 
     pub(super) async fn start(&self, spec: &ServerSpec) -> Result<ServerHandle, Failure> {
-        let reference = match &spec.source {
-            ServerSource::Image { reference } => normalize_reference(reference),
-            ServerSource::Path { root } => {
-                return Err(Failure::new(
-                    FailureClass::Internal,
-                    format!(
-                        "the docker runtime runs images; {} is a path (use the process runtime)",
-                        root.display()
-                    ),
-                ));
-            }
-        };
+        if let ServerSource::Path { root } = &spec.source {
+            return Err(path_source_failure(root));
+        }
         prepare_log_file(&spec.log_path).await?;
         let mut last_error = String::new();
         for _ in 0..PORT_ATTEMPTS {
             let host_port = free_port();
-            let options = CreateContainerOptions {
-                name: Some(spec.name.clone()),
-                ..Default::default()
-            };
-            let body = container_body(spec, &reference, host_port, self.options.init);
-            let id = match self.docker.create_container(Some(options), body).await {
-                Ok(created) => created.id,
-                Err(err) => return Err(create_failure(spec, &reference, err)),
-            };
+            let id = self.create(spec, host_port).await?;
             let started_at = Instant::now();
             match self
                 .docker
@@ -293,8 +276,11 @@ impl DockerRuntime {
                     return Err(failure);
                 }
             }
+            // A container that died at once has no published port any more; the address it was
+            // given still names it, and `wait_ready` then reports the crash with its log.
             let base_url = match self.published_url(&id, spec.port).await {
-                Ok(url) => url,
+                Ok(Some(url)) => url,
+                Ok(None) => format!("http://127.0.0.1:{host_port}"),
                 Err(failure) => {
                     self.terminate_and_remove(&id, Duration::ZERO).await;
                     return Err(failure);
@@ -319,8 +305,34 @@ impl DockerRuntime {
         ))
     }
 
-    /// The address Docker reports for the published port.
-    async fn published_url(&self, id: &str, port: u16) -> Result<String, Failure> {
+    /// Creates (does not start) the container for `spec`, its port to be published at
+    /// `host_port` on 127.0.0.1, and returns its id. [`Runtime::start`](super::Runtime::start)
+    /// uses it; on its own it lets tests and `--check-env` see exactly what the engine would
+    /// run (device requests included) on hosts that cannot start it. Remove it with
+    /// [`DockerRuntime::remove_container`].
+    pub async fn create(&self, spec: &ServerSpec, host_port: u16) -> Result<String, Failure> {
+        let reference = match &spec.source {
+            ServerSource::Image { reference } => normalize_reference(reference),
+            ServerSource::Path { root } => return Err(path_source_failure(root)),
+        };
+        let options = CreateContainerOptions {
+            name: Some(spec.name.clone()),
+            ..Default::default()
+        };
+        let body = container_body(spec, &reference, host_port, self.options.init);
+        match self.docker.create_container(Some(options), body).await {
+            Ok(created) => Ok(created.id),
+            Err(err) => Err(create_failure(spec, &reference, err)),
+        }
+    }
+
+    /// Force-removes a container by id or name (running or not); an absent one is no error.
+    pub async fn remove_container(&self, id: &str) -> Result<(), Failure> {
+        self.remove_checked(id).await
+    }
+
+    /// The address Docker reports for the published port (`None` once the container stopped).
+    async fn published_url(&self, id: &str, port: u16) -> Result<Option<String>, Failure> {
         let inspect = self
             .docker
             .inspect_container(
@@ -340,10 +352,7 @@ impl DockerRuntime {
             host_port: Some(host_port),
         }) = binding
         else {
-            return Err(Failure::new(
-                FailureClass::Internal,
-                format!("Docker reports no host port for container port {port}"),
-            ));
+            return Ok(None);
         };
         let host = match host_ip.as_deref() {
             None | Some("") | Some("0.0.0.0") => "127.0.0.1".to_string(),
@@ -351,7 +360,7 @@ impl DockerRuntime {
             Some(ip) if ip.contains(':') => format!("[{ip}]"),
             Some(ip) => ip.to_string(),
         };
-        Ok(format!("http://{host}:{host_port}"))
+        Ok(Some(format!("http://{host}:{host_port}")))
     }
 
     /// Copies the container's stdout and stderr into `path` until the container exits.
@@ -856,6 +865,16 @@ fn start_failure(spec: &ServerSpec, err: &DockerError) -> Failure {
     Failure::new(
         FailureClass::Internal,
         format!("starting container {}: {message}", spec.name),
+    )
+}
+
+fn path_source_failure(root: &std::path::Path) -> Failure {
+    Failure::new(
+        FailureClass::Internal,
+        format!(
+            "the docker runtime runs images; {} is a path (use the process runtime)",
+            root.display()
+        ),
     )
 }
 
