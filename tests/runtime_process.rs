@@ -277,7 +277,12 @@ async fn a_server_that_never_gets_ready_is_startup_timeout() {
         .unwrap_err();
     let waited = waiting.elapsed();
     assert_eq!(failure.class, FailureClass::StartupTimeout, "{failure}");
-    assert!(failure.message.contains("HTTP 503"), "{failure}");
+    assert!(
+        failure
+            .message
+            .contains("not ready after 2s (last answer: HTTP 503)"),
+        "{failure}"
+    );
     assert!(
         waited >= timeout && waited < timeout + Duration::from_secs(2),
         "waited {waited:?}"

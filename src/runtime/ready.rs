@@ -92,7 +92,8 @@ fn startup_timeout(handle: &ServerHandle, timeout: Duration, last_answer: &str) 
         format!(
             "server {} not ready after {} (last answer: {last_answer})",
             handle.name,
-            humantime::format_duration(Duration::from_secs(timeout.as_secs().max(1)))
+            // Whole milliseconds: "2s 500ms", not nanosecond noise.
+            humantime::format_duration(Duration::from_millis(timeout.as_millis() as u64))
         ),
     );
     failure.sample_log_line = tail
