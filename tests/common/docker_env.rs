@@ -18,8 +18,8 @@ use std::sync::OnceLock;
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{
-    BuildImageOptions, ListContainersOptions, PushImageOptions, RemoveContainerOptions,
-    RemoveImageOptions,
+    BuildImageOptions, ListContainersOptions, ListImagesOptions, PruneImagesOptions,
+    PushImageOptions, RemoveContainerOptions, RemoveImageOptions,
 };
 use futures_util::StreamExt;
 use isobench::runtime::docker::DockerRuntime;
@@ -148,6 +148,7 @@ fn ensure_sim_images() -> &'static Result<(), String> {
 }
 
 async fn build_and_push_sims(docker: &Docker) -> Result<(), String> {
+    remove_stale_test_images(docker).await;
     let mut files: Vec<(String, Vec<u8>, u32)> = Vec::new();
     files.push((
         "Dockerfile".into(),
@@ -280,6 +281,32 @@ async fn push(docker: &Docker, reference: &str) -> Result<String, String> {
     digest.ok_or_else(|| format!("pushing {reference}: the registry reported no digest"))
 }
 
+/// Earlier runs' images: the sims they pulled (rebuilt now), their untagged predecessors, and
+/// payload images a failed pull test left. Images in use by a container stay.
+async fn remove_stale_test_images(docker: &Docker) {
+    for sim in Sim::ALL {
+        remove_local_image(docker, &sim.reference()).await;
+    }
+    let label = |value: &str| {
+        HashMap::from([("label".to_string(), vec![format!("isobench.test={value}")])])
+    };
+    let mut dangling_sims = label("sim");
+    dangling_sims.insert("dangling".into(), vec!["true".into()]);
+    let prune = PruneImagesOptions {
+        filters: Some(dangling_sims),
+    };
+    let _ = docker.prune_images(Some(prune)).await;
+    let payloads = ListImagesOptions {
+        filters: Some(label("payload")),
+        ..Default::default()
+    };
+    for image in docker.list_images(Some(payloads)).await.unwrap_or_default() {
+        for tag in image.repo_tags {
+            remove_local_image(docker, &tag).await;
+        }
+    }
+}
+
 pub async fn remove_local_image(docker: &Docker, reference: &str) {
     let options = RemoveImageOptions {
         force: false,
@@ -302,7 +329,7 @@ pub async fn push_payload_image(
     let files = vec![
         (
             "Dockerfile".to_string(),
-            b"FROM scratch\nCOPY a /a\nCOPY b /b\n".to_vec(),
+            b"FROM scratch\nCOPY a /a\nCOPY b /b\nLABEL isobench.test=payload\n".to_vec(),
             0o644,
         ),
         ("a".to_string(), a, 0o644),
