@@ -193,7 +193,8 @@ impl DockerRuntime {
             from_image: Some(reference.to_string()),
             ..Default::default()
         };
-        let mut stream = self.docker.create_image(Some(options), None, None);
+        let credentials = super::docker_auth::for_reference(reference);
+        let mut stream = self.docker.create_image(Some(options), None, credentials);
         let mut layers = LayerTracker::default();
         let mut digest = None;
         while let Some(event) = stream.next().await {
@@ -228,7 +229,12 @@ impl DockerRuntime {
                 id: image.id.unwrap_or_default(),
             });
         }
-        match self.docker.inspect_registry_image(&reference, None).await {
+        let credentials = super::docker_auth::for_reference(&reference);
+        match self
+            .docker
+            .inspect_registry_image(&reference, credentials)
+            .await
+        {
             Ok(found) => Ok(Availability::Registry {
                 digest: found.descriptor.digest.unwrap_or_default(),
             }),

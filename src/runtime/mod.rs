@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use crate::failure::Failure;
 
 pub mod docker;
+mod docker_auth;
 mod logtail;
 mod port;
 pub mod process;
