@@ -531,3 +531,21 @@ async fn cleanup_removes_exactly_the_campaigns_leftover_containers() {
         Vec::<String>::new()
     );
 }
+
+/// Also the way to publish the sim images for trying manifests by hand:
+/// `cargo test --test runtime_docker every_sim_image_is_in_the_registry`.
+#[tokio::test]
+async fn every_sim_image_is_in_the_registry() {
+    let Some(docker) = docker_or_skip("sim_images").await else {
+        return;
+    };
+    let runtime = Runtime::Docker(docker);
+    for sim in Sim::ALL {
+        match runtime.image_available(&sim.reference()).await.unwrap() {
+            Availability::Registry { digest } | Availability::Local { id: digest } => {
+                assert!(digest.starts_with("sha256:"), "{sim:?}: {digest}")
+            }
+            Availability::Missing => panic!("{} is not in the registry", sim.reference()),
+        }
+    }
+}
