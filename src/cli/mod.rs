@@ -3,6 +3,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 pub mod bench;
+pub mod report;
 pub mod sim;
 
 #[derive(Debug, Parser)]
@@ -18,6 +19,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Serve an OpenAI-compatible simulator with exactly configured timing and faults.
     Sim(sim::SimArgs),
+    /// Tables, verdicts with confidence, failure breakdown, HTML and seed-compatible files.
+    Report(report::ReportArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -33,6 +36,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Bench(args) => bench::run(args).await,
             Command::Sim(args) => sim::run(args).await,
+            Command::Report(args) => report::run(args),
         }
     });
     match result {
