@@ -2,7 +2,8 @@
 //! opens from disk or an e-mail attachment with no network.
 use super::svg::{self, esc};
 use super::{fmt_diff, fmt_num, fmt_status, fmt_summary, fmt_verdict, reading_guide};
-use crate::report::analysis::{first_failure, headline_diff};
+use super::terminal::cell_note;
+use crate::report::analysis::headline_diff;
 use crate::report::metric::{HEADLINE, METRICS, metric};
 use crate::report::model::{ComparisonKind, MetricDiff, PointReport, Report};
 use crate::report::stats::Verdict;
@@ -265,22 +266,18 @@ fn point_section(report: &Report, point: &PointReport, out: &mut String) {
     let compact: Vec<_> = METRICS.iter().filter(|m| m.compact && point.arms.iter().any(|a| a.metrics.contains_key(m.key))).collect();
     let mut headers: Vec<String> = vec!["arm".into(), "trials".into()];
     headers.extend(compact.iter().map(|m| format!("{} ({})", m.label, m.unit)));
+    headers.push("note".into());
     let rows: Vec<Vec<String>> = point
         .arms
         .iter()
         .map(|a| {
             let mut row = vec![esc(&a.arm), esc(&fmt_status(a))];
-            if a.status.has_data() {
-                row.extend(compact.iter().map(|m| a.metrics.get(m.key).map(|c| esc(&fmt_summary(&c.summary))).unwrap_or("-".into())));
-            } else {
-                let why = first_failure(a).map(|f| f.to_string()).or(a.absent_reason.clone()).unwrap_or_default();
-                row.push(format!("<span class=\"failed\">{}</span>", esc(&why)));
-                row.extend((1..compact.len()).map(|_| String::new()));
-            }
+            row.extend(compact.iter().map(|m| a.metrics.get(m.key).map(|c| esc(&fmt_summary(&c.summary))).unwrap_or("-".into())));
+            row.push(format!("<span class=\"failed\">{}</span>", esc(&cell_note(a))));
             row
         })
         .collect();
-    table(out, &headers.iter().map(String::as_str).collect::<Vec<_>>(), &rows, &(2..headers.len()).collect::<Vec<_>>());
+    table(out, &headers.iter().map(String::as_str).collect::<Vec<_>>(), &rows, &(2..headers.len() - 1).collect::<Vec<_>>());
 
     if !point.comparisons.is_empty() {
         let mut headers: Vec<String> = vec!["comparison".into(), "verdict".into()];

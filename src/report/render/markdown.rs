@@ -1,6 +1,6 @@
 //! Markdown: the seed's README-style tables, ready to paste into an issue or a paper draft.
 use super::{fmt_confidence, fmt_diff, fmt_num, fmt_pct, fmt_status, fmt_summary, fmt_verdict, reading_guide};
-use crate::report::analysis::first_failure;
+use super::terminal::cell_note;
 use crate::report::metric::{HEADLINE, METRICS, metric};
 use crate::report::model::Report;
 
@@ -62,9 +62,8 @@ pub fn render(report: &Report) -> String {
 
     if !s.complete.is_empty() {
         out.push_str("### Complete comparisons\n\n");
-        header(&mut out, &[
-            "commit", "model", "load", "agent", "baseline", "human", "agent", "human vs baseline", "agent vs baseline", "agent vs human", "verdict",
-        ]);
+        let (b, h, a) = (format!("baseline {}", headline.unit), format!("human {}", headline.unit), format!("agent {}", headline.unit));
+        header(&mut out, &["commit", "model", "load", "agent", &b, &h, &a, "human vs baseline", "agent vs baseline", "agent vs human", "verdict"]);
         for r in &s.complete {
             row(&mut out, &[
                 format!("`{}`", r.commit),
@@ -128,16 +127,12 @@ pub fn render(report: &Report) -> String {
             out.push_str(&format!("Load `{}`; medians with {} intervals.\n\n", point.point, fmt_confidence(report.settings.confidence)));
             let mut cols: Vec<String> = vec!["arm".into(), "trials".into()];
             cols.extend(metrics.iter().map(|m| format!("{} ({})", m.label, m.unit)));
+            cols.push("note".into());
             header(&mut out, &cols.iter().map(String::as_str).collect::<Vec<_>>());
             for a in &point.arms {
                 let mut cells = vec![a.arm.clone(), fmt_status(a)];
-                if a.status.has_data() {
-                    cells.extend(metrics.iter().map(|m| a.metrics.get(m.key).map(|c| fmt_summary(&c.summary)).unwrap_or("-".into())));
-                } else {
-                    let why = first_failure(a).map(|f| f.to_string()).or(a.absent_reason.clone()).unwrap_or_default();
-                    cells.push(why);
-                    cells.extend((1..metrics.len()).map(|_| String::new()));
-                }
+                cells.extend(metrics.iter().map(|m| a.metrics.get(m.key).map(|c| fmt_summary(&c.summary)).unwrap_or("-".into())));
+                cells.push(cell_note(a));
                 row(&mut out, &cells);
             }
             out.push('\n');

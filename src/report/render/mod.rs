@@ -16,7 +16,9 @@ pub fn fmt_num(v: f64) -> String {
         return "n/a".into();
     }
     let a = v.abs();
-    if a >= 1000.0 {
+    if a == 0.0 {
+        "0".into()
+    } else if a >= 1000.0 {
         format!("{v:.0}")
     } else if a >= 100.0 {
         format!("{v:.1}")
@@ -101,6 +103,7 @@ mod tests {
         assert_eq!(fmt_num(13.694), "13.69");
         assert_eq!(fmt_num(0.12345), "0.123");
         assert_eq!(fmt_num(f64::NAN), "n/a");
+        assert_eq!(fmt_num(0.0), "0");
         assert_eq!(fmt_pct(4.26), "+4.3%");
         assert_eq!(fmt_pct(-0.04), "+0.0%");
         assert_eq!(fmt_pct(-9.28), "-9.3%");

@@ -145,8 +145,7 @@ fn point_metrics(point: &PointReport) -> Vec<&'static MetricDef> {
 pub fn render(report: &Report, color: bool) -> String {
     let mut out = String::new();
     heading(&mut out, &format!("isobench report: {} (generated {})", report.campaign, report.generated_at), color);
-    out.push_str(&reading_guide(report.settings.confidence, report.settings.paired));
-    out.push('\n');
+    out.push_str(&wrap(&reading_guide(report.settings.confidence, report.settings.paired), 100));
     if let Some(t) = report.settings.threshold_pct {
         out.push_str(&format!("Seed rule also shown: a difference of at least {t}% is a win or a loss.\n"));
     }
@@ -163,6 +162,8 @@ pub fn render(report: &Report, color: bool) -> String {
             let metrics = point_metrics(point);
             let mut headers = vec!["arm".to_string(), "trials".to_string()];
             headers.extend(metrics.iter().map(|m| format!("{} {}", m.label, m.unit)));
+            // Failures are explained in a last column, so long messages do not widen the others.
+            headers.push(String::new());
             let header_refs: Vec<&str> = headers.iter().map(String::as_str).collect();
             let mut arms = Table::new(&header_refs);
             for a in &point.arms {
@@ -173,18 +174,8 @@ pub fn render(report: &Report, color: bool) -> String {
                     CellStatus::Measured => Style::Plain,
                 };
                 let mut row = vec![cell(&a.arm), styled(fmt_status(a), status_style)];
-                if a.status.has_data() {
-                    row.extend(metrics.iter().map(|m| cell(a.metrics.get(m.key).map(|c| fmt_summary(&c.summary)).unwrap_or("-".into()))));
-                } else {
-                    // One explanation instead of empty metric columns.
-                    let why = match (a.status, first_failure(a)) {
-                        (CellStatus::Failed, Some(f)) => f.to_string(),
-                        (CellStatus::Absent, _) => a.absent_reason.clone().unwrap_or_default(),
-                        _ => String::new(),
-                    };
-                    row.push(styled(why, status_style));
-                    row.extend((1..metrics.len()).map(|_| cell("")));
-                }
+                row.extend(metrics.iter().map(|m| cell(a.metrics.get(m.key).map(|c| fmt_summary(&c.summary)).unwrap_or("-".into()))));
+                row.push(styled(cell_note(a), status_style));
                 arms.row(row);
             }
             arms.render(&mut out, "    ", color);
@@ -216,6 +207,15 @@ pub fn render(report: &Report, color: bool) -> String {
     out
 }
 
+/// Why a cell has no (or not all) numbers: the first failure, or why the arm is absent.
+pub(crate) fn cell_note(a: &crate::report::model::ArmCell) -> String {
+    match (a.status, first_failure(a)) {
+        (CellStatus::Failed | CellStatus::Partial, Some(f)) => f.to_string(),
+        (CellStatus::Absent, _) => a.absent_reason.clone().unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
 fn render_summary(report: &Report, out: &mut String, color: bool) {
     let s = &report.summary;
     let headline = metric(&s.headline_metric).map(|m| m.label).unwrap_or("throughput");
@@ -229,7 +229,9 @@ fn render_summary(report: &Report, out: &mut String, color: bool) {
     if !s.complete.is_empty() {
         out.push('\n');
         heading(out, "Complete comparisons (human and agent measured)", color);
-        let mut t = Table::new(&["commit", "load", "agent", "baseline", "human", "agent", "human vs base", "agent vs base", "agent vs human", "verdict"])
+        let unit = metric(&s.headline_metric).map(|m| m.unit).unwrap_or("tok/s");
+        let (b, h, a) = (format!("baseline {unit}"), format!("human {unit}"), format!("agent {unit}"));
+        let mut t = Table::new(&["commit", "load", "agent", &b, &h, &a, "human vs base", "agent vs base", "agent vs human", "verdict"])
             .right_align(&[3, 4, 5]);
         for r in &s.complete {
             t.row(vec![
@@ -303,6 +305,28 @@ fn tally_table(tallies: &[Tally], threshold: Option<f64>) -> Table {
     t
 }
 
+/// Word-wraps `text` at `width` columns; every line ends with a newline.
+fn wrap(text: &str, width: usize) -> String {
+    let mut out = String::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            out.push_str(&line);
+            out.push('\n');
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,6 +340,12 @@ mod tests {
         assert!(!use_color(ColorChoice::Auto, None, None, false), "pipes get no colour");
         assert!(use_color(ColorChoice::Always, Some("1"), None, false), "an explicit flag wins");
         assert!(!use_color(ColorChoice::Never, None, None, true));
+    }
+
+    #[test]
+    fn wraps_at_word_boundaries() {
+        assert_eq!(wrap("aa bb cc dd", 5), "aa bb\ncc dd\n");
+        assert_eq!(wrap("longword x", 4), "longword\nx\n");
     }
 
     #[test]
