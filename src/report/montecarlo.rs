@@ -155,3 +155,42 @@ pub fn verdict_rates(reports: &[Report], kind: ComparisonKind) -> Rates {
     }
     rates
 }
+
+/// A campaign of `commits` synthetic commits with a baseline and a human arm whose headline
+/// values follow the scenario (the human arm carries the true difference), for running the
+/// whole report path (`analyze`) on simulated data.
+pub fn synthetic_campaign(scenario: &Scenario, commits: usize, seed: u64) -> super::ReportInput {
+    use super::input::{ArmInfo, CommitInfo, Metrics, ReportInput, TrialOutcome, TrialRecord};
+    use crate::manifest::types::ArmRole;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut trials = Vec::new();
+    let mut infos = Vec::new();
+    for i in 0..commits {
+        let short = format!("{i:08x}");
+        let (reference, candidate) = synthetic_trials(scenario, &mut rng);
+        for (arm, values) in [("baseline", reference), ("human", candidate)] {
+            for v in values {
+                trials.push(TrialRecord {
+                    commit: short.clone(),
+                    arm: arm.into(),
+                    trial: v.trial,
+                    point: "conc=16".into(),
+                    outcome: TrialOutcome::Ok(Box::new(Metrics { output_throughput: Some(v.value), ..Metrics::default() })),
+                    timestamp: String::new(),
+                    duration_s: 0.0,
+                    result_path: None,
+                });
+            }
+        }
+        infos.push(CommitInfo { short: short.clone(), human_full: short.clone(), parent: short, model_hf: "synthetic".into(), subject: None });
+    }
+    ReportInput {
+        campaign: scenario.name.into(),
+        generated_at: String::new(),
+        confidence: scenario.settings.confidence,
+        threshold_pct: scenario.settings.threshold_pct,
+        commits: infos,
+        arms: vec![ArmInfo { name: "baseline".into(), role: ArmRole::Baseline }, ArmInfo { name: "human".into(), role: ArmRole::Human }],
+        trials,
+    }
+}
