@@ -25,7 +25,11 @@ struct Loaded {
 
 fn load_in_chromium(page: &Path, out: &Path) -> Loaded {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/chromium-check.sh");
-    let run = Command::new(&script).arg(page).arg(out).output().expect("run scripts/chromium-check.sh");
+    let run = Command::new(&script)
+        .arg(page)
+        .arg(out)
+        .output()
+        .expect("run scripts/chromium-check.sh");
     assert!(
         run.status.success(),
         "chromium check failed ({}); Chromium comes from scripts/ci-setup.sh\n{}{}",
@@ -65,7 +69,11 @@ fn html_report_loads_cleanly_with_its_charts() {
     for attr in ["src=\"", "href=\""] {
         for (i, _) in html.match_indices(attr) {
             let value = &html[i + attr.len()..];
-            assert!(value.starts_with("data:") || value.starts_with('#'), "external reference: {}", &value[..value.len().min(60)]);
+            assert!(
+                value.starts_with("data:") || value.starts_with('#'),
+                "external reference: {}",
+                &value[..value.len().min(60)]
+            );
         }
     }
     assert!(!html.contains("<script"), "the page needs no script");
@@ -79,22 +87,55 @@ fn html_report_loads_cleanly_with_its_charts() {
     let points: Vec<_> = r.commits.iter().flat_map(|c| &c.points).collect();
     let boxes: usize = points
         .iter()
-        .map(|p| ["ttft_ms", "tpot_ms"].iter().filter(|k| p.arms.iter().any(|a| a.distributions.contains_key(**k))).count())
+        .map(|p| {
+            ["ttft_ms", "tpot_ms"]
+                .iter()
+                .filter(|k| p.arms.iter().any(|a| a.distributions.contains_key(**k)))
+                .count()
+        })
         .sum();
     let expected_svgs = 3 + points.len() + boxes;
     assert_eq!(loaded.dom.matches("<svg").count(), expected_svgs);
     assert_eq!(loaded.dom.matches("class=\"chart diffs\"").count(), 3);
-    assert_eq!(loaded.dom.matches("class=\"chart bars\"").count(), points.len());
+    assert_eq!(
+        loaded.dom.matches("class=\"chart bars\"").count(),
+        points.len()
+    );
     assert_eq!(loaded.dom.matches("class=\"chart boxes\"").count(), boxes);
     // One bar per arm with throughput at each point, one per sorted difference.
-    let arm_bars: usize = points.iter().map(|p| p.arms.iter().filter(|a| a.metrics.contains_key("output_throughput")).count()).sum();
-    let diff_bars = r.summary.complete.len() + r.summary.tallies.iter().find(|t| t.candidate == "human").map(|t| t.faster + t.within_noise + t.slower + t.no_noise_estimate).unwrap();
+    let arm_bars: usize = points
+        .iter()
+        .map(|p| {
+            p.arms
+                .iter()
+                .filter(|a| a.metrics.contains_key("output_throughput"))
+                .count()
+        })
+        .sum();
+    let diff_bars = r.summary.complete.len()
+        + r.summary
+            .tallies
+            .iter()
+            .find(|t| t.candidate == "human")
+            .map(|t| t.faster + t.within_noise + t.slower + t.no_noise_estimate)
+            .unwrap();
     assert_eq!(loaded.dom.matches("<rect class=\"bar\"").count(), arm_bars);
-    assert_eq!(loaded.dom.matches("<rect class=\"bar ").count(), diff_bars, "difference bars carry their verdict class");
+    assert_eq!(
+        loaded.dom.matches("<rect class=\"bar ").count(),
+        diff_bars,
+        "difference bars carry their verdict class"
+    );
     // Failures and verdicts are in the page, not only in charts.
     assert!(loaded.dom.contains("crashed/cuda_out_of_memory"));
     assert!(loaded.dom.contains("no noise estimate (1 trial)"));
 
-    assert!(loaded.screenshot.starts_with(b"\x89PNG\r\n\x1a\n"), "screenshot is a PNG");
-    assert!(loaded.screenshot.len() > 20_000, "a blank page compresses to a few KB; got {} bytes", loaded.screenshot.len());
+    assert!(
+        loaded.screenshot.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "screenshot is a PNG"
+    );
+    assert!(
+        loaded.screenshot.len() > 20_000,
+        "a blank page compresses to a few KB; got {} bytes",
+        loaded.screenshot.len()
+    );
 }

@@ -17,7 +17,10 @@ fn files_in_the_seed_layout_with_the_seed_fields() {
     let r = report::build(&input, &ReportOptions::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let written = write_seed_files(dir.path(), &seed_files(&r, &input, None)).unwrap();
-    let mut names: Vec<String> = written.iter().map(|p| p.strip_prefix(dir.path()).unwrap().display().to_string()).collect();
+    let mut names: Vec<String> = written
+        .iter()
+        .map(|p| p.strip_prefix(dir.path()).unwrap().display().to_string())
+        .collect();
     names.sort();
     assert_eq!(
         names,
@@ -43,10 +46,19 @@ fn files_in_the_seed_layout_with_the_seed_fields() {
         "codex is absent for bbbbbbbb and not run for cccccccc/dddddddd: no file, as in the seed"
     );
 
-    let human = read(&dir.path().join("agent_benchmark_results/aaaaaaaa_human_result.json"));
+    let human = read(
+        &dir.path()
+            .join("agent_benchmark_results/aaaaaaaa_human_result.json"),
+    );
     assert_eq!(human["human_commit"], "aaaaaaaa");
-    assert_eq!(human["human_commit_full"], "aaaaaaaa00000000000000000000000000000000");
-    assert_eq!(human["parent_commit"], "aaaaaaaaaaaa1111111111111111111111111111");
+    assert_eq!(
+        human["human_commit_full"],
+        "aaaaaaaa00000000000000000000000000000000"
+    );
+    assert_eq!(
+        human["parent_commit"],
+        "aaaaaaaaaaaa1111111111111111111111111111"
+    );
     assert_eq!(human["model"], "Qwen/Qwen3-1.7B");
     assert_eq!(human["status"], "success");
     assert_eq!(human["error"], serde_json::Value::Null);
@@ -61,21 +73,58 @@ fn files_in_the_seed_layout_with_the_seed_fields() {
     assert_eq!(human["isobench"]["trials_ok"], 3);
 
     // The first agent arm is also the seed's "agent" file; the codex file is its own.
-    let agent = read(&dir.path().join("agent_benchmark_results/aaaaaaaa_agent_result.json"));
-    assert_eq!(agent, read(&dir.path().join("agent_benchmark_results/aaaaaaaa_claude-code_result.json")));
+    let agent = read(
+        &dir.path()
+            .join("agent_benchmark_results/aaaaaaaa_agent_result.json"),
+    );
+    assert_eq!(
+        agent,
+        read(
+            &dir.path()
+                .join("agent_benchmark_results/aaaaaaaa_claude-code_result.json")
+        )
+    );
     assert_eq!(agent["isobench"]["arm"], "claude-code");
-    assert_eq!(read(&dir.path().join("agent_benchmark_results/aaaaaaaa_codex_result.json"))["isobench"]["arm"], "codex");
+    assert_eq!(
+        read(
+            &dir.path()
+                .join("agent_benchmark_results/aaaaaaaa_codex_result.json")
+        )["isobench"]["arm"],
+        "codex"
+    );
 
-    let crashed = read(&dir.path().join("agent_benchmark_results/bbbbbbbb_agent_result.json"));
+    let crashed = read(
+        &dir.path()
+            .join("agent_benchmark_results/bbbbbbbb_agent_result.json"),
+    );
     assert_eq!(crashed["status"], "error");
-    assert_eq!(crashed["error"], "crashed (cuda_out_of_memory): server exited with status 1 during start-up");
-    assert_eq!(crashed["metrics"]["throughput_tok_s"], serde_json::Value::Null);
-    assert_eq!(crashed["isobench"]["failure"]["cause"], "cuda_out_of_memory");
+    assert_eq!(
+        crashed["error"],
+        "crashed (cuda_out_of_memory): server exited with status 1 during start-up"
+    );
+    assert_eq!(
+        crashed["metrics"]["throughput_tok_s"],
+        serde_json::Value::Null
+    );
+    assert_eq!(
+        crashed["isobench"]["failure"]["cause"],
+        "cuda_out_of_memory"
+    );
 
     // Another load point on request.
     let conc1 = seed_files(&r, &input, Some("conc=1"));
-    assert_eq!(conc1.iter().filter(|f| f.json["isobench"]["point"] == "conc=1").count(), conc1.len());
-    assert_eq!(conc1.len(), 4, "only dddddddd has conc=1: baseline, human, agent, claude-code");
+    assert_eq!(
+        conc1
+            .iter()
+            .filter(|f| f.json["isobench"]["point"] == "conc=1")
+            .count(),
+        conc1.len()
+    );
+    assert_eq!(
+        conc1.len(),
+        4,
+        "only dddddddd has conc=1: baseline, human, agent, claude-code"
+    );
 }
 
 /// In the style of the seed's analysis scripts: load the per-run JSONs with `json.load`, skip
@@ -116,8 +165,17 @@ fn seed_python_snippet_works_unchanged() {
     let r = report::build(&input, &ReportOptions::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     write_seed_files(dir.path(), &seed_files(&r, &input, None)).unwrap();
-    let out = Command::new("python3").arg("-c").arg(SEED_SNIPPET).arg(dir.path()).output().expect("python3 runs");
-    assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(SEED_SNIPPET)
+        .arg(dir.path())
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(
@@ -134,6 +192,9 @@ fn seed_python_snippet_works_unchanged() {
     // The seed compared medians here; isobench's own verdict for aaaaaaaa is "within noise" and
     // comes with an interval, which the seed's files could not carry.
     let complete = &r.summary.complete[0];
-    assert_eq!((complete.commit.as_str(), complete.agent.as_str()), ("aaaaaaaa", "claude-code"));
+    assert_eq!(
+        (complete.commit.as_str(), complete.agent.as_str()),
+        ("aaaaaaaa", "claude-code")
+    );
     assert!((complete.agent_value / complete.human - 1.01).abs() < 1e-9);
 }

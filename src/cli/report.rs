@@ -56,8 +56,12 @@ impl ReportArgs {
 
 /// Loads a saved [`ReportInput`].
 pub fn load_input_json(path: &Path) -> miette::Result<ReportInput> {
-    let text = std::fs::read_to_string(path).into_diagnostic().wrap_err_with(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_str(&text).into_diagnostic().wrap_err_with(|| format!("{} is not a report input", path.display()))
+    let text = std::fs::read_to_string(path)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("{} is not a report input", path.display()))
 }
 
 /// Builds the report, prints the chosen format, writes files; the paths written go to stderr.
@@ -88,7 +92,9 @@ pub fn run_report(input: &ReportInput, opts: &ReportOptions) -> miette::Result<E
 pub fn run(args: ReportArgs) -> miette::Result<ExitCode> {
     match (&args.input_json, &args.manifest) {
         (Some(path), _) => run_report(&load_input_json(path)?, &args.options()),
-        (None, Some(_)) => Err(miette::miette!("reporting from a manifest's state directory is not wired yet; use --input-json")),
+        (None, Some(_)) => Err(miette::miette!(
+            "reporting from a manifest's state directory is not wired yet; use --input-json"
+        )),
         (None, None) => Err(miette::miette!("give a manifest, or --input-json FILE")),
     }
 }

@@ -12,29 +12,46 @@ use std::collections::BTreeMap;
 /// ignored (they belong to an older manifest); of several records with the same
 /// (commit, arm, point, trial) the last one wins (a retry replaces a failed attempt).
 pub fn analyze(input: &ReportInput, settings: &Settings) -> Report {
-    let arms: Vec<ArmEntry> = input.arms.iter().map(|a| ArmEntry { name: a.name.clone(), role: a.role }).collect();
+    let arms: Vec<ArmEntry> = input
+        .arms
+        .iter()
+        .map(|a| ArmEntry {
+            name: a.name.clone(),
+            role: a.role,
+        })
+        .collect();
     let pairs = comparison_pairs(&arms);
     let commits: Vec<CommitReport> = input
         .commits
         .iter()
         .map(|c| {
-            let records: Vec<&TrialRecord> = latest_records(input.trials.iter().filter(|t| t.commit == c.short));
+            let records: Vec<&TrialRecord> =
+                latest_records(input.trials.iter().filter(|t| t.commit == c.short));
             let points = points_in_order(&records)
                 .into_iter()
                 .map(|point| {
                     let cells: Vec<ArmCell> = arms
                         .iter()
                         .map(|arm| {
-                            let mine: Vec<&TrialRecord> =
-                                records.iter().copied().filter(|t| t.arm == arm.name && t.point == point).collect();
+                            let mine: Vec<&TrialRecord> = records
+                                .iter()
+                                .copied()
+                                .filter(|t| t.arm == arm.name && t.point == point)
+                                .collect();
                             arm_cell(arm, &mine, settings.confidence)
                         })
                         .collect();
                     let comparisons = pairs
                         .iter()
-                        .filter_map(|&(kind, cand, refr)| compare_cells(kind, &cells[cand], &cells[refr], settings))
+                        .filter_map(|&(kind, cand, refr)| {
+                            compare_cells(kind, &cells[cand], &cells[refr], settings)
+                        })
                         .collect();
-                    PointReport { point, arms: cells, comparisons }
+                    PointReport {
+                        point,
+                        arms: cells,
+                        comparisons,
+                    }
                 })
                 .collect();
             CommitReport {
@@ -57,7 +74,12 @@ pub fn analyze(input: &ReportInput, settings: &Settings) -> Report {
         settings: settings.clone(),
         metrics: METRICS
             .iter()
-            .map(|m| MetricInfo { key: m.key.into(), label: m.label.into(), unit: m.unit.into(), better: m.better })
+            .map(|m| MetricInfo {
+                key: m.key.into(),
+                label: m.label.into(),
+                unit: m.unit.into(),
+                better: m.better,
+            })
             .collect(),
         arms,
         commits,
@@ -74,7 +96,11 @@ fn comparison_pairs(arms: &[ArmEntry]) -> Vec<(ComparisonKind, usize, usize)> {
     if let (Some(h), Some(b)) = (human, baseline) {
         pairs.push((ComparisonKind::HumanVsBaseline, h, b));
     }
-    for (i, _) in arms.iter().enumerate().filter(|(_, a)| a.role == ArmRole::Agent) {
+    for (i, _) in arms
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| a.role == ArmRole::Agent)
+    {
         if let Some(b) = baseline {
             pairs.push((ComparisonKind::AgentVsBaseline, i, b));
         }
@@ -117,7 +143,10 @@ fn arm_cell(arm: &ArmEntry, records: &[&TrialRecord], confidence: f64) -> ArmCel
             _ => None,
         })
         .collect();
-    let failed = records.iter().filter(|r| matches!(r.outcome, TrialOutcome::Failed(_))).count();
+    let failed = records
+        .iter()
+        .filter(|r| matches!(r.outcome, TrialOutcome::Failed(_)))
+        .count();
     let absent_reason = records.iter().find_map(|r| match &r.outcome {
         TrialOutcome::Absent { reason } => Some(reason.clone()),
         _ => None,
@@ -149,8 +178,15 @@ fn arm_cell(arm: &ArmEntry, records: &[&TrialRecord], confidence: f64) -> ArmCel
         .collect();
     let mut metrics = BTreeMap::new();
     for def in METRICS {
-        let values: Vec<TrialValue> =
-            ok.iter().filter_map(|(trial, m)| def.value(m).map(|value| TrialValue { trial: *trial, value })).collect();
+        let values: Vec<TrialValue> = ok
+            .iter()
+            .filter_map(|(trial, m)| {
+                def.value(m).map(|value| TrialValue {
+                    trial: *trial,
+                    value,
+                })
+            })
+            .collect();
         let raw: Vec<f64> = values.iter().map(|v| v.value).collect();
         if let Some(summary) = stats::summarize(&raw, confidence) {
             metrics.insert(def.key.to_string(), MetricCell { summary, values });
@@ -163,7 +199,11 @@ fn arm_cell(arm: &ArmEntry, records: &[&TrialRecord], confidence: f64) -> ArmCel
         trials,
         metrics,
         distributions: distributions(ok.iter().map(|(_, m)| *m)),
-        absent_reason: if status == CellStatus::Absent { absent_reason } else { None },
+        absent_reason: if status == CellStatus::Absent {
+            absent_reason
+        } else {
+            None
+        },
     }
 }
 
@@ -198,24 +238,49 @@ pub fn distribution(samples: &[f64]) -> Option<Distribution> {
     })
 }
 
-fn compare_cells(kind: ComparisonKind, candidate: &ArmCell, reference: &ArmCell, settings: &Settings) -> Option<Comparison> {
+fn compare_cells(
+    kind: ComparisonKind,
+    candidate: &ArmCell,
+    reference: &ArmCell,
+    settings: &Settings,
+) -> Option<Comparison> {
     if !candidate.status.has_data() || !reference.status.has_data() {
         return None;
     }
     let mut metrics = BTreeMap::new();
     for def in METRICS {
-        let (Some(c), Some(r)) = (candidate.metrics.get(def.key), reference.metrics.get(def.key)) else { continue };
+        let (Some(c), Some(r)) = (
+            candidate.metrics.get(def.key),
+            reference.metrics.get(def.key),
+        ) else {
+            continue;
+        };
         if let Some(diff) = metric_diff(def, &r.values, &c.values, settings) {
             metrics.insert(def.key.to_string(), diff);
         }
     }
-    Some(Comparison { kind, candidate: candidate.arm.clone(), reference: reference.arm.clone(), metrics })
+    Some(Comparison {
+        kind,
+        candidate: candidate.arm.clone(),
+        reference: reference.arm.clone(),
+        metrics,
+    })
 }
 
 /// One metric's difference (percent, positive = better) with interval and verdicts.
-pub fn metric_diff(def: &MetricDef, reference: &[TrialValue], candidate: &[TrialValue], settings: &Settings) -> Option<MetricDiff> {
+pub fn metric_diff(
+    def: &MetricDef,
+    reference: &[TrialValue],
+    candidate: &[TrialValue],
+    settings: &Settings,
+) -> Option<MetricDiff> {
     let pairs = |v: &[TrialValue]| v.iter().map(|t| (t.trial, t.value)).collect::<Vec<_>>();
-    let ratio = stats::compare(&pairs(reference), &pairs(candidate), settings.confidence, settings.paired)?;
+    let ratio = stats::compare(
+        &pairs(reference),
+        &pairs(candidate),
+        settings.confidence,
+        settings.paired,
+    )?;
     let pct = |r| stats::improvement_pct(r, def.better);
     // For a lower-is-better metric the upper ratio bound is the lower improvement bound.
     let ci = ratio.ci.map(|(lo, hi)| match def.better {
@@ -233,7 +298,9 @@ pub fn metric_diff(def: &MetricDef, reference: &[TrialValue], candidate: &[Trial
         n_pairs: ratio.n_pairs,
         df: ratio.df,
         verdict: Verdict::from_interval(ci),
-        seed_verdict: settings.threshold_pct.map(|t| Verdict::from_threshold(diff_pct, t)),
+        seed_verdict: settings
+            .threshold_pct
+            .map(|t| Verdict::from_threshold(diff_pct, t)),
     })
 }
 
@@ -264,9 +331,14 @@ fn summarize_campaign(
     }
     // Arms in manifest order within each category.
     for cat in &mut categories {
-        cat.arms.sort_by_key(|a| arms.iter().position(|x| &x.name == a));
+        cat.arms
+            .sort_by_key(|a| arms.iter().position(|x| &x.name == a));
     }
-    categories.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.category.cmp(&b.category)));
+    categories.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.category.cmp(&b.category))
+    });
 
     let mut tallies = Vec::new();
     for &(kind, cand, refr) in pairs {
@@ -301,7 +373,9 @@ fn summarize_campaign(
                         }
                     }
                 }
-                None if r.status.has_data() && c.status == CellStatus::Failed => tally.candidate_failed += 1,
+                None if r.status.has_data() && c.status == CellStatus::Failed => {
+                    tally.candidate_failed += 1
+                }
                 None if c.status == CellStatus::NotRun && r.status == CellStatus::NotRun => {}
                 None => tally.not_comparable += 1,
             }
@@ -317,19 +391,34 @@ fn summarize_campaign(
         for commit in commits {
             for point in &commit.points {
                 let human_cell = &point.arms[h];
-                let Some(human_value) = median_of(human_cell, headline.key) else { continue };
+                let Some(human_value) = median_of(human_cell, headline.key) else {
+                    continue;
+                };
                 for agent in point.arms.iter().filter(|a| a.role == ArmRole::Agent) {
-                    if let Some(vs_human) = headline_diff(point, ComparisonKind::AgentVsHuman, &agent.arm) {
+                    if let Some(vs_human) =
+                        headline_diff(point, ComparisonKind::AgentVsHuman, &agent.arm)
+                    {
                         complete.push(CompleteRow {
                             commit: commit.short.clone(),
                             model: commit.model.clone(),
                             point: point.point.clone(),
                             agent: agent.arm.clone(),
-                            baseline: baseline.and_then(|b| median_of(&point.arms[b], headline.key)),
+                            baseline: baseline
+                                .and_then(|b| median_of(&point.arms[b], headline.key)),
                             human: human_value,
                             agent_value: median_of(agent, headline.key).unwrap_or(f64::NAN),
-                            human_vs_baseline: headline_diff(point, ComparisonKind::HumanVsBaseline, &human_cell.arm).cloned(),
-                            agent_vs_baseline: headline_diff(point, ComparisonKind::AgentVsBaseline, &agent.arm).cloned(),
+                            human_vs_baseline: headline_diff(
+                                point,
+                                ComparisonKind::HumanVsBaseline,
+                                &human_cell.arm,
+                            )
+                            .cloned(),
+                            agent_vs_baseline: headline_diff(
+                                point,
+                                ComparisonKind::AgentVsBaseline,
+                                &agent.arm,
+                            )
+                            .cloned(),
                             agent_vs_human: vs_human.clone(),
                         });
                     } else if agent.status == CellStatus::Failed {
@@ -394,7 +483,11 @@ fn add_failure(categories: &mut Vec<FailureCategory>, f: &Failure, commit: &str,
 }
 
 /// The headline difference of `candidate` in the comparison of `kind` at this point.
-pub fn headline_diff<'a>(point: &'a PointReport, kind: ComparisonKind, candidate: &str) -> Option<&'a MetricDiff> {
+pub fn headline_diff<'a>(
+    point: &'a PointReport,
+    kind: ComparisonKind,
+    candidate: &str,
+) -> Option<&'a MetricDiff> {
     point
         .comparisons
         .iter()

@@ -144,8 +144,12 @@ impl Metrics {
         let mut out = PerRequest::default();
         let Some(ttfts) = &self.ttfts else { return out };
         for (i, &ttft) in ttfts.iter().enumerate() {
-            let errored = self.errors.as_ref().and_then(|e| e.get(i)).is_some_and(|e| !e.is_empty());
-            if errored || !(ttft > 0.0) {
+            let errored = self
+                .errors
+                .as_ref()
+                .and_then(|e| e.get(i))
+                .is_some_and(|e| !e.is_empty());
+            if errored || ttft.is_nan() || ttft <= 0.0 {
                 continue;
             }
             out.ttft.push(ttft * 1e3);
@@ -178,7 +182,9 @@ pub struct PerRequest {
 mod tests {
     use super::*;
 
-    const SAMPLE: &str = include_str!("../../../shared/reference/vllm-cpu/samples/vllm_bench_serve_0.32.0_result.json");
+    const SAMPLE: &str = include_str!(
+        "../../../shared/reference/vllm-cpu/samples/vllm_bench_serve_0.32.0_result.json"
+    );
 
     #[test]
     fn loads_vllm_result_json() {
@@ -198,8 +204,16 @@ mod tests {
         assert_eq!(per.ttft.len(), 50);
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
         // vLLM's own aggregates are computed from the same arrays.
-        assert!((mean(&per.ttft) - m.mean_ttft_ms.unwrap()).abs() < 1e-6, "{}", mean(&per.ttft));
-        assert!((mean(&per.tpot) - m.mean_tpot_ms.unwrap()).abs() < 1e-6, "{}", mean(&per.tpot));
+        assert!(
+            (mean(&per.ttft) - m.mean_ttft_ms.unwrap()).abs() < 1e-6,
+            "{}",
+            mean(&per.ttft)
+        );
+        assert!(
+            (mean(&per.tpot) - m.mean_tpot_ms.unwrap()).abs() < 1e-6,
+            "{}",
+            mean(&per.tpot)
+        );
     }
 
     #[test]

@@ -41,7 +41,13 @@ pub const HEADLINE: &str = "output_throughput";
 
 pub const METRICS: &[MetricDef] = &[
     metric!(output_throughput, "throughput", "tok/s", Higher, true),
-    metric!(total_token_throughput, "total tok/s", "tok/s", Higher, false),
+    metric!(
+        total_token_throughput,
+        "total tok/s",
+        "tok/s",
+        Higher,
+        false
+    ),
     metric!(request_throughput, "req/s", "req/s", Higher, false),
     metric!(mean_ttft_ms, "TTFT mean", "ms", Lower, true),
     metric!(median_ttft_ms, "TTFT p50", "ms", Lower, false),
@@ -72,9 +78,17 @@ mod tests {
         keys.dedup();
         assert_eq!(keys.len(), METRICS.len());
         assert_eq!(metric(HEADLINE).unwrap().better, Better::Higher);
-        let m = Metrics { output_throughput: Some(12.5), mean_ttft_ms: Some(0.0), ..Default::default() };
+        let m = Metrics {
+            output_throughput: Some(12.5),
+            mean_ttft_ms: Some(0.0),
+            ..Default::default()
+        };
         assert_eq!(metric("output_throughput").unwrap().value(&m), Some(12.5));
-        assert_eq!(metric("mean_ttft_ms").unwrap().value(&m), None, "0 ms means no samples");
+        assert_eq!(
+            metric("mean_ttft_ms").unwrap().value(&m),
+            None,
+            "0 ms means no samples"
+        );
         assert_eq!(metric("p99_e2el_ms").unwrap().value(&m), None);
     }
 }

@@ -83,7 +83,10 @@ pub enum ReportError {
     #[error("the seed rule's threshold must be a non-negative percentage, got {0}")]
     Threshold(f64),
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The effective settings: options override the input (manifest) values.
@@ -96,7 +99,11 @@ pub fn settings(input: &ReportInput, opts: &ReportOptions) -> Result<model::Sett
     if let Some(t) = threshold_pct.filter(|t| !(*t >= 0.0 && t.is_finite())) {
         return Err(ReportError::Threshold(t));
     }
-    Ok(model::Settings { confidence, threshold_pct, paired: opts.paired })
+    Ok(model::Settings {
+        confidence,
+        threshold_pct,
+        paired: opts.paired,
+    })
 }
 
 /// Computes the report.
@@ -120,7 +127,12 @@ pub fn write_all(report: &Report, out_dir: &Path) -> Result<Vec<PathBuf>, Report
     let mut written = Vec::new();
     for format in [Format::Markdown, Format::Json, Format::Csv, Format::Html] {
         let path = out_dir.join(format.file_name());
-        write_atomic(&path, render(report, format, false).as_bytes()).map_err(|source| ReportError::Write { path: path.clone(), source })?;
+        write_atomic(&path, render(report, format, false).as_bytes()).map_err(|source| {
+            ReportError::Write {
+                path: path.clone(),
+                source,
+            }
+        })?;
         written.push(path);
     }
     Ok(written)
@@ -155,10 +167,35 @@ mod tests {
 
     #[test]
     fn options_override_the_manifest() {
-        let opts = ReportOptions { confidence: Some(0.9), paired: false, ..Default::default() };
+        let opts = ReportOptions {
+            confidence: Some(0.9),
+            paired: false,
+            ..Default::default()
+        };
         let s = settings(&input(), &opts).unwrap();
-        assert_eq!((s.confidence, s.threshold_pct, s.paired), (0.9, Some(5.0), false));
-        assert!(matches!(settings(&input(), &ReportOptions { confidence: Some(1.0), ..Default::default() }), Err(ReportError::Confidence(_))));
-        assert!(matches!(settings(&input(), &ReportOptions { threshold_pct: Some(-1.0), ..Default::default() }), Err(ReportError::Threshold(_))));
+        assert_eq!(
+            (s.confidence, s.threshold_pct, s.paired),
+            (0.9, Some(5.0), false)
+        );
+        assert!(matches!(
+            settings(
+                &input(),
+                &ReportOptions {
+                    confidence: Some(1.0),
+                    ..Default::default()
+                }
+            ),
+            Err(ReportError::Confidence(_))
+        ));
+        assert!(matches!(
+            settings(
+                &input(),
+                &ReportOptions {
+                    threshold_pct: Some(-1.0),
+                    ..Default::default()
+                }
+            ),
+            Err(ReportError::Threshold(_))
+        ));
     }
 }

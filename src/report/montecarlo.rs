@@ -29,11 +29,20 @@ pub struct Noise {
 
 impl Noise {
     pub const fn new(drift_sd: f64, noise_sd: f64) -> Noise {
-        Noise { drift_sd, noise_sd, outlier_prob: 0.0, outlier_factor: 1.0 }
+        Noise {
+            drift_sd,
+            noise_sd,
+            outlier_prob: 0.0,
+            outlier_factor: 1.0,
+        }
     }
 
     pub const fn with_outliers(self, prob: f64, factor: f64) -> Noise {
-        Noise { outlier_prob: prob, outlier_factor: factor, ..self }
+        Noise {
+            outlier_prob: prob,
+            outlier_factor: factor,
+            ..self
+        }
     }
 }
 
@@ -78,7 +87,11 @@ impl Rates {
     }
 
     fn frac(&self, n: usize) -> f64 {
-        if self.comparisons == 0 { f64::NAN } else { n as f64 / self.comparisons as f64 }
+        if self.comparisons == 0 {
+            f64::NAN
+        } else {
+            n as f64 / self.comparisons as f64
+        }
     }
 
     /// Share of comparisons called `faster` or `slower` (the false-verdict rate under A/A).
@@ -111,21 +124,38 @@ impl Rates {
 }
 
 /// Synthetic headline values of one comparison: (reference, candidate) per round.
-pub fn synthetic_trials(scenario: &Scenario, rng: &mut StdRng) -> (Vec<TrialValue>, Vec<TrialValue>) {
-    let normal = |sd: f64| Normal::new(0.0, sd).expect("a standard deviation is finite and non-negative");
-    let (drift, noise) = (normal(scenario.noise.drift_sd), normal(scenario.noise.noise_sd));
+pub fn synthetic_trials(
+    scenario: &Scenario,
+    rng: &mut StdRng,
+) -> (Vec<TrialValue>, Vec<TrialValue>) {
+    let normal =
+        |sd: f64| Normal::new(0.0, sd).expect("a standard deviation is finite and non-negative");
+    let (drift, noise) = (
+        normal(scenario.noise.drift_sd),
+        normal(scenario.noise.noise_sd),
+    );
     let base = 1000.0;
     let n = scenario.noise;
     let trial_noise = |rng: &mut StdRng| {
-        let outlier = if rand::Rng::random::<f64>(rng) < n.outlier_prob { n.outlier_factor.ln() } else { 0.0 };
+        let outlier = if rand::Rng::random::<f64>(rng) < n.outlier_prob {
+            n.outlier_factor.ln()
+        } else {
+            0.0
+        };
         noise.sample(rng) + outlier
     };
     let (mut reference, mut candidate) = (Vec::new(), Vec::new());
     for trial in 1..=scenario.trials {
         let shared = drift.sample(rng);
-        reference.push(TrialValue { trial, value: base * (shared + trial_noise(rng)).exp() });
+        reference.push(TrialValue {
+            trial,
+            value: base * (shared + trial_noise(rng)).exp(),
+        });
         let scaled = base * (1.0 + scenario.true_diff_pct / 100.0);
-        candidate.push(TrialValue { trial, value: scaled * (shared + trial_noise(rng)).exp() });
+        candidate.push(TrialValue {
+            trial,
+            value: scaled * (shared + trial_noise(rng)).exp(),
+        });
     }
     (reference, candidate)
 }
@@ -137,7 +167,8 @@ pub fn simulate(scenario: &Scenario, reps: usize, seed: u64) -> Rates {
     let mut rates = Rates::default();
     for _ in 0..reps {
         let (reference, candidate) = synthetic_trials(scenario, &mut rng);
-        let d = metric_diff(def, &reference, &candidate, &scenario.settings).expect("both arms have trials");
+        let d = metric_diff(def, &reference, &candidate, &scenario.settings)
+            .expect("both arms have trials");
         rates.add(d.verdict, d.seed_verdict);
     }
     rates
@@ -146,7 +177,11 @@ pub fn simulate(scenario: &Scenario, reps: usize, seed: u64) -> Rates {
 /// The same rates from finished reports: every comparison of `kind` on the headline metric.
 pub fn verdict_rates(reports: &[Report], kind: ComparisonKind) -> Rates {
     let mut rates = Rates::default();
-    for point in reports.iter().flat_map(|r| &r.commits).flat_map(|c| &c.points) {
+    for point in reports
+        .iter()
+        .flat_map(|r| &r.commits)
+        .flat_map(|c| &c.points)
+    {
         for c in point.comparisons.iter().filter(|c| c.kind == kind) {
             if let Some(d) = c.metrics.get(HEADLINE) {
                 rates.add(d.verdict, d.seed_verdict);
@@ -175,14 +210,23 @@ pub fn synthetic_campaign(scenario: &Scenario, commits: usize, seed: u64) -> sup
                     arm: arm.into(),
                     trial: v.trial,
                     point: "conc=16".into(),
-                    outcome: TrialOutcome::Ok(Box::new(Metrics { output_throughput: Some(v.value), ..Metrics::default() })),
+                    outcome: TrialOutcome::Ok(Box::new(Metrics {
+                        output_throughput: Some(v.value),
+                        ..Metrics::default()
+                    })),
                     timestamp: String::new(),
                     duration_s: 0.0,
                     result_path: None,
                 });
             }
         }
-        infos.push(CommitInfo { short: short.clone(), human_full: short.clone(), parent: short, model_hf: "synthetic".into(), subject: None });
+        infos.push(CommitInfo {
+            short: short.clone(),
+            human_full: short.clone(),
+            parent: short,
+            model_hf: "synthetic".into(),
+            subject: None,
+        });
     }
     ReportInput {
         campaign: scenario.name.into(),
@@ -190,7 +234,16 @@ pub fn synthetic_campaign(scenario: &Scenario, commits: usize, seed: u64) -> sup
         confidence: scenario.settings.confidence,
         threshold_pct: scenario.settings.threshold_pct,
         commits: infos,
-        arms: vec![ArmInfo { name: "baseline".into(), role: ArmRole::Baseline }, ArmInfo { name: "human".into(), role: ArmRole::Human }],
+        arms: vec![
+            ArmInfo {
+                name: "baseline".into(),
+                role: ArmRole::Baseline,
+            },
+            ArmInfo {
+                name: "human".into(),
+                role: ArmRole::Human,
+            },
+        ],
         trials,
     }
 }

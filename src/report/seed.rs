@@ -51,7 +51,11 @@ const METRIC_KEYS: &[(&str, &str)] = &[
 
 /// The files for every commit; `point`: which load point (default: each commit's first).
 pub fn seed_files(report: &Report, input: &ReportInput, point: Option<&str>) -> Vec<SeedFile> {
-    let first_agent = report.arms.iter().find(|a| a.role == ArmRole::Agent).map(|a| a.name.as_str());
+    let first_agent = report
+        .arms
+        .iter()
+        .find(|a| a.role == ArmRole::Agent)
+        .map(|a| a.name.as_str());
     let mut files = Vec::new();
     for commit in &report.commits {
         let Some(p) = (match point {
@@ -62,24 +66,38 @@ pub fn seed_files(report: &Report, input: &ReportInput, point: Option<&str>) -> 
         };
         let commit8: String = commit.short.chars().take(8).collect();
         for cell in &p.arms {
-            if !matches!(cell.status, CellStatus::Measured | CellStatus::Partial | CellStatus::Failed) {
+            if !matches!(
+                cell.status,
+                CellStatus::Measured | CellStatus::Partial | CellStatus::Failed
+            ) {
                 continue;
             }
             let json = seed_json(commit, &p.point, cell, input, report.settings.confidence);
             let mut names: Vec<PathBuf> = Vec::new();
             match cell.role {
-                ArmRole::Baseline => names.push(Path::new(BASELINE_DIR).join(format!("{commit8}_baseline_result.json"))),
-                ArmRole::Human => names.push(Path::new(AGENT_DIR).join(format!("{commit8}_human_result.json"))),
+                ArmRole::Baseline => names
+                    .push(Path::new(BASELINE_DIR).join(format!("{commit8}_baseline_result.json"))),
+                ArmRole::Human => {
+                    names.push(Path::new(AGENT_DIR).join(format!("{commit8}_human_result.json")))
+                }
                 ArmRole::Agent => {
                     if Some(cell.arm.as_str()) == first_agent {
-                        names.push(Path::new(AGENT_DIR).join(format!("{commit8}_agent_result.json")));
+                        names.push(
+                            Path::new(AGENT_DIR).join(format!("{commit8}_agent_result.json")),
+                        );
                     }
-                    names.push(Path::new(AGENT_DIR).join(format!("{commit8}_{}_result.json", file_safe(&cell.arm))));
+                    names.push(
+                        Path::new(AGENT_DIR)
+                            .join(format!("{commit8}_{}_result.json", file_safe(&cell.arm))),
+                    );
                 }
             }
             // An arm literally named "agent" maps both names to one file: write it once.
             names.dedup();
-            files.extend(names.into_iter().map(|path| SeedFile { path, json: json.clone() }));
+            files.extend(names.into_iter().map(|path| SeedFile {
+                path,
+                json: json.clone(),
+            }));
         }
     }
     files
@@ -87,10 +105,24 @@ pub fn seed_files(report: &Report, input: &ReportInput, point: Option<&str>) -> 
 
 /// Arm names become part of a file name: keep letters, digits, `-`, `_`, `.`.
 fn file_safe(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect()
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
-fn seed_json(commit: &CommitReport, point: &str, cell: &ArmCell, input: &ReportInput, confidence: f64) -> Value {
+fn seed_json(
+    commit: &CommitReport,
+    point: &str,
+    cell: &ArmCell,
+    input: &ReportInput,
+    confidence: f64,
+) -> Value {
     let success = cell.status.has_data();
     let median_metric = |key: &str| cell.metrics.get(key).map(|m| m.summary.median);
     let mut metrics = serde_json::Map::new();
@@ -100,7 +132,15 @@ fn seed_json(commit: &CommitReport, point: &str, cell: &ArmCell, input: &ReportI
                 metrics.insert(theirs.to_string(), json!(round2(v)));
             }
             // The seed's error files carry the headline keys as null; keep that shape.
-            None if !success && ["throughput_tok_s", "output_token_throughput_tok_s", "mean_ttft_ms", "mean_tpot_ms"].contains(theirs) => {
+            None if !success
+                && [
+                    "throughput_tok_s",
+                    "output_token_throughput_tok_s",
+                    "mean_ttft_ms",
+                    "mean_tpot_ms",
+                ]
+                .contains(theirs) =>
+            {
                 metrics.insert(theirs.to_string(), Value::Null);
             }
             None => {}
@@ -117,11 +157,22 @@ fn seed_json(commit: &CommitReport, point: &str, cell: &ArmCell, input: &ReportI
                 _ => None,
             })
             .collect();
-        let med = |f: fn(&super::input::Metrics) -> Option<f64>| median(&ok_metrics.iter().filter_map(|m| f(m)).collect::<Vec<_>>());
+        let med = |f: fn(&super::input::Metrics) -> Option<f64>| {
+            median(&ok_metrics.iter().filter_map(|m| f(m)).collect::<Vec<_>>())
+        };
         for (key, value) in [
-            ("successful_requests", med(|m| m.completed.map(|v| v as f64))),
-            ("total_input_tokens", med(|m| m.total_input_tokens.map(|v| v as f64))),
-            ("total_generated_tokens", med(|m| m.total_output_tokens.map(|v| v as f64))),
+            (
+                "successful_requests",
+                med(|m| m.completed.map(|v| v as f64)),
+            ),
+            (
+                "total_input_tokens",
+                med(|m| m.total_input_tokens.map(|v| v as f64)),
+            ),
+            (
+                "total_generated_tokens",
+                med(|m| m.total_output_tokens.map(|v| v as f64)),
+            ),
             ("benchmark_duration_s", med(|m| m.duration).map(round2)),
         ] {
             if let Some(v) = value {
@@ -130,7 +181,15 @@ fn seed_json(commit: &CommitReport, point: &str, cell: &ArmCell, input: &ReportI
         }
     }
     let failure = super::analysis::first_failure(cell);
-    let error = if success { Value::Null } else { json!(failure.map(|f| f.to_string()).unwrap_or_else(|| "failed".into())) };
+    let error = if success {
+        Value::Null
+    } else {
+        json!(
+            failure
+                .map(|f| f.to_string())
+                .unwrap_or_else(|| "failed".into())
+        )
+    };
     let headline = cell.metrics.get(super::metric::HEADLINE);
     let commit8: String = commit.short.chars().take(8).collect();
     json!({

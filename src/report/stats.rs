@@ -138,7 +138,10 @@ pub fn student_t_cdf(t: f64, df: f64) -> f64 {
 
 /// The `p` quantile of Student's t with `df` degrees of freedom (0 < p < 1).
 pub fn student_t_quantile(p: f64, df: f64) -> f64 {
-    assert!(p > 0.0 && p < 1.0 && df > 0.0, "t quantile needs 0 < p < 1 and df > 0");
+    assert!(
+        p > 0.0 && p < 1.0 && df > 0.0,
+        "t quantile needs 0 < p < 1 and df > 0"
+    );
     if p < 0.5 {
         return -student_t_quantile(1.0 - p, df);
     }
@@ -197,7 +200,13 @@ pub fn summarize(values: &[f64], confidence: f64) -> Option<Summary> {
         (None, None)
     };
     let cv = sample_sd(values).zip(mean(values)).map(|(s, m)| s / m);
-    Some(Summary { median, ci_low, ci_high, n, cv })
+    Some(Summary {
+        median,
+        ci_low,
+        ci_high,
+        n,
+        cv,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -240,14 +249,24 @@ pub struct Ratio {
 
 /// Compares candidate with reference. Each side is (trial number, value) with positive values.
 /// `paired`: use rounds measured in both arms when at least two pair up.
-pub fn compare(reference: &[(u32, f64)], candidate: &[(u32, f64)], confidence: f64, paired: bool) -> Option<Ratio> {
+pub fn compare(
+    reference: &[(u32, f64)],
+    candidate: &[(u32, f64)],
+    confidence: f64,
+    paired: bool,
+) -> Option<Ratio> {
     if reference.is_empty() || candidate.is_empty() {
         return None;
     }
     let (n_reference, n_candidate) = (reference.len(), candidate.len());
     let log_ratios: Vec<f64> = candidate
         .iter()
-        .filter_map(|(trial, c)| reference.iter().find(|(t, _)| t == trial).map(|(_, r)| (c / r).ln()))
+        .filter_map(|(trial, c)| {
+            reference
+                .iter()
+                .find(|(t, _)| t == trial)
+                .map(|(_, r)| (c / r).ln())
+        })
         .collect();
     if paired && log_ratios.len() >= 2 {
         let n = log_ratios.len();
@@ -267,7 +286,10 @@ pub fn compare(reference: &[(u32, f64)], candidate: &[(u32, f64)], confidence: f
     if n_reference >= 2 && n_candidate >= 2 {
         let lr: Vec<f64> = reference.iter().map(|(_, v)| v.ln()).collect();
         let lc: Vec<f64> = candidate.iter().map(|(_, v)| v.ln()).collect();
-        let (vr, vc) = (sample_sd(&lr)?.powi(2) / lr.len() as f64, sample_sd(&lc)?.powi(2) / lc.len() as f64);
+        let (vr, vc) = (
+            sample_sd(&lr)?.powi(2) / lr.len() as f64,
+            sample_sd(&lc)?.powi(2) / lc.len() as f64,
+        );
         let diff = mean(&lc)? - mean(&lr)?;
         let se2 = vr + vc;
         // Welch–Satterthwaite; with zero spread in both arms any df gives a zero-width interval.
@@ -372,9 +394,19 @@ mod tests {
     #[test]
     fn percentiles_match_numpy_linear() {
         // numpy.percentile(..., method="linear") values, worked by hand from rank p/100·(n−1).
-        assert!(close(percentile(&[1.0, 2.0, 3.0, 4.0], 99.0).unwrap(), 3.97, 1e-12)); // rank 2.97
-        assert_eq!(percentile(&[15.0, 20.0, 35.0, 40.0, 50.0], 40.0), Some(29.0)); // rank 1.6
-        assert_eq!(percentile(&[50.0, 15.0, 40.0, 20.0, 35.0], 50.0), Some(35.0)); // unsorted input
+        assert!(close(
+            percentile(&[1.0, 2.0, 3.0, 4.0], 99.0).unwrap(),
+            3.97,
+            1e-12
+        )); // rank 2.97
+        assert_eq!(
+            percentile(&[15.0, 20.0, 35.0, 40.0, 50.0], 40.0),
+            Some(29.0)
+        ); // rank 1.6
+        assert_eq!(
+            percentile(&[50.0, 15.0, 40.0, 20.0, 35.0], 50.0),
+            Some(35.0)
+        ); // unsorted input
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
         assert_eq!(percentile(&[7.0], 99.0), Some(7.0));
         assert_eq!(percentile(&[], 50.0), None);
@@ -385,7 +417,15 @@ mod tests {
     #[test]
     fn t_quantiles_match_tables() {
         // Two-sided 95 % critical values from standard t tables.
-        for (df, t) in [(1.0, 12.706205), (2.0, 4.302653), (3.0, 3.182446), (4.0, 2.776445), (8.0, 2.306004), (30.0, 2.042272), (1e7, 1.959964)] {
+        for (df, t) in [
+            (1.0, 12.706205),
+            (2.0, 4.302653),
+            (3.0, 3.182446),
+            (4.0, 2.776445),
+            (8.0, 2.306004),
+            (30.0, 2.042272),
+            (1e7, 1.959964),
+        ] {
             let got = t_critical(0.95, df);
             assert!(close(got, t, 2e-6), "df {df}: {got} vs {t}");
         }
@@ -414,7 +454,10 @@ mod tests {
     #[test]
     fn single_trial_has_no_interval() {
         let s = summarize(&[42.0], 0.95).unwrap();
-        assert_eq!((s.median, s.ci_low, s.ci_high, s.n, s.cv), (42.0, None, None, 1, None));
+        assert_eq!(
+            (s.median, s.ci_low, s.ci_high, s.n, s.cv),
+            (42.0, None, None, 1, None)
+        );
         assert_eq!(summarize(&[], 0.95), None);
     }
 
@@ -430,11 +473,20 @@ mod tests {
         // sd 0.0095241, half-width 4.302653·sd/√3 = 0.0236593 → [1.025418, 1.075106].
         assert!(close(r.ratio, 1.049968, 1e-5), "{}", r.ratio);
         let (lo, hi) = r.ci.unwrap();
-        assert!(close(lo, 1.025418, 1e-5) && close(hi, 1.075106, 1e-5), "{lo} {hi}");
-        let ci_pct = (improvement_pct(lo, Better::Higher), improvement_pct(hi, Better::Higher));
+        assert!(
+            close(lo, 1.025418, 1e-5) && close(hi, 1.075106, 1e-5),
+            "{lo} {hi}"
+        );
+        let ci_pct = (
+            improvement_pct(lo, Better::Higher),
+            improvement_pct(hi, Better::Higher),
+        );
         assert_eq!(Verdict::from_interval(Some(ci_pct)), Verdict::Faster);
         // For a latency the same ratio is worse: the interval flips to the negative side.
-        let lat = (improvement_pct(hi, Better::Lower), improvement_pct(lo, Better::Lower));
+        let lat = (
+            improvement_pct(hi, Better::Lower),
+            improvement_pct(lo, Better::Lower),
+        );
         assert_eq!(Verdict::from_interval(Some(lat)), Verdict::Slower);
     }
 
@@ -453,9 +505,18 @@ mod tests {
         let (lo, hi) = r.ci.unwrap();
         let half = (hi.ln() - lo.ln()) / 2.0;
         assert!(close(half / 0.0622312, t_critical(0.95, 1.94200), 1e-4));
-        assert!(lo < 1.0, "two trials each with this spread cannot exclude zero: {lo}");
+        assert!(
+            lo < 1.0,
+            "two trials each with this spread cannot exclude zero: {lo}"
+        );
         // With pairing switched off, paired data are compared with Welch as well.
-        let paired_data = compare(&[(1, 100.0), (2, 110.0)], &[(1, 120.0), (2, 130.0)], 0.95, false).unwrap();
+        let paired_data = compare(
+            &[(1, 100.0), (2, 110.0)],
+            &[(1, 120.0), (2, 130.0)],
+            0.95,
+            false,
+        )
+        .unwrap();
         assert_eq!(paired_data.method, Method::WelchLogT);
     }
 
@@ -482,7 +543,10 @@ mod tests {
         let r = compare(&same, &same, 0.95, true).unwrap();
         let ci = r.ci.unwrap();
         assert_eq!(ci, (1.0, 1.0));
-        let pct = (improvement_pct(ci.0, Better::Higher), improvement_pct(ci.1, Better::Higher));
+        let pct = (
+            improvement_pct(ci.0, Better::Higher),
+            improvement_pct(ci.1, Better::Higher),
+        );
         assert_eq!(Verdict::from_interval(Some(pct)), Verdict::WithinNoise);
     }
 

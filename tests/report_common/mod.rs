@@ -12,8 +12,12 @@ pub fn metrics(tput: f64, ttft: f64, tpot: f64) -> Metrics {
     let requests = 8;
     let out_len = 4u64;
     // Spread TTFT around its mean so distributions have width: ttft · (0.7 .. 1.3).
-    let ttfts: Vec<f64> = (0..requests).map(|i| ttft * (0.7 + 0.6 * i as f64 / (requests - 1) as f64) / 1e3).collect();
-    let itls: Vec<Vec<f64>> = (0..requests).map(|_| vec![tpot / 1e3; (out_len - 1) as usize]).collect();
+    let ttfts: Vec<f64> = (0..requests)
+        .map(|i| ttft * (0.7 + 0.6 * i as f64 / (requests - 1) as f64) / 1e3)
+        .collect();
+    let itls: Vec<Vec<f64>> = (0..requests)
+        .map(|_| vec![tpot / 1e3; (out_len - 1) as usize])
+        .collect();
     Metrics {
         duration: Some(10.0),
         completed: Some(requests as u64),
@@ -53,8 +57,22 @@ fn record(commit: &str, arm: &str, trial: u32, point: &str, outcome: TrialOutcom
     }
 }
 
-pub fn ok(commit: &str, arm: &str, trial: u32, point: &str, tput: f64, ttft: f64, tpot: f64) -> TrialRecord {
-    record(commit, arm, trial, point, TrialOutcome::Ok(Box::new(metrics(tput, ttft, tpot))))
+pub fn ok(
+    commit: &str,
+    arm: &str,
+    trial: u32,
+    point: &str,
+    tput: f64,
+    ttft: f64,
+    tpot: f64,
+) -> TrialRecord {
+    record(
+        commit,
+        arm,
+        trial,
+        point,
+        TrialOutcome::Ok(Box::new(metrics(tput, ttft, tpot))),
+    )
 }
 
 pub fn oom(commit: &str, arm: &str, trial: u32, point: &str) -> TrialRecord {
@@ -62,19 +80,32 @@ pub fn oom(commit: &str, arm: &str, trial: u32, point: &str) -> TrialRecord {
         class: FailureClass::Crashed,
         cause: Some(CrashCause::CudaOutOfMemory),
         message: "server exited with status 1 during start-up".into(),
-        sample_log_line: Some("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB".into()),
+        sample_log_line: Some(
+            "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB".into(),
+        ),
         log_path: Some("attempts/x/server.log".into()),
     };
     record(commit, arm, trial, point, TrialOutcome::Failed(failure))
 }
 
 pub fn missing_image(commit: &str, arm: &str, trial: u32, point: &str) -> TrialRecord {
-    let failure = Failure::new(FailureClass::ImageMissing, "image anonymous/vllm-baseline:baseline-0032903a5bb7 not found");
+    let failure = Failure::new(
+        FailureClass::ImageMissing,
+        "image anonymous/vllm-baseline:baseline-0032903a5bb7 not found",
+    );
     record(commit, arm, trial, point, TrialOutcome::Failed(failure))
 }
 
 pub fn absent(commit: &str, arm: &str, trial: u32, point: &str) -> TrialRecord {
-    record(commit, arm, trial, point, TrialOutcome::Absent { reason: "no patch file patches/codex/bbbbbbbb.diff".into() })
+    record(
+        commit,
+        arm,
+        trial,
+        point,
+        TrialOutcome::Absent {
+            reason: "no patch file patches/codex/bbbbbbbb.diff".into(),
+        },
+    )
 }
 
 pub const C16: &str = "conc=16";
@@ -88,7 +119,12 @@ pub const C16: &str = "conc=16";
 /// * `dddddddd`: two load points, conc=1 and conc=16; 3 trials; claude-code trial 2 failed at
 ///   conc=16 (partial).
 pub fn campaign() -> ReportInput {
-    let arms = [("baseline", ArmRole::Baseline), ("human", ArmRole::Human), ("claude-code", ArmRole::Agent), ("codex", ArmRole::Agent)];
+    let arms = [
+        ("baseline", ArmRole::Baseline),
+        ("human", ArmRole::Human),
+        ("claude-code", ArmRole::Agent),
+        ("codex", ArmRole::Agent),
+    ];
     let commit = |short: &str, model: &str, subject: Option<&str>| CommitInfo {
         short: short.into(),
         human_full: format!("{short}{}", "0".repeat(40 - short.len())),
@@ -101,15 +137,41 @@ pub fn campaign() -> ReportInput {
     for (i, d) in drift.iter().enumerate() {
         let t = i as u32 + 1;
         // Latencies move against throughput: a faster arm has proportionally lower latencies.
-        let arm = |name: &str, factor: f64| ok("aaaaaaaa", name, t, C16, 1000.0 * d * factor, 50.0 / (d * factor), 10.0 / (d * factor));
+        let arm = |name: &str, factor: f64| {
+            ok(
+                "aaaaaaaa",
+                name,
+                t,
+                C16,
+                1000.0 * d * factor,
+                50.0 / (d * factor),
+                10.0 / (d * factor),
+            )
+        };
         trials.push(arm("baseline", 1.0));
         trials.push(arm("human", 1.08 * [1.0, 1.003, 0.998][i]));
         trials.push(arm("claude-code", 1.08 * [1.01, 0.99, 1.002][i]));
         trials.push(arm("codex", 1.08 * 0.94 * [1.0, 1.002, 0.999][i]));
     }
     for t in 1..=3 {
-        trials.push(ok("bbbbbbbb", "baseline", t, C16, 2000.0 + t as f64, 40.0, 8.0));
-        trials.push(ok("bbbbbbbb", "human", t, C16, 2100.0 + t as f64, 39.0, 7.8));
+        trials.push(ok(
+            "bbbbbbbb",
+            "baseline",
+            t,
+            C16,
+            2000.0 + t as f64,
+            40.0,
+            8.0,
+        ));
+        trials.push(ok(
+            "bbbbbbbb",
+            "human",
+            t,
+            C16,
+            2100.0 + t as f64,
+            39.0,
+            7.8,
+        ));
         trials.push(oom("bbbbbbbb", "claude-code", t, C16));
         trials.push(absent("bbbbbbbb", "codex", t, C16));
     }
@@ -122,12 +184,36 @@ pub fn campaign() -> ReportInput {
             // A shared round factor plus a few percent of noise of each arm's own.
             let i = t as usize - 1;
             let j = [1.0, 1.01, 0.99][i];
-            trials.push(ok("dddddddd", "baseline", t, point, 300.0 * scale * j, 30.0, 9.0));
-            trials.push(ok("dddddddd", "human", t, point, 303.0 * scale * j * [1.0, 0.98, 1.02][i], 30.0, 9.0));
+            trials.push(ok(
+                "dddddddd",
+                "baseline",
+                t,
+                point,
+                300.0 * scale * j,
+                30.0,
+                9.0,
+            ));
+            trials.push(ok(
+                "dddddddd",
+                "human",
+                t,
+                point,
+                303.0 * scale * j * [1.0, 0.98, 1.02][i],
+                30.0,
+                9.0,
+            ));
             if point == C16 && t == 2 {
                 trials.push(oom("dddddddd", "claude-code", t, point));
             } else {
-                trials.push(ok("dddddddd", "claude-code", t, point, 302.0 * scale * j * [1.02, 1.0, 0.98][i], 30.0, 9.0));
+                trials.push(ok(
+                    "dddddddd",
+                    "claude-code",
+                    t,
+                    point,
+                    302.0 * scale * j * [1.02, 1.0, 0.98][i],
+                    30.0,
+                    9.0,
+                ));
             }
         }
     }
@@ -138,11 +224,25 @@ pub fn campaign() -> ReportInput {
         threshold_pct: Some(5.0),
         commits: vec![
             commit("aaaaaaaa", "Qwen/Qwen3-1.7B", Some("[Perf] Faster sampler")),
-            commit("bbbbbbbb", "meta-llama/Llama-3.1-8B-Instruct", Some("Reduce peak memory | use <empty>")),
+            commit(
+                "bbbbbbbb",
+                "meta-llama/Llama-3.1-8B-Instruct",
+                Some("Reduce peak memory | use <empty>"),
+            ),
             commit("cccccccc", "ibm-ai-platform/Bamba-9B", None),
-            commit("dddddddd", "Qwen/Qwen2.5-7B-Instruct", Some("Cache np arange")),
+            commit(
+                "dddddddd",
+                "Qwen/Qwen2.5-7B-Instruct",
+                Some("Cache np arange"),
+            ),
         ],
-        arms: arms.iter().map(|(n, r)| ArmInfo { name: n.to_string(), role: *r }).collect(),
+        arms: arms
+            .iter()
+            .map(|(n, r)| ArmInfo {
+                name: n.to_string(),
+                role: *r,
+            })
+            .collect(),
         trials,
     }
 }

@@ -1,26 +1,34 @@
 //! CSV, tidy for pandas: one row per observation, with `row_type` saying which kind.
 //!
 //! Columns: `row_type,commit,point,arm,reference,metric,trial,value,ci_low,ci_high,n,unit,verdict`
-//! * `trial`      — one measured trial: `value` is the trial's metric, `trial` its number.
-//! * `summary`    — one arm: `value` the median over trials, `ci_low`/`ci_high` its interval
-//!                  (empty with one trial), `n` the trials used.
-//! * `comparison` — `arm` (candidate) against `reference`: `value` the difference in percent,
-//!                  positive = better, with its interval and `verdict`.
+//! * `trial`: one measured trial; `value` is the trial's metric, `trial` its number.
+//! * `summary`: one arm; `value` the median over trials, `ci_low`/`ci_high` its interval
+//!   (empty with one trial), `n` the trials used.
+//! * `comparison`: `arm` (candidate) against `reference`; `value` the difference in percent,
+//!   positive = better, with its interval and `verdict`.
+//!
 //! Failed and absent cells produce no rows (see the JSON or the failure breakdown).
 use crate::report::metric::metric;
 use crate::report::model::Report;
 use crate::report::stats::Verdict;
 use std::fmt::Write;
 
-pub const HEADER: &str = "row_type,commit,point,arm,reference,metric,trial,value,ci_low,ci_high,n,unit,verdict";
+pub const HEADER: &str =
+    "row_type,commit,point,arm,reference,metric,trial,value,ci_low,ci_high,n,unit,verdict";
 
 /// RFC 4180 quoting: only when the field needs it.
 fn field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
 }
 
 fn num(v: Option<f64>) -> String {
-    v.filter(|v| v.is_finite()).map(|v| format!("{v}")).unwrap_or_default()
+    v.filter(|v| v.is_finite())
+        .map(|v| format!("{v}"))
+        .unwrap_or_default()
 }
 
 fn verdict_key(v: Verdict) -> &'static str {
@@ -34,7 +42,11 @@ fn verdict_key(v: Verdict) -> &'static str {
 
 /// Trials behind a difference: the rounds paired, else the smaller arm.
 fn comparison_n(d: &crate::report::model::MetricDiff) -> usize {
-    if d.n_pairs > 0 { d.n_pairs } else { d.n_candidate.min(d.n_reference) }
+    if d.n_pairs > 0 {
+        d.n_pairs
+    } else {
+        d.n_candidate.min(d.n_reference)
+    }
 }
 
 pub fn render(report: &Report) -> String {
@@ -42,7 +54,11 @@ pub fn render(report: &Report) -> String {
     out.push_str(HEADER);
     out.push('\n');
     let mut line = |cols: [String; 13]| {
-        let _ = writeln!(out, "{}", cols.iter().map(|c| field(c)).collect::<Vec<_>>().join(","));
+        let _ = writeln!(
+            out,
+            "{}",
+            cols.iter().map(|c| field(c)).collect::<Vec<_>>().join(",")
+        );
     };
     for commit in &report.commits {
         for point in &commit.points {
@@ -51,25 +67,55 @@ pub fn render(report: &Report) -> String {
                     let unit = metric(key).map(|d| d.unit).unwrap_or_default().to_string();
                     for v in &m.values {
                         line([
-                            "trial".into(), commit.short.clone(), point.point.clone(), cell.arm.clone(), String::new(),
-                            key.clone(), v.trial.to_string(), num(Some(v.value)), String::new(), String::new(),
-                            String::new(), unit.clone(), String::new(),
+                            "trial".into(),
+                            commit.short.clone(),
+                            point.point.clone(),
+                            cell.arm.clone(),
+                            String::new(),
+                            key.clone(),
+                            v.trial.to_string(),
+                            num(Some(v.value)),
+                            String::new(),
+                            String::new(),
+                            String::new(),
+                            unit.clone(),
+                            String::new(),
                         ]);
                     }
                     let s = &m.summary;
                     line([
-                        "summary".into(), commit.short.clone(), point.point.clone(), cell.arm.clone(), String::new(),
-                        key.clone(), String::new(), num(Some(s.median)), num(s.ci_low), num(s.ci_high),
-                        s.n.to_string(), unit, String::new(),
+                        "summary".into(),
+                        commit.short.clone(),
+                        point.point.clone(),
+                        cell.arm.clone(),
+                        String::new(),
+                        key.clone(),
+                        String::new(),
+                        num(Some(s.median)),
+                        num(s.ci_low),
+                        num(s.ci_high),
+                        s.n.to_string(),
+                        unit,
+                        String::new(),
                     ]);
                 }
             }
             for c in &point.comparisons {
                 for (key, d) in &c.metrics {
                     line([
-                        "comparison".into(), commit.short.clone(), point.point.clone(), c.candidate.clone(), c.reference.clone(),
-                        key.clone(), String::new(), num(Some(d.diff_pct)), num(d.ci_low_pct), num(d.ci_high_pct),
-                        comparison_n(d).to_string(), "%".into(), verdict_key(d.verdict).into(),
+                        "comparison".into(),
+                        commit.short.clone(),
+                        point.point.clone(),
+                        c.candidate.clone(),
+                        c.reference.clone(),
+                        key.clone(),
+                        String::new(),
+                        num(Some(d.diff_pct)),
+                        num(d.ci_low_pct),
+                        num(d.ci_high_pct),
+                        comparison_n(d).to_string(),
+                        "%".into(),
+                        verdict_key(d.verdict).into(),
                     ]);
                 }
             }

@@ -1,8 +1,8 @@
 //! One self-contained HTML page: inline CSS, inline SVG, no script, no external resource, so it
 //! opens from disk or an e-mail attachment with no network.
 use super::svg::{self, esc};
-use super::{fmt_diff, fmt_num, fmt_status, fmt_summary, fmt_verdict, reading_guide};
 use super::terminal::cell_note;
+use super::{fmt_diff, fmt_num, fmt_status, fmt_summary, fmt_verdict, reading_guide};
 use crate::report::analysis::headline_diff;
 use crate::report::metric::{HEADLINE, METRICS, metric};
 use crate::report::model::{ComparisonKind, MetricDiff, PointReport, Report};
@@ -52,7 +52,11 @@ fn table(out: &mut String, headers: &[&str], rows: &[Vec<String>], numeric_cols:
         out.push_str("<tr>");
         for (i, cell) in row.iter().enumerate() {
             // Cells arrive as HTML (callers escape text they build from data).
-            let class = if numeric_cols.contains(&i) { " class=\"num\"" } else { "" };
+            let class = if numeric_cols.contains(&i) {
+                " class=\"num\""
+            } else {
+                ""
+            };
             let _ = write!(out, "<td{class}>{cell}</td>");
         }
         out.push_str("</tr>");
@@ -61,7 +65,13 @@ fn table(out: &mut String, headers: &[&str], rows: &[Vec<String>], numeric_cols:
 }
 
 fn anchor(short: &str) -> String {
-    format!("c-{}", short.chars().filter(char::is_ascii_alphanumeric).collect::<String>())
+    format!(
+        "c-{}",
+        short
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect::<String>()
+    )
 }
 
 pub fn render(report: &Report) -> String {
@@ -74,14 +84,35 @@ pub fn render(report: &Report) -> String {
          <link rel=\"icon\" href=\"data:,\"><title>{}</title><style>{CSS}</style></head><body><main>\n",
         esc(&title)
     );
-    let _ = write!(out, "<h1>{}</h1>\n<p>Generated {} by isobench {}.</p>\n", esc(&title), esc(&report.generated_at), esc(&report.isobench_version));
-    let _ = writeln!(out, "<p class=\"guide\">{}</p>", esc(&reading_guide(report.settings.confidence, report.settings.paired)));
+    let _ = write!(
+        out,
+        "<h1>{}</h1>\n<p>Generated {} by isobench {}.</p>\n",
+        esc(&title),
+        esc(&report.generated_at),
+        esc(&report.isobench_version)
+    );
+    let _ = writeln!(
+        out,
+        "<p class=\"guide\">{}</p>",
+        esc(&reading_guide(
+            report.settings.confidence,
+            report.settings.paired
+        ))
+    );
     if let Some(t) = report.settings.threshold_pct {
-        let _ = writeln!(out, "<p class=\"guide\">Seed rule also shown: a difference of at least {t}% is a win or a loss.</p>");
+        let _ = writeln!(
+            out,
+            "<p class=\"guide\">Seed rule also shown: a difference of at least {t}% is a win or a loss.</p>"
+        );
     }
     out.push_str("<nav>");
     for c in &report.commits {
-        let _ = write!(out, "<a href=\"#{}\">{}</a>", anchor(&c.short), esc(&c.short));
+        let _ = write!(
+            out,
+            "<a href=\"#{}\">{}</a>",
+            anchor(&c.short),
+            esc(&c.short)
+        );
     }
     out.push_str("</nav>\n");
 
@@ -89,7 +120,13 @@ pub fn render(report: &Report) -> String {
 
     out.push_str("<h2>Per commit</h2>\n");
     for commit in &report.commits {
-        let _ = write!(out, "<section id=\"{}\"><h3><code>{}</code> {}</h3>", anchor(&commit.short), esc(&commit.short), esc(commit.subject.as_deref().unwrap_or("")));
+        let _ = write!(
+            out,
+            "<section id=\"{}\"><h3><code>{}</code> {}</h3>",
+            anchor(&commit.short),
+            esc(&commit.short),
+            esc(commit.subject.as_deref().unwrap_or(""))
+        );
         let _ = writeln!(
             out,
             "<p>Model <code>{}</code>, commit <code>{}</code>, parent <code>{}</code>.</p>",
@@ -112,11 +149,31 @@ pub fn render(report: &Report) -> String {
 fn summary(report: &Report, out: &mut String) {
     let s = &report.summary;
     let headline = metric(&s.headline_metric).expect("headline metric is known");
-    let _ = writeln!(out, "<h2>Summary ({} {})</h2>", esc(headline.label), esc(headline.unit));
-    let _ = writeln!(out, "<p>Trials: {} measured, {} failed, {} absent.</p>", s.trials.ok, s.trials.failed, s.trials.absent);
+    let _ = writeln!(
+        out,
+        "<h2>Summary ({} {})</h2>",
+        esc(headline.label),
+        esc(headline.unit)
+    );
+    let _ = writeln!(
+        out,
+        "<p>Trials: {} measured, {} failed, {} absent.</p>",
+        s.trials.ok, s.trials.failed, s.trials.absent
+    );
     if !s.tallies.is_empty() {
-        let mut headers = vec!["comparison", "faster", "within noise", "slower", "no noise estimate", "candidate failed", "not comparable"];
-        let seed = report.settings.threshold_pct.map(|t| format!("seed rule ±{t}% (faster/within/slower)"));
+        let mut headers = vec![
+            "comparison",
+            "faster",
+            "within noise",
+            "slower",
+            "no noise estimate",
+            "candidate failed",
+            "not comparable",
+        ];
+        let seed = report
+            .settings
+            .threshold_pct
+            .map(|t| format!("seed rule ±{t}% (faster/within/slower)"));
         if let Some(h) = &seed {
             headers.push(h);
         }
@@ -134,7 +191,10 @@ fn summary(report: &Report, out: &mut String) {
                     t.not_comparable.to_string(),
                 ];
                 if let Some(seed) = &t.seed {
-                    row.push(format!("{}/{}/{}", seed.faster, seed.within_noise, seed.slower));
+                    row.push(format!(
+                        "{}/{}/{}",
+                        seed.faster, seed.within_noise, seed.slower
+                    ));
                 }
                 row
             })
@@ -144,18 +204,46 @@ fn summary(report: &Report, out: &mut String) {
 
     // Sorted difference charts: every agent against human, and human against baseline.
     let several_points = report.commits.iter().any(|c| c.points.len() > 1);
-    let label = |short: &str, point: &str| if several_points { format!("{short} {point}") } else { short.to_string() };
+    let label = |short: &str, point: &str| {
+        if several_points {
+            format!("{short} {point}")
+        } else {
+            short.to_string()
+        }
+    };
     let mut charts = String::new();
-    let agent_names: Vec<&str> =
-        report.arms.iter().filter(|a| a.role == crate::manifest::types::ArmRole::Agent).map(|a| a.name.as_str()).collect();
-    let mut kinds: Vec<(ComparisonKind, Option<&str>, String)> =
-        agent_names.iter().map(|a| (ComparisonKind::AgentVsHuman, Some(*a), format!("{a} vs human: {} difference, sorted", headline.label))).collect();
-    kinds.push((ComparisonKind::HumanVsBaseline, None, format!("human vs baseline: {} difference, sorted", headline.label)));
+    let agent_names: Vec<&str> = report
+        .arms
+        .iter()
+        .filter(|a| a.role == crate::manifest::types::ArmRole::Agent)
+        .map(|a| a.name.as_str())
+        .collect();
+    let mut kinds: Vec<(ComparisonKind, Option<&str>, String)> = agent_names
+        .iter()
+        .map(|a| {
+            (
+                ComparisonKind::AgentVsHuman,
+                Some(*a),
+                format!("{a} vs human: {} difference, sorted", headline.label),
+            )
+        })
+        .collect();
+    kinds.push((
+        ComparisonKind::HumanVsBaseline,
+        None,
+        format!("human vs baseline: {} difference, sorted", headline.label),
+    ));
     for (kind, agent, title) in kinds {
         let mut rows: Vec<(String, &MetricDiff)> = Vec::new();
         for commit in &report.commits {
             for point in &commit.points {
-                let candidate = agent.map(str::to_string).or_else(|| point.comparisons.iter().find(|c| c.kind == kind).map(|c| c.candidate.clone()));
+                let candidate = agent.map(str::to_string).or_else(|| {
+                    point
+                        .comparisons
+                        .iter()
+                        .find(|c| c.kind == kind)
+                        .map(|c| c.candidate.clone())
+                });
                 if let Some(d) = candidate.and_then(|cand| headline_diff(point, kind, &cand)) {
                     rows.push((label(&commit.short, &point.point), d));
                 }
@@ -177,9 +265,17 @@ fn summary(report: &Report, out: &mut String) {
             .complete
             .iter()
             .map(|r| {
-                let pct = |d: &Option<MetricDiff>| d.as_ref().map(|d| verdict_span(d, &super::fmt_pct(d.diff_pct))).unwrap_or("-".into());
+                let pct = |d: &Option<MetricDiff>| {
+                    d.as_ref()
+                        .map(|d| verdict_span(d, &super::fmt_pct(d.diff_pct)))
+                        .unwrap_or("-".into())
+                };
                 vec![
-                    format!("<a href=\"#{}\"><code>{}</code></a>", anchor(&r.commit), esc(&r.commit)),
+                    format!(
+                        "<a href=\"#{}\"><code>{}</code></a>",
+                        anchor(&r.commit),
+                        esc(&r.commit)
+                    ),
                     esc(&r.model),
                     esc(&r.point),
                     esc(&r.agent),
@@ -195,7 +291,19 @@ fn summary(report: &Report, out: &mut String) {
             .collect();
         table(
             out,
-            &["commit", "model", "load", "agent", "baseline", "human", "agent", "human vs baseline", "agent vs baseline", "agent vs human", "verdict"],
+            &[
+                "commit",
+                "model",
+                "load",
+                "agent",
+                "baseline",
+                "human",
+                "agent",
+                "human vs baseline",
+                "agent vs baseline",
+                "agent vs human",
+                "verdict",
+            ],
             &rows,
             &[4, 5, 6, 7, 8],
         );
@@ -214,11 +322,21 @@ fn summary(report: &Report, out: &mut String) {
                     format!("<span class=\"failed\">{}</span>", esc(r.class.as_str())),
                     esc(r.cause.map(|c| c.as_str()).unwrap_or("-")),
                     esc(&r.message),
-                    r.sample_log_line.as_deref().map(|l| format!("<code>{}</code>", esc(l))).unwrap_or("-".into()),
+                    r.sample_log_line
+                        .as_deref()
+                        .map(|l| format!("<code>{}</code>", esc(l)))
+                        .unwrap_or("-".into()),
                 ]
             })
             .collect();
-        table(out, &["commit", "load", "agent", "human", "failure", "cause", "message", "log line"], &rows, &[3]);
+        table(
+            out,
+            &[
+                "commit", "load", "agent", "human", "failure", "cause", "message", "log line",
+            ],
+            &rows,
+            &[3],
+        );
     }
     if !s.failure_breakdown.is_empty() {
         out.push_str("<h3>Failure categories</h3>\n");
@@ -229,7 +347,11 @@ fn summary(report: &Report, out: &mut String) {
                 vec![
                     format!("<span class=\"failed\">{}</span>", esc(&c.category)),
                     c.count.to_string(),
-                    c.commits.iter().map(|s| format!("<a href=\"#{}\"><code>{}</code></a>", anchor(s), esc(s))).collect::<Vec<_>>().join(" "),
+                    c.commits
+                        .iter()
+                        .map(|s| format!("<a href=\"#{}\"><code>{}</code></a>", anchor(s), esc(s)))
+                        .collect::<Vec<_>>()
+                        .join(" "),
                     esc(&c.arms.join(", ")),
                     match &c.sample_log_line {
                         Some(l) => format!("<code>{}</code>", esc(l)),
@@ -238,7 +360,12 @@ fn summary(report: &Report, out: &mut String) {
                 ]
             })
             .collect();
-        table(out, &["category", "count", "commits", "arms", "sample"], &rows, &[1]);
+        table(
+            out,
+            &["category", "count", "commits", "arms", "sample"],
+            &rows,
+            &[1],
+        );
     }
 }
 
@@ -247,12 +374,29 @@ fn point_section(report: &Report, point: &PointReport, out: &mut String) {
     let indexed: Vec<(usize, &crate::report::model::ArmCell)> = point
         .arms
         .iter()
-        .map(|c| (report.arms.iter().position(|a| a.name == c.arm).unwrap_or(0), c))
+        .map(|c| {
+            (
+                report
+                    .arms
+                    .iter()
+                    .position(|a| a.name == c.arm)
+                    .unwrap_or(0),
+                c,
+            )
+        })
         .collect();
     let headline = metric(HEADLINE).expect("headline metric is known");
     out.push_str("<div class=\"charts\">");
-    out.push_str(&svg::bars_by_arm(&indexed, HEADLINE, headline.unit, headline.label));
-    for (key, label) in [("ttft_ms", "TTFT per request (ms)"), ("tpot_ms", "TPOT per request (ms)")] {
+    out.push_str(&svg::bars_by_arm(
+        &indexed,
+        HEADLINE,
+        headline.unit,
+        headline.label,
+    ));
+    for (key, label) in [
+        ("ttft_ms", "TTFT per request (ms)"),
+        ("tpot_ms", "TPOT per request (ms)"),
+    ] {
         if let Some(chart) = svg::boxes_by_arm(&indexed, key, label) {
             out.push_str(&chart);
         }
@@ -263,7 +407,10 @@ fn point_section(report: &Report, point: &PointReport, out: &mut String) {
     out.push_str("</div>\n");
 
     // Arms: compact metrics, failures spelled out.
-    let compact: Vec<_> = METRICS.iter().filter(|m| m.compact && point.arms.iter().any(|a| a.metrics.contains_key(m.key))).collect();
+    let compact: Vec<_> = METRICS
+        .iter()
+        .filter(|m| m.compact && point.arms.iter().any(|a| a.metrics.contains_key(m.key)))
+        .collect();
     let mut headers: Vec<String> = vec!["arm".into(), "trials".into()];
     headers.extend(compact.iter().map(|m| format!("{} ({})", m.label, m.unit)));
     headers.push("note".into());
@@ -272,12 +419,25 @@ fn point_section(report: &Report, point: &PointReport, out: &mut String) {
         .iter()
         .map(|a| {
             let mut row = vec![esc(&a.arm), esc(&fmt_status(a))];
-            row.extend(compact.iter().map(|m| a.metrics.get(m.key).map(|c| esc(&fmt_summary(&c.summary))).unwrap_or("-".into())));
-            row.push(format!("<span class=\"failed\">{}</span>", esc(&cell_note(a))));
+            row.extend(compact.iter().map(|m| {
+                a.metrics
+                    .get(m.key)
+                    .map(|c| esc(&fmt_summary(&c.summary)))
+                    .unwrap_or("-".into())
+            }));
+            row.push(format!(
+                "<span class=\"failed\">{}</span>",
+                esc(&cell_note(a))
+            ));
             row
         })
         .collect();
-    table(out, &headers.iter().map(String::as_str).collect::<Vec<_>>(), &rows, &(2..headers.len() - 1).collect::<Vec<_>>());
+    table(
+        out,
+        &headers.iter().map(String::as_str).collect::<Vec<_>>(),
+        &rows,
+        &(2..headers.len() - 1).collect::<Vec<_>>(),
+    );
 
     if !point.comparisons.is_empty() {
         let mut headers: Vec<String> = vec!["comparison".into(), "verdict".into()];
@@ -288,30 +448,63 @@ fn point_section(report: &Report, point: &PointReport, out: &mut String) {
             .map(|c| {
                 let mut row = vec![
                     esc(&format!("{} vs {}", c.candidate, c.reference)),
-                    c.metrics.get(HEADLINE).map(|d| verdict_span(d, &fmt_verdict(d))).unwrap_or("-".into()),
+                    c.metrics
+                        .get(HEADLINE)
+                        .map(|d| verdict_span(d, &fmt_verdict(d)))
+                        .unwrap_or("-".into()),
                 ];
-                row.extend(compact.iter().map(|m| c.metrics.get(m.key).map(|d| verdict_span(d, &fmt_diff(d))).unwrap_or("-".into())));
+                row.extend(compact.iter().map(|m| {
+                    c.metrics
+                        .get(m.key)
+                        .map(|d| verdict_span(d, &fmt_diff(d)))
+                        .unwrap_or("-".into())
+                }));
                 row
             })
             .collect();
-        table(out, &headers.iter().map(String::as_str).collect::<Vec<_>>(), &rows, &[]);
+        table(
+            out,
+            &headers.iter().map(String::as_str).collect::<Vec<_>>(),
+            &rows,
+            &[],
+        );
     }
 
     // Every metric, for those who want TTFT p99 or request throughput too.
     out.push_str("<details><summary>all metrics</summary>");
     let mut headers: Vec<String> = vec!["metric".into()];
     headers.extend(point.arms.iter().map(|a| a.arm.clone()));
-    headers.extend(point.comparisons.iter().map(|c| format!("{} vs {}", c.candidate, c.reference)));
+    headers.extend(
+        point
+            .comparisons
+            .iter()
+            .map(|c| format!("{} vs {}", c.candidate, c.reference)),
+    );
     let rows: Vec<Vec<String>> = METRICS
         .iter()
         .filter(|m| point.arms.iter().any(|a| a.metrics.contains_key(m.key)))
         .map(|m| {
             let mut row = vec![format!("{} ({})", esc(m.label), esc(m.unit))];
-            row.extend(point.arms.iter().map(|a| a.metrics.get(m.key).map(|c| esc(&fmt_summary(&c.summary))).unwrap_or("-".into())));
-            row.extend(point.comparisons.iter().map(|c| c.metrics.get(m.key).map(|d| verdict_span(d, &fmt_diff(d))).unwrap_or("-".into())));
+            row.extend(point.arms.iter().map(|a| {
+                a.metrics
+                    .get(m.key)
+                    .map(|c| esc(&fmt_summary(&c.summary)))
+                    .unwrap_or("-".into())
+            }));
+            row.extend(point.comparisons.iter().map(|c| {
+                c.metrics
+                    .get(m.key)
+                    .map(|d| verdict_span(d, &fmt_diff(d)))
+                    .unwrap_or("-".into())
+            }));
             row
         })
         .collect();
-    table(out, &headers.iter().map(String::as_str).collect::<Vec<_>>(), &rows, &[]);
+    table(
+        out,
+        &headers.iter().map(String::as_str).collect::<Vec<_>>(),
+        &rows,
+        &[],
+    );
     out.push_str("</details>\n");
 }

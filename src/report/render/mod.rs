@@ -50,7 +50,9 @@ pub fn fmt_summary(s: &Summary) -> String {
 /// `+4.3% [+1.2, +7.5]`, or `+4.3%` without an interval.
 pub fn fmt_diff(d: &MetricDiff) -> String {
     match (d.ci_low_pct, d.ci_high_pct) {
-        (Some(lo), Some(hi)) => format!("{} [{}, {}]", fmt_pct(d.diff_pct), fmt_pct(lo), fmt_pct(hi)),
+        (Some(lo), Some(hi)) => {
+            format!("{} [{}, {}]", fmt_pct(d.diff_pct), fmt_pct(lo), fmt_pct(hi))
+        }
         _ => fmt_pct(d.diff_pct),
     }
 }
@@ -64,7 +66,11 @@ pub fn fmt_verdict(d: &MetricDiff) -> String {
 }
 
 pub fn fmt_status(cell: &ArmCell) -> String {
-    let ok = cell.trials.iter().filter(|t| t.status == super::model::TrialStatus::Ok).count();
+    let ok = cell
+        .trials
+        .iter()
+        .filter(|t| t.status == super::model::TrialStatus::Ok)
+        .count();
     match cell.status {
         CellStatus::Measured => format!("ok {ok}/{}", cell.trials.len()),
         CellStatus::Partial => format!("partial {ok}/{}", cell.trials.len()),
@@ -77,7 +83,11 @@ pub fn fmt_status(cell: &ArmCell) -> String {
 /// Percent of the confidence level for headers: 0.95 → "95%".
 pub fn fmt_confidence(c: f64) -> String {
     let pct = c * 100.0;
-    if (pct - pct.round()).abs() < 1e-9 { format!("{pct:.0}%") } else { format!("{pct:.1}%") }
+    if (pct - pct.round()).abs() < 1e-9 {
+        format!("{pct:.0}%")
+    } else {
+        format!("{pct:.1}%")
+    }
 }
 
 /// One sentence on how to read the numbers, shared by every human-readable format.
@@ -88,7 +98,11 @@ pub fn reading_guide(confidence: f64, paired: bool) -> String {
          Verdict: faster/slower when the whole interval is on one side of zero, else within noise; \
          a single trial gives no noise estimate.",
         conf = fmt_confidence(confidence),
-        method = if paired { "paired t-test over interleaved rounds" } else { "Welch t-test" },
+        method = if paired {
+            "paired t-test over interleaved rounds"
+        } else {
+            "Welch t-test"
+        },
     )
 }
 
