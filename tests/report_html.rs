@@ -4,18 +4,9 @@
 mod report_common;
 
 use isobench::report::{self, Format, ReportOptions};
-use std::path::{Path, PathBuf};
+use report_common::artifacts;
+use std::path::Path;
 use std::process::Command;
-
-fn artifacts(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    let dir = target.join("test-artifacts").join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 struct Loaded {
     dom: String,

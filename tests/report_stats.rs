@@ -3,13 +3,14 @@
 //! 5 % throughput gain `faster`, on synthetic trials with server-like noise. The figures are
 //! printed (`cargo test --test report_stats -- --nocapture`) and kept in
 //! `target/test-artifacts/report_stats/rates.md`.
+mod report_common;
+
 use isobench::report::analysis::analyze;
 use isobench::report::model::{ComparisonKind, Settings};
 use isobench::report::montecarlo::{
     Noise, Rates, Scenario, simulate, synthetic_campaign, verdict_rates,
 };
 use std::fmt::Write;
-use std::path::{Path, PathBuf};
 
 const REPS: usize = 4000;
 const CONFIDENCE: f64 = 0.95;
@@ -40,15 +41,6 @@ fn scenario(
         true_diff_pct,
         settings: settings(paired, Some(5.0)),
     }
-}
-
-fn artifacts() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    let dir = target.join("test-artifacts").join("report_stats");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn row(table: &mut String, s: &Scenario, r: &Rates) {
@@ -239,7 +231,11 @@ fn false_verdict_rate_and_power() {
     );
 
     println!("{table}");
-    std::fs::write(artifacts().join("rates.md"), &table).unwrap();
+    std::fs::write(
+        report_common::artifacts("report_stats").join("rates.md"),
+        &table,
+    )
+    .unwrap();
 }
 
 #[test]

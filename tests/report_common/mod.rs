@@ -5,6 +5,18 @@
 use isobench::failure::{CrashCause, Failure, FailureClass};
 use isobench::manifest::types::ArmRole;
 use isobench::report::{ArmInfo, CommitInfo, Metrics, ReportInput, TrialOutcome, TrialRecord};
+use std::path::{Path, PathBuf};
+
+/// A fresh `target/test-artifacts/<name>/` (kept after the test for people and CI to look at).
+pub fn artifacts(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let dir = target.join("test-artifacts").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
 
 /// Metrics of one trial: throughput `tput` tok/s, TTFT `ttft` ms, TPOT `tpot` ms, with
 /// per-request arrays (8 requests, 4 output tokens each) consistent with the means.
