@@ -326,7 +326,7 @@ fn markdown_tables_are_well_formed() {
         }
     }
     assert!(md.contains("### `bbbbbbbb` — Reduce peak memory | use <empty>"));
-    assert!(md.contains("| crashed/cuda_out_of_memory | 4 | bbbbbbbb, dddddddd | claude-code | `torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB` |"));
+    assert!(md.contains("| crashed/cuda_out_of_memory | 4 | `bbbbbbbb`, `dddddddd` | claude-code | `torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB` |"));
 }
 
 #[test]

@@ -1,12 +1,12 @@
 //! One self-contained HTML page: inline CSS, inline SVG, no script, no external resource, so it
 //! opens from disk or an e-mail attachment with no network.
 use super::svg::{self, esc};
-use super::terminal::cell_note;
-use super::{fmt_diff, fmt_num, fmt_status, fmt_summary, fmt_verdict, reading_guide};
+use super::tables::{self, TextTable, Tone};
+use super::{fmt_diff, fmt_summary, reading_guide};
+use crate::manifest::types::ArmRole;
 use crate::report::analysis::headline_diff;
 use crate::report::metric::{HEADLINE, METRICS, metric};
-use crate::report::model::{ComparisonKind, MetricDiff, PointReport, Report};
-use crate::report::stats::Verdict;
+use crate::report::model::{ArmCell, ComparisonKind, MetricDiff, PointReport, Report};
 use std::fmt::Write;
 
 const CSS: &str = r#"
@@ -19,7 +19,7 @@ table{border-collapse:collapse;margin:6px 0 12px;font-variant-numeric:tabular-nu
 th,td{border-bottom:1px solid #e5e5e5;padding:3px 10px;text-align:left;vertical-align:top}
 th{background:#f6f6f6;font-weight:600}td.num{text-align:right}
 code{font-size:12px;background:#f3f3f3;padding:0 3px;border-radius:3px}
-.faster{color:#0a7c2f}.slower{color:#b3261e}.single{color:#9a6700}.failed{color:#b3261e}
+.good{color:#0a7c2f}.bad{color:#b3261e}.warn{color:#9a6700}.dim{color:#888}
 .charts{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}
 nav a{margin-right:10px;font-family:monospace}
 details{margin:4px 0 12px}
@@ -32,46 +32,44 @@ svg .box{stroke:#333;stroke-width:.6}
 svg rect.bar.faster{fill:#2e9d50}svg rect.bar.slower{fill:#d0453a}svg rect.bar.noise{fill:#9e9e9e}svg rect.bar.single{fill:#e0b040}
 "#;
 
-fn verdict_span(d: &MetricDiff, text: &str) -> String {
-    let class = match d.verdict {
-        Verdict::Faster => "faster",
-        Verdict::Slower => "slower",
-        Verdict::WithinNoise => "noise",
-        Verdict::NoNoiseEstimate => "single",
-    };
-    format!("<span class=\"{class}\">{}</span>", esc(text))
+fn anchor(short: &str) -> String {
+    let id: String = short.chars().filter(char::is_ascii_alphanumeric).collect();
+    format!("c-{id}")
 }
 
-fn table(out: &mut String, headers: &[&str], rows: &[Vec<String>], numeric_cols: &[usize]) {
+/// A cell's HTML: tones become CSS classes, literals `<code>`, commits links to their sections.
+fn cell_html(text: &str, tone: Tone) -> String {
+    let span = |class: &str| format!("<span class=\"{class}\">{}</span>", esc(text));
+    match tone {
+        Tone::Plain => esc(text),
+        Tone::Good => span("good"),
+        Tone::Bad => span("bad"),
+        Tone::Warn => span("warn"),
+        Tone::Dim => span("dim"),
+        Tone::Code => format!("<code>{}</code>", esc(text)),
+        Tone::Commits => text
+            .split(", ")
+            .map(|c| format!("<a href=\"#{}\"><code>{}</code></a>", anchor(c), esc(c)))
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
+}
+
+fn draw(out: &mut String, table: &TextTable) {
     out.push_str("<table><thead><tr>");
-    for h in headers {
+    for h in &table.headers {
         let _ = write!(out, "<th>{}</th>", esc(h));
     }
     out.push_str("</tr></thead><tbody>");
-    for row in rows {
+    for row in &table.rows {
         out.push_str("<tr>");
-        for (i, cell) in row.iter().enumerate() {
-            // Cells arrive as HTML (callers escape text they build from data).
-            let class = if numeric_cols.contains(&i) {
-                " class=\"num\""
-            } else {
-                ""
-            };
-            let _ = write!(out, "<td{class}>{cell}</td>");
+        for (cell, numeric) in row.iter().zip(&table.numeric) {
+            let class = if *numeric { " class=\"num\"" } else { "" };
+            let _ = write!(out, "<td{class}>{}</td>", cell_html(&cell.text, cell.tone));
         }
         out.push_str("</tr>");
     }
     out.push_str("</tbody></table>\n");
-}
-
-fn anchor(short: &str) -> String {
-    format!(
-        "c-{}",
-        short
-            .chars()
-            .filter(char::is_ascii_alphanumeric)
-            .collect::<String>()
-    )
 }
 
 pub fn render(report: &Report) -> String {
@@ -160,49 +158,33 @@ fn summary(report: &Report, out: &mut String) {
         "<p>Trials: {} measured, {} failed, {} absent.</p>",
         s.trials.ok, s.trials.failed, s.trials.absent
     );
-    if !s.tallies.is_empty() {
-        let mut headers = vec![
-            "comparison",
-            "faster",
-            "within noise",
-            "slower",
-            "no noise estimate",
-            "candidate failed",
-            "not comparable",
-        ];
-        let seed = report
-            .settings
-            .threshold_pct
-            .map(|t| format!("seed rule ±{t}% (faster/within/slower)"));
-        if let Some(h) = &seed {
-            headers.push(h);
-        }
-        let rows: Vec<Vec<String>> = s
-            .tallies
-            .iter()
-            .map(|t| {
-                let mut row = vec![
-                    esc(&format!("{} vs {}", t.candidate, t.reference)),
-                    format!("<span class=\"faster\">{}</span>", t.faster),
-                    t.within_noise.to_string(),
-                    format!("<span class=\"slower\">{}</span>", t.slower),
-                    t.no_noise_estimate.to_string(),
-                    format!("<span class=\"failed\">{}</span>", t.candidate_failed),
-                    t.not_comparable.to_string(),
-                ];
-                if let Some(seed) = &t.seed {
-                    row.push(format!(
-                        "{}/{}/{}",
-                        seed.faster, seed.within_noise, seed.slower
-                    ));
-                }
-                row
-            })
-            .collect();
-        table(out, &headers, &rows, &[1, 2, 3, 4, 5, 6]);
+    let tally = tables::tally_table(report);
+    if !tally.rows.is_empty() {
+        draw(out, &tally);
     }
+    let charts = difference_charts(report, headline.label);
+    if !charts.is_empty() {
+        let _ = writeln!(out, "<div class=\"charts\">{charts}</div>");
+    }
+    let sections = [
+        ("Complete comparisons", tables::complete_table(report)),
+        (
+            "Agent failures (human measured, agent failed)",
+            tables::agent_failures_table(report),
+        ),
+        (
+            "Failure categories",
+            tables::failure_categories_table(report),
+        ),
+    ];
+    for (title, table) in sections.iter().filter(|(_, t)| !t.rows.is_empty()) {
+        let _ = writeln!(out, "<h3>{}</h3>", esc(title));
+        draw(out, table);
+    }
+}
 
-    // Sorted difference charts: every agent against human, and human against baseline.
+/// Sorted difference charts: every agent against human, then human against baseline.
+fn difference_charts(report: &Report, headline_label: &str) -> String {
     let several_points = report.commits.iter().any(|c| c.points.len() > 1);
     let label = |short: &str, point: &str| {
         if several_points {
@@ -211,178 +193,50 @@ fn summary(report: &Report, out: &mut String) {
             short.to_string()
         }
     };
-    let mut charts = String::new();
-    let agent_names: Vec<&str> = report
+    let mut kinds: Vec<(ComparisonKind, Option<&str>, String)> = report
         .arms
         .iter()
-        .filter(|a| a.role == crate::manifest::types::ArmRole::Agent)
-        .map(|a| a.name.as_str())
-        .collect();
-    let mut kinds: Vec<(ComparisonKind, Option<&str>, String)> = agent_names
-        .iter()
+        .filter(|a| a.role == ArmRole::Agent)
         .map(|a| {
-            (
-                ComparisonKind::AgentVsHuman,
-                Some(*a),
-                format!("{a} vs human: {} difference, sorted", headline.label),
-            )
+            let title = format!("{} vs human: {headline_label} difference, sorted", a.name);
+            (ComparisonKind::AgentVsHuman, Some(a.name.as_str()), title)
         })
         .collect();
     kinds.push((
         ComparisonKind::HumanVsBaseline,
         None,
-        format!("human vs baseline: {} difference, sorted", headline.label),
+        format!("human vs baseline: {headline_label} difference, sorted"),
     ));
+    let mut charts = String::new();
     for (kind, agent, title) in kinds {
         let mut rows: Vec<(String, &MetricDiff)> = Vec::new();
         for commit in &report.commits {
             for point in &commit.points {
                 let candidate = agent.map(str::to_string).or_else(|| {
-                    point
-                        .comparisons
-                        .iter()
-                        .find(|c| c.kind == kind)
-                        .map(|c| c.candidate.clone())
+                    let c = point.comparisons.iter().find(|c| c.kind == kind);
+                    c.map(|c| c.candidate.clone())
                 });
                 if let Some(d) = candidate.and_then(|cand| headline_diff(point, kind, &cand)) {
                     rows.push((label(&commit.short, &point.point), d));
                 }
             }
         }
-        if rows.is_empty() {
-            continue;
+        if !rows.is_empty() {
+            rows.sort_by(|a, b| b.1.diff_pct.total_cmp(&a.1.diff_pct));
+            charts.push_str(&svg::diff_bars(&rows, &title));
         }
-        rows.sort_by(|a, b| b.1.diff_pct.total_cmp(&a.1.diff_pct));
-        charts.push_str(&svg::diff_bars(&rows, &title));
     }
-    if !charts.is_empty() {
-        let _ = writeln!(out, "<div class=\"charts\">{charts}</div>");
-    }
-
-    if !s.complete.is_empty() {
-        out.push_str("<h3>Complete comparisons</h3>\n");
-        let rows: Vec<Vec<String>> = s
-            .complete
-            .iter()
-            .map(|r| {
-                let pct = |d: &Option<MetricDiff>| {
-                    d.as_ref()
-                        .map(|d| verdict_span(d, &super::fmt_pct(d.diff_pct)))
-                        .unwrap_or("-".into())
-                };
-                vec![
-                    format!(
-                        "<a href=\"#{}\"><code>{}</code></a>",
-                        anchor(&r.commit),
-                        esc(&r.commit)
-                    ),
-                    esc(&r.model),
-                    esc(&r.point),
-                    esc(&r.agent),
-                    r.baseline.map(fmt_num).unwrap_or("-".into()),
-                    fmt_num(r.human),
-                    fmt_num(r.agent_value),
-                    pct(&r.human_vs_baseline),
-                    pct(&r.agent_vs_baseline),
-                    verdict_span(&r.agent_vs_human, &fmt_diff(&r.agent_vs_human)),
-                    verdict_span(&r.agent_vs_human, &fmt_verdict(&r.agent_vs_human)),
-                ]
-            })
-            .collect();
-        table(
-            out,
-            &[
-                "commit",
-                "model",
-                "load",
-                "agent",
-                "baseline",
-                "human",
-                "agent",
-                "human vs baseline",
-                "agent vs baseline",
-                "agent vs human",
-                "verdict",
-            ],
-            &rows,
-            &[4, 5, 6, 7, 8],
-        );
-    }
-    if !s.agent_failures.is_empty() {
-        out.push_str("<h3>Agent failures (human measured, agent failed)</h3>\n");
-        let rows: Vec<Vec<String>> = s
-            .agent_failures
-            .iter()
-            .map(|r| {
-                vec![
-                    format!("<code>{}</code>", esc(&r.commit)),
-                    esc(&r.point),
-                    esc(&r.agent),
-                    fmt_num(r.human),
-                    format!("<span class=\"failed\">{}</span>", esc(r.class.as_str())),
-                    esc(r.cause.map(|c| c.as_str()).unwrap_or("-")),
-                    esc(&r.message),
-                    r.sample_log_line
-                        .as_deref()
-                        .map(|l| format!("<code>{}</code>", esc(l)))
-                        .unwrap_or("-".into()),
-                ]
-            })
-            .collect();
-        table(
-            out,
-            &[
-                "commit", "load", "agent", "human", "failure", "cause", "message", "log line",
-            ],
-            &rows,
-            &[3],
-        );
-    }
-    if !s.failure_breakdown.is_empty() {
-        out.push_str("<h3>Failure categories</h3>\n");
-        let rows: Vec<Vec<String>> = s
-            .failure_breakdown
-            .iter()
-            .map(|c| {
-                vec![
-                    format!("<span class=\"failed\">{}</span>", esc(&c.category)),
-                    c.count.to_string(),
-                    c.commits
-                        .iter()
-                        .map(|s| format!("<a href=\"#{}\"><code>{}</code></a>", anchor(s), esc(s)))
-                        .collect::<Vec<_>>()
-                        .join(" "),
-                    esc(&c.arms.join(", ")),
-                    match &c.sample_log_line {
-                        Some(l) => format!("<code>{}</code>", esc(l)),
-                        None => esc(&c.sample_message),
-                    },
-                ]
-            })
-            .collect();
-        table(
-            out,
-            &["category", "count", "commits", "arms", "sample"],
-            &rows,
-            &[1],
-        );
-    }
+    charts
 }
 
 fn point_section(report: &Report, point: &PointReport, out: &mut String) {
     let _ = writeln!(out, "<h4>load <code>{}</code></h4>", esc(&point.point));
-    let indexed: Vec<(usize, &crate::report::model::ArmCell)> = point
+    let indexed: Vec<(usize, &ArmCell)> = point
         .arms
         .iter()
         .map(|c| {
-            (
-                report
-                    .arms
-                    .iter()
-                    .position(|a| a.name == c.arm)
-                    .unwrap_or(0),
-                c,
-            )
+            let index = report.arms.iter().position(|a| a.name == c.arm);
+            (index.unwrap_or(0), c)
         })
         .collect();
     let headline = metric(HEADLINE).expect("headline metric is known");
@@ -406,73 +260,14 @@ fn point_section(report: &Report, point: &PointReport, out: &mut String) {
     }
     out.push_str("</div>\n");
 
-    // Arms: compact metrics, failures spelled out.
-    let compact: Vec<_> = METRICS
-        .iter()
-        .filter(|m| m.compact && point.arms.iter().any(|a| a.metrics.contains_key(m.key)))
-        .collect();
-    let mut headers: Vec<String> = vec!["arm".into(), "trials".into()];
-    headers.extend(compact.iter().map(|m| format!("{} ({})", m.label, m.unit)));
-    headers.push("note".into());
-    let rows: Vec<Vec<String>> = point
-        .arms
-        .iter()
-        .map(|a| {
-            let mut row = vec![esc(&a.arm), esc(&fmt_status(a))];
-            row.extend(compact.iter().map(|m| {
-                a.metrics
-                    .get(m.key)
-                    .map(|c| esc(&fmt_summary(&c.summary)))
-                    .unwrap_or("-".into())
-            }));
-            row.push(format!(
-                "<span class=\"failed\">{}</span>",
-                esc(&cell_note(a))
-            ));
-            row
-        })
-        .collect();
-    table(
-        out,
-        &headers.iter().map(String::as_str).collect::<Vec<_>>(),
-        &rows,
-        &(2..headers.len() - 1).collect::<Vec<_>>(),
-    );
-
+    draw(out, &tables::arms_table(point));
     if !point.comparisons.is_empty() {
-        let mut headers: Vec<String> = vec!["comparison".into(), "verdict".into()];
-        headers.extend(compact.iter().map(|m| m.label.to_string()));
-        let rows: Vec<Vec<String>> = point
-            .comparisons
-            .iter()
-            .map(|c| {
-                let mut row = vec![
-                    esc(&format!("{} vs {}", c.candidate, c.reference)),
-                    c.metrics
-                        .get(HEADLINE)
-                        .map(|d| verdict_span(d, &fmt_verdict(d)))
-                        .unwrap_or("-".into()),
-                ];
-                row.extend(compact.iter().map(|m| {
-                    c.metrics
-                        .get(m.key)
-                        .map(|d| verdict_span(d, &fmt_diff(d)))
-                        .unwrap_or("-".into())
-                }));
-                row
-            })
-            .collect();
-        table(
-            out,
-            &headers.iter().map(String::as_str).collect::<Vec<_>>(),
-            &rows,
-            &[],
-        );
+        draw(out, &tables::comparisons_table(point));
     }
 
-    // Every metric, for those who want TTFT p99 or request throughput too.
+    // Every metric, arms and comparisons side by side, for those who want TTFT p99 too.
     out.push_str("<details><summary>all metrics</summary>");
-    let mut headers: Vec<String> = vec!["metric".into()];
+    let mut headers = vec!["metric".to_string()];
     headers.extend(point.arms.iter().map(|a| a.arm.clone()));
     headers.extend(
         point
@@ -480,31 +275,44 @@ fn point_section(report: &Report, point: &PointReport, out: &mut String) {
             .iter()
             .map(|c| format!("{} vs {}", c.candidate, c.reference)),
     );
-    let rows: Vec<Vec<String>> = METRICS
+    let numeric = vec![false; headers.len()];
+    let mut all = TextTable {
+        headers,
+        numeric,
+        rows: Vec::new(),
+    };
+    for m in METRICS
         .iter()
         .filter(|m| point.arms.iter().any(|a| a.metrics.contains_key(m.key)))
-        .map(|m| {
-            let mut row = vec![format!("{} ({})", esc(m.label), esc(m.unit))];
-            row.extend(point.arms.iter().map(|a| {
-                a.metrics
-                    .get(m.key)
-                    .map(|c| esc(&fmt_summary(&c.summary)))
-                    .unwrap_or("-".into())
-            }));
-            row.extend(point.comparisons.iter().map(|c| {
-                c.metrics
-                    .get(m.key)
-                    .map(|d| verdict_span(d, &fmt_diff(d)))
-                    .unwrap_or("-".into())
-            }));
-            row
-        })
-        .collect();
-    table(
-        out,
-        &headers.iter().map(String::as_str).collect::<Vec<_>>(),
-        &rows,
-        &[],
-    );
+    {
+        let mut row = vec![tables::TextCell {
+            text: format!("{} ({})", m.label, m.unit),
+            tone: Tone::Plain,
+        }];
+        row.extend(point.arms.iter().map(|a| {
+            let text = a.metrics.get(m.key).map(|c| fmt_summary(&c.summary));
+            tables::TextCell {
+                text: text.unwrap_or("-".into()),
+                tone: Tone::Plain,
+            }
+        }));
+        row.extend(
+            point
+                .comparisons
+                .iter()
+                .map(|c| match c.metrics.get(m.key) {
+                    Some(d) => tables::TextCell {
+                        text: fmt_diff(d),
+                        tone: Tone::of_verdict(d.verdict),
+                    },
+                    None => tables::TextCell {
+                        text: "-".into(),
+                        tone: Tone::Plain,
+                    },
+                }),
+        );
+        all.rows.push(row);
+    }
+    draw(out, &all);
     out.push_str("</details>\n");
 }

@@ -1,9 +1,7 @@
 //! Markdown: the seed's README-style tables, ready to paste into an issue or a paper draft.
-use super::terminal::cell_note;
-use super::{
-    fmt_confidence, fmt_diff, fmt_num, fmt_pct, fmt_status, fmt_summary, fmt_verdict, reading_guide,
-};
-use crate::report::metric::{HEADLINE, METRICS, metric};
+use super::tables::{self, TextTable, Tone};
+use super::{fmt_confidence, reading_guide};
+use crate::report::metric::metric;
 use crate::report::model::Report;
 
 /// Escapes what would break a table cell.
@@ -11,20 +9,36 @@ fn esc(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
 
-fn row(out: &mut String, cells: &[String]) {
-    out.push_str("| ");
-    out.push_str(&cells.iter().map(|c| esc(c)).collect::<Vec<_>>().join(" | "));
-    out.push_str(" |\n");
+/// A cell's Markdown: literals in backticks (where a backtick inside cannot end them early).
+fn cell_text(text: &str, tone: Tone) -> String {
+    match tone {
+        Tone::Code if !text.is_empty() && !text.contains('`') => format!("`{}`", esc(text)),
+        Tone::Commits => text
+            .split(", ")
+            .map(|c| format!("`{}`", esc(c)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => esc(text),
+    }
 }
 
-fn header(out: &mut String, cells: &[&str]) {
-    row(
-        out,
-        &cells.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
-    );
+fn draw(out: &mut String, table: &TextTable) {
+    let line = |out: &mut String, cells: Vec<String>| {
+        out.push_str("| ");
+        out.push_str(&cells.join(" | "));
+        out.push_str(" |\n");
+    };
+    line(out, table.headers.iter().map(|h| esc(h)).collect());
     out.push('|');
-    for _ in cells {
-        out.push_str("---|");
+    for numeric in &table.numeric {
+        out.push_str(if *numeric { "---:|" } else { "---|" });
+    }
+    out.push('\n');
+    for row in &table.rows {
+        line(
+            out,
+            row.iter().map(|c| cell_text(&c.text, c.tone)).collect(),
+        );
     }
     out.push('\n');
 }
@@ -52,153 +66,27 @@ pub fn render(report: &Report) -> String {
         "## Summary ({} {})\n\n",
         headline.label, headline.unit
     ));
-    if !s.tallies.is_empty() {
-        let mut cols = vec![
-            "comparison",
-            "faster",
-            "within noise",
-            "slower",
-            "no noise estimate",
-            "candidate failed",
-            "not comparable",
-        ];
-        let seed_col = report
-            .settings
-            .threshold_pct
-            .map(|t| format!("seed rule ±{t}% (faster/within/slower)"));
-        if let Some(c) = &seed_col {
-            cols.push(c);
-        }
-        header(&mut out, &cols);
-        for t in &s.tallies {
-            let mut cells = vec![
-                format!("{} vs {}", t.candidate, t.reference),
-                t.faster.to_string(),
-                t.within_noise.to_string(),
-                t.slower.to_string(),
-                t.no_noise_estimate.to_string(),
-                t.candidate_failed.to_string(),
-                t.not_comparable.to_string(),
-            ];
-            if let Some(seed) = &t.seed {
-                cells.push(format!(
-                    "{}/{}/{}",
-                    seed.faster, seed.within_noise, seed.slower
-                ));
-            }
-            row(&mut out, &cells);
-        }
-        out.push('\n');
-    }
-
-    if !s.complete.is_empty() {
-        out.push_str("### Complete comparisons\n\n");
-        let (b, h, a) = (
-            format!("baseline {}", headline.unit),
-            format!("human {}", headline.unit),
-            format!("agent {}", headline.unit),
-        );
-        header(
-            &mut out,
-            &[
-                "commit",
-                "model",
-                "load",
-                "agent",
-                &b,
-                &h,
-                &a,
-                "human vs baseline",
-                "agent vs baseline",
-                "agent vs human",
-                "verdict",
-            ],
-        );
-        for r in &s.complete {
-            row(
-                &mut out,
-                &[
-                    format!("`{}`", r.commit),
-                    r.model.clone(),
-                    r.point.clone(),
-                    r.agent.clone(),
-                    r.baseline.map(fmt_num).unwrap_or("-".into()),
-                    fmt_num(r.human),
-                    fmt_num(r.agent_value),
-                    r.human_vs_baseline
-                        .as_ref()
-                        .map(|d| fmt_pct(d.diff_pct))
-                        .unwrap_or("-".into()),
-                    r.agent_vs_baseline
-                        .as_ref()
-                        .map(|d| fmt_pct(d.diff_pct))
-                        .unwrap_or("-".into()),
-                    fmt_diff(&r.agent_vs_human),
-                    fmt_verdict(&r.agent_vs_human),
-                ],
-            );
-        }
-        out.push('\n');
-    }
-
-    if !s.agent_failures.is_empty() {
-        out.push_str("### Agent failures (human measured, agent failed)\n\n");
-        header(
-            &mut out,
-            &[
-                "commit", "load", "agent", "human", "failure", "cause", "message", "log line",
-            ],
-        );
-        for r in &s.agent_failures {
-            row(
-                &mut out,
-                &[
-                    format!("`{}`", r.commit),
-                    r.point.clone(),
-                    r.agent.clone(),
-                    fmt_num(r.human),
-                    r.class.to_string(),
-                    r.cause
-                        .map(|c| c.as_str().to_string())
-                        .unwrap_or("-".into()),
-                    r.message.clone(),
-                    r.sample_log_line
-                        .as_deref()
-                        .map(|l| format!("`{l}`"))
-                        .unwrap_or("-".into()),
-                ],
-            );
-        }
-        out.push('\n');
-    }
-
-    if !s.failure_breakdown.is_empty() {
-        out.push_str("### Failure categories\n\n");
-        header(
-            &mut out,
-            &["category", "count", "commits", "arms", "sample"],
-        );
-        for c in &s.failure_breakdown {
-            let sample = match &c.sample_log_line {
-                Some(line) => format!("`{line}`"),
-                None => c.sample_message.clone(),
-            };
-            row(
-                &mut out,
-                &[
-                    c.category.clone(),
-                    c.count.to_string(),
-                    c.commits.join(", "),
-                    c.arms.join(", "),
-                    sample,
-                ],
-            );
-        }
-        out.push('\n');
+    let sections = [
+        ("", tables::tally_table(report)),
+        (
+            "### Complete comparisons\n\n",
+            tables::complete_table(report),
+        ),
+        (
+            "### Agent failures (human measured, agent failed)\n\n",
+            tables::agent_failures_table(report),
+        ),
+        (
+            "### Failure categories\n\n",
+            tables::failure_categories_table(report),
+        ),
+    ];
+    for (title, table) in sections.iter().filter(|(_, t)| !t.rows.is_empty()) {
+        out.push_str(title);
+        draw(&mut out, table);
     }
 
     out.push_str("## Per commit\n\n");
-    let compact: Vec<_> = METRICS.iter().filter(|m| m.compact).collect();
     for commit in &report.commits {
         let subject = commit
             .subject
@@ -214,57 +102,14 @@ pub fn render(report: &Report) -> String {
             out.push_str("No trials recorded.\n\n");
         }
         for point in &commit.points {
-            let metrics: Vec<_> = compact
-                .iter()
-                .filter(|m| point.arms.iter().any(|a| a.metrics.contains_key(m.key)))
-                .collect();
             out.push_str(&format!(
                 "Load `{}`; medians with {} intervals.\n\n",
                 point.point,
                 fmt_confidence(report.settings.confidence)
             ));
-            let mut cols: Vec<String> = vec!["arm".into(), "trials".into()];
-            cols.extend(metrics.iter().map(|m| format!("{} ({})", m.label, m.unit)));
-            cols.push("note".into());
-            header(
-                &mut out,
-                &cols.iter().map(String::as_str).collect::<Vec<_>>(),
-            );
-            for a in &point.arms {
-                let mut cells = vec![a.arm.clone(), fmt_status(a)];
-                cells.extend(metrics.iter().map(|m| {
-                    a.metrics
-                        .get(m.key)
-                        .map(|c| fmt_summary(&c.summary))
-                        .unwrap_or("-".into())
-                }));
-                cells.push(cell_note(a));
-                row(&mut out, &cells);
-            }
-            out.push('\n');
+            draw(&mut out, &tables::arms_table(point));
             if !point.comparisons.is_empty() {
-                let mut cols: Vec<String> = vec!["comparison".into(), "verdict".into()];
-                cols.extend(metrics.iter().map(|m| m.label.to_string()));
-                header(
-                    &mut out,
-                    &cols.iter().map(String::as_str).collect::<Vec<_>>(),
-                );
-                for c in &point.comparisons {
-                    let mut cells = vec![
-                        format!("{} vs {}", c.candidate, c.reference),
-                        c.metrics
-                            .get(HEADLINE)
-                            .map(fmt_verdict)
-                            .unwrap_or("-".into()),
-                    ];
-                    cells.extend(
-                        metrics
-                            .iter()
-                            .map(|m| c.metrics.get(m.key).map(fmt_diff).unwrap_or("-".into())),
-                    );
-                    row(&mut out, &cells);
-                }
-                out.push('\n');
+                draw(&mut out, &tables::comparisons_table(point));
             }
         }
     }
@@ -274,12 +119,34 @@ pub fn render(report: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::render::tables::TextCell;
 
     #[test]
     fn cells_cannot_break_the_table() {
         assert_eq!(esc("a|b\nc"), "a\\|b c");
+        assert_eq!(
+            cell_text("x = `y`", Tone::Code),
+            "x = `y`",
+            "no nested backticks"
+        );
+        assert_eq!(cell_text("a|b", Tone::Code), "`a\\|b`");
+        assert_eq!(cell_text("aaaa, bbbb", Tone::Commits), "`aaaa`, `bbbb`");
         let mut out = String::new();
-        header(&mut out, &["x", "y"]);
-        assert_eq!(out, "| x | y |\n|---|---|\n");
+        let t = TextTable {
+            headers: vec!["x".into(), "n".into()],
+            numeric: vec![false, true],
+            rows: vec![vec![
+                TextCell {
+                    text: "a".into(),
+                    tone: Tone::Plain,
+                },
+                TextCell {
+                    text: "1".into(),
+                    tone: Tone::Good,
+                },
+            ]],
+        };
+        draw(&mut out, &t);
+        assert_eq!(out, "| x | n |\n|---|---:|\n| a | 1 |\n\n");
     }
 }

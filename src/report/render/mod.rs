@@ -5,6 +5,7 @@ pub mod html;
 pub mod json;
 pub mod markdown;
 pub mod svg;
+pub mod tables;
 pub mod terminal;
 
 use super::model::{ArmCell, CellStatus, MetricDiff};
