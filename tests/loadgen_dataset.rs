@@ -9,16 +9,30 @@ use std::collections::HashSet;
 fn prompts_have_exactly_the_target_token_count() {
     let dir = tempfile::tempdir().unwrap();
     let tokenizer = train_tokenizer(dir.path(), false);
-    let cfg = DatasetConfig { input_len: 96, output_len: 12, num_prompts: 40, seed: 1, ..DatasetConfig::default() };
+    let cfg = DatasetConfig {
+        input_len: 96,
+        output_len: 12,
+        num_prompts: 40,
+        seed: 1,
+        ..DatasetConfig::default()
+    };
     let ds = build_dataset(&cfg, Some(&tokenizer)).unwrap();
     assert!(!ds.synthetic);
     let info = ds.tokenizer.as_ref().unwrap();
     assert_eq!(info.num_special_tokens_to_add, 0);
-    assert!(info.ids_excluded >= 2, "<|bos|> and <|eos|> are never sampled");
+    assert!(
+        info.ids_excluded >= 2,
+        "<|bos|> and <|eos|> are never sampled"
+    );
     assert_eq!(ds.requests.len(), 40);
     for request in &ds.requests {
         // Counted independently, by re-encoding the prompt text.
-        assert_eq!(count_tokens(&tokenizer, &request.prompt), 96, "prompt: {:?}", request.prompt);
+        assert_eq!(
+            count_tokens(&tokenizer, &request.prompt),
+            96,
+            "prompt: {:?}",
+            request.prompt
+        );
         assert_eq!(request.prompt_len, Some(96));
         assert_eq!(request.output_len, 12);
         assert!(!request.prompt.contains("<|bos|>") && !request.prompt.contains("<|eos|>"));
@@ -27,14 +41,24 @@ fn prompts_have_exactly_the_target_token_count() {
     let distinct: HashSet<&str> = ds.requests.iter().map(|r| r.prompt.as_str()).collect();
     // Prompts start at a random offset of the vocabulary (as in vLLM); with this tiny vocabulary
     // two offsets may coincide, but most prompts must differ.
-    assert!(distinct.len() >= 30, "only {} distinct prompts", distinct.len());
+    assert!(
+        distinct.len() >= 30,
+        "only {} distinct prompts",
+        distinct.len()
+    );
 }
 
 #[test]
 fn same_seed_same_dataset_other_seed_other_dataset() {
     let dir = tempfile::tempdir().unwrap();
     let tokenizer = train_tokenizer(dir.path(), false);
-    let cfg = DatasetConfig { input_len: 32, output_len: 8, num_prompts: 10, seed: 9, ..DatasetConfig::default() };
+    let cfg = DatasetConfig {
+        input_len: 32,
+        output_len: 8,
+        num_prompts: 10,
+        seed: 9,
+        ..DatasetConfig::default()
+    };
     let a = build_dataset(&cfg, Some(&tokenizer)).unwrap();
     let b = build_dataset(&cfg, Some(&tokenizer)).unwrap();
     assert_eq!(a.requests, b.requests);
@@ -62,14 +86,31 @@ fn range_ratio_prefix_and_special_tokens_follow_vllm() {
         let target = request.target_prompt_len;
         assert!((42..=106).contains(&target), "target {target}");
         assert_eq!(count_tokens(&tokenizer, &request.prompt) as u32, target);
-        assert!((10..=30).contains(&request.output_len), "output {}", request.output_len);
+        assert!(
+            (10..=30).contains(&request.output_len),
+            "output {}",
+            request.output_len
+        );
         min_in = min_in.min(target);
         max_in = max_in.max(target);
     }
-    assert!(max_in - min_in > 30, "lengths actually vary: {min_in}..{max_in}");
+    assert!(
+        max_in - min_in > 30,
+        "lengths actually vary: {min_in}..{max_in}"
+    );
     // The shared prefix: every prompt starts with the same text.
     let first: Vec<char> = ds.requests[0].prompt.chars().collect();
-    let common = ds.requests.iter().map(|r| r.prompt.chars().zip(&first).take_while(|(a, b)| a == *b).count()).min().unwrap();
+    let common = ds
+        .requests
+        .iter()
+        .map(|r| {
+            r.prompt
+                .chars()
+                .zip(&first)
+                .take_while(|(a, b)| a == *b)
+                .count()
+        })
+        .min()
+        .unwrap();
     assert!(common >= 10, "prompts share a prefix of {common} chars");
 }
-

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 pub mod bench;
 pub mod plan;
+pub mod report;
 pub mod sim;
 
 #[derive(Debug, Parser)]
@@ -30,6 +31,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Serve an OpenAI-compatible simulator with exactly configured timing and faults.
     Sim(sim::SimArgs),
+    /// Tables, verdicts with confidence, failure breakdown, HTML and seed-compatible files.
+    Report(report::ReportArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -51,6 +54,7 @@ pub fn main() -> ExitCode {
             Command::Schema => plan::run_schema(),
             Command::Bench(args) => bench::run(args).await,
             Command::Sim(args) => sim::run(args).await,
+            Command::Report(args) => report::run(args),
         }
     });
     match result {

@@ -244,7 +244,9 @@ fn build_from_tokenizer(
     let allowed: Vec<u32> = (0..vocab_size as u32)
         .filter(|id| !special.contains(id))
         .filter(|&id| {
-            tokenizer.decode(&[id], false).is_ok_and(|text| !text.is_empty() && !text.contains('\u{FFFD}'))
+            tokenizer
+                .decode(&[id], false)
+                .is_ok_and(|text| !text.is_empty() && !text.contains('\u{FFFD}'))
         })
         .collect();
     if allowed.is_empty() {

@@ -12,15 +12,35 @@ use tokenizers::{AddedToken, Tokenizer};
 /// sequence, so datasets must subtract one token from the input length (as vLLM does).
 pub fn train_tokenizer(dir: &Path, bos: bool) -> PathBuf {
     let words = [
-        "the", "server", "token", "stream", "latency", "batch", "cache", "model", "kernel", "prefill",
-        "decode", "attention", "vllm", "gpu", "memory", "request", "über", "naïve", "数据", "😀",
+        "the",
+        "server",
+        "token",
+        "stream",
+        "latency",
+        "batch",
+        "cache",
+        "model",
+        "kernel",
+        "prefill",
+        "decode",
+        "attention",
+        "vllm",
+        "gpu",
+        "memory",
+        "request",
+        "über",
+        "naïve",
+        "数据",
+        "😀",
     ];
     let mut corpus = Vec::new();
     let mut state = 17u64;
     for _ in 0..400 {
         let mut line = String::new();
         for _ in 0..24 {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             line.push_str(words[(state >> 33) as usize % words.len()]);
             line.push(if (state >> 20) % 7 == 0 { ',' } else { ' ' });
         }
@@ -31,13 +51,18 @@ pub fn train_tokenizer(dir: &Path, bos: bool) -> PathBuf {
         .min_frequency(1)
         .show_progress(false)
         .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
-        .special_tokens(vec![AddedToken::from("<|bos|>", true), AddedToken::from("<|eos|>", true)])
+        .special_tokens(vec![
+            AddedToken::from("<|bos|>", true),
+            AddedToken::from("<|eos|>", true),
+        ])
         .build()
         .into();
     let mut tokenizer = Tokenizer::new(BPE::default());
     tokenizer.with_pre_tokenizer(Some(ByteLevel::default()));
     tokenizer.with_decoder(Some(ByteLevel::default()));
-    tokenizer.train(&mut trainer, corpus.iter()).expect("training works");
+    tokenizer
+        .train(&mut trainer, corpus.iter())
+        .expect("training works");
     if bos {
         let bos_id = tokenizer.token_to_id("<|bos|>").expect("bos exists");
         let template = TemplateProcessing::builder()
