@@ -110,9 +110,10 @@ pub fn portable_path(path: &std::path::Path, base: &std::path::Path) -> String {
     }
 }
 
-/// RFC 3339 timestamp of now, in UTC, second precision.
+/// RFC 3339 timestamp of now, in UTC, millisecond precision (journal entries of one second
+/// must still order, and overlaps of parallel servers must be visible).
 pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
 #[cfg(test)]
