@@ -38,6 +38,24 @@ pub struct ApplyArgs {
     pub no_report: bool,
 }
 
+impl ApplyArgs {
+    /// Defaults for everything but the manifest.
+    pub fn simple(manifest: PathBuf, plain: bool) -> ApplyArgs {
+        ApplyArgs {
+            manifest,
+            state: None,
+            gpus: None,
+            rerun: Vec::new(),
+            fail_fast: false,
+            max_parallel: None,
+            isolate_measure: false,
+            gpu_env_only: false,
+            plain,
+            no_report: false,
+        }
+    }
+}
+
 fn parse_gpus(text: &str) -> std::result::Result<Vec<u32>, String> {
     exec::gpu::parse_gpu_list(text)
 }

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 pub mod apply;
 pub mod bench;
+pub mod demo;
 pub mod plan;
 pub mod report;
 pub mod sim;
@@ -21,6 +22,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Write the embedded quickstart campaign (simulated servers, no GPU) to a directory and
+    /// apply it: baseline vs human vs agent, with a report.
+    Demo(demo::DemoArgs),
     /// Show what `apply` would do: every node with an action and a reason. Touches nothing.
     /// Exit code: 0 nothing to do, 2 changes pending, 1 error.
     Plan(plan::PlanArgs),
@@ -62,6 +66,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Plan(args) => plan::run_plan(args).await,
             Command::Apply(args) => apply::run_apply(args).await,
+            Command::Demo(args) => demo::run(args).await,
             Command::State(args) => apply::run_state(args),
             Command::Unlock(args) => apply::run_unlock(args),
             Command::Validate(args) => plan::run_validate(args),
