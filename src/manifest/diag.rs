@@ -67,14 +67,15 @@ impl miette::Diagnostic for Diagnostic {
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
         let len = self.span.end.saturating_sub(self.span.start);
-        Some(Box::new(std::iter::once(LabeledSpan::new_primary_with_span(
-            Some(self.label.clone()),
-            (self.span.start, len),
-        ))))
+        Some(Box::new(std::iter::once(
+            LabeledSpan::new_primary_with_span(Some(self.label.clone()), (self.span.start, len)),
+        )))
     }
 
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        self.help.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display>)
+        self.help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
     }
 }
 
@@ -85,8 +86,20 @@ pub struct Collector {
 }
 
 impl Collector {
-    pub fn error(&mut self, source: &Source, span: Range<usize>, message: impl Into<String>, label: impl Into<String>) -> &mut Diagnostic {
-        self.items.push(Diagnostic { source: source.clone(), message: message.into(), span, label: label.into(), help: None });
+    pub fn error(
+        &mut self,
+        source: &Source,
+        span: Range<usize>,
+        message: impl Into<String>,
+        label: impl Into<String>,
+    ) -> &mut Diagnostic {
+        self.items.push(Diagnostic {
+            source: source.clone(),
+            message: message.into(),
+            span,
+            label: label.into(),
+            help: None,
+        });
         self.items.last_mut().expect("just pushed")
     }
 
@@ -95,12 +108,18 @@ impl Collector {
     }
 
     /// Fails with every collected diagnostic, in file order, if there are any.
-    pub fn finish(mut self) -> Result<(), ManifestError> {
+    pub fn finish(&mut self) -> Result<(), ManifestError> {
         if self.items.is_empty() {
             return Ok(());
         }
-        self.items.sort_by(|a, b| a.source.name.cmp(&b.source.name).then(a.span.start.cmp(&b.span.start)));
-        Err(ManifestError { diagnostics: self.items })
+        let mut items = std::mem::take(&mut self.items);
+        items.sort_by(|a, b| {
+            a.source
+                .name
+                .cmp(&b.source.name)
+                .then(a.span.start.cmp(&b.span.start))
+        });
+        Err(ManifestError { diagnostics: items })
     }
 }
 
@@ -121,7 +140,15 @@ impl ManifestError {
     /// An error about a file as a whole (cannot read it, for example).
     pub fn whole_file(name: &str, message: String) -> ManifestError {
         let source = Source::new(name, "");
-        ManifestError { diagnostics: vec![Diagnostic { source, message, span: 0..0, label: String::new(), help: None }] }
+        ManifestError {
+            diagnostics: vec![Diagnostic {
+                source,
+                message,
+                span: 0..0,
+                label: String::new(),
+                help: None,
+            }],
+        }
     }
 
     /// The one-line forms, for tests and logs.
@@ -132,7 +159,11 @@ impl ManifestError {
 
 impl fmt::Display for ManifestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let file = self.diagnostics.first().map(|d| d.source.name.as_str()).unwrap_or("manifest");
+        let file = self
+            .diagnostics
+            .first()
+            .map(|d| d.source.name.as_str())
+            .unwrap_or("manifest");
         match self.diagnostics.len() {
             1 => write!(f, "{file}: 1 error"),
             n => write!(f, "{file}: {n} errors"),
@@ -144,12 +175,19 @@ impl std::error::Error for ManifestError {}
 
 impl miette::Diagnostic for ManifestError {
     fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn miette::Diagnostic> + 'a>> {
-        Some(Box::new(self.diagnostics.iter().map(|d| d as &dyn miette::Diagnostic)))
+        Some(Box::new(
+            self.diagnostics
+                .iter()
+                .map(|d| d as &dyn miette::Diagnostic),
+        ))
     }
 }
 
 /// Closest candidate by edit distance, for "did you mean" help lines.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (strsim::damerau_levenshtein(word, c), c))
@@ -157,4 +195,3 @@ pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
 }
-

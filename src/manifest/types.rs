@@ -32,6 +32,7 @@ pub struct ManifestFile {
     pub state: Option<String>,
     /// Trials per arm; trials of the arms of one commit are interleaved (A B C A B C).
     #[serde(default)]
+    #[schemars(range(min = 1))]
     pub repeats: Option<u32>,
     /// Image naming shared by the arms' templates (`{{ images.repo }}`, `{{ repo }}`).
     #[serde(default)]
@@ -251,6 +252,7 @@ pub struct LoadSettings {
     pub dataset: Option<DatasetSettings>,
     /// Measured requests per load point (default 100).
     #[serde(default)]
+    #[schemars(range(min = 1))]
     pub num_prompts: Option<u32>,
     /// Requests in flight (default 16); a list gives one measure step per value.
     #[serde(default)]
@@ -295,9 +297,11 @@ pub struct DatasetSettings {
     pub name: Option<DatasetName>,
     /// Prompt tokens (default 512).
     #[serde(default)]
+    #[schemars(range(min = 1))]
     pub input_len: Option<u32>,
     /// Output tokens (default 64).
     #[serde(default)]
+    #[schemars(range(min = 1))]
     pub output_len: Option<u32>,
     /// Lengths drawn from [L·(1−r), L·(1+r)] (default 0).
     #[serde(default)]
@@ -339,6 +343,7 @@ pub struct Resources {
     pub isolate_measure: Option<bool>,
     /// Concurrent image pulls (default 2).
     #[serde(default)]
+    #[schemars(range(min = 1))]
     pub pull_parallelism: Option<u32>,
     /// Disk budget for pulled images, e.g. `200g`; images no pending step needs are pruned.
     #[serde(default)]
@@ -370,6 +375,7 @@ pub struct CommitDef {
     pub subject: Option<String>,
     /// Trials for this commit (overrides `repeats`).
     #[serde(default)]
+    #[schemars(range(min = 1))]
     pub repeats: Option<u32>,
     /// Only these arms for this commit (default: all).
     #[serde(default)]

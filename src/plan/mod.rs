@@ -1,1 +1,306 @@
-//! See ARCHITECTURE.md.
+//! The plan: every desired node diffed against the recorded state, each with one action and one
+//! reason; plus nodes the state knows but the manifest no longer wants (orphaned).
+
+pub mod render;
+
+use crate::manifest::model::Campaign;
+use crate::pipeline::def::{Scope, StepKind};
+use crate::pipeline::expand::{Dag, Node, Target};
+use crate::state::{Event, State};
+use petgraph::graph::NodeIndex;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// `+ run`: never done (or failed before).
+    Run,
+    /// `~ rerun`: done, but something that shapes its result changed.
+    Rerun,
+    /// `! incomplete`: started and never finished (interrupted).
+    Incomplete,
+    /// `= cached`: done with the same key.
+    Cached,
+    /// `- orphaned`: in the state, no longer in the manifest (results kept).
+    Orphaned,
+}
+
+impl Action {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Action::Run => "+",
+            Action::Rerun => "~",
+            Action::Incomplete => "!",
+            Action::Cached => "=",
+            Action::Orphaned => "-",
+        }
+    }
+
+    pub fn word(self) -> &'static str {
+        match self {
+            Action::Run => "run",
+            Action::Rerun => "rerun",
+            Action::Incomplete => "incomplete",
+            Action::Cached => "cached",
+            Action::Orphaned => "orphaned",
+        }
+    }
+
+    /// Whether apply will execute a node with this action.
+    pub fn executes(self) -> bool {
+        matches!(self, Action::Run | Action::Rerun | Action::Incomplete)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Planned {
+    pub address: String,
+    #[serde(skip)]
+    pub node: Option<NodeIndex>,
+    pub action: Action,
+    pub reason: String,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Counts {
+    pub run: usize,
+    pub rerun: usize,
+    pub incomplete: usize,
+    pub cached: usize,
+    pub orphaned: usize,
+    pub absent_arms: usize,
+}
+
+impl Counts {
+    pub fn pending(&self) -> usize {
+        self.run + self.rerun + self.incomplete
+    }
+}
+
+#[derive(Debug)]
+pub struct Plan {
+    /// One entry per DAG node, indexed like the DAG.
+    pub nodes: Vec<Planned>,
+    pub orphaned: Vec<Planned>,
+    pub counts: Counts,
+}
+
+impl Plan {
+    pub fn action(&self, idx: NodeIndex) -> Action {
+        self.nodes[idx.index()].action
+    }
+
+    pub fn get(&self, idx: NodeIndex) -> &Planned {
+        &self.nodes[idx.index()]
+    }
+}
+
+/// Options that change what the plan asks for.
+#[derive(Debug, Default, Clone)]
+pub struct PlanOptions {
+    /// Address globs to run again even if cached (`--rerun 'measure[commit=015069b0*'`).
+    pub rerun: Vec<glob::Pattern>,
+}
+
+fn component_phrase(name: &str) -> &str {
+    match name {
+        "image" => "image changed",
+        "patch" => "patch changed",
+        "server" => "server args changed",
+        "model" => "model changed",
+        "load" => "load changed",
+        "client" => "client version changed",
+        "gpu" => "GPU changed",
+        "trial" => "trial changed",
+        "measures" => "measurements changed",
+        other => other,
+    }
+}
+
+/// Why a node whose key changed must run again, from the recorded key components.
+fn rerun_reason(node: &Node, recorded: &BTreeMap<String, String>) -> String {
+    let mut changed: Vec<&str> = Vec::new();
+    for (name, hash) in &node.components {
+        match recorded.get(*name) {
+            Some(old) if *old == hash.hex() => {}
+            Some(_) => changed.push(component_phrase(name)),
+            None => changed.push(component_phrase(name)),
+        }
+    }
+    if changed.is_empty() {
+        "upstream changed".to_string()
+    } else {
+        changed.join(", ")
+    }
+}
+
+/// Diffs the DAG against the state.
+pub fn plan(campaign: &Campaign, dag: &Dag, state: &State, opts: &PlanOptions) -> Plan {
+    let _ = campaign;
+    let n = dag.graph.node_count();
+    let mut nodes: Vec<Planned> = Vec::with_capacity(n);
+    // 1. Nodes with results of their own: pulls, patches, measures, compares.
+    for idx in dag.graph.node_indices() {
+        let node = &dag.graph[idx];
+        let forced = opts.rerun.iter().any(|p| p.matches(&node.address));
+        let (action, reason) = if node.kind.is_ephemeral() {
+            (Action::Cached, String::new()) // decided from its session below
+        } else {
+            match state.get(&node.address) {
+                None => (Action::Run, "new".to_string()),
+                Some(e) if forced && e.event == Event::Done => {
+                    (Action::Rerun, "forced by --rerun".to_string())
+                }
+                Some(e) => match e.event {
+                    Event::Started => (
+                        Action::Incomplete,
+                        format!("interrupted (attempt {})", e.attempt),
+                    ),
+                    Event::Failed => {
+                        let why = e
+                            .failure
+                            .as_ref()
+                            .map(|f| f.class.to_string())
+                            .unwrap_or_else(|| "unknown".into());
+                        if e.key == node.key.hex() {
+                            (Action::Run, format!("failed before: {why}"))
+                        } else {
+                            (
+                                Action::Run,
+                                format!(
+                                    "failed before: {why}; {}",
+                                    rerun_reason(node, &e.components)
+                                ),
+                            )
+                        }
+                    }
+                    Event::Done if e.key == node.key.hex() => (Action::Cached, String::new()),
+                    Event::Done => (Action::Rerun, rerun_reason(node, &e.components)),
+                },
+            }
+        };
+        nodes.push(Planned {
+            address: node.address.clone(),
+            node: Some(idx),
+            action,
+            reason,
+        });
+    }
+    // 2. Sessions run when any of their measures must; their steps follow.
+    for session in &dag.sessions {
+        let pending = session
+            .measures
+            .iter()
+            .filter(|m| nodes[m.index()].action.executes())
+            .count();
+        for &s in &session.nodes {
+            let p = &mut nodes[s.index()];
+            if pending > 0 {
+                p.action = Action::Run;
+                p.reason = format!(
+                    "server session for {pending} measurement{}",
+                    if pending == 1 { "" } else { "s" }
+                );
+            } else if session.measures.is_empty() {
+                // A pipeline without measure steps: sessions run unless done before.
+                let done = state
+                    .get(&p.address)
+                    .is_some_and(|e| e.event == Event::Done && e.key == dag.graph[s].key.hex());
+                if !done {
+                    p.action = Action::Run;
+                    p.reason = "new".into();
+                }
+            }
+        }
+    }
+    // 3. Pulls and patches nobody pending needs are not worth doing now.
+    for idx in dag.graph.node_indices() {
+        let node = &dag.graph[idx];
+        if !matches!(node.kind.scope(), Scope::Image | Scope::Patch)
+            || !nodes[idx.index()].action.executes()
+        {
+            continue;
+        }
+        let needed = dag
+            .graph
+            .neighbors_directed(idx, petgraph::Direction::Outgoing)
+            .any(|next| nodes[next.index()].action.executes());
+        if !needed {
+            let p = &mut nodes[idx.index()];
+            p.action = Action::Cached;
+            p.reason = "not needed: everything that uses it is cached".into();
+        }
+    }
+    // 4. A compare runs again whenever any of its measurements does.
+    for (&_commit, &cmp) in &dag.compares {
+        let upstream_runs = dag
+            .graph
+            .neighbors_directed(cmp, petgraph::Direction::Incoming)
+            .filter(|u| nodes[u.index()].action.executes())
+            .count();
+        let p = &mut nodes[cmp.index()];
+        if upstream_runs > 0 && p.action == Action::Cached {
+            p.action = Action::Rerun;
+            p.reason = format!(
+                "{upstream_runs} upstream step{} will run",
+                if upstream_runs == 1 { "" } else { "s" }
+            );
+        }
+    }
+    // 5. Orphans: recorded, no longer wanted.
+    let mut orphaned: Vec<Planned> = state
+        .order
+        .iter()
+        .filter(|addr| !dag.index.contains_key(*addr))
+        .map(|addr| {
+            let e = &state.latest[addr];
+            let what = match e.event {
+                Event::Done => "results kept",
+                Event::Failed => "failure record kept",
+                Event::Started => "interrupted attempt kept",
+            };
+            Planned {
+                address: addr.clone(),
+                node: None,
+                action: Action::Orphaned,
+                reason: format!("no longer in manifest; {what}"),
+            }
+        })
+        .collect();
+    orphaned.sort_by(|a, b| a.address.cmp(&b.address));
+
+    let mut counts = Counts {
+        orphaned: orphaned.len(),
+        absent_arms: campaign.commits.iter().map(|c| c.absent.len()).sum(),
+        ..Counts::default()
+    };
+    for p in &nodes {
+        match p.action {
+            Action::Run => counts.run += 1,
+            Action::Rerun => counts.rerun += 1,
+            Action::Incomplete => counts.incomplete += 1,
+            Action::Cached => counts.cached += 1,
+            Action::Orphaned => counts.orphaned += 1,
+        }
+    }
+    Plan {
+        nodes,
+        orphaned,
+        counts,
+    }
+}
+
+/// The step kinds a node target has, for grouping in renderers.
+pub fn target_commit(dag: &Dag, node: &Node) -> Option<usize> {
+    match node.target {
+        Target::Image(_) => None,
+        Target::Patch { commit, .. } | Target::Commit(commit) => Some(commit),
+        Target::Session(s) | Target::Point { session: s, .. } => Some(dag.sessions[s].commit),
+    }
+}
+
+/// Whether a node is a measurement (the unit results are counted in).
+pub fn is_measure(node: &Node) -> bool {
+    node.kind == StepKind::LoadMeasure
+}

@@ -1,1 +1,273 @@
-//! See ARCHITECTURE.md.
+//! The state directory: an append-only journal of node transitions, attempt directories, and
+//! the lock that keeps two `apply`s apart.
+//!
+//! ```text
+//! .isobench/
+//!   meta.json            {"version": 1, "campaign": "...", "created": "..."}
+//!   journal.jsonl        one JSON object per transition, appended and fsynced
+//!   attempts/<node>/<n>/ everything attempt n of a node wrote (logs, result.json)
+//!   inventory.json       the GPUs the last apply saw (model name enters measurement keys)
+//!   lock                 held (flock) while apply runs; names the holder
+//! ```
+//! A `kill -9` can at worst leave a torn last journal line, which loading skips: the node it
+//! described is then seen as not started and simply runs again.
+
+pub mod lock;
+
+use crate::failure::Failure;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+pub const STATE_VERSION: u32 = 1;
+pub const JOURNAL: &str = "journal.jsonl";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    /// The step began (written before any side effect).
+    Started,
+    /// The step finished; `outputs` holds digests of what it wrote.
+    Done,
+    /// The step failed; `failure` says how.
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Entry {
+    /// Journal format version.
+    pub v: u32,
+    /// RFC 3339 time of the transition.
+    pub t: String,
+    pub addr: String,
+    pub event: Event,
+    pub key: String,
+    pub attempt: u32,
+    /// Named key components (`image`, `server`, `load`, ...), for explaining reruns.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub components: BTreeMap<String, String>,
+    /// Files written, relative to the state directory, with their content hashes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub outputs: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+    /// The apply run that wrote this entry.
+    #[serde(default)]
+    pub run: String,
+    /// Step-specific facts (image digest, server pid, duration...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<serde_json::Value>,
+}
+
+/// What the journal says about every node: the latest entry per address.
+#[derive(Debug, Default)]
+pub struct State {
+    pub dir: PathBuf,
+    pub latest: HashMap<String, Entry>,
+    /// Entries in journal order (for `state list`), only the latest per address.
+    pub order: Vec<String>,
+    /// Lines that could not be read (a torn write at a crash).
+    pub skipped_lines: usize,
+    pub inventory: Option<Inventory>,
+}
+
+/// GPUs seen by the last apply.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Inventory {
+    pub gpus: Vec<GpuInfo>,
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GpuInfo {
+    pub index: u32,
+    pub name: String,
+    #[serde(default)]
+    pub uuid: String,
+    #[serde(default)]
+    pub memory_total_mib: u64,
+}
+
+impl Inventory {
+    /// The GPU model for keys: the name of the first GPU (mixed hosts list all distinct names).
+    pub fn kind(&self) -> Option<String> {
+        let mut names: Vec<&str> = self
+            .gpus
+            .iter()
+            .map(|g| g.name.as_str())
+            .filter(|n| !n.is_empty())
+            .collect();
+        names.sort();
+        names.dedup();
+        (!names.is_empty()).then(|| names.join("+"))
+    }
+}
+
+impl State {
+    /// Loads the state directory; a missing directory is an empty state.
+    pub fn load(dir: &Path) -> std::io::Result<State> {
+        let mut state = State {
+            dir: dir.to_path_buf(),
+            ..State::default()
+        };
+        let journal = dir.join(JOURNAL);
+        match std::fs::File::open(&journal) {
+            Ok(file) => {
+                for line in std::io::BufReader::new(file).split(b'\n') {
+                    let line = line?;
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    match serde_json::from_slice::<Entry>(&line) {
+                        Ok(entry) if entry.v <= STATE_VERSION => {
+                            if !state.latest.contains_key(&entry.addr) {
+                                state.order.push(entry.addr.clone());
+                            }
+                            state.latest.insert(entry.addr.clone(), entry);
+                        }
+                        Ok(entry) => {
+                            return Err(std::io::Error::other(format!(
+                                "{} was written by a newer isobench (journal version {}); this one reads version {STATE_VERSION}",
+                                journal.display(),
+                                entry.v
+                            )));
+                        }
+                        Err(_) => state.skipped_lines += 1,
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        if let Ok(bytes) = std::fs::read(dir.join("inventory.json")) {
+            state.inventory = serde_json::from_slice(&bytes).ok();
+        }
+        Ok(state)
+    }
+
+    pub fn get(&self, address: &str) -> Option<&Entry> {
+        self.latest.get(address)
+    }
+
+    /// The next attempt number for a node (attempts are never reused).
+    pub fn next_attempt(&self, address: &str) -> u32 {
+        self.latest.get(address).map_or(1, |e| e.attempt + 1)
+    }
+}
+
+/// Appends entries to the journal, one fsynced line each.
+pub struct Journal {
+    file: std::fs::File,
+}
+
+impl Journal {
+    pub fn open(dir: &Path) -> std::io::Result<Journal> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(JOURNAL);
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(&path)?;
+        // A torn last line (crash mid-write) must not glue onto the next entry.
+        let len = file.metadata()?.len();
+        if len > 0 {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut last = [0u8; 1];
+            let mut reader = std::fs::File::open(&path)?;
+            reader.seek(SeekFrom::End(-1))?;
+            reader.read_exact(&mut last)?;
+            if last[0] != b'\n' {
+                file.write_all(b"\n")?;
+            }
+        }
+        Ok(Journal { file })
+    }
+
+    pub fn append(&mut self, entry: &Entry) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        self.file.write_all(&line)?;
+        self.file.sync_data()
+    }
+}
+
+/// Directory name for a node address: readable, filesystem-safe.
+pub fn slug(address: &str) -> String {
+    address
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "=,._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Attempt directory of a node, relative to the state directory.
+pub fn attempt_dir(address: &str, attempt: u32) -> PathBuf {
+    PathBuf::from("attempts")
+        .join(slug(address))
+        .join(attempt.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(addr: &str, event: Event, attempt: u32) -> Entry {
+        Entry {
+            v: 1,
+            t: "2026-01-01T00:00:00Z".into(),
+            addr: addr.into(),
+            event,
+            key: "k".into(),
+            attempt,
+            components: Default::default(),
+            outputs: Default::default(),
+            failure: None,
+            run: "r".into(),
+            info: None,
+        }
+    }
+
+    #[test]
+    fn latest_entry_wins_and_torn_lines_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        j.append(&entry("a", Event::Started, 1)).unwrap();
+        j.append(&entry("a", Event::Done, 1)).unwrap();
+        j.append(&entry("b", Event::Started, 1)).unwrap();
+        drop(j);
+        // Simulate a crash in the middle of writing a line.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(JOURNAL))
+            .unwrap();
+        f.write_all(b"{\"v\":1,\"t\":\"x\",\"addr\":\"b\",\"ev")
+            .unwrap();
+        drop(f);
+        // The next writer starts on a fresh line.
+        let mut j = Journal::open(dir.path()).unwrap();
+        j.append(&entry("c", Event::Done, 2)).unwrap();
+        let s = State::load(dir.path()).unwrap();
+        assert_eq!(s.get("a").unwrap().event, Event::Done);
+        assert_eq!(s.get("b").unwrap().event, Event::Started);
+        assert_eq!(s.get("c").unwrap().attempt, 2);
+        assert_eq!(s.skipped_lines, 1);
+        assert_eq!(s.next_attempt("c"), 3);
+        assert_eq!(s.next_attempt("zzz"), 1);
+    }
+
+    #[test]
+    fn slugs_are_safe() {
+        assert_eq!(
+            slug("measure[commit=015069b0,arm=human,trial=2,conc=16]"),
+            "measure_commit=015069b0,arm=human,trial=2,conc=16_"
+        );
+        assert_eq!(slug("pull[image=a/b:c]"), "pull_image=a_b_c_");
+    }
+}

@@ -1,0 +1,230 @@
+//! The resolved campaign: defaults merged, templates rendered, references checked. Everything
+//! downstream (pipeline expansion, plan, exec, report) works on these types only.
+
+use super::types::{ArmRole, Backend, RuntimeKind};
+use crate::util::hash::Hash;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Placeholder for the server's port in rendered commands; replaced at start time so that
+/// ports never enter a cache key.
+pub const PORT_PLACEHOLDER: &str = "__ISOBENCH_PORT__";
+
+/// Placeholder for the isobench executable (`{{ isobench }}`), so simulator campaigns can run
+/// `isobench sim` from wherever isobench is installed without the path entering keys.
+pub const EXE_PLACEHOLDER: &str = "__ISOBENCH_EXE__";
+
+#[derive(Debug, Clone)]
+pub struct Campaign {
+    pub name: String,
+    pub description: Option<String>,
+    pub manifest_path: PathBuf,
+    pub manifest_dir: PathBuf,
+    pub pipeline: crate::pipeline::def::Pipeline,
+    pub results_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub arms: Vec<ArmInfo>,
+    pub commits: Vec<Commit>,
+    pub resources: ResourceSettings,
+    pub compare: CompareSettings,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ArmInfo {
+    pub name: String,
+    pub role: ArmRole,
+}
+
+#[derive(Debug, Clone)]
+pub struct Commit {
+    pub human: String,
+    pub parent: String,
+    /// Unambiguous short form of `human` (8 characters unless two commits share them).
+    pub short: String,
+    pub subject: Option<String>,
+    pub model_key: String,
+    pub model: Model,
+    pub repeats: u32,
+    /// The server configuration shared by every arm of this commit.
+    pub server: Server,
+    pub load: Load,
+    /// Arms measured for this commit, in manifest order.
+    pub arms: Vec<CommitArm>,
+    /// Arms not measured for this commit, and why (e.g. no patch file).
+    pub absent: Vec<AbsentArm>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Model {
+    pub hf: String,
+    /// What the server is given (`path` if set, else `hf`).
+    pub path: String,
+    pub tokenizer: Option<PathBuf>,
+    pub revision: Option<String>,
+    pub served_name: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub runtime: RuntimeKind,
+    pub port: u16,
+    pub ready_path: String,
+    pub ready_timeout: Duration,
+    pub ready_interval: Duration,
+    pub gpus: u32,
+    pub shm_size: Option<u64>,
+    pub ipc: Option<String>,
+    pub env: BTreeMap<String, String>,
+    pub volumes: Vec<String>,
+}
+
+/// How an arm's server comes to exist.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ArmSource {
+    /// A container image (docker runtime).
+    Image { reference: String },
+    /// An installation directory (process runtime), e.g. a venv.
+    Path { root: PathBuf },
+    /// Another arm's source plus a patch.
+    Patched(Box<PatchSpec>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PatchSpec {
+    pub base_arm: String,
+    pub base: ArmSource,
+    pub patch_path: PathBuf,
+    pub patch_hash: Hash,
+    pub target: Option<String>,
+    pub fuzz: u32,
+    pub rebuild: Option<String>,
+}
+
+impl ArmSource {
+    /// The pullable root of this source (an image or installation), after following patches.
+    pub fn root(&self) -> &ArmSource {
+        match self {
+            ArmSource::Patched(p) => p.base.root(),
+            other => other,
+        }
+    }
+
+    /// Short human description.
+    pub fn describe(&self) -> String {
+        match self {
+            ArmSource::Image { reference } => reference.clone(),
+            ArmSource::Path { root } => root.display().to_string(),
+            ArmSource::Patched(p) => format!("{} + {}", p.base.describe(), p.patch_path.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CommitArm {
+    pub name: String,
+    pub role: ArmRole,
+    pub source: ArmSource,
+    /// The server command, split into arguments, with [`PORT_PLACEHOLDER`] for the port; the
+    /// arm's declared `args` appended.
+    pub argv: Vec<String>,
+    /// Server environment plus the arm's declared `env`.
+    pub env: BTreeMap<String, String>,
+    /// The arm's declared differences, shown in plans.
+    pub declared_args: Vec<String>,
+    pub declared_env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AbsentArm {
+    pub arm: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub enum Rate {
+    Infinite,
+    PerSecond(f64),
+}
+
+impl Rate {
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Rate::Infinite => f64::INFINITY,
+            Rate::PerSecond(r) => r,
+        }
+    }
+
+    pub fn label(self) -> String {
+        match self {
+            Rate::Infinite => "inf".into(),
+            Rate::PerSecond(r) => format!("{r}"),
+        }
+    }
+}
+
+/// One load point of a session: a measure step.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LoadPoint {
+    pub concurrency: u32,
+    pub rate: Rate,
+}
+
+impl LoadPoint {
+    /// Address label: `conc=16`, plus `rate=4` for finite rates (so addresses stay stable when
+    /// a rate list is added later).
+    pub fn label(&self) -> String {
+        match self.rate {
+            Rate::Infinite => format!("conc={}", self.concurrency),
+            Rate::PerSecond(_) => format!("conc={},rate={}", self.concurrency, self.rate.label()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Load {
+    pub backend: Backend,
+    pub endpoint: String,
+    pub input_len: u32,
+    pub output_len: u32,
+    pub range_ratio: f64,
+    pub prefix_len: u32,
+    pub num_prompts: u32,
+    pub points: Vec<LoadPoint>,
+    pub burstiness: f64,
+    pub warmup: u32,
+    #[serde(skip)]
+    pub timeout: Duration,
+    #[serde(skip)]
+    pub request_timeout: Duration,
+    pub seed: u64,
+    pub ignore_eos: bool,
+    pub temperature: f64,
+}
+
+#[derive(Debug, Clone)]
+pub enum GpuInventory {
+    /// Ask NVML (or `nvidia-smi`) at apply time.
+    Auto,
+    /// Declared indices (also on machines without GPUs: tests, dry runs).
+    Declared(Vec<u32>),
+}
+
+#[derive(Debug, Clone)]
+pub struct ResourceSettings {
+    pub gpus: GpuInventory,
+    pub gpu_kind: Option<String>,
+    pub gpu_env_only: bool,
+    pub gpu_idle_memory_mib: u64,
+    pub gpu_idle_wait: Duration,
+    pub isolate_measure: bool,
+    pub pull_parallelism: u32,
+    pub disk_budget: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CompareSettings {
+    pub confidence: f64,
+    pub threshold_pct: Option<f64>,
+}

@@ -1,0 +1,1430 @@
+//! Manifest text → [`Campaign`]: syntax, schema, references, templates, drift — every problem
+//! collected and located before anything runs.
+
+use super::defaults as d;
+use super::diag::{Collector, ManifestError, Source, did_you_mean};
+use super::model::*;
+use super::schema_check::SchemaChecker;
+use super::spans::SpanIndex;
+use super::template::{Templates, split_command};
+use super::types::*;
+use crate::util;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+/// The manifest's JSON Schema (generated from [`ManifestFile`]).
+pub fn schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(ManifestFile)).expect("schema serialises")
+}
+
+/// Loads, checks and resolves a manifest file.
+pub fn load_file(path: &Path) -> Result<Campaign, ManifestError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ManifestError::whole_file(
+            &path.display().to_string(),
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    load_str(&path.display().to_string(), &text, dir)
+}
+
+/// Loads a manifest from text; relative paths resolve against `manifest_dir`.
+pub fn load_str(name: &str, text: &str, manifest_dir: &Path) -> Result<Campaign, ManifestError> {
+    let source = Source::new(name, text);
+    let mut out = Collector::default();
+
+    // 1. Syntax (every error the parser can recover from).
+    let (table, errors) = toml::de::DeTable::parse_recoverable(text);
+    for e in &errors {
+        out.error(
+            &source,
+            e.span().unwrap_or(0..0),
+            format!("TOML syntax: {}", e.message().trim()),
+            "here",
+        );
+    }
+    if !errors.is_empty() {
+        return Err(out.finish().expect_err("has errors"));
+    }
+
+    // 2. Shape: unknown keys, types, ranges, required keys — all of them.
+    let schema = schema();
+    let root = toml::Spanned::new(
+        table.span(),
+        toml::de::DeValue::Table(table.get_ref().clone()),
+    );
+    SchemaChecker::new(&schema, &source).check(&root, &schema, "", &mut out);
+    if !out.is_empty() {
+        return Err(out.finish().expect_err("has errors"));
+    }
+    let file: ManifestFile = match toml::from_str(text) {
+        Ok(f) => f,
+        Err(e) => {
+            out.error(
+                &source,
+                e.span().unwrap_or(0..0),
+                e.message().trim().to_string(),
+                "here",
+            );
+            return Err(out.finish().expect_err("has errors"));
+        }
+    };
+
+    // 3. Meaning.
+    let spans = SpanIndex::build(&table);
+    let mut r = Resolver {
+        source: &source,
+        spans: &spans,
+        out,
+        manifest_dir: manifest_dir.to_path_buf(),
+        templates: Templates::new(),
+    };
+    let campaign = r.resolve(&file);
+    r.out.finish()?;
+    Ok(campaign.expect("no errors means a campaign"))
+}
+
+struct Resolver<'a> {
+    source: &'a Source,
+    spans: &'a SpanIndex,
+    out: Collector,
+    manifest_dir: PathBuf,
+    templates: Templates,
+}
+
+/// One arm, checked once for the whole campaign.
+struct ArmPlan<'f> {
+    def: &'f ArmDef,
+    index: usize,
+    role: ArmRole,
+}
+
+#[derive(Serialize)]
+struct CommitCtx<'a> {
+    human: &'a str,
+    parent: &'a str,
+    short: &'a str,
+    parent_short: &'a str,
+    subject: &'a str,
+    model: &'a str,
+}
+
+#[derive(Serialize)]
+struct ModelCtx<'a> {
+    name: &'a str,
+    hf: &'a str,
+    path: &'a str,
+    tokenizer: &'a str,
+    revision: &'a str,
+    served_name: &'a str,
+}
+
+#[derive(Serialize, Clone)]
+struct ArmCtx {
+    name: String,
+    role: ArmRole,
+    path: String,
+    image: String,
+}
+
+#[derive(Serialize)]
+struct ServerCtx<'a> {
+    max_model_len: Option<u32>,
+    gpus: u32,
+    vars: &'a BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+struct Ctx<'a> {
+    commit: &'a CommitCtx<'a>,
+    model: &'a ModelCtx<'a>,
+    arm: &'a ArmCtx,
+    images: &'a Images,
+    repo: &'a str,
+    vars: &'a BTreeMap<String, String>,
+    server: &'a ServerCtx<'a>,
+    port: &'a str,
+    isobench: &'a str,
+}
+
+impl<'a> Resolver<'a> {
+    fn err(
+        &mut self,
+        path: &str,
+        message: impl Into<String>,
+        label: impl Into<String>,
+    ) -> &mut super::diag::Diagnostic {
+        let span = self.spans.value(path);
+        self.out.error(self.source, span, message, label)
+    }
+
+    fn resolve(&mut self, file: &ManifestFile) -> Option<Campaign> {
+        if file.version != 1 {
+            self.err(
+                "version",
+                format!("unsupported manifest version {}", file.version),
+                "only version 1 exists",
+            )
+            .with_help("set `version = 1`");
+        }
+        if file.name.trim().is_empty() {
+            self.err("name", "the campaign name is empty", "empty");
+        }
+        let pipeline = self.resolve_pipeline(file);
+        let arms = self.check_arms(file);
+        self.check_models(file);
+        self.check_server_settings(&file.server, "server");
+        self.check_load_settings(&file.load, "load");
+        let resources = self.resolve_resources(file);
+        if let Some(c) = file.compare.confidence
+            && !(c > 0.5 && c < 1.0)
+        {
+            self.err(
+                "compare.confidence",
+                format!("confidence must be between 0.5 and 1, found {c}"),
+                "out of range",
+            );
+        }
+        if file.commits.is_empty() {
+            self.err("commits", "the manifest lists no commits", "empty")
+                .with_help("add a `[[commits]]` table with `human`, `parent` and `model`");
+        }
+        let shorts = self.check_commit_hashes(file);
+        let mut commits = Vec::with_capacity(file.commits.len());
+        for (i, c) in file.commits.iter().enumerate() {
+            if !is_hash(&c.human) || !is_hash(&c.parent) {
+                continue; // reported; rendering its templates would only add follow-on errors
+            }
+            if let Some(commit) = self.resolve_commit(file, i, c, &shorts[i], &arms, &resources) {
+                commits.push(commit);
+            }
+        }
+        let pipeline = pipeline?;
+        let results_dir = util::normalize_path(
+            &self.manifest_dir.join(
+                file.results
+                    .clone()
+                    .unwrap_or_else(|| format!("results/{}", file.name)),
+            ),
+        );
+        let state_dir = util::normalize_path(
+            &self.manifest_dir.join(
+                file.state
+                    .clone()
+                    .unwrap_or_else(|| d::STATE_DIR.to_string()),
+            ),
+        );
+        Some(Campaign {
+            name: file.name.clone(),
+            description: file.description.clone(),
+            manifest_path: self
+                .manifest_dir
+                .join(Path::new(&self.source.name).file_name().unwrap_or_default()),
+            manifest_dir: self.manifest_dir.clone(),
+            pipeline,
+            results_dir,
+            state_dir,
+            arms: arms
+                .iter()
+                .map(|a| ArmInfo {
+                    name: a.def.name.clone(),
+                    role: a.role,
+                })
+                .collect(),
+            commits,
+            resources,
+            compare: super::model::CompareSettings {
+                confidence: file.compare.confidence.unwrap_or(d::CONFIDENCE),
+                threshold_pct: file.compare.threshold_pct,
+            },
+        })
+    }
+
+    fn resolve_pipeline(&mut self, file: &ManifestFile) -> Option<crate::pipeline::def::Pipeline> {
+        let reference = file.pipeline.as_deref().unwrap_or(d::PIPELINE);
+        match crate::pipeline::def::locate(reference, &self.manifest_dir) {
+            Ok((origin, text)) => match crate::pipeline::def::parse(&origin, &text) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    self.out.items.extend(e.diagnostics);
+                    None
+                }
+            },
+            Err(message) => {
+                self.err("pipeline", message, "unknown pipeline");
+                None
+            }
+        }
+    }
+
+    fn check_arms<'f>(&mut self, file: &'f ManifestFile) -> Vec<ArmPlan<'f>> {
+        let names: Vec<&str> = file.arms.iter().map(|a| a.name.as_str()).collect();
+        let mut plans = Vec::new();
+        if file.arms.is_empty() {
+            self.err("arms", "the manifest defines no arms", "empty")
+                .with_help("add `[[arms]]` tables: at least a `baseline`");
+        }
+        for (i, arm) in file.arms.iter().enumerate() {
+            let p = format!("arms[{i}]");
+            if names[..i].contains(&arm.name.as_str()) {
+                self.err(
+                    &format!("{p}.name"),
+                    format!("duplicate arm name `{}`", arm.name),
+                    "defined twice",
+                );
+            }
+            if arm.name.is_empty()
+                || !arm
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+            {
+                self.err(&format!("{p}.name"), format!("arm name `{}` must be non-empty and use only letters, digits, `-`, `_`, `.`", arm.name), "invalid name");
+            }
+            let ways = [
+                arm.image.is_some(),
+                arm.path.is_some(),
+                arm.base.is_some() || arm.patch.is_some(),
+            ]
+            .iter()
+            .filter(|b| **b)
+            .count();
+            if ways != 1 {
+                self.err(&p, format!("arm `{}` must get its server in exactly one way", arm.name), if ways == 0 { "no image, path or patch" } else { "more than one way" })
+                    .with_help("give it `image` (docker), `path` (process runtime), or `base` + `patch` (an agent patch over another arm)");
+            }
+            if arm.base.is_some() != arm.patch.is_some() {
+                let missing = if arm.base.is_some() { "patch" } else { "base" };
+                self.err(
+                    &p,
+                    format!(
+                        "arm `{}` has `{}` without `{missing}`",
+                        arm.name,
+                        if missing == "patch" { "base" } else { "patch" }
+                    ),
+                    format!("`{missing}` missing"),
+                );
+            }
+            if let Some(base) = &arm.base {
+                if !names.contains(&base.as_str()) {
+                    let e = self.err(
+                        &format!("{p}.base"),
+                        format!("arm `{}` is based on unknown arm `{base}`", arm.name),
+                        "unknown arm",
+                    );
+                    if let Some(g) = did_you_mean(base, names.iter().copied()) {
+                        e.with_help(format!("did you mean `{g}`?"));
+                    }
+                } else if base == &arm.name {
+                    self.err(
+                        &format!("{p}.base"),
+                        format!("arm `{}` is based on itself", arm.name),
+                        "cycle",
+                    );
+                }
+            }
+            if (arm.patch_target.is_some() || arm.patch_fuzz.is_some() || arm.rebuild.is_some())
+                && arm.patch.is_none()
+            {
+                self.err(
+                    &p,
+                    format!("arm `{}` sets patch options but has no `patch`", arm.name),
+                    "patch options without a patch",
+                );
+            }
+            let inferred = match arm.name.as_str() {
+                "baseline" => Some(ArmRole::Baseline),
+                "human" => Some(ArmRole::Human),
+                _ if arm.patch.is_some() => Some(ArmRole::Agent),
+                _ => None,
+            };
+            let role = match (arm.role, inferred) {
+                (Some(r), _) => r,
+                (None, Some(r)) => r,
+                (None, None) => {
+                    self.err(
+                        &format!("{p}.name"),
+                        format!("cannot tell the role of arm `{}`", arm.name),
+                        "role unknown",
+                    )
+                    .with_help("add `role = \"baseline\"`, `\"human\"` or `\"agent\"`");
+                    ArmRole::Agent
+                }
+            };
+            plans.push(ArmPlan {
+                def: arm,
+                index: i,
+                role,
+            });
+        }
+        // Cycles through `base` chains longer than one.
+        for arm in &file.arms {
+            let mut seen = vec![arm.name.as_str()];
+            let mut current = arm;
+            while let Some(base) = &current.base {
+                if seen.contains(&base.as_str()) {
+                    if base != &arm.name || seen.len() > 1 {
+                        let i = file
+                            .arms
+                            .iter()
+                            .position(|a| a.name == arm.name)
+                            .unwrap_or(0);
+                        if base != &current.name {
+                            self.err(
+                                &format!("arms[{i}].base"),
+                                format!(
+                                    "arms form a cycle through `base`: {} → {base}",
+                                    seen.join(" → ")
+                                ),
+                                "cycle",
+                            );
+                        }
+                    }
+                    break;
+                }
+                seen.push(base);
+                match file.arms.iter().find(|a| &a.name == base) {
+                    Some(next) => current = next,
+                    None => break,
+                }
+            }
+        }
+        let baselines: Vec<&ArmPlan> = plans
+            .iter()
+            .filter(|p| p.role == ArmRole::Baseline)
+            .collect();
+        if baselines.len() > 1 {
+            let i = baselines[1].index;
+            self.err(
+                &format!("arms[{i}]"),
+                "more than one arm has the baseline role",
+                "second baseline",
+            );
+        } else if baselines.is_empty() && !file.arms.is_empty() {
+            self.err("arms", "no arm has the baseline role", "no baseline")
+                .with_help("name an arm `baseline` or give it `role = \"baseline\"`");
+        }
+        plans
+    }
+
+    fn check_models(&mut self, file: &ManifestFile) {
+        for (key, model) in &file.models {
+            if model.hf.trim().is_empty() {
+                self.err(
+                    &format!("models.{key}.hf"),
+                    format!("model `{key}` has an empty `hf` name"),
+                    "empty",
+                );
+            }
+            if let Some(tok) = &model.tokenizer {
+                let p = self.manifest_dir.join(util::expand_tilde(tok));
+                if !p.exists() {
+                    self.err(&format!("models.{key}.tokenizer"), format!("tokenizer `{tok}` of model `{key}` does not exist ({})", p.display()), "not found")
+                        .with_help("give a `tokenizer.json` or a directory holding one; without it prompts are synthetic text");
+                }
+            }
+        }
+    }
+
+    fn check_server_settings(&mut self, s: &ServerSettings, p: &str) {
+        if let Some(ready) = &s.ready {
+            if let Some(path) = &ready.path
+                && !path.starts_with('/')
+            {
+                self.err(
+                    &format!("{p}.ready.path"),
+                    format!("readiness path `{path}` must start with `/`"),
+                    "not a path",
+                );
+            }
+            for (name, value) in [("timeout", &ready.timeout), ("interval", &ready.interval)] {
+                if let Some(v) = value
+                    && let Err(e) = util::parse_duration(v)
+                {
+                    self.err(&format!("{p}.ready.{name}"), e, "not a duration");
+                }
+            }
+        }
+        if let Some(shm) = &s.shm_size
+            && let Err(e) = util::parse_size(shm)
+        {
+            self.err(&format!("{p}.shm_size"), e, "not a size");
+        }
+        if let Some(ipc) = &s.ipc
+            && !(ipc == "host"
+                || ipc == "private"
+                || ipc == "shareable"
+                || ipc == "none"
+                || ipc.starts_with("container:"))
+        {
+            self.err(
+                &format!("{p}.ipc"),
+                format!("unknown IPC mode `{ipc}`"),
+                "unknown mode",
+            )
+            .with_help("use `host`, `private`, `shareable` or `none`");
+        }
+        if let Some(volumes) = &s.volumes {
+            for (i, v) in volumes.iter().enumerate() {
+                let parts: Vec<&str> = v.split(':').collect();
+                if parts.len() < 2
+                    || parts.len() > 3
+                    || parts[0].is_empty()
+                    || !parts[1].starts_with('/')
+                    || (parts.len() == 3 && !["ro", "rw"].contains(&parts[2]))
+                {
+                    self.err(
+                        &format!("{p}.volumes[{i}]"),
+                        format!("volume `{v}` is not `host:/container[:ro|rw]`"),
+                        "bad volume",
+                    );
+                }
+            }
+        }
+    }
+
+    fn check_load_settings(&mut self, l: &LoadSettings, p: &str) {
+        if let Some(e) = &l.endpoint
+            && !e.starts_with('/')
+        {
+            self.err(
+                &format!("{p}.endpoint"),
+                format!("endpoint `{e}` must start with `/`"),
+                "not a path",
+            );
+        }
+        if let Some(ds) = &l.dataset {
+            if let Some(r) = ds.range_ratio
+                && !(0.0..1.0).contains(&r)
+            {
+                self.err(
+                    &format!("{p}.dataset.range_ratio"),
+                    format!("range_ratio must be in [0, 1), found {r}"),
+                    "out of range",
+                );
+            }
+        }
+        if let Some(c) = &l.concurrency {
+            let values = c.to_vec();
+            if values.is_empty() {
+                self.err(
+                    &format!("{p}.concurrency"),
+                    "concurrency list is empty",
+                    "empty",
+                );
+            }
+            for (i, v) in values.iter().enumerate() {
+                if *v == 0 {
+                    let at = if matches!(c, OneOrMany::Many(_)) {
+                        format!("{p}.concurrency[{i}]")
+                    } else {
+                        format!("{p}.concurrency")
+                    };
+                    self.err(&at, "concurrency must be at least 1", "zero");
+                }
+            }
+            let mut seen = HashSet::new();
+            for (i, v) in values.iter().enumerate() {
+                if !seen.insert(v) {
+                    self.err(
+                        &format!("{p}.concurrency[{i}]"),
+                        format!("concurrency {v} is listed twice"),
+                        "duplicate",
+                    );
+                }
+            }
+        }
+        if let Some(rates) = &l.request_rate {
+            let values = rates.to_vec();
+            if values.is_empty() {
+                self.err(
+                    &format!("{p}.request_rate"),
+                    "request_rate list is empty",
+                    "empty",
+                );
+            }
+            for (i, v) in values.iter().enumerate() {
+                let at = if matches!(rates, OneOrMany::Many(_)) {
+                    format!("{p}.request_rate[{i}]")
+                } else {
+                    format!("{p}.request_rate")
+                };
+                if let Err(e) = parse_rate(v) {
+                    self.err(&at, e, "bad rate");
+                }
+            }
+        }
+        if let Some(b) = l.burstiness
+            && b <= 0.0
+        {
+            self.err(
+                &format!("{p}.burstiness"),
+                format!("burstiness must be positive, found {b}"),
+                "not positive",
+            );
+        }
+        if let Some(t) = l.temperature
+            && t < 0.0
+        {
+            self.err(
+                &format!("{p}.temperature"),
+                format!("temperature must not be negative, found {t}"),
+                "negative",
+            );
+        }
+        for (name, value) in [
+            ("timeout", &l.timeout),
+            ("request_timeout", &l.request_timeout),
+        ] {
+            if let Some(v) = value
+                && let Err(e) = util::parse_duration(v)
+            {
+                self.err(&format!("{p}.{name}"), e, "not a duration");
+            }
+        }
+    }
+
+    fn resolve_resources(&mut self, file: &ManifestFile) -> ResourceSettings {
+        let r = &file.resources;
+        let gpus = match &r.gpus {
+            None => GpuInventory::Auto,
+            Some(GpuInventorySetting::Mode(m)) if m == "auto" => GpuInventory::Auto,
+            Some(GpuInventorySetting::Mode(m)) => {
+                self.err(
+                    "resources.gpus",
+                    format!("`gpus` must be \"auto\" or a list of indices, found \"{m}\""),
+                    "unknown",
+                )
+                .with_help("e.g. `gpus = [0, 1]`");
+                GpuInventory::Auto
+            }
+            Some(GpuInventorySetting::Declared(list)) => {
+                let mut seen = HashSet::new();
+                for (i, g) in list.iter().enumerate() {
+                    if !seen.insert(g) {
+                        self.err(
+                            &format!("resources.gpus[{i}]"),
+                            format!("GPU {g} is declared twice"),
+                            "duplicate",
+                        );
+                    }
+                }
+                GpuInventory::Declared(list.clone())
+            }
+        };
+        let gpu_env_only = match r.gpu_mode.as_deref() {
+            None | Some("device-request") => false,
+            Some("env") => true,
+            Some(other) => {
+                self.err(
+                    "resources.gpu_mode",
+                    format!("unknown GPU mode `{other}`"),
+                    "unknown",
+                )
+                .with_help(
+                    "use `device-request` (NVIDIA runtime) or `env` (CUDA_VISIBLE_DEVICES only)",
+                );
+                false
+            }
+        };
+        let gpu_idle_wait =
+            match util::parse_duration(r.gpu_idle_wait.as_deref().unwrap_or(d::GPU_IDLE_WAIT)) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.err("resources.gpu_idle_wait", e, "not a duration");
+                    std::time::Duration::from_secs(120)
+                }
+            };
+        let disk_budget = match r.disk_budget.as_deref().map(util::parse_size) {
+            Some(Ok(v)) => Some(v),
+            Some(Err(e)) => {
+                self.err("resources.disk_budget", e, "not a size");
+                None
+            }
+            None => None,
+        };
+        ResourceSettings {
+            gpus,
+            gpu_kind: r.gpu_kind.clone(),
+            gpu_env_only,
+            gpu_idle_memory_mib: r.gpu_idle_memory_mib.unwrap_or(d::GPU_IDLE_MEMORY_MIB),
+            gpu_idle_wait,
+            isolate_measure: r.isolate_measure.unwrap_or(false),
+            pull_parallelism: r.pull_parallelism.unwrap_or(d::PULL_PARALLELISM).max(1),
+            disk_budget,
+        }
+    }
+
+    /// Hash syntax, duplicates, and unambiguous short forms (8 characters, longer on a clash).
+    fn check_commit_hashes(&mut self, file: &ManifestFile) -> Vec<String> {
+        for (i, c) in file.commits.iter().enumerate() {
+            for (field, value) in [("human", &c.human), ("parent", &c.parent)] {
+                if !is_hash(value) {
+                    self.err(&format!("commits[{i}].{field}"), format!("`{value}` is not a git commit hash"), "not a hash")
+                        .with_help("use the full 40-character hexadecimal hash (at least 7 characters where only a short one is known)");
+                }
+            }
+            if c.human.eq_ignore_ascii_case(&c.parent) {
+                self.err(
+                    &format!("commits[{i}].parent"),
+                    "a commit cannot be its own parent",
+                    "same as `human`",
+                );
+            }
+            for (j, earlier) in file.commits[..i].iter().enumerate() {
+                let (a, b) = (
+                    c.human.to_ascii_lowercase(),
+                    earlier.human.to_ascii_lowercase(),
+                );
+                if a.starts_with(&b) || b.starts_with(&a) {
+                    let (line, _) = self
+                        .source
+                        .line_col(self.spans.value(&format!("commits[{j}].human")).start);
+                    self.err(
+                        &format!("commits[{i}].human"),
+                        format!(
+                            "commit {} is listed twice",
+                            &c.human[..c.human.len().min(12)]
+                        ),
+                        "duplicate commit",
+                    )
+                    .with_help(format!(
+                        "first listed at line {line}; merge the two entries"
+                    ));
+                }
+            }
+        }
+        let mut len = 8;
+        loop {
+            let shorts: Vec<String> = file
+                .commits
+                .iter()
+                .map(|c| c.human.to_ascii_lowercase().chars().take(len).collect())
+                .collect();
+            let unique: HashSet<&String> = shorts.iter().collect();
+            if unique.len() == shorts.len() || len >= 40 {
+                return shorts;
+            }
+            len += 4;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn resolve_commit(
+        &mut self,
+        file: &ManifestFile,
+        i: usize,
+        c: &CommitDef,
+        short: &str,
+        arms: &[ArmPlan],
+        resources: &ResourceSettings,
+    ) -> Option<Commit> {
+        let p = format!("commits[{i}]");
+        let model_def = match file.models.get(&c.model) {
+            Some(m) => m,
+            None => {
+                let e = self.err(
+                    &format!("{p}.model"),
+                    format!("unknown model `{}`", c.model),
+                    "not in [models]",
+                );
+                match did_you_mean(&c.model, file.models.keys().map(String::as_str)) {
+                    Some(g) => e.with_help(format!("did you mean `{g}`?")),
+                    None => e.with_help(format!(
+                        "defined models: {}",
+                        file.models.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )),
+                };
+                return None;
+            }
+        };
+        if let Some(only) = &c.arms {
+            for (k, name) in only.iter().enumerate() {
+                if !arms.iter().any(|a| &a.def.name == name) {
+                    let e = self.err(
+                        &format!("{p}.arms[{k}]"),
+                        format!("commit lists unknown arm `{name}`"),
+                        "unknown arm",
+                    );
+                    if let Some(g) = did_you_mean(name, arms.iter().map(|a| a.def.name.as_str())) {
+                        e.with_help(format!("did you mean `{g}`?"));
+                    }
+                }
+            }
+        }
+        let empty = ServerSettings::default();
+        let commit_server = c.server.as_ref().unwrap_or(&empty);
+        if c.server.is_some() {
+            self.check_server_settings(commit_server, &format!("{p}.server"));
+        }
+        if let Some(load) = &c.load {
+            self.check_load_settings(load, &format!("{p}.load"));
+        }
+        let server_settings = merge_server(commit_server, &file.server);
+        let load = self.resolve_load(c.load.as_ref(), &file.load)?;
+        let server = self.resolve_server(&server_settings, &p, c.server.is_some(), resources)?;
+
+        let model = Model {
+            hf: model_def.hf.clone(),
+            path: model_def
+                .path
+                .as_deref()
+                .map(util::expand_tilde)
+                .unwrap_or_else(|| model_def.hf.clone()),
+            tokenizer: model_def
+                .tokenizer
+                .as_deref()
+                .map(|t| self.manifest_dir.join(util::expand_tilde(t))),
+            revision: model_def.revision.clone(),
+            served_name: model_def
+                .served_name
+                .clone()
+                .or_else(|| model_def.path.clone())
+                .unwrap_or_else(|| model_def.hf.clone()),
+        };
+        let parent_short: String = c.parent.chars().take(short.len().max(8)).collect();
+        let commit_ctx = CommitCtx {
+            human: &c.human,
+            parent: &c.parent,
+            short,
+            parent_short: &parent_short,
+            subject: c.subject.as_deref().unwrap_or(""),
+            model: &c.model,
+        };
+        let tokenizer_str = model
+            .tokenizer
+            .as_ref()
+            .map(|t| t.display().to_string())
+            .unwrap_or_default();
+        let model_ctx = ModelCtx {
+            name: &c.model,
+            hf: &model.hf,
+            path: &model.path,
+            tokenizer: &tokenizer_str,
+            revision: model.revision.as_deref().unwrap_or(""),
+            served_name: &model.served_name,
+        };
+        let repo = match (&file.images.registry, &file.images.repo) {
+            (Some(reg), Some(repo)) => format!("{}/{repo}", reg.trim_end_matches('/')),
+            (None, Some(repo)) => repo.clone(),
+            (_, None) => String::new(),
+        };
+        let empty_vars = BTreeMap::new();
+        let server_ctx = ServerCtx {
+            max_model_len: server_settings.max_model_len,
+            gpus: server.gpus,
+            vars: server_settings.vars.as_ref().unwrap_or(&empty_vars),
+        };
+
+        // Command template site: the commit's own, else the campaign's, else the default.
+        let (command_site, command_text, command_span) = if let Some(cmd) = &commit_server.command {
+            (
+                format!("{p}.server.command"),
+                cmd.clone(),
+                self.spans.value(&format!("{p}.server.command")),
+            )
+        } else if let Some(cmd) = &file.server.command {
+            (
+                "server.command".to_string(),
+                cmd.clone(),
+                self.spans.value("server.command"),
+            )
+        } else {
+            (
+                "server.command (default)".to_string(),
+                d::SERVER_COMMAND.to_string(),
+                self.spans.value("server"),
+            )
+        };
+        if !self.templates.add(
+            &command_site,
+            &command_text,
+            command_span,
+            self.source,
+            &mut self.out,
+        ) {
+            return None;
+        }
+
+        let mut resolved_arms: Vec<CommitArm> = Vec::new();
+        let mut absent: Vec<AbsentArm> = Vec::new();
+        let mut normalized: Vec<(String, String, String)> = Vec::new(); // (arm, normalized command, normalized env)
+        for arm in arms {
+            let def = arm.def;
+            if let Some(only) = &c.arms
+                && !only.contains(&def.name)
+            {
+                absent.push(AbsentArm {
+                    arm: def.name.clone(),
+                    reason: "not listed in this commit's `arms`".into(),
+                });
+                continue;
+            }
+            let mut arm_ctx = ArmCtx {
+                name: def.name.clone(),
+                role: arm.role,
+                path: String::new(),
+                image: String::new(),
+            };
+            let source = match self.arm_source(
+                file,
+                arms,
+                arm,
+                &commit_ctx,
+                &model_ctx,
+                &repo,
+                &arm_ctx,
+                &mut Vec::new(),
+                server.runtime,
+            ) {
+                Some(Ok(s)) => s,
+                Some(Err(reason)) => {
+                    absent.push(AbsentArm {
+                        arm: def.name.clone(),
+                        reason,
+                    });
+                    continue;
+                }
+                None => continue, // error already reported
+            };
+            match source.root() {
+                ArmSource::Image { reference } => arm_ctx.image = reference.clone(),
+                ArmSource::Path { root } => arm_ctx.path = root.display().to_string(),
+                ArmSource::Patched(_) => {}
+            }
+            let ctx = Ctx {
+                commit: &commit_ctx,
+                model: &model_ctx,
+                arm: &arm_ctx,
+                images: &file.images,
+                repo: &repo,
+                vars: &file.vars,
+                server: &server_ctx,
+                port: PORT_PLACEHOLDER,
+                isobench: EXE_PLACEHOLDER,
+            };
+            let Some(line) = self
+                .templates
+                .render(&command_site, &ctx, self.source, &mut self.out)
+            else {
+                continue;
+            };
+            let mut argv = match split_command(&line) {
+                Ok(a) if !a.is_empty() => a,
+                Ok(_) => {
+                    self.out.error(
+                        self.source,
+                        self.spans.value(&command_site),
+                        "the server command renders to nothing",
+                        "empty command",
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    self.out.error(
+                        self.source,
+                        self.spans.value(&command_site),
+                        format!("the server command does not split into arguments: {e}"),
+                        "bad quoting",
+                    );
+                    continue;
+                }
+            };
+            argv.extend(server_settings.args.clone().unwrap_or_default());
+            let normalized_command = normalize_for_drift(&line, &arm_ctx);
+            argv.extend(def.args.iter().cloned());
+            let mut env = server.env.clone();
+            env.extend(def.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+            normalized.push((
+                def.name.clone(),
+                normalized_command,
+                format!("{:?}", server.env),
+            ));
+            resolved_arms.push(CommitArm {
+                name: def.name.clone(),
+                role: arm.role,
+                source,
+                argv,
+                env,
+                declared_args: def.args.clone(),
+                declared_env: def.env.clone(),
+            });
+        }
+        // Same configuration for every arm: after masking what an arm may declare (its own name,
+        // image, path, args, env), the rendered commands must be identical.
+        if let Some((first_arm, first_cmd, _)) = normalized.first().cloned() {
+            for (arm_name, cmd, _) in normalized.iter().skip(1) {
+                if cmd != &first_cmd {
+                    let site = command_site.clone();
+                    self.out
+                        .error(self.source, self.spans.value(&site), format!("commit {short}: the server command differs between arms `{first_arm}` and `{arm_name}` beyond their declared fields"), "renders differently per arm")
+                        .with_help(format!("arms of one commit may differ only in their image/path/patch and their declared `args`/`env`; `{first_arm}`: `{first_cmd}`, `{arm_name}`: `{cmd}`"));
+                    break;
+                }
+            }
+        }
+        // GPUs the servers ask for must exist.
+        if let GpuInventory::Declared(list) = &resources.gpus
+            && server.gpus as usize > list.len()
+        {
+            let at = if commit_server.gpus.is_some() {
+                format!("{p}.server.gpus")
+            } else {
+                "server.gpus".to_string()
+            };
+            self.err(&at, format!("unsatisfiable GPU request: commit {short} needs {} GPUs per server, only {} declared", server.gpus, list.len()), "more GPUs than declared")
+                .with_help("lower `gpus` or declare more in `resources.gpus`");
+        }
+        Some(Commit {
+            human: c.human.to_ascii_lowercase(),
+            parent: c.parent.to_ascii_lowercase(),
+            short: short.to_string(),
+            subject: c.subject.clone(),
+            model_key: c.model.clone(),
+            model,
+            repeats: c.repeats.or(file.repeats).unwrap_or(d::REPEATS).max(1),
+            server,
+            load,
+            arms: resolved_arms,
+            absent,
+        })
+    }
+
+    /// The source of an arm for one commit: `Some(Ok)`, `Some(Err(reason))` when the arm is
+    /// absent for this commit (no patch file), `None` after reporting an error.
+    #[allow(clippy::too_many_arguments)]
+    fn arm_source(
+        &mut self,
+        file: &ManifestFile,
+        arms: &[ArmPlan],
+        arm: &ArmPlan,
+        commit: &CommitCtx,
+        model: &ModelCtx,
+        repo: &str,
+        arm_ctx: &ArmCtx,
+        chain: &mut Vec<String>,
+        runtime: RuntimeKind,
+    ) -> Option<Result<ArmSource, String>> {
+        let def = arm.def;
+        let p = format!("arms[{}]", arm.index);
+        if chain.contains(&def.name) {
+            return None; // cycle, reported in check_arms
+        }
+        chain.push(def.name.clone());
+        let vars = &file.vars;
+        let empty = BTreeMap::new();
+        let server_ctx = ServerCtx {
+            max_model_len: None,
+            gpus: 0,
+            vars: &empty,
+        };
+        let ctx = Ctx {
+            commit,
+            model,
+            arm: arm_ctx,
+            images: &file.images,
+            repo,
+            vars,
+            server: &server_ctx,
+            port: PORT_PLACEHOLDER,
+            isobench: EXE_PLACEHOLDER,
+        };
+        if let Some(image) = &def.image {
+            if runtime == RuntimeKind::Process {
+                self.err(&format!("{p}.image"), format!("arm `{}` has an `image`, but the server runtime is `process`", def.name), "image with process runtime")
+                    .with_help("process servers run from an installation: give the arm a `path` (e.g. a venv), or set `server.runtime = \"docker\"`");
+                return None;
+            }
+            let site = format!("{p}.image");
+            if !self.templates.add(
+                &site,
+                image,
+                self.spans.value(&site),
+                self.source,
+                &mut self.out,
+            ) {
+                return None;
+            }
+            let reference = self
+                .templates
+                .render(&site, &ctx, self.source, &mut self.out)?;
+            if let Err(why) = check_image_reference(&reference) {
+                self.err(&site, format!("arm `{}` renders to an invalid image reference `{reference}` for commit {}: {why}", def.name, commit.short), "invalid image reference");
+                return None;
+            }
+            return Some(Ok(ArmSource::Image { reference }));
+        }
+        if let Some(path) = &def.path {
+            if runtime == RuntimeKind::Docker {
+                self.err(
+                    &format!("{p}.path"),
+                    format!(
+                        "arm `{}` has a `path`, but the server runtime is `docker`",
+                        def.name
+                    ),
+                    "path with docker runtime",
+                )
+                .with_help(
+                    "docker servers run from an `image`; or set `server.runtime = \"process\"`",
+                );
+                return None;
+            }
+            let site = format!("{p}.path");
+            if !self.templates.add(
+                &site,
+                path,
+                self.spans.value(&site),
+                self.source,
+                &mut self.out,
+            ) {
+                return None;
+            }
+            let rendered = self
+                .templates
+                .render(&site, &ctx, self.source, &mut self.out)?;
+            return Some(Ok(ArmSource::Path {
+                root: util::normalize_path(&self.manifest_dir.join(util::expand_tilde(&rendered))),
+            }));
+        }
+        let (Some(base_name), Some(patch)) = (&def.base, &def.patch) else {
+            return None;
+        };
+        let base = arms.iter().find(|a| &a.def.name == base_name)?;
+        let base_ctx = ArmCtx {
+            name: base.def.name.clone(),
+            role: base.role,
+            path: String::new(),
+            image: String::new(),
+        };
+        let base_source = match self.arm_source(
+            file, arms, base, commit, model, repo, &base_ctx, chain, runtime,
+        )? {
+            Ok(s) => s,
+            Err(reason) => {
+                return Some(Err(format!(
+                    "its base arm `{base_name}` is absent ({reason})"
+                )));
+            }
+        };
+        let site = format!("{p}.patch");
+        if !self.templates.add(
+            &site,
+            patch,
+            self.spans.value(&site),
+            self.source,
+            &mut self.out,
+        ) {
+            return None;
+        }
+        let rendered = self
+            .templates
+            .render(&site, &ctx, self.source, &mut self.out)?;
+        let patch_path =
+            util::normalize_path(&self.manifest_dir.join(util::expand_tilde(&rendered)));
+        let patch_hash = match crate::util::hash::file_hash(&patch_path) {
+            Ok(h) => h,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Some(Err(format!("no patch file {rendered}")));
+            }
+            Err(e) => return Some(Err(format!("cannot read patch file {rendered}: {e}"))),
+        };
+        Some(Ok(ArmSource::Patched(Box::new(PatchSpec {
+            base_arm: base_name.clone(),
+            base: base_source,
+            patch_path,
+            patch_hash,
+            target: def.patch_target.clone(),
+            fuzz: def.patch_fuzz.unwrap_or(0),
+            rebuild: def.rebuild.clone(),
+        }))))
+    }
+
+    fn resolve_server(
+        &mut self,
+        s: &ServerSettings,
+        commit_path: &str,
+        _has_override: bool,
+        _resources: &ResourceSettings,
+    ) -> Option<Server> {
+        let ready = s.ready.clone().unwrap_or_default();
+        let ready_timeout =
+            util::parse_duration(ready.timeout.as_deref().unwrap_or(d::READY_TIMEOUT)).ok()?;
+        let ready_interval =
+            util::parse_duration(ready.interval.as_deref().unwrap_or(d::READY_INTERVAL)).ok()?;
+        let _ = commit_path;
+        Some(Server {
+            runtime: s.runtime.unwrap_or(d::RUNTIME),
+            port: s.port.unwrap_or(d::CONTAINER_PORT),
+            ready_path: ready.path.unwrap_or_else(|| d::READY_PATH.to_string()),
+            ready_timeout,
+            ready_interval,
+            gpus: s.gpus.unwrap_or(d::GPUS_PER_SERVER),
+            shm_size: s.shm_size.as_deref().and_then(|v| util::parse_size(v).ok()),
+            ipc: s.ipc.clone(),
+            env: s.env.clone().unwrap_or_default(),
+            volumes: s
+                .volumes
+                .clone()
+                .unwrap_or_default()
+                .iter()
+                .map(|v| util::expand_tilde(v))
+                .collect(),
+        })
+    }
+
+    fn resolve_load(
+        &mut self,
+        commit: Option<&LoadSettings>,
+        campaign: &LoadSettings,
+    ) -> Option<Load> {
+        let empty = LoadSettings::default();
+        let c = commit.unwrap_or(&empty);
+        let backend = c.backend.or(campaign.backend).unwrap_or(d::BACKEND);
+        let default_endpoint = match backend {
+            Backend::OpenAiChat => d::CHAT_ENDPOINT,
+            Backend::OpenAi => d::COMPLETIONS_ENDPOINT,
+        };
+        let ds_empty = DatasetSettings::default();
+        let cds = c.dataset.as_ref().unwrap_or(&ds_empty);
+        let pds = campaign.dataset.as_ref().unwrap_or(&ds_empty);
+        let concurrency = c
+            .concurrency
+            .clone()
+            .or_else(|| campaign.concurrency.clone())
+            .map(|v| v.to_vec())
+            .unwrap_or_else(|| vec![d::CONCURRENCY]);
+        let rates: Vec<Rate> = c
+            .request_rate
+            .clone()
+            .or_else(|| campaign.request_rate.clone())
+            .map(|v| v.to_vec())
+            .unwrap_or_else(|| vec![RateValue::Text("inf".into())])
+            .iter()
+            .map(|r| parse_rate(r).ok())
+            .collect::<Option<Vec<_>>>()?;
+        let mut points = Vec::new();
+        for &conc in &concurrency {
+            for &rate in &rates {
+                points.push(LoadPoint {
+                    concurrency: conc,
+                    rate,
+                });
+            }
+        }
+        let timeout = util::parse_duration(
+            c.timeout
+                .as_deref()
+                .or(campaign.timeout.as_deref())
+                .unwrap_or(d::TIMEOUT),
+        )
+        .ok()?;
+        let request_timeout = match c
+            .request_timeout
+            .as_deref()
+            .or(campaign.request_timeout.as_deref())
+        {
+            Some(t) => util::parse_duration(t).ok()?,
+            None => timeout,
+        };
+        Some(Load {
+            backend,
+            endpoint: c
+                .endpoint
+                .clone()
+                .or_else(|| campaign.endpoint.clone())
+                .unwrap_or_else(|| default_endpoint.to_string()),
+            input_len: cds.input_len.or(pds.input_len).unwrap_or(d::INPUT_LEN),
+            output_len: cds.output_len.or(pds.output_len).unwrap_or(d::OUTPUT_LEN),
+            range_ratio: cds
+                .range_ratio
+                .or(pds.range_ratio)
+                .unwrap_or(d::RANGE_RATIO),
+            prefix_len: cds.prefix_len.or(pds.prefix_len).unwrap_or(d::PREFIX_LEN),
+            num_prompts: c
+                .num_prompts
+                .or(campaign.num_prompts)
+                .unwrap_or(d::NUM_PROMPTS),
+            points,
+            burstiness: c
+                .burstiness
+                .or(campaign.burstiness)
+                .unwrap_or(d::BURSTINESS),
+            warmup: c.warmup.or(campaign.warmup).unwrap_or(d::WARMUP),
+            timeout,
+            request_timeout,
+            seed: c.seed.or(campaign.seed).unwrap_or(d::SEED),
+            ignore_eos: c
+                .ignore_eos
+                .or(campaign.ignore_eos)
+                .unwrap_or(d::IGNORE_EOS),
+            temperature: c
+                .temperature
+                .or(campaign.temperature)
+                .unwrap_or(d::TEMPERATURE),
+        })
+    }
+}
+
+/// Commit settings over campaign settings, field by field; `env` and `vars` merge by key and
+/// `args` concatenate (campaign first).
+fn merge_server(commit: &ServerSettings, campaign: &ServerSettings) -> ServerSettings {
+    let merge_map = |a: &Option<BTreeMap<String, String>>,
+                     b: &Option<BTreeMap<String, String>>|
+     -> Option<BTreeMap<String, String>> {
+        match (a, b) {
+            (None, None) => None,
+            _ => {
+                let mut m = b.clone().unwrap_or_default();
+                m.extend(a.clone().unwrap_or_default());
+                Some(m)
+            }
+        }
+    };
+    let ready = match (&commit.ready, &campaign.ready) {
+        (Some(c), Some(p)) => Some(ReadySettings {
+            path: c.path.clone().or(p.path.clone()),
+            timeout: c.timeout.clone().or(p.timeout.clone()),
+            interval: c.interval.clone().or(p.interval.clone()),
+        }),
+        (c, p) => c.clone().or(p.clone()),
+    };
+    let args = match (&campaign.args, &commit.args) {
+        (None, None) => None,
+        (a, b) => Some(
+            a.iter()
+                .flatten()
+                .chain(b.iter().flatten())
+                .cloned()
+                .collect(),
+        ),
+    };
+    ServerSettings {
+        runtime: commit.runtime.or(campaign.runtime),
+        command: commit.command.clone().or(campaign.command.clone()),
+        port: commit.port.or(campaign.port),
+        max_model_len: commit.max_model_len.or(campaign.max_model_len),
+        args,
+        ready,
+        gpus: commit.gpus.or(campaign.gpus),
+        shm_size: commit.shm_size.clone().or(campaign.shm_size.clone()),
+        ipc: commit.ipc.clone().or(campaign.ipc.clone()),
+        env: merge_map(&commit.env, &campaign.env),
+        volumes: commit.volumes.clone().or(campaign.volumes.clone()),
+        vars: merge_map(&commit.vars, &campaign.vars),
+    }
+}
+
+fn parse_rate(v: &RateValue) -> Result<Rate, String> {
+    match v {
+        RateValue::Number(n) if *n > 0.0 && n.is_finite() => Ok(Rate::PerSecond(*n)),
+        RateValue::Number(n) => Err(format!("request rate must be positive, found {n}")),
+        RateValue::Text(t) if t == "inf" => Ok(Rate::Infinite),
+        RateValue::Text(t) => Err(format!(
+            "request rate must be a number of requests per second or \"inf\", found \"{t}\""
+        )),
+    }
+}
+
+fn is_hash(s: &str) -> bool {
+    (7..=40).contains(&s.len()) && s.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// Replaces what an arm may legitimately differ in (its name, image, path) with placeholders.
+fn normalize_for_drift(rendered: &str, arm: &ArmCtx) -> String {
+    let mut s = rendered.to_string();
+    for (value, placeholder) in [
+        (&arm.image, "<arm.image>"),
+        (&arm.path, "<arm.path>"),
+        (&arm.name, "<arm.name>"),
+    ] {
+        if value.len() >= 2 {
+            s = s.replace(value.as_str(), placeholder);
+        }
+    }
+    s
+}
+
+/// A plausible Docker image reference: `[host[:port]/]path[:tag][@digest]`.
+pub fn check_image_reference(reference: &str) -> Result<(), String> {
+    if reference.is_empty() {
+        return Err("empty".into());
+    }
+    if reference.chars().any(|c| c.is_whitespace()) {
+        return Err("contains whitespace".into());
+    }
+    let (name_tag, digest) = match reference.split_once('@') {
+        Some((n, dgst)) => (n, Some(dgst)),
+        None => (reference, None),
+    };
+    if let Some(dg) = digest
+        && !dg.starts_with("sha256:")
+    {
+        return Err("digest must start with `sha256:`".into());
+    }
+    let last_slash = name_tag.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match name_tag[last_slash..].rfind(':') {
+        Some(i) => (
+            &name_tag[..last_slash + i],
+            Some(&name_tag[last_slash + i + 1..]),
+        ),
+        None => (name_tag, None),
+    };
+    if let Some(tag) = tag
+        && (tag.is_empty()
+            || tag.len() > 128
+            || !tag
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-')
+            || tag.starts_with(['.', '-']))
+    {
+        return Err(format!(
+            "invalid tag `{tag}` (letters, digits, `_`, `.`, `-`; at most 128)"
+        ));
+    }
+    let mut parts = name.split('/').collect::<Vec<_>>();
+    if parts.len() > 1
+        && (parts[0].contains(':') || parts[0].contains('.') || parts[0] == "localhost")
+    {
+        parts.remove(0); // registry host
+    }
+    for part in parts {
+        if part.is_empty()
+            || !part.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.' || c == '-'
+            })
+        {
+            return Err(format!(
+                "invalid repository component `{part}` (lowercase letters, digits, `_`, `.`, `-`)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_references() {
+        assert!(check_image_reference("anonymous/vllm-baseline:baseline-fbefc8a78d22").is_ok());
+        assert!(check_image_reference("127.0.0.1:5000/isobench-test/sim:fast").is_ok());
+        assert!(check_image_reference("vllm/vllm-openai@sha256:abc").is_ok());
+        assert!(check_image_reference("Anonymous/x:1").is_err());
+        assert!(check_image_reference("x: y").is_err());
+        assert!(check_image_reference("x:").is_err());
+    }
+
+    #[test]
+    fn hashes() {
+        assert!(is_hash("015069b01741e9ecb9e604c7fe87fbdfc306ebe5"));
+        assert!(is_hash("fbefc8a78d22"));
+        assert!(!is_hash("abc"));
+        assert!(!is_hash("zz5069b0"));
+    }
+}

@@ -1,0 +1,234 @@
+//! What the report reads: the campaign's commits and arms, and every trial the executor recorded.
+//!
+//! The lead fills a [`ReportInput`] from the state directory (journal + attempt dirs); the report
+//! never touches the state itself. All types are serde round-trippable, so a campaign's input can
+//! be saved as JSON and reported again (tests and `--input-json` use that).
+use crate::failure::Failure;
+use crate::manifest::types::ArmRole;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Everything the report needs about one campaign.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportInput {
+    pub campaign: String,
+    /// When the report was generated (RFC 3339); rendered verbatim so output stays reproducible.
+    pub generated_at: String,
+    /// Confidence level of every interval (manifest `compare.confidence`, default 0.95).
+    #[serde(default = "default_confidence")]
+    pub confidence: f64,
+    /// The seed's rule, optional: a difference of at least this many percent is a win or a loss.
+    #[serde(default)]
+    pub threshold_pct: Option<f64>,
+    /// Commits in manifest order.
+    pub commits: Vec<CommitInfo>,
+    /// Arms in manifest order.
+    pub arms: Vec<ArmInfo>,
+    pub trials: Vec<TrialRecord>,
+}
+
+pub fn default_confidence() -> f64 {
+    0.95
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommitInfo {
+    /// Short hash (8+ characters); trials refer to commits by it.
+    pub short: String,
+    pub human_full: String,
+    pub parent: String,
+    /// Hugging Face id of the model this commit is served with.
+    pub model_hf: String,
+    #[serde(default)]
+    pub subject: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArmInfo {
+    pub name: String,
+    pub role: ArmRole,
+}
+
+/// One measure step of one (commit, arm, trial, load point).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialRecord {
+    /// Short hash, as in [`CommitInfo::short`].
+    pub commit: String,
+    pub arm: String,
+    /// Trial number (1-based by convention). Trials of the arms of one commit with the same
+    /// number ran in the same interleaved round, which is what paired comparisons rely on.
+    pub trial: u32,
+    /// Load point label, e.g. `conc=16` or `conc=16,rate=4`; arms are compared per point.
+    pub point: String,
+    pub outcome: TrialOutcome,
+    /// When the measurement finished (RFC 3339).
+    pub timestamp: String,
+    /// Wall time of the step, seconds.
+    pub duration_s: f64,
+    #[serde(default)]
+    pub result_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum TrialOutcome {
+    /// The measurement finished; its metrics.
+    Ok(Box<Metrics>),
+    /// A step of this trial failed (pull, patch, start, measure, ...).
+    Failed(Failure),
+    /// The arm does not exist for this commit (for example no patch file): not a failure.
+    Absent { reason: String },
+}
+
+/// The load generator's result JSON, with vLLM's key names (`vllm bench serve --save-result`).
+/// Every field is optional so that results of older clients, or without `--save-detailed`,
+/// still load; a metric that is missing is reported as not available, never as zero.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub duration: Option<f64>,
+    pub completed: Option<u64>,
+    pub failed: Option<u64>,
+    pub total_input_tokens: Option<u64>,
+    pub total_output_tokens: Option<u64>,
+    pub request_throughput: Option<f64>,
+    /// Output tokens per second: the headline (the seed's `throughput_tok_s`).
+    pub output_throughput: Option<f64>,
+    pub total_token_throughput: Option<f64>,
+
+    pub mean_ttft_ms: Option<f64>,
+    pub median_ttft_ms: Option<f64>,
+    pub std_ttft_ms: Option<f64>,
+    pub p99_ttft_ms: Option<f64>,
+    pub mean_tpot_ms: Option<f64>,
+    pub median_tpot_ms: Option<f64>,
+    pub std_tpot_ms: Option<f64>,
+    pub p99_tpot_ms: Option<f64>,
+    pub mean_itl_ms: Option<f64>,
+    pub median_itl_ms: Option<f64>,
+    pub std_itl_ms: Option<f64>,
+    pub p99_itl_ms: Option<f64>,
+    pub mean_e2el_ms: Option<f64>,
+    pub median_e2el_ms: Option<f64>,
+    pub std_e2el_ms: Option<f64>,
+    pub p99_e2el_ms: Option<f64>,
+
+    // Per-request arrays (`--save-detailed`); used for distribution charts when present.
+    /// Time to first token per request, seconds (0 for a failed request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttfts: Option<Vec<f64>>,
+    /// Inter-token gaps per request, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub itls: Option<Vec<Vec<f64>>>,
+    /// End-to-end latency per request, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latencies: Option<Vec<f64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_lens: Option<Vec<u64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_lens: Option<Vec<u64>>,
+    /// Error text per request; empty for a success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<String>>,
+}
+
+impl Metrics {
+    /// Loads a result JSON as written by the load generator (or by `vllm bench serve`).
+    pub fn from_json(text: &str) -> Result<Metrics, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    /// Per-request samples of the successful requests, in milliseconds: TTFT, TPOT and E2E latency.
+    /// TPOT follows vLLM: (latency − TTFT) / (output tokens − 1), only for requests with more than
+    /// one output token; without `latencies` the latency is TTFT plus the sum of the request's ITLs.
+    pub fn per_request_ms(&self) -> PerRequest {
+        let mut out = PerRequest::default();
+        let Some(ttfts) = &self.ttfts else { return out };
+        for (i, &ttft) in ttfts.iter().enumerate() {
+            let errored = self
+                .errors
+                .as_ref()
+                .and_then(|e| e.get(i))
+                .is_some_and(|e| !e.is_empty());
+            if errored || ttft.is_nan() || ttft <= 0.0 {
+                continue;
+            }
+            out.ttft.push(ttft * 1e3);
+            let latency = match (&self.latencies, &self.itls) {
+                (Some(lat), _) => lat.get(i).copied(),
+                (None, Some(itls)) => itls.get(i).map(|gaps| ttft + gaps.iter().sum::<f64>()),
+                (None, None) => None,
+            };
+            if let Some(latency) = latency {
+                out.e2el.push(latency * 1e3);
+                let output_len = self.output_lens.as_ref().and_then(|l| l.get(i)).copied();
+                if let Some(n) = output_len.filter(|&n| n > 1) {
+                    out.tpot.push((latency - ttft) * 1e3 / (n - 1) as f64);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Per-request latency samples of one trial (milliseconds).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PerRequest {
+    pub ttft: Vec<f64>,
+    pub tpot: Vec<f64>,
+    pub e2el: Vec<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = include_str!(
+        "../../../shared/reference/vllm-cpu/samples/vllm_bench_serve_0.32.0_result.json"
+    );
+
+    #[test]
+    fn loads_vllm_result_json() {
+        let m = Metrics::from_json(SAMPLE).expect("vLLM's result JSON loads");
+        assert_eq!(m.completed, Some(50));
+        assert!((m.output_throughput.unwrap() - 495.37375113424514).abs() < 1e-9);
+        assert!((m.mean_tpot_ms.unwrap() - 12.476297336774254).abs() < 1e-9);
+        // This vLLM run did not ask for E2E percentiles: missing, not zero.
+        assert_eq!(m.mean_e2el_ms, None);
+        assert_eq!(m.ttfts.as_ref().map(Vec::len), Some(50));
+    }
+
+    #[test]
+    fn per_request_samples_reproduce_vllm_means() {
+        let m = Metrics::from_json(SAMPLE).unwrap();
+        let per = m.per_request_ms();
+        assert_eq!(per.ttft.len(), 50);
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        // vLLM's own aggregates are computed from the same arrays.
+        assert!(
+            (mean(&per.ttft) - m.mean_ttft_ms.unwrap()).abs() < 1e-6,
+            "{}",
+            mean(&per.ttft)
+        );
+        assert!(
+            (mean(&per.tpot) - m.mean_tpot_ms.unwrap()).abs() < 1e-6,
+            "{}",
+            mean(&per.tpot)
+        );
+    }
+
+    #[test]
+    fn failed_requests_are_left_out_of_distributions() {
+        let m = Metrics {
+            ttfts: Some(vec![0.1, 0.0, 0.2]),
+            itls: Some(vec![vec![0.01, 0.01], vec![], vec![0.02, 0.02]]),
+            output_lens: Some(vec![3, 0, 3]),
+            errors: Some(vec![String::new(), "boom".into(), String::new()]),
+            ..Metrics::default()
+        };
+        let per = m.per_request_ms();
+        assert_eq!(per.ttft, vec![100.0, 200.0]);
+        // (ttft + Σ itl − ttft) / (3 − 1) = 10 ms and 20 ms.
+        assert_eq!(per.tpot.len(), 2);
+        assert!((per.tpot[0] - 10.0).abs() < 1e-9 && (per.tpot[1] - 20.0).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,94 @@
+//! The metrics the report summarises and compares, keyed by vLLM's result JSON names.
+use super::input::Metrics;
+use super::stats::Better;
+
+#[derive(Debug, Clone, Copy)]
+pub struct MetricDef {
+    /// vLLM's key in the result JSON; also the key in the report JSON and CSV.
+    pub key: &'static str,
+    /// Short label for tables.
+    pub label: &'static str,
+    pub unit: &'static str,
+    pub better: Better,
+    /// Shown in the compact terminal and Markdown tables (all metrics go to JSON, CSV, HTML).
+    pub compact: bool,
+    get: fn(&Metrics) -> Option<f64>,
+}
+
+impl MetricDef {
+    /// The metric's value in one trial; `None` when missing or not positive (log-scale statistics
+    /// need positive values; vLLM writes 0 for an empty sample list, which is "no data", not 0 ms).
+    pub fn value(&self, m: &Metrics) -> Option<f64> {
+        (self.get)(m).filter(|v| v.is_finite() && *v > 0.0)
+    }
+}
+
+macro_rules! metric {
+    ($key:ident, $label:expr, $unit:expr, $better:ident, $compact:expr) => {
+        MetricDef {
+            key: stringify!($key),
+            label: $label,
+            unit: $unit,
+            better: Better::$better,
+            compact: $compact,
+            get: |m| m.$key,
+        }
+    };
+}
+
+/// The headline metric: output tokens per second.
+pub const HEADLINE: &str = "output_throughput";
+
+pub const METRICS: &[MetricDef] = &[
+    metric!(output_throughput, "throughput", "tok/s", Higher, true),
+    metric!(
+        total_token_throughput,
+        "total tok/s",
+        "tok/s",
+        Higher,
+        false
+    ),
+    metric!(request_throughput, "req/s", "req/s", Higher, false),
+    metric!(mean_ttft_ms, "TTFT mean", "ms", Lower, true),
+    metric!(median_ttft_ms, "TTFT p50", "ms", Lower, false),
+    metric!(p99_ttft_ms, "TTFT p99", "ms", Lower, false),
+    metric!(mean_tpot_ms, "TPOT mean", "ms", Lower, true),
+    metric!(median_tpot_ms, "TPOT p50", "ms", Lower, false),
+    metric!(p99_tpot_ms, "TPOT p99", "ms", Lower, false),
+    metric!(mean_itl_ms, "ITL mean", "ms", Lower, true),
+    metric!(median_itl_ms, "ITL p50", "ms", Lower, false),
+    metric!(p99_itl_ms, "ITL p99", "ms", Lower, false),
+    metric!(mean_e2el_ms, "E2E mean", "ms", Lower, true),
+    metric!(median_e2el_ms, "E2E p50", "ms", Lower, false),
+    metric!(p99_e2el_ms, "E2E p99", "ms", Lower, false),
+];
+
+pub fn metric(key: &str) -> Option<&'static MetricDef> {
+    METRICS.iter().find(|m| m.key == key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_vllm_names_and_unique() {
+        let mut keys: Vec<_> = METRICS.iter().map(|m| m.key).collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), METRICS.len());
+        assert_eq!(metric(HEADLINE).unwrap().better, Better::Higher);
+        let m = Metrics {
+            output_throughput: Some(12.5),
+            mean_ttft_ms: Some(0.0),
+            ..Default::default()
+        };
+        assert_eq!(metric("output_throughput").unwrap().value(&m), Some(12.5));
+        assert_eq!(
+            metric("mean_ttft_ms").unwrap().value(&m),
+            None,
+            "0 ms means no samples"
+        );
+        assert_eq!(metric("p99_e2el_ms").unwrap().value(&m), None);
+    }
+}

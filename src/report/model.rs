@@ -1,0 +1,312 @@
+//! The computed report: what every renderer draws from, and exactly what `--format json` writes.
+//!
+//! This is a stable, versioned schema (`schema_version`, documented in `docs/report.md`): fields
+//! may be added in a minor release, never renamed or removed without bumping the version.
+use super::stats::{Better, Method, Summary, Verdict};
+use crate::failure::{CrashCause, Failure, FailureClass};
+use crate::manifest::types::ArmRole;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+pub const SCHEMA_NAME: &str = "isobench.report";
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Report {
+    /// Always `isobench.report`.
+    pub schema: String,
+    /// Bumped on any incompatible change of this structure.
+    pub schema_version: u32,
+    pub isobench_version: String,
+    pub campaign: String,
+    pub generated_at: String,
+    pub settings: Settings,
+    /// The metrics that appear in `metrics` maps, in display order.
+    pub metrics: Vec<MetricInfo>,
+    /// Arms in manifest order.
+    pub arms: Vec<ArmEntry>,
+    pub commits: Vec<CommitReport>,
+    pub summary: CampaignSummary,
+}
+
+/// How numbers were computed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Settings {
+    /// Confidence level of every interval, e.g. 0.95.
+    pub confidence: f64,
+    /// The seed's rule (|difference| ≥ this many percent), when asked for.
+    pub threshold_pct: Option<f64>,
+    /// Whether differences pair trials of the same round (see `docs/report.md`).
+    pub paired: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct MetricInfo {
+    /// vLLM's result JSON key, e.g. `output_throughput`, `mean_ttft_ms`.
+    pub key: String,
+    pub label: String,
+    pub unit: String,
+    pub better: Better,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ArmEntry {
+    pub name: String,
+    pub role: ArmRole,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CommitReport {
+    /// Short hash as used in file names (`<commit8>_human_result.json`).
+    pub short: String,
+    pub full: String,
+    pub parent: String,
+    pub model: String,
+    pub subject: Option<String>,
+    /// One entry per load point, in the order the points were measured.
+    pub points: Vec<PointReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PointReport {
+    /// Load point label, e.g. `conc=16`.
+    pub point: String,
+    /// One cell per arm, in manifest order.
+    pub arms: Vec<ArmCell>,
+    /// Human vs baseline, each agent vs baseline, each agent vs human — where both sides
+    /// have measurements.
+    pub comparisons: Vec<Comparison>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CellStatus {
+    /// Every trial measured.
+    Measured,
+    /// Some trials measured, some failed; statistics use the measured ones.
+    Partial,
+    /// Trials ran and all failed.
+    Failed,
+    /// The arm does not exist for this commit (e.g. no patch file).
+    Absent,
+    /// No trial recorded yet (campaign not finished).
+    NotRun,
+}
+
+impl CellStatus {
+    pub fn has_data(self) -> bool {
+        matches!(self, CellStatus::Measured | CellStatus::Partial)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ArmCell {
+    pub arm: String,
+    pub role: ArmRole,
+    pub status: CellStatus,
+    pub trials: Vec<TrialEntry>,
+    /// Per metric key: median over trials with its interval, and the per-trial values.
+    pub metrics: BTreeMap<String, MetricCell>,
+    /// Per-request distributions pooled over trials (`ttft_ms`, `tpot_ms`, `e2el_ms`), when the
+    /// results carry per-request arrays.
+    pub distributions: BTreeMap<String, Distribution>,
+    /// Why the arm is absent, when it is.
+    pub absent_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TrialEntry {
+    pub trial: u32,
+    pub status: TrialStatus,
+    pub timestamp: String,
+    pub duration_s: f64,
+    #[schemars(with = "Option<serde_json::Value>")]
+    pub failure: Option<Failure>,
+    pub result_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TrialStatus {
+    Ok,
+    Failed,
+    Absent,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct MetricCell {
+    #[serde(flatten)]
+    pub summary: Summary,
+    /// The value of every measured trial (trial number, value).
+    pub values: Vec<TrialValue>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TrialValue {
+    pub trial: u32,
+    pub value: f64,
+}
+
+/// Quantiles of per-request samples (milliseconds).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Distribution {
+    pub n: usize,
+    pub min: f64,
+    pub p5: f64,
+    pub p25: f64,
+    pub p50: f64,
+    pub p75: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ComparisonKind {
+    HumanVsBaseline,
+    AgentVsBaseline,
+    AgentVsHuman,
+}
+
+impl ComparisonKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComparisonKind::HumanVsBaseline => "human vs baseline",
+            ComparisonKind::AgentVsBaseline => "agent vs baseline",
+            ComparisonKind::AgentVsHuman => "agent vs human",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Comparison {
+    pub kind: ComparisonKind,
+    /// The arm being judged.
+    pub candidate: String,
+    /// The arm it is judged against.
+    pub reference: String,
+    /// Per metric key (only metrics measured in both arms).
+    pub metrics: BTreeMap<String, MetricDiff>,
+}
+
+/// A difference in percent, **positive = better** (higher throughput or lower latency).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct MetricDiff {
+    pub diff_pct: f64,
+    pub ci_low_pct: Option<f64>,
+    pub ci_high_pct: Option<f64>,
+    pub method: Method,
+    pub n_reference: usize,
+    pub n_candidate: usize,
+    /// Rounds paired (paired method only).
+    pub n_pairs: usize,
+    /// Degrees of freedom of the t-interval.
+    pub df: Option<f64>,
+    /// From the interval: `faster`, `slower`, `within_noise`, or `no_noise_estimate`.
+    pub verdict: Verdict,
+    /// The seed's rule on `diff_pct`, when `settings.threshold_pct` is set.
+    pub seed_verdict: Option<Verdict>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CampaignSummary {
+    /// The metric the summary tables and tallies use (`output_throughput`).
+    pub headline_metric: String,
+    pub trials: TrialCounts,
+    /// Wins / matches / losses / failures per (comparison kind, candidate arm) on the headline.
+    pub tallies: Vec<Tally>,
+    /// Commit × point × agent where human and agent were both measured (the seed's main table).
+    pub complete: Vec<CompleteRow>,
+    /// Human measured, agent failed.
+    pub agent_failures: Vec<AgentFailureRow>,
+    /// Failed trials grouped by class and cause.
+    pub failure_breakdown: Vec<FailureCategory>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TrialCounts {
+    pub ok: usize,
+    pub failed: usize,
+    pub absent: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Tally {
+    pub kind: ComparisonKind,
+    pub candidate: String,
+    pub reference: String,
+    /// Verdict `faster` (a win).
+    pub faster: usize,
+    /// Verdict `within_noise` (a match).
+    pub within_noise: usize,
+    /// Verdict `slower` (a loss).
+    pub slower: usize,
+    /// Single-trial comparisons: shown, not judged.
+    pub no_noise_estimate: usize,
+    /// Reference measured, candidate failed (a failure of the candidate).
+    pub candidate_failed: usize,
+    /// Reference failed or absent: nothing to compare with.
+    pub not_comparable: usize,
+    /// The seed's rule on the same comparisons (`faster`, `within_noise`, `slower`), if asked.
+    pub seed: Option<SeedTally>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SeedTally {
+    pub faster: usize,
+    pub within_noise: usize,
+    pub slower: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CompleteRow {
+    pub commit: String,
+    pub model: String,
+    pub point: String,
+    pub agent: String,
+    /// Medians of the headline metric; baseline may be missing (failed or not run).
+    pub baseline: Option<f64>,
+    pub human: f64,
+    pub agent_value: f64,
+    pub human_vs_baseline: Option<MetricDiff>,
+    pub agent_vs_baseline: Option<MetricDiff>,
+    pub agent_vs_human: MetricDiff,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AgentFailureRow {
+    pub commit: String,
+    pub point: String,
+    pub agent: String,
+    /// Human median of the headline metric.
+    pub human: f64,
+    #[schemars(with = "String")]
+    pub class: FailureClass,
+    #[schemars(with = "Option<String>")]
+    pub cause: Option<CrashCause>,
+    pub message: String,
+    pub sample_log_line: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct FailureCategory {
+    /// `class` or `class/cause`, e.g. `crashed/cuda_out_of_memory`.
+    pub category: String,
+    #[schemars(with = "String")]
+    pub class: FailureClass,
+    #[schemars(with = "Option<String>")]
+    pub cause: Option<CrashCause>,
+    /// Failed trial records in this category.
+    pub count: usize,
+    /// Distinct commits (short hashes), in campaign order.
+    pub commits: Vec<String>,
+    /// Distinct arms, in manifest order.
+    pub arms: Vec<String>,
+    /// The first telling log line seen in this category.
+    pub sample_log_line: Option<String>,
+    /// The first failure message in this category.
+    pub sample_message: String,
+}

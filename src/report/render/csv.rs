@@ -1,0 +1,140 @@
+//! CSV, tidy for pandas: one row per observation, with `row_type` saying which kind.
+//!
+//! Columns: `row_type,commit,point,arm,reference,metric,trial,value,ci_low,ci_high,n,unit,verdict`
+//! * `trial`: one measured trial; `value` is the trial's metric, `trial` its number.
+//! * `summary`: one arm; `value` the median over trials, `ci_low`/`ci_high` its interval
+//!   (empty with one trial), `n` the trials used.
+//! * `comparison`: `arm` (candidate) against `reference`; `value` the difference in percent,
+//!   positive = better, with its interval and `verdict`.
+//!
+//! Failed and absent cells produce no rows (see the JSON or the failure breakdown).
+use crate::report::metric::metric;
+use crate::report::model::Report;
+use crate::report::stats::Verdict;
+use std::fmt::Write;
+
+pub const HEADER: &str =
+    "row_type,commit,point,arm,reference,metric,trial,value,ci_low,ci_high,n,unit,verdict";
+
+/// RFC 4180 quoting: only when the field needs it.
+fn field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn num(v: Option<f64>) -> String {
+    v.filter(|v| v.is_finite())
+        .map(|v| format!("{v}"))
+        .unwrap_or_default()
+}
+
+fn verdict_key(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Faster => "faster",
+        Verdict::Slower => "slower",
+        Verdict::WithinNoise => "within_noise",
+        Verdict::NoNoiseEstimate => "no_noise_estimate",
+    }
+}
+
+/// Trials behind a difference: the rounds paired, else the smaller arm.
+fn comparison_n(d: &crate::report::model::MetricDiff) -> usize {
+    if d.n_pairs > 0 {
+        d.n_pairs
+    } else {
+        d.n_candidate.min(d.n_reference)
+    }
+}
+
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    out.push_str(HEADER);
+    out.push('\n');
+    let mut line = |cols: [String; 13]| {
+        let _ = writeln!(
+            out,
+            "{}",
+            cols.iter().map(|c| field(c)).collect::<Vec<_>>().join(",")
+        );
+    };
+    for commit in &report.commits {
+        for point in &commit.points {
+            for cell in &point.arms {
+                for (key, m) in &cell.metrics {
+                    let unit = metric(key).map(|d| d.unit).unwrap_or_default().to_string();
+                    for v in &m.values {
+                        line([
+                            "trial".into(),
+                            commit.short.clone(),
+                            point.point.clone(),
+                            cell.arm.clone(),
+                            String::new(),
+                            key.clone(),
+                            v.trial.to_string(),
+                            num(Some(v.value)),
+                            String::new(),
+                            String::new(),
+                            String::new(),
+                            unit.clone(),
+                            String::new(),
+                        ]);
+                    }
+                    let s = &m.summary;
+                    line([
+                        "summary".into(),
+                        commit.short.clone(),
+                        point.point.clone(),
+                        cell.arm.clone(),
+                        String::new(),
+                        key.clone(),
+                        String::new(),
+                        num(Some(s.median)),
+                        num(s.ci_low),
+                        num(s.ci_high),
+                        s.n.to_string(),
+                        unit,
+                        String::new(),
+                    ]);
+                }
+            }
+            for c in &point.comparisons {
+                for (key, d) in &c.metrics {
+                    line([
+                        "comparison".into(),
+                        commit.short.clone(),
+                        point.point.clone(),
+                        c.candidate.clone(),
+                        c.reference.clone(),
+                        key.clone(),
+                        String::new(),
+                        num(Some(d.diff_pct)),
+                        num(d.ci_low_pct),
+                        num(d.ci_high_pct),
+                        comparison_n(d).to_string(),
+                        "%".into(),
+                        verdict_key(d.verdict).into(),
+                    ]);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_quoted_only_when_needed() {
+        assert_eq!(field("conc=16"), "conc=16");
+        assert_eq!(field("conc=16,rate=4"), "\"conc=16,rate=4\"");
+        assert_eq!(field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(num(None), "");
+        assert_eq!(num(Some(f64::NAN)), "");
+        assert_eq!(num(Some(1.5)), "1.5");
+    }
+}

@@ -1,0 +1,152 @@
+//! Markdown: the seed's README-style tables, ready to paste into an issue or a paper draft.
+use super::tables::{self, TextTable, Tone};
+use super::{fmt_confidence, reading_guide};
+use crate::report::metric::metric;
+use crate::report::model::Report;
+
+/// Escapes what would break a table cell.
+fn esc(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+/// A cell's Markdown: literals in backticks (where a backtick inside cannot end them early).
+fn cell_text(text: &str, tone: Tone) -> String {
+    match tone {
+        Tone::Code if !text.is_empty() && !text.contains('`') => format!("`{}`", esc(text)),
+        Tone::Commits => text
+            .split(", ")
+            .map(|c| format!("`{}`", esc(c)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => esc(text),
+    }
+}
+
+fn draw(out: &mut String, table: &TextTable) {
+    let line = |out: &mut String, cells: Vec<String>| {
+        out.push_str("| ");
+        out.push_str(&cells.join(" | "));
+        out.push_str(" |\n");
+    };
+    line(out, table.headers.iter().map(|h| esc(h)).collect());
+    out.push('|');
+    for numeric in &table.numeric {
+        out.push_str(if *numeric { "---:|" } else { "---|" });
+    }
+    out.push('\n');
+    for row in &table.rows {
+        line(
+            out,
+            row.iter().map(|c| cell_text(&c.text, c.tone)).collect(),
+        );
+    }
+    out.push('\n');
+}
+
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    let s = &report.summary;
+    let headline = metric(&s.headline_metric).expect("headline metric is known");
+    out.push_str(&format!("# isobench report: {}\n\n", report.campaign));
+    out.push_str(&format!(
+        "Generated {} by isobench {}.\n\n",
+        report.generated_at, report.isobench_version
+    ));
+    out.push_str(&reading_guide(
+        report.settings.confidence,
+        report.settings.paired,
+    ));
+    out.push_str("\n\n");
+    out.push_str(&format!(
+        "Trials: {} measured, {} failed, {} absent.\n\n",
+        s.trials.ok, s.trials.failed, s.trials.absent
+    ));
+
+    out.push_str(&format!(
+        "## Summary ({} {})\n\n",
+        headline.label, headline.unit
+    ));
+    let sections = [
+        ("", tables::tally_table(report)),
+        (
+            "### Complete comparisons\n\n",
+            tables::complete_table(report),
+        ),
+        (
+            "### Agent failures (human measured, agent failed)\n\n",
+            tables::agent_failures_table(report),
+        ),
+        (
+            "### Failure categories\n\n",
+            tables::failure_categories_table(report),
+        ),
+    ];
+    for (title, table) in sections.iter().filter(|(_, t)| !t.rows.is_empty()) {
+        out.push_str(title);
+        draw(&mut out, table);
+    }
+
+    out.push_str("## Per commit\n\n");
+    for commit in &report.commits {
+        let subject = commit
+            .subject
+            .as_deref()
+            .map(|s| format!(" — {s}"))
+            .unwrap_or_default();
+        out.push_str(&format!("### `{}`{subject}\n\n", commit.short));
+        out.push_str(&format!(
+            "Model `{}`, commit `{}`, parent `{}`.\n\n",
+            commit.model, commit.full, commit.parent
+        ));
+        if commit.points.is_empty() {
+            out.push_str("No trials recorded.\n\n");
+        }
+        for point in &commit.points {
+            out.push_str(&format!(
+                "Load `{}`; medians with {} intervals.\n\n",
+                point.point,
+                fmt_confidence(report.settings.confidence)
+            ));
+            draw(&mut out, &tables::arms_table(point));
+            if !point.comparisons.is_empty() {
+                draw(&mut out, &tables::comparisons_table(point));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::render::tables::TextCell;
+
+    #[test]
+    fn cells_cannot_break_the_table() {
+        assert_eq!(esc("a|b\nc"), "a\\|b c");
+        assert_eq!(
+            cell_text("x = `y`", Tone::Code),
+            "x = `y`",
+            "no nested backticks"
+        );
+        assert_eq!(cell_text("a|b", Tone::Code), "`a\\|b`");
+        assert_eq!(cell_text("aaaa, bbbb", Tone::Commits), "`aaaa`, `bbbb`");
+        let mut out = String::new();
+        let t = TextTable {
+            headers: vec!["x".into(), "n".into()],
+            numeric: vec![false, true],
+            rows: vec![vec![
+                TextCell {
+                    text: "a".into(),
+                    tone: Tone::Plain,
+                },
+                TextCell {
+                    text: "1".into(),
+                    tone: Tone::Good,
+                },
+            ]],
+        };
+        draw(&mut out, &t);
+        assert_eq!(out, "| x | n |\n|---|---:|\n| a | 1 |\n\n");
+    }
+}

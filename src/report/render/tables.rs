@@ -1,0 +1,304 @@
+//! The report's tables as plain data (headers, cells with a tone), built once and drawn by the
+//! terminal, Markdown and HTML renderers, so a column changes in one place.
+use super::{fmt_diff, fmt_num, fmt_pct, fmt_status, fmt_summary, fmt_verdict};
+use crate::report::analysis::first_failure;
+use crate::report::metric::{HEADLINE, METRICS, MetricDef, metric};
+use crate::report::model::{ArmCell, CellStatus, MetricDiff, PointReport, Report};
+use crate::report::stats::Verdict;
+
+/// How a cell should look; each renderer maps tones to its means (ANSI colour, CSS class,
+/// backticks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tone {
+    Plain,
+    /// Better (a `faster` verdict).
+    Good,
+    /// Worse, or a failure.
+    Bad,
+    /// A single trial: shown, not judged.
+    Warn,
+    /// Absent or not run.
+    Dim,
+    /// Literal text: a log line, an identifier.
+    Code,
+    /// Commit short hashes, comma-separated (HTML links them to their sections).
+    Commits,
+}
+
+impl Tone {
+    pub fn of_verdict(v: Verdict) -> Tone {
+        match v {
+            Verdict::Faster => Tone::Good,
+            Verdict::Slower => Tone::Bad,
+            Verdict::WithinNoise => Tone::Plain,
+            Verdict::NoNoiseEstimate => Tone::Warn,
+        }
+    }
+
+    /// `Good`/`Bad` for a non-zero count, else plain.
+    fn count(n: usize, tone: Tone) -> Tone {
+        if n > 0 { tone } else { Tone::Plain }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextCell {
+    pub text: String,
+    pub tone: Tone,
+}
+
+fn plain(text: impl Into<String>) -> TextCell {
+    TextCell {
+        text: text.into(),
+        tone: Tone::Plain,
+    }
+}
+
+fn toned(text: impl Into<String>, tone: Tone) -> TextCell {
+    TextCell {
+        text: text.into(),
+        tone,
+    }
+}
+
+fn diff_cell(d: Option<&MetricDiff>, text: impl Fn(&MetricDiff) -> String) -> TextCell {
+    d.map(|d| toned(text(d), Tone::of_verdict(d.verdict)))
+        .unwrap_or(plain("-"))
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextTable {
+    pub headers: Vec<String>,
+    /// Right-aligned (numeric) columns.
+    pub numeric: Vec<bool>,
+    pub rows: Vec<Vec<TextCell>>,
+}
+
+impl TextTable {
+    fn new(headers: Vec<String>, numeric_cols: &[usize]) -> TextTable {
+        let numeric = (0..headers.len())
+            .map(|i| numeric_cols.contains(&i))
+            .collect();
+        TextTable {
+            headers,
+            numeric,
+            rows: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, row: Vec<TextCell>) {
+        debug_assert_eq!(
+            row.len(),
+            self.headers.len(),
+            "row width matches the header"
+        );
+        self.rows.push(row);
+    }
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// The compact metrics that have data somewhere at this point (the per-point tables' columns).
+pub fn point_metrics(point: &PointReport) -> Vec<&'static MetricDef> {
+    METRICS
+        .iter()
+        .filter(|m| m.compact && point.arms.iter().any(|a| a.metrics.contains_key(m.key)))
+        .collect()
+}
+
+/// Why a cell has no (or not all) numbers: the first failure, or why the arm is absent.
+pub fn cell_note(a: &ArmCell) -> String {
+    match (a.status, first_failure(a)) {
+        (CellStatus::Failed | CellStatus::Partial, Some(f)) => f.to_string(),
+        (CellStatus::Absent, _) => a.absent_reason.clone().unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+/// Arms of one load point: status, median [interval] per compact metric, and a note.
+pub fn arms_table(point: &PointReport) -> TextTable {
+    let metrics = point_metrics(point);
+    let mut headers = strings(&["arm", "trials"]);
+    headers.extend(metrics.iter().map(|m| format!("{} ({})", m.label, m.unit)));
+    // The note goes last, so a long failure message does not widen the number columns.
+    headers.push("note".into());
+    let mut t = TextTable::new(headers, &[]);
+    for a in &point.arms {
+        let tone = match a.status {
+            CellStatus::Failed => Tone::Bad,
+            CellStatus::Partial => Tone::Warn,
+            CellStatus::Absent | CellStatus::NotRun => Tone::Dim,
+            CellStatus::Measured => Tone::Plain,
+        };
+        let mut row = vec![plain(&a.arm), toned(fmt_status(a), tone)];
+        row.extend(metrics.iter().map(|m| {
+            plain(
+                a.metrics
+                    .get(m.key)
+                    .map(|c| fmt_summary(&c.summary))
+                    .unwrap_or("-".into()),
+            )
+        }));
+        row.push(toned(cell_note(a), tone));
+        t.push(row);
+    }
+    t
+}
+
+/// Comparisons of one load point: the headline verdict, then difference [interval] per metric.
+pub fn comparisons_table(point: &PointReport) -> TextTable {
+    let metrics = point_metrics(point);
+    let mut headers = strings(&["comparison", "verdict"]);
+    headers.extend(metrics.iter().map(|m| m.label.to_string()));
+    let mut t = TextTable::new(headers, &[]);
+    for c in &point.comparisons {
+        let mut row = vec![
+            plain(format!("{} vs {}", c.candidate, c.reference)),
+            diff_cell(c.metrics.get(HEADLINE), fmt_verdict),
+        ];
+        row.extend(
+            metrics
+                .iter()
+                .map(|m| diff_cell(c.metrics.get(m.key), fmt_diff)),
+        );
+        t.push(row);
+    }
+    t
+}
+
+/// Wins / matches / losses / failures per comparison (and the seed rule's, when asked).
+pub fn tally_table(report: &Report) -> TextTable {
+    let mut headers = strings(&[
+        "comparison",
+        "faster",
+        "within noise",
+        "slower",
+        "no noise estimate",
+        "candidate failed",
+        "not comparable",
+    ]);
+    if let Some(t) = report.settings.threshold_pct {
+        headers.push(format!("seed rule ±{t}% (faster/within/slower)"));
+    }
+    let mut table = TextTable::new(headers, &[1, 2, 3, 4, 5, 6]);
+    for t in &report.summary.tallies {
+        let mut row = vec![
+            plain(format!("{} vs {}", t.candidate, t.reference)),
+            toned(t.faster.to_string(), Tone::count(t.faster, Tone::Good)),
+            plain(t.within_noise.to_string()),
+            toned(t.slower.to_string(), Tone::count(t.slower, Tone::Bad)),
+            plain(t.no_noise_estimate.to_string()),
+            toned(
+                t.candidate_failed.to_string(),
+                Tone::count(t.candidate_failed, Tone::Bad),
+            ),
+            plain(t.not_comparable.to_string()),
+        ];
+        if report.settings.threshold_pct.is_some() {
+            let s = t.seed.clone().unwrap_or_default();
+            row.push(plain(format!(
+                "{}/{}/{}",
+                s.faster, s.within_noise, s.slower
+            )));
+        }
+        table.push(row);
+    }
+    table
+}
+
+/// The seed's main table: commit × point × agent where human and agent were both measured.
+pub fn complete_table(report: &Report) -> TextTable {
+    let unit = metric(&report.summary.headline_metric)
+        .map(|m| m.unit)
+        .unwrap_or("tok/s");
+    let headers = vec![
+        "commit".into(),
+        "model".into(),
+        "load".into(),
+        "agent".into(),
+        format!("baseline {unit}"),
+        format!("human {unit}"),
+        format!("agent {unit}"),
+        "human vs baseline".into(),
+        "agent vs baseline".into(),
+        "agent vs human".into(),
+        "verdict".into(),
+    ];
+    let mut t = TextTable::new(headers, &[4, 5, 6]);
+    for r in &report.summary.complete {
+        let pct = |d: &MetricDiff| fmt_pct(d.diff_pct);
+        t.push(vec![
+            toned(&r.commit, Tone::Commits),
+            plain(&r.model),
+            plain(&r.point),
+            plain(&r.agent),
+            plain(r.baseline.map(fmt_num).unwrap_or("-".into())),
+            plain(fmt_num(r.human)),
+            plain(fmt_num(r.agent_value)),
+            diff_cell(r.human_vs_baseline.as_ref(), pct),
+            diff_cell(r.agent_vs_baseline.as_ref(), pct),
+            diff_cell(Some(&r.agent_vs_human), fmt_diff),
+            diff_cell(Some(&r.agent_vs_human), fmt_verdict),
+        ]);
+    }
+    t
+}
+
+/// Human measured, agent failed: with the failure and its most telling log line.
+pub fn agent_failures_table(report: &Report) -> TextTable {
+    let unit = metric(&report.summary.headline_metric)
+        .map(|m| m.unit)
+        .unwrap_or("tok/s");
+    let headers = vec![
+        "commit".into(),
+        "load".into(),
+        "agent".into(),
+        format!("human {unit}"),
+        "failure".into(),
+        "message".into(),
+        "log line".into(),
+    ];
+    let mut t = TextTable::new(headers, &[3]);
+    for r in &report.summary.agent_failures {
+        let class = match r.cause {
+            Some(c) => format!("{} ({})", r.class, c.as_str()),
+            None => r.class.to_string(),
+        };
+        t.push(vec![
+            toned(&r.commit, Tone::Commits),
+            plain(&r.point),
+            plain(&r.agent),
+            plain(fmt_num(r.human)),
+            toned(class, Tone::Bad),
+            plain(&r.message),
+            r.sample_log_line
+                .as_deref()
+                .map(|l| toned(l, Tone::Code))
+                .unwrap_or(plain("-")),
+        ]);
+    }
+    t
+}
+
+/// Failed trials by category: count, where, and a sample.
+pub fn failure_categories_table(report: &Report) -> TextTable {
+    let mut t = TextTable::new(
+        strings(&["category", "count", "commits", "arms", "sample"]),
+        &[1],
+    );
+    for c in &report.summary.failure_breakdown {
+        t.push(vec![
+            toned(&c.category, Tone::Bad),
+            plain(c.count.to_string()),
+            toned(c.commits.join(", "), Tone::Commits),
+            plain(c.arms.join(", ")),
+            match &c.sample_log_line {
+                Some(line) => toned(line, Tone::Code),
+                None => plain(&c.sample_message),
+            },
+        ]);
+    }
+    t
+}

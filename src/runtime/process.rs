@@ -1,0 +1,366 @@
+//! Servers as local child processes, for hosts without Docker.
+//!
+//! The server leads its own process group (`setpgid(0, 0)`), so stopping it reaches every
+//! worker it spawned. `CUDA_VISIBLE_DEVICES` is set to its GPUs; stdout and stderr go straight
+//! into the log file (the child writes them itself, so nothing is lost if isobench dies).
+//! Each running server has a pid record (pid + start time from `/proc`) in the records
+//! directory, which is how [`ProcessRuntime::cleanup_leftovers`] finds what an interrupted run
+//! left behind without ever signalling a process that merely reuses the pid.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::procfs;
+use super::{
+    Availability, CUDA_VISIBLE_DEVICES, HandleInner, ImageInfo, ServerHandle, ServerSource,
+    ServerSpec, cuda_visible_devices, labels,
+};
+use crate::failure::{CrashCause, Failure, FailureClass};
+
+/// Local processes; see the module docs.
+#[derive(Debug, Clone)]
+pub struct ProcessRuntime {
+    records_dir: PathBuf,
+    /// Grace before SIGKILL when [`ProcessRuntime::cleanup_leftovers`] stops a leftover.
+    pub leftover_grace: Duration,
+}
+
+/// Per-server state the process runtime keeps in the handle.
+#[derive(Debug, Clone)]
+pub(crate) struct ProcessHandle {
+    pgid: i32,
+    start_time: u64,
+    /// Set by the task that reaps the child.
+    exit: watch::Receiver<Option<i64>>,
+    record: PathBuf,
+}
+
+impl ProcessHandle {
+    pub(crate) fn exit_code(&self) -> Option<i64> {
+        *self.exit.borrow()
+    }
+}
+
+/// What the records directory holds per running server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct PidRecord {
+    pid: i32,
+    /// `/proc/<pid>/stat` field 22: tells our process from a later one with the same pid.
+    start_time: u64,
+    name: String,
+    labels: BTreeMap<String, String>,
+}
+
+impl ProcessRuntime {
+    pub fn new(records_dir: impl Into<PathBuf>) -> ProcessRuntime {
+        ProcessRuntime {
+            records_dir: records_dir.into(),
+            leftover_grace: Duration::from_secs(10),
+        }
+    }
+
+    pub fn records_dir(&self) -> &Path {
+        &self.records_dir
+    }
+
+    pub(super) async fn ensure_tree(&self, reference: &str) -> Result<ImageInfo, Failure> {
+        match std::fs::canonicalize(expand_home(reference)) {
+            Ok(path) if path.is_dir() => Ok(ImageInfo {
+                id: path.display().to_string(),
+                repo_digest: None,
+                size: None,
+                pulled: false,
+            }),
+            _ => Err(Failure::new(
+                FailureClass::ImageMissing,
+                format!("{reference} is not a directory on this host"),
+            )),
+        }
+    }
+
+    pub(super) async fn tree_available(&self, reference: &str) -> Result<Availability, Failure> {
+        Ok(match self.ensure_tree(reference).await {
+            Ok(info) => Availability::Local { id: info.id },
+            Err(_) => Availability::Missing,
+        })
+    }
+
+    pub(super) async fn start(&self, spec: &ServerSpec) -> Result<ServerHandle, Failure> {
+        let root = match &spec.source {
+            ServerSource::Path { root } => expand_home(&root.to_string_lossy()),
+            ServerSource::Image { reference } => {
+                return Err(Failure::new(
+                    FailureClass::Internal,
+                    format!(
+                        "the process runtime runs from a path; {reference} is an image (use the docker runtime)"
+                    ),
+                ));
+            }
+        };
+        if !root.is_dir() {
+            return Err(Failure::new(
+                FailureClass::ImageMissing,
+                format!("{} is not a directory on this host", root.display()),
+            ));
+        }
+        let Some((program, args)) = spec.argv.split_first() else {
+            return Err(Failure::new(
+                FailureClass::Internal,
+                format!("server {} has an empty command", spec.name),
+            ));
+        };
+        let log = open_log(&spec.log_path)?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| log_failure(&spec.log_path, e))?;
+
+        let mut command = tokio::process::Command::new(program);
+        command
+            .args(args)
+            .current_dir(&root)
+            .envs(&spec.env)
+            // The scheduler owns GPU assignment: the runtime's value wins over the manifest's.
+            .env(CUDA_VISIBLE_DEVICES, cuda_visible_devices(&spec.gpus))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .process_group(0)
+            .kill_on_drop(false);
+        let started_at = Instant::now();
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(err) => {
+                let line = format!("isobench: cannot start {program}: {err}");
+                append_line(&spec.log_path, &line);
+                let mut failure = Failure::new(
+                    FailureClass::Crashed,
+                    format!("server {} could not start its command", spec.name),
+                );
+                failure.cause = Some(CrashCause::Unknown);
+                failure.sample_log_line = Some(line);
+                failure.log_path = Some(spec.log_path.display().to_string());
+                return Err(failure);
+            }
+        };
+        let pid = child.id().expect("a just-spawned child has a pid") as i32;
+        // The child is not reaped yet, so /proc/<pid> exists even if it already exited.
+        let start_time = procfs::stat(pid).map(|s| s.start_time).unwrap_or(0);
+        let record = self.records_dir.join(format!("{pid}-{start_time}.json"));
+        let written = write_record(
+            &record,
+            &PidRecord {
+                pid,
+                start_time,
+                name: spec.name.clone(),
+                labels: spec.labels.clone(),
+            },
+        );
+        let (exit_tx, exit_rx) = watch::channel(None);
+        tokio::spawn(async move {
+            let code = match child.wait().await {
+                Ok(status) => exit_code(status),
+                Err(_) => -1,
+            };
+            let _ = exit_tx.send(Some(code));
+        });
+        let handle = ServerHandle {
+            id: pid.to_string(),
+            name: spec.name.clone(),
+            base_url: format!("http://127.0.0.1:{}", spec.port),
+            log_path: spec.log_path.clone(),
+            started_at,
+            inner: HandleInner::Process(ProcessHandle {
+                pgid: pid,
+                start_time,
+                exit: exit_rx,
+                record,
+            }),
+        };
+        if let Err(failure) = written {
+            // Without a record a crash of isobench would leave it unfindable: do not run it.
+            let _ = self.stop_process(&handle, Duration::ZERO).await;
+            return Err(failure);
+        }
+        Ok(handle)
+    }
+
+    pub(super) async fn stop(
+        &self,
+        handle: &ServerHandle,
+        _h: &ProcessHandle,
+        grace: Duration,
+    ) -> Result<(), Failure> {
+        self.stop_process(handle, grace).await
+    }
+
+    async fn stop_process(&self, handle: &ServerHandle, grace: Duration) -> Result<(), Failure> {
+        let HandleInner::Process(h) = &handle.inner else {
+            unreachable!("dispatched by handle kind")
+        };
+        let survivors = procfs::terminate_group(h.pgid, h.start_time, grace).await;
+        if !survivors.is_empty() {
+            return Err(Failure::new(
+                FailureClass::Internal,
+                format!(
+                    "processes {survivors:?} of server {} survived SIGKILL",
+                    handle.name
+                ),
+            ));
+        }
+        // Let the reaper record the exit, so `exited` agrees with what just happened.
+        let mut exit = h.exit.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(5), exit.wait_for(Option::is_some)).await;
+        let _ = std::fs::remove_file(&h.record);
+        Ok(())
+    }
+
+    pub(super) async fn cleanup_leftovers(&self, campaign: &str) -> Result<Vec<String>, Failure> {
+        let entries = match std::fs::read_dir(&self.records_dir) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => {
+                return Err(Failure::new(
+                    FailureClass::Internal,
+                    format!(
+                        "cannot read pid records in {}: {err}",
+                        self.records_dir.display()
+                    ),
+                ));
+            }
+        };
+        let mut removed = Vec::new();
+        for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+            if path.extension().is_none_or(|ext| ext != "json") {
+                continue;
+            }
+            let Some(record) = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<PidRecord>(&b).ok())
+            else {
+                continue; // torn or foreign file: not ours to interpret
+            };
+            if record.labels.get(labels::CAMPAIGN).map(String::as_str) != Some(campaign) {
+                continue;
+            }
+            if !procfs::live_group_members(record.pid, record.start_time).is_empty() {
+                let survivors =
+                    procfs::terminate_group(record.pid, record.start_time, self.leftover_grace)
+                        .await;
+                if !survivors.is_empty() {
+                    return Err(Failure::new(
+                        FailureClass::Internal,
+                        format!(
+                            "leftover processes {survivors:?} of server {} survived SIGKILL",
+                            record.name
+                        ),
+                    ));
+                }
+                removed.push(record.name);
+            }
+            let _ = std::fs::remove_file(&path);
+        }
+        Ok(removed)
+    }
+}
+
+/// 128 + signal for a signal death, as Docker and shells report it.
+fn exit_code(status: std::process::ExitStatus) -> i64 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => i64::from(code),
+        (None, Some(signal)) => 128 + i64::from(signal),
+        (None, None) => -1,
+    }
+}
+
+fn expand_home(path: &str) -> PathBuf {
+    match (path.strip_prefix('~'), std::env::var("HOME")) {
+        (Some(tail), Ok(home)) if tail.is_empty() || tail.starts_with('/') => {
+            PathBuf::from(format!("{home}{tail}"))
+        }
+        _ => PathBuf::from(path),
+    }
+}
+
+fn open_log(path: &Path) -> Result<std::fs::File, Failure> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| log_failure(path, e))?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| log_failure(path, e))
+}
+
+fn log_failure(path: &Path, err: std::io::Error) -> Failure {
+    Failure::new(
+        FailureClass::Internal,
+        format!("cannot open server log {}: {err}", path.display()),
+    )
+}
+
+fn append_line(path: &Path, line: &str) {
+    use std::io::Write;
+    if let Ok(mut file) = open_log(path) {
+        let _ = writeln!(file, "{line}");
+    }
+}
+
+/// Written to a temporary name and renamed, so a crash never leaves a torn record.
+fn write_record(path: &Path, record: &PidRecord) -> Result<(), Failure> {
+    let fail = |e: std::io::Error| {
+        Failure::new(
+            FailureClass::Internal,
+            format!("cannot write pid record {}: {e}", path.display()),
+        )
+    };
+    let dir = path.parent().expect("records live in a directory");
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(record).expect("a record serialises"),
+    )
+    .map_err(fail)?;
+    std::fs::rename(&tmp, path).map_err(fail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_deaths_read_as_128_plus_signal() {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(exit_code(std::process::ExitStatus::from_raw(3 << 8)), 3);
+        assert_eq!(
+            exit_code(std::process::ExitStatus::from_raw(libc::SIGKILL)),
+            137
+        );
+        assert_eq!(
+            exit_code(std::process::ExitStatus::from_raw(libc::SIGTERM)),
+            143
+        );
+    }
+
+    #[test]
+    fn records_round_trip_and_are_written_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("records/42-7.json");
+        let record = PidRecord {
+            pid: 42,
+            start_time: 7,
+            name: "srv".into(),
+            labels: BTreeMap::from([(labels::CAMPAIGN.to_string(), "c".to_string())]),
+        };
+        write_record(&path, &record).unwrap();
+        let back: PidRecord = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(back, record);
+        assert!(!path.with_extension("json.tmp").exists());
+    }
+}

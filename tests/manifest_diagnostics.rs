@@ -1,0 +1,502 @@
+//! Every malformed manifest gets a located diagnostic: file, line, column, message (and a help
+//! line where one helps). Each case asserts the message and where it points.
+
+use isobench::manifest::{self, ManifestError};
+use std::path::Path;
+
+const BASE: &str = r#"version = 1
+name = "t"
+repeats = 2
+
+[images]
+repo = "acme/vllm"
+
+[[arms]]
+name = "baseline"
+image = "{{ images.repo }}:baseline-{{ commit.parent[:12] }}"
+
+[[arms]]
+name = "human"
+image = "{{ images.repo }}:{{ commit.human }}"
+
+[models.qwen]
+hf = "Qwen/Qwen3-1.7B"
+
+[server]
+command = "serve {{ model.hf }} --port {{ port }}"
+
+[load]
+num_prompts = 10
+
+[[commits]]
+human = "015069b01741e9ecb9e604c7fe87fbdfc306ebe5"
+parent = "fbefc8a78d22"
+model = "qwen"
+"#;
+
+fn load(text: &str) -> Result<manifest::Campaign, ManifestError> {
+    manifest::load_str("m.toml", text, Path::new("/nonexistent-dir"))
+}
+
+/// The one-line forms `m.toml:LINE:COL: message` of every diagnostic.
+fn errors(text: &str) -> Vec<String> {
+    match load(text) {
+        Ok(_) => panic!("expected errors for:\n{text}"),
+        Err(e) => e.short_lines(),
+    }
+}
+
+fn helps(text: &str) -> Vec<String> {
+    load(text)
+        .unwrap_err()
+        .diagnostics
+        .iter()
+        .filter_map(|d| d.help.clone())
+        .collect()
+}
+
+/// Asserts exactly one diagnostic, at `line:col`, whose message contains `needle`.
+fn one(text: &str, at: &str, needle: &str) {
+    let e = errors(text);
+    assert_eq!(e.len(), 1, "expected one diagnostic, got {e:#?}");
+    assert!(
+        e[0].starts_with(&format!("m.toml:{at}: ")),
+        "expected location {at}, got {}",
+        e[0]
+    );
+    assert!(e[0].contains(needle), "expected `{needle}` in {}", e[0]);
+}
+
+fn with(extra: &str) -> String {
+    format!("{BASE}{extra}")
+}
+
+fn replace(from: &str, to: &str) -> String {
+    assert!(BASE.contains(from), "BASE lacks {from}");
+    BASE.replacen(from, to, 1)
+}
+
+#[test]
+fn base_manifest_is_valid() {
+    let c = load(BASE).unwrap();
+    assert_eq!(c.commits.len(), 1);
+    assert_eq!(c.commits[0].arms.len(), 2);
+    assert_eq!(c.commits[0].short, "015069b0");
+    assert_eq!(
+        c.commits[0].arms[0].source.describe(),
+        "acme/vllm:baseline-fbefc8a78d22"
+    );
+}
+
+#[test]
+fn d01_malformed_toml() {
+    // The parser may report follow-on errors of one typo; the first points at it.
+    let e = errors(&replace("repeats = 2", "repeats = = 2"));
+    assert!(e[0].starts_with("m.toml:3:11: TOML syntax"), "{e:#?}");
+    assert!(e.iter().all(|l| l.contains("TOML syntax")), "{e:#?}");
+}
+
+#[test]
+fn d02_unknown_top_level_key_with_suggestion() {
+    one(
+        &replace("repeats = 2", "repeat = 2"),
+        "3:1",
+        "unknown key `repeat` at the top level",
+    );
+    assert!(
+        helps(&replace("repeats = 2", "repeat = 2"))
+            .contains(&"did you mean `repeats`?".to_string())
+    );
+}
+
+#[test]
+fn d03_unknown_key_in_commit() {
+    let text = replace("model = \"qwen\"", "modle = \"qwen\"");
+    let e = errors(&text);
+    // The misspelt key, and the key it should have been.
+    assert_eq!(e.len(), 2, "{e:#?}");
+    assert!(
+        e.iter()
+            .any(|l| l.starts_with("m.toml:28:1: unknown key `modle` in `commits[0]`")),
+        "{e:#?}"
+    );
+    assert!(
+        e.iter()
+            .any(|l| l.contains("`commits[0]` is missing the required key `model`")),
+        "{e:#?}"
+    );
+    assert!(helps(&text).contains(&"did you mean `model`?".to_string()));
+}
+
+#[test]
+fn d04_wrong_type() {
+    one(
+        &replace("repeats = 2", "repeats = \"2\""),
+        "3:11",
+        "`repeats`: expected integer, found string",
+    );
+}
+
+#[test]
+fn d05_missing_required_key() {
+    one(
+        &replace("parent = \"fbefc8a78d22\"\n", ""),
+        "25:1",
+        "`commits[0]` is missing the required key `parent`",
+    );
+}
+
+#[test]
+fn d06_unknown_model_reference() {
+    let text = replace("model = \"qwen\"", "model = \"qwne\"");
+    one(&text, "28:9", "unknown model `qwne`");
+    assert!(helps(&text).contains(&"did you mean `qwen`?".to_string()));
+}
+
+#[test]
+fn d07_unknown_base_arm() {
+    let text = with(
+        "\n[[arms]]\nname = \"agent\"\nbase = \"basline\"\npatch = \"p/{{ commit.short }}.diff\"\n",
+    );
+    one(
+        &text,
+        "32:8",
+        "arm `agent` is based on unknown arm `basline`",
+    );
+    assert!(helps(&text).contains(&"did you mean `baseline`?".to_string()));
+}
+
+#[test]
+fn d08_unknown_pipeline() {
+    let text = replace("repeats = 2", "repeats = 2\npipeline = \"serve-bnch\"");
+    one(
+        &text,
+        "4:12",
+        "no pipeline named `serve-bnch`; did you mean `serve-bench`?",
+    );
+}
+
+#[test]
+fn d09_duplicate_commit() {
+    let text = with(
+        "\n[[commits]]\nhuman = \"015069b01741e9ecb9e604c7fe87fbdfc306ebe5\"\nparent = \"fbefc8a78d22\"\nmodel = \"qwen\"\n",
+    );
+    one(&text, "31:9", "commit 015069b01741 is listed twice");
+    assert!(
+        helps(&text)
+            .iter()
+            .any(|h| h.contains("first listed at line 26"))
+    );
+}
+
+#[test]
+fn d10_bad_hash() {
+    one(
+        &replace("parent = \"fbefc8a78d22\"", "parent = \"main~1\""),
+        "27:10",
+        "`main~1` is not a git commit hash",
+    );
+}
+
+#[test]
+fn d11_zero_repeats() {
+    one(
+        &replace("repeats = 2", "repeats = 0"),
+        "3:11",
+        "`repeats`: must be at least 1, found 0",
+    );
+}
+
+#[test]
+fn d12_negative_num_prompts() {
+    one(
+        &replace("num_prompts = 10", "num_prompts = -5"),
+        "23:15",
+        "`load.num_prompts`: must be at least 1, found -5",
+    );
+}
+
+#[test]
+fn d13_zero_concurrency_in_list() {
+    one(
+        &replace(
+            "num_prompts = 10",
+            "num_prompts = 10\nconcurrency = [1, 0, 64]",
+        ),
+        "24:19",
+        "concurrency must be at least 1",
+    );
+}
+
+#[test]
+fn d14_undefined_template_variable_points_into_the_string() {
+    let text = replace(
+        "{{ images.repo }}:{{ commit.human }}",
+        "{{ images.repo }}:{{ commit.hman }}",
+    );
+    let e = errors(&text);
+    assert_eq!(e.len(), 1, "{e:#?}");
+    // Line 14, column of `commit.hman` inside the string.
+    let col = "image = \"{{ images.repo }}:{{ ".len() + 1;
+    assert!(
+        e[0].starts_with(&format!(
+            "m.toml:14:{col}: template `arms[1].image` uses an undefined variable"
+        )),
+        "{e:#?}"
+    );
+    assert!(helps(&text)[0].contains("commit.{human,parent,short"));
+}
+
+#[test]
+fn d15_template_syntax_error() {
+    one(
+        &replace("serve {{ model.hf }}", "serve {{ model.hf }"),
+        "20:30",
+        "template `server.command` has a syntax error",
+    );
+}
+
+#[test]
+fn d16_config_drift_between_arms() {
+    let text = replace(
+        "serve {{ model.hf }}",
+        "serve {% if arm.name == 'human' %}other/model{% else %}{{ model.hf }}{% endif %}",
+    );
+    one(
+        &text,
+        "20:11",
+        "the server command differs between arms `baseline` and `human` beyond their declared fields",
+    );
+    assert!(helps(&text)[0].contains("declared `args`/`env`"));
+}
+
+#[test]
+fn d17_unsatisfiable_gpu_request() {
+    let text = replace(
+        "num_prompts = 10",
+        "num_prompts = 10\n[resources]\ngpus = [0, 1]",
+    )
+    .replace("--port {{ port }}\"", "--port {{ port }}\"\ngpus = 4");
+    one(
+        &text,
+        "21:8",
+        "unsatisfiable GPU request: commit 015069b0 needs 4 GPUs per server, only 2 declared",
+    );
+}
+
+#[test]
+fn d18_arm_with_two_sources() {
+    one(
+        &replace(
+            "name = \"human\"\n",
+            "name = \"human\"\npath = \"/opt/venv\"\n",
+        ),
+        "12:1",
+        "arm `human` must get its server in exactly one way",
+    );
+}
+
+#[test]
+fn d19_duplicate_arm_name() {
+    let text = with("\n[[arms]]\nname = \"human\"\nimage = \"x/y:z\"\n");
+    // Arms are declared after [[commits]] here, so the duplicate is at line 31.
+    one(&text, "31:8", "duplicate arm name `human`");
+}
+
+#[test]
+fn d20_bad_duration() {
+    one(
+        &replace(
+            "num_prompts = 10",
+            "num_prompts = 10\ntimeout = \"ten minutes\"",
+        ),
+        "24:11",
+        "`ten minutes` is not a duration",
+    );
+}
+
+#[test]
+fn d21_bad_request_rate() {
+    let text = replace(
+        "num_prompts = 10",
+        "num_prompts = 10\nrequest_rate = \"fast\"",
+    );
+    one(
+        &text,
+        "24:16",
+        "request rate must be a number of requests per second or \"inf\", found \"fast\"",
+    );
+}
+
+#[test]
+fn d22_unsupported_version() {
+    one(
+        &replace("version = 1", "version = 2"),
+        "1:11",
+        "unsupported manifest version 2",
+    );
+}
+
+#[test]
+fn d23_zero_input_len() {
+    one(
+        &replace(
+            "num_prompts = 10",
+            "num_prompts = 10\ndataset = { input_len = 0 }",
+        ),
+        "24:25",
+        "`load.dataset.input_len`: must be at least 1, found 0",
+    );
+}
+
+#[test]
+fn d24_negative_temperature() {
+    one(
+        &replace("num_prompts = 10", "num_prompts = 10\ntemperature = -0.5"),
+        "24:15",
+        "temperature must not be negative",
+    );
+}
+
+#[test]
+fn d25_unknown_backend_with_suggestion() {
+    let text = replace(
+        "num_prompts = 10",
+        "num_prompts = 10\nbackend = \"openai-chta\"",
+    );
+    one(
+        &text,
+        "24:11",
+        "`load.backend`: expected one of `openai-chat`, `openai`",
+    );
+    assert!(helps(&text).contains(&"did you mean `openai-chat`?".to_string()));
+}
+
+#[test]
+fn d26_endpoint_without_slash() {
+    one(
+        &replace(
+            "num_prompts = 10",
+            "num_prompts = 10\nendpoint = \"v1/chat/completions\"",
+        ),
+        "24:12",
+        "endpoint `v1/chat/completions` must start with `/`",
+    );
+}
+
+#[test]
+fn d27_invalid_rendered_image_reference() {
+    let text = replace("repo = \"acme/vllm\"", "repo = \"Acme/VLLM\"");
+    let e = errors(&text);
+    assert_eq!(e.len(), 2, "{e:#?}");
+    assert!(e[0].starts_with("m.toml:10:9: arm `baseline` renders to an invalid image reference `Acme/VLLM:baseline-fbefc8a78d22`"), "{e:#?}");
+}
+
+#[test]
+fn d28_commit_is_its_own_parent() {
+    one(
+        &replace(
+            "parent = \"fbefc8a78d22\"",
+            "parent = \"015069b01741e9ecb9e604c7fe87fbdfc306ebe5\"",
+        ),
+        "27:10",
+        "a commit cannot be its own parent",
+    );
+}
+
+#[test]
+fn d29_image_with_process_runtime() {
+    let text = replace("[server]\n", "[server]\nruntime = \"process\"\n");
+    let e = errors(&text);
+    assert_eq!(e.len(), 2, "{e:#?}");
+    assert!(
+        e[0].starts_with(
+            "m.toml:10:9: arm `baseline` has an `image`, but the server runtime is `process`"
+        ),
+        "{e:#?}"
+    );
+}
+
+#[test]
+fn d30_no_baseline_role() {
+    let text = replace("name = \"baseline\"", "name = \"base\"\nrole = \"human\"");
+    let e = errors(&text);
+    assert!(
+        e.iter()
+            .any(|l| l.contains("more than one arm") || l.contains("no arm has the baseline role")),
+        "{e:#?}"
+    );
+}
+
+#[test]
+fn d31_unknown_arm_in_commit_arms() {
+    let text = replace(
+        "model = \"qwen\"",
+        "model = \"qwen\"\narms = [\"baseline\", \"humn\"]",
+    );
+    one(&text, "29:21", "commit lists unknown arm `humn`");
+}
+
+#[test]
+fn d32_bad_volume_and_shm() {
+    let text = replace(
+        "[server]\n",
+        "[server]\nshm_size = \"lots\"\nvolumes = [\"/data\"]\n",
+    );
+    let e = errors(&text);
+    assert_eq!(e.len(), 2, "{e:#?}");
+    assert!(
+        e[0].starts_with("m.toml:20:12: `lots` is not a size"),
+        "{e:#?}"
+    );
+    assert!(
+        e[1].starts_with("m.toml:21:12: volume `/data` is not `host:/container[:ro|rw]`"),
+        "{e:#?}"
+    );
+}
+
+#[test]
+fn d33_all_errors_are_reported_together() {
+    let text = replace("repeats = 2", "repeats = 0\nbogus = true")
+        .replace("num_prompts = 10", "num_prompts = \"ten\"");
+    let e = errors(&text);
+    assert_eq!(e.len(), 3, "{e:#?}");
+    // In file order.
+    assert!(
+        e[0].contains("repeats")
+            && e[1].contains("unknown key `bogus`")
+            && e[2].contains("num_prompts"),
+        "{e:#?}"
+    );
+}
+
+#[test]
+fn d34_never_a_panic_on_garbage() {
+    for garbage in [
+        "",
+        "\u{0}",
+        "[[[",
+        "version = 1\n[[commits]]\nhuman = 5",
+        "arms = 3",
+        "[models]\nx = 1",
+    ] {
+        let e = load(garbage).unwrap_err();
+        assert!(!e.diagnostics.is_empty());
+        for d in &e.diagnostics {
+            assert!(!d.message.is_empty());
+        }
+    }
+}
+
+#[test]
+fn d35_rendered_miette_report_names_file_line_and_help() {
+    let text = replace("model = \"qwen\"", "model = \"qwne\"");
+    let report = miette::Report::new(load(&text).unwrap_err());
+    let mut rendered = String::new();
+    miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
+        .render_report(&mut rendered, report.as_ref())
+        .unwrap();
+    assert!(rendered.contains("m.toml:28:9"), "{rendered}");
+    assert!(rendered.contains("unknown model `qwne`"), "{rendered}");
+    assert!(rendered.contains("did you mean `qwen`?"), "{rendered}");
+}

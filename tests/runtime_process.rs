@@ -1,0 +1,421 @@
+//! The process runtime with `isobench sim` as a real child process.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use isobench::failure::{CrashCause, FailureClass};
+use isobench::runtime::{
+    GpuMode, Runtime, ServerHandle, ServerSource, ServerSpec, free_port, labels,
+};
+
+const ISOBENCH: &str = env!("CARGO_BIN_EXE_isobench");
+const GRACE: Duration = Duration::from_secs(5);
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(50);
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    runtime: Runtime,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = Runtime::process(dir.path().join("processes"));
+        Fixture { dir, runtime }
+    }
+
+    fn records(&self) -> PathBuf {
+        self.dir.path().join("processes")
+    }
+
+    /// `isobench sim` on a free port, with `extra` flags.
+    fn sim_spec(&self, name: &str, campaign: &str, extra: &[&str]) -> ServerSpec {
+        let port = free_port();
+        let mut argv: Vec<String> = [
+            ISOBENCH,
+            "sim",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ]
+        .map(String::from)
+        .to_vec();
+        argv.extend(extra.iter().map(|s| s.to_string()));
+        self.spec(name, campaign, port, argv)
+    }
+
+    fn spec(&self, name: &str, campaign: &str, port: u16, argv: Vec<String>) -> ServerSpec {
+        ServerSpec {
+            name: name.to_string(),
+            labels: BTreeMap::from([(labels::CAMPAIGN.to_string(), campaign.to_string())]),
+            source: ServerSource::Path {
+                root: self.dir.path().to_path_buf(),
+            },
+            argv,
+            env: BTreeMap::from([("ISOBENCH_TEST_MARKER".to_string(), name.to_string())]),
+            gpus: vec![2, 5],
+            gpu_mode: GpuMode::DeviceRequest,
+            port,
+            shm_size: None,
+            ipc: None,
+            volumes: Vec::new(),
+            log_path: self.dir.path().join("logs").join(format!("{name}.log")),
+        }
+    }
+}
+
+/// `(pid, pgid, state)` of every process, from /proc.
+fn processes() -> Vec<(i32, i32, char)> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let rest = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .collect::<Vec<_>>();
+            Some((pid, rest[2].parse().ok()?, rest[0].chars().next()?))
+        })
+        .collect()
+}
+
+/// Live (not zombie) members of a process group.
+fn live_members(pgid: i32) -> Vec<i32> {
+    processes()
+        .into_iter()
+        .filter(|(_, g, s)| *g == pgid && *s != 'Z')
+        .map(|(p, _, _)| p)
+        .collect()
+}
+
+fn pgid_of(handle: &ServerHandle) -> i32 {
+    handle.id.parse().unwrap()
+}
+
+fn record_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+async fn wait_until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_sim_process_starts_gets_its_gpus_answers_and_stops() {
+    let fx = Fixture::new();
+    let spec = fx.sim_spec("srv-a", "c1", &[]);
+    let handle = fx.runtime.start(&spec).await.unwrap();
+    assert_eq!(handle.base_url, format!("http://127.0.0.1:{}", spec.port));
+    let ready = fx
+        .runtime
+        .wait_ready(&handle, "/health", READY_TIMEOUT, POLL)
+        .await
+        .unwrap();
+    assert!(ready < READY_TIMEOUT);
+    assert_eq!(fx.runtime.exited(&handle).await, None);
+
+    // Its own process group, its GPUs, its env; a pid record while it runs.
+    let pid = pgid_of(&handle);
+    assert_eq!(live_members(pid), vec![pid]);
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let environ: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+    assert!(environ.contains(&&b"CUDA_VISIBLE_DEVICES=2,5"[..]));
+    assert!(environ.contains(&&b"ISOBENCH_TEST_MARKER=srv-a"[..]));
+    let records = record_files(&fx.records());
+    assert_eq!(records.len(), 1);
+    assert!(records[0].starts_with(&format!("{pid}-")), "{records:?}");
+
+    let stopping = Instant::now();
+    fx.runtime.stop(&handle, GRACE).await.unwrap();
+    assert!(
+        stopping.elapsed() < GRACE,
+        "the sim exits on SIGTERM: {:?}",
+        stopping.elapsed()
+    );
+    assert_eq!(live_members(pid), Vec::<i32>::new());
+    assert_eq!(
+        fx.runtime.exited(&handle).await,
+        Some(0),
+        "SIGTERM is a clean shutdown for the sim"
+    );
+    assert_eq!(record_files(&fx.records()), Vec::<String>::new());
+    let log = std::fs::read_to_string(&spec.log_path).unwrap();
+    assert!(
+        log.contains(&format!(
+            "isobench sim listening on 127.0.0.1:{}",
+            spec.port
+        )),
+        "{log}"
+    );
+    fx.runtime
+        .stop(&handle, GRACE)
+        .await
+        .expect("stop is idempotent");
+}
+
+#[tokio::test]
+async fn stop_kills_the_whole_process_group() {
+    let fx = Fixture::new();
+    let port = free_port();
+    // A shell that leaves a worker behind and then becomes the server, as launchers do.
+    let script = format!("sleep 300 & exec {ISOBENCH} sim --host 127.0.0.1 --port {port}");
+    let spec = fx.spec(
+        "srv-group",
+        "c1",
+        port,
+        vec!["sh".into(), "-c".into(), script],
+    );
+    let handle = fx.runtime.start(&spec).await.unwrap();
+    fx.runtime
+        .wait_ready(&handle, "/health", READY_TIMEOUT, POLL)
+        .await
+        .unwrap();
+    let pgid = pgid_of(&handle);
+    let members = live_members(pgid);
+    assert_eq!(
+        members.len(),
+        2,
+        "the server and its sleeping worker: {members:?}"
+    );
+
+    fx.runtime.stop(&handle, GRACE).await.unwrap();
+    assert_eq!(live_members(pgid), Vec::<i32>::new());
+    for pid in members {
+        let state = processes()
+            .into_iter()
+            .find(|(p, _, _)| *p == pid)
+            .map(|(_, _, s)| s);
+        assert!(matches!(state, None | Some('Z')), "{pid} still alive");
+    }
+}
+
+#[tokio::test]
+async fn a_server_ignoring_sigterm_is_killed_after_the_grace() {
+    let fx = Fixture::new();
+    let spec = fx.spec(
+        "srv-stubborn",
+        "c1",
+        free_port(),
+        vec![
+            "sh".into(),
+            "-c".into(),
+            "trap '' TERM; sleep 300 & wait; wait".into(),
+        ],
+    );
+    let handle = fx.runtime.start(&spec).await.unwrap();
+    let pgid = pgid_of(&handle);
+    wait_until("the worker started", Duration::from_secs(10), || {
+        live_members(pgid).len() == 2
+    })
+    .await;
+    let grace = Duration::from_millis(600);
+    let stopping = Instant::now();
+    fx.runtime.stop(&handle, grace).await.unwrap();
+    let took = stopping.elapsed();
+    assert!(
+        took >= grace && took < grace + Duration::from_secs(4),
+        "took {took:?}"
+    );
+    assert_eq!(live_members(pgid), Vec::<i32>::new());
+    assert_eq!(
+        fx.runtime.exited(&handle).await,
+        Some(137),
+        "SIGKILL reads as 128 + 9"
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_dies_at_start_is_crashed_with_cause_and_log_line() {
+    let fx = Fixture::new();
+    let message = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 GiB";
+    let spec = fx.sim_spec("srv-oom", "c1", &["--fail-at-start", message]);
+    let handle = fx.runtime.start(&spec).await.unwrap();
+    let failure = fx
+        .runtime
+        .wait_ready(&handle, "/health", READY_TIMEOUT, POLL)
+        .await
+        .unwrap_err();
+    assert_eq!(failure.class, FailureClass::Crashed, "{failure}");
+    assert_eq!(failure.cause, Some(CrashCause::CudaOutOfMemory));
+    assert_eq!(failure.sample_log_line.as_deref(), Some(message));
+    assert_eq!(
+        failure.log_path.as_deref(),
+        Some(spec.log_path.to_str().unwrap())
+    );
+    assert_eq!(fx.runtime.exited(&handle).await, Some(1));
+    fx.runtime.stop(&handle, GRACE).await.unwrap();
+    assert_eq!(record_files(&fx.records()), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_server_that_never_gets_ready_is_startup_timeout() {
+    let fx = Fixture::new();
+    let spec = fx.sim_spec("srv-slow", "c1", &["--slow-start-s", "3600"]);
+    let handle = fx.runtime.start(&spec).await.unwrap();
+    let timeout = Duration::from_secs(2);
+    let waiting = Instant::now();
+    let failure = fx
+        .runtime
+        .wait_ready(&handle, "/health", timeout, POLL)
+        .await
+        .unwrap_err();
+    let waited = waiting.elapsed();
+    assert_eq!(failure.class, FailureClass::StartupTimeout, "{failure}");
+    assert!(
+        failure
+            .message
+            .contains("not ready after 2s (last answer: HTTP 503)"),
+        "{failure}"
+    );
+    assert!(
+        waited >= timeout && waited < timeout + Duration::from_secs(2),
+        "waited {waited:?}"
+    );
+    assert_eq!(fx.runtime.exited(&handle).await, None);
+    fx.runtime.stop(&handle, GRACE).await.unwrap();
+    assert_eq!(live_members(pgid_of(&handle)), Vec::<i32>::new());
+}
+
+#[tokio::test]
+async fn a_missing_program_or_tree_fails_without_leaving_anything() {
+    let fx = Fixture::new();
+    let mut spec = fx.spec(
+        "srv-none",
+        "c1",
+        free_port(),
+        vec!["/nonexistent/vllm-serve".into()],
+    );
+    let failure = fx.runtime.start(&spec).await.unwrap_err();
+    assert_eq!(failure.class, FailureClass::Crashed, "{failure}");
+    assert!(
+        failure
+            .sample_log_line
+            .unwrap()
+            .contains("/nonexistent/vllm-serve")
+    );
+    assert!(
+        std::fs::read_to_string(&spec.log_path)
+            .unwrap()
+            .contains("cannot start")
+    );
+    assert_eq!(record_files(&fx.records()), Vec::<String>::new());
+
+    spec.source = ServerSource::Path {
+        root: fx.dir.path().join("no-such-tree"),
+    };
+    let failure = fx.runtime.start(&spec).await.unwrap_err();
+    assert_eq!(failure.class, FailureClass::ImageMissing, "{failure}");
+    let missing = fx.dir.path().join("no-such-tree");
+    let failure = fx
+        .runtime
+        .ensure_image(missing.to_str().unwrap(), |_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(failure.class, FailureClass::ImageMissing);
+    let found = fx
+        .runtime
+        .ensure_image(fx.dir.path().to_str().unwrap(), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(Path::new(&found.id), fx.dir.path().canonicalize().unwrap());
+    assert!(!found.pulled);
+}
+
+#[tokio::test]
+async fn cleanup_stops_leftovers_of_the_campaign_and_never_a_reused_pid() {
+    let fx = Fixture::new();
+    // An "earlier run" that died without stopping its servers: handles dropped, processes live.
+    let earlier = Runtime::process(fx.records());
+    let mut leftovers = Vec::new();
+    for name in ["left-1", "left-2"] {
+        let handle = earlier
+            .start(&fx.sim_spec(name, "campaign-x", &[]))
+            .await
+            .unwrap();
+        leftovers.push(pgid_of(&handle));
+    }
+    let bystander = earlier
+        .start(&fx.sim_spec("other", "campaign-y", &[]))
+        .await
+        .unwrap();
+    for pgid in &leftovers {
+        wait_until("the leftover runs", Duration::from_secs(10), || {
+            !live_members(*pgid).is_empty()
+        })
+        .await;
+    }
+
+    // Records that must not lead to a kill: a pid now used by another process group leader
+    // (recorded start time differs), and a pid that no longer exists.
+    let mut stranger = {
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new("sleep")
+            .arg("300")
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    };
+    let fake = |pid: u32| {
+        format!(
+            "{{\"pid\":{pid},\"start_time\":1,\"name\":\"ghost-{pid}\",\
+             \"labels\":{{\"isobench.campaign\":\"campaign-x\"}}}}"
+        )
+    };
+    let stranger_pid = stranger.id();
+    std::fs::write(
+        fx.records().join(format!("{stranger_pid}-1.json")),
+        fake(stranger_pid),
+    )
+    .unwrap();
+    std::fs::write(fx.records().join("999999999-1.json"), fake(999_999_999)).unwrap();
+
+    let mut removed = fx.runtime.cleanup_leftovers("campaign-x").await.unwrap();
+    removed.sort();
+    assert_eq!(removed, vec!["left-1".to_string(), "left-2".to_string()]);
+    for pgid in &leftovers {
+        assert_eq!(live_members(*pgid), Vec::<i32>::new());
+    }
+    assert!(
+        stranger.try_wait().unwrap().is_none(),
+        "a reused pid was signalled"
+    );
+    stranger.kill().unwrap();
+    stranger.wait().unwrap();
+    let remaining = record_files(&fx.records());
+    assert_eq!(
+        remaining.len(),
+        1,
+        "only the other campaign's record stays: {remaining:?}"
+    );
+    assert!(
+        remaining[0].starts_with(&format!("{}-", bystander.id)),
+        "{remaining:?}"
+    );
+    assert!(
+        !live_members(pgid_of(&bystander)).is_empty(),
+        "another campaign's server survives"
+    );
+
+    assert_eq!(
+        fx.runtime.cleanup_leftovers("campaign-y").await.unwrap(),
+        vec!["other".to_string()]
+    );
+    assert_eq!(live_members(pgid_of(&bystander)), Vec::<i32>::new());
+    assert_eq!(record_files(&fx.records()), Vec::<String>::new());
+}
