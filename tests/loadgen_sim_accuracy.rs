@@ -4,20 +4,15 @@
 //! Bounds: a measured delay can never be shorter than configured (the client's clock starts
 //! before the request is written, the server's after it is read), and it may be late by the
 //! request round trip plus wake-up latencies — well under the 8–10 ms a real bug would shift
-//! (a late timestamp, an event counted twice, the usage chunk taken as a token).
+//! (a late timestamp, an event counted twice, the usage chunk taken as a token). Timing checks
+//! are retried only when the client's self-audit reports the run as distorted (see
+//! `measure_checked`); counts and lower bounds are checked on every run.
 mod loadgen_support;
 
 use isobench::loadgen::{Backend, ErrorKind, RunConfig, RunOutcome};
 use isobench::sim::SimConfig;
 use loadgen_support::*;
 use std::time::{Duration, Instant};
-
-fn assert_between(what: &str, value: f64, low: f64, high: f64) {
-    assert!(
-        low <= value && value <= high,
-        "{what} = {value:.3} not within [{low:.3}, {high:.3}]"
-    );
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrency_1_matches_the_configured_timing() {
@@ -31,7 +26,22 @@ async fn concurrency_1_matches_the_configured_timing() {
         ..SimConfig::ephemeral()
     };
     let ds = dataset(64, 16, 12, Some(&tokenizer));
-    let (result, stats) = measure(sim, &ds, &run_config(Some(1)), 2).await;
+    let (result, stats) = measure_checked(sim, &ds, &run_config(Some(1)), 2, |result, _, slack| {
+        let m = &result.metrics;
+        within("median TTFT", m.ttft.median, 40.0, 43.0 + slack)?;
+        within("mean TTFT", m.ttft.mean, 40.0, 45.0 + slack)?;
+        within("median ITL", m.itl.median, 7.0, 9.0 + slack)?;
+        within("mean TPOT", m.tpot.mean, 7.6, 8.4 + slack / 15.0)?;
+        within("median E2EL", m.e2el.median, 160.0, 164.0 + slack)?;
+        // Sequential requests: 16 tokens per ~160 ms.
+        within(
+            "output tok/s",
+            m.output_throughput,
+            80.0 * 160.0 / (160.0 + slack),
+            101.0,
+        )
+    })
+    .await;
     let m = &result.metrics;
     assert_eq!((m.completed, m.failed), (12, 0));
     assert_eq!(m.output_lens, vec![16; 12], "usage.completion_tokens");
@@ -41,12 +51,13 @@ async fn concurrency_1_matches_the_configured_timing() {
     assert_eq!(
         stats.prompt_tokens,
         64 * 14,
-        "the sim saw 12 measured + 2 warm-up prompts"
+        "12 measured + 2 warm-up prompts"
     );
     assert_eq!(m.output_token_sources.usage, 12);
-
-    assert_between("median TTFT", m.ttft.median, 40.0, 43.0);
-    assert_between("mean TTFT", m.ttft.mean, 40.0, 45.0);
+    assert!(
+        m.ttft.percentile(10.0).unwrap() >= 40.0,
+        "never shorter than configured"
+    );
     // Role chunk + 16 content chunks = 17 events = 16 gaps, one of them ~0 (role and first
     // token leave together, as in vLLM).
     for record in &result.records {
@@ -56,11 +67,6 @@ async fn concurrency_1_matches_the_configured_timing() {
             "role and first token arrive together"
         );
     }
-    assert_between("median ITL", m.itl.median, 7.0, 9.0);
-    assert_between("mean TPOT", m.tpot.mean, 7.6, 8.4);
-    assert_between("median E2EL", m.e2el.median, 160.0, 164.0);
-    // Sequential requests: throughput = 16 tokens per ~160 ms.
-    assert_between("output tok/s", m.output_throughput, 80.0, 101.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,16 +78,30 @@ async fn concurrency_64_keeps_ttft_and_tpot() {
         ..SimConfig::ephemeral()
     };
     let ds = dataset(128, 32, 128, None);
-    let (result, stats) = measure(sim, &ds, &run_config(Some(64)), 64).await;
+    let (result, stats) =
+        measure_checked(sim, &ds, &run_config(Some(64)), 64, |result, _, slack| {
+            let m = &result.metrics;
+            within("median TTFT", m.ttft.median, 50.0, 55.0 + slack)?;
+            within(
+                "p10 TTFT",
+                m.ttft.percentile(10.0).unwrap(),
+                50.0,
+                53.0 + slack,
+            )?;
+            within("median ITL", m.itl.median, 9.0, 11.0 + slack)?;
+            within("mean TPOT", m.tpot.mean, 9.5, 10.7 + slack / 31.0)?;
+            // Two waves of 64 requests of 50 + 31·10 = 360 ms each.
+            within(
+                "duration",
+                result.duration_s,
+                0.72,
+                0.95 + 2.0 * slack / 1000.0,
+            )
+        })
+        .await;
     let m = &result.metrics;
     assert_eq!((m.completed, m.failed), (128, 0));
     assert_eq!(m.total_output, 32 * 128);
-    assert_between("median TTFT", m.ttft.median, 50.0, 55.0);
-    assert_between("p10 TTFT", m.ttft.percentile(10.0).unwrap(), 50.0, 53.0);
-    assert_between("median ITL", m.itl.median, 9.0, 11.0);
-    assert_between("mean TPOT", m.tpot.mean, 9.5, 10.7);
-    // Two waves of 64 requests of 50 + 31·10 = 360 ms each.
-    assert_between("duration", result.duration_s, 0.72, 0.95);
     assert!(
         stats.connections <= 64 + 2,
         "one keep-alive pool: {} connections",
@@ -111,27 +131,42 @@ async fn prefill_cost_scales_ttft_with_prompt_tokens() {
         ..Default::default()
     };
     let ds = isobench::loadgen::build_dataset(&cfg, Some(&tokenizer)).unwrap();
-    let (result, _) = measure(sim, &ds, &run_config(Some(4)), 0).await;
-    let mut within = 0;
+    let expected_ms = |r: &isobench::loadgen::RequestRecord| {
+        10.0 + 0.25 * f64::from(r.prompt_tokens_server.unwrap_or(0))
+    };
+    let (result, _) = measure_checked(sim, &ds, &run_config(Some(4)), 0, |result, _, slack| {
+        let close = result
+            .records
+            .iter()
+            .filter(|r| r.ttft_s.unwrap_or(0.0) * 1000.0 <= expected_ms(r) + 3.0 + slack)
+            .count();
+        // Prompts range over 48..192 tokens: TTFT spans 22..58 ms; nearly all within 3 ms.
+        if close >= 22 {
+            Ok(())
+        } else {
+            Err(format!(
+                "only {close} of 24 TTFTs within 3 ms of 10 + 0.25·prompt"
+            ))
+        }
+    })
+    .await;
     for record in &result.records {
         let prompt = record
             .prompt_tokens_server
             .expect("usage reports prompt tokens");
         assert_eq!(Some(prompt), record.prompt_tokens_client);
-        let expected_ms = 10.0 + 0.25 * f64::from(prompt);
         let measured_ms = record.ttft_s.unwrap() * 1000.0;
         assert!(
-            measured_ms >= expected_ms - 0.01,
-            "TTFT {measured_ms} < {expected_ms}"
+            measured_ms >= expected_ms(record) - 0.01,
+            "TTFT {measured_ms} < {}",
+            expected_ms(record)
         );
-        if measured_ms <= expected_ms + 3.0 {
-            within += 1;
-        }
     }
-    // Prompts range over 48..192 tokens: TTFT spans 22..58 ms; nearly all within 3 ms.
+    let spread = result.metrics.ttft.percentile(90.0).unwrap()
+        - result.metrics.ttft.percentile(10.0).unwrap();
     assert!(
-        within >= 22,
-        "{within} of 24 TTFTs within 3 ms of 10 + 0.25·prompt"
+        spread > 10.0,
+        "TTFT follows the prompt length: p90 − p10 = {spread} ms"
     );
 }
 
@@ -145,10 +180,20 @@ async fn chunks_of_several_tokens_count_as_one_gap() {
         ..SimConfig::ephemeral()
     };
     let ds = dataset(32, 32, 8, None);
-    let (result, _) = measure(sim, &ds, &run_config(Some(2)), 0).await;
-    let m = &result.metrics;
+    let (result, _) = measure_checked(sim, &ds, &run_config(Some(2)), 0, |result, _, slack| {
+        let m = &result.metrics;
+        within("median ITL", m.itl.median, 11.0, 13.0 + slack)?;
+        // TPOT = (E2E − TTFT) / 31 = 7 gaps · 12 ms / 31.
+        within(
+            "mean TPOT",
+            m.tpot.mean,
+            84.0 / 31.0 - 0.2,
+            84.0 / 31.0 + 0.3 + slack / 31.0,
+        )
+    })
+    .await;
     assert_eq!(
-        m.output_lens,
+        result.metrics.output_lens,
         vec![32; 8],
         "tokens come from usage, not from events"
     );
@@ -159,14 +204,6 @@ async fn chunks_of_several_tokens_count_as_one_gap() {
             "role + 8 chunks of 4 tokens"
         );
     }
-    assert_between("median ITL", m.itl.median, 11.0, 13.0);
-    // TPOT = (E2E − TTFT) / 31 = 7 gaps · 12 ms / 31.
-    assert_between(
-        "mean TPOT",
-        m.tpot.mean,
-        84.0 / 31.0 - 0.2,
-        84.0 / 31.0 + 0.3,
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,25 +262,38 @@ async fn open_loop_achieves_the_requested_rate() {
         seed: 3,
         ..run_config(None)
     };
-    let (result, _) = measure(sim, &ds, &run, 0).await;
+    let (result, _) = measure_checked(sim, &ds, &run, 0, |result, _, slack| {
+        let audit = &result.audit;
+        within(
+            "achieved rate",
+            audit.achieved_rate.unwrap_or(0.0),
+            40.0 * 0.98,
+            40.0 * 1.02,
+        )?;
+        within(
+            "dispatch lag p99 (ms)",
+            audit.dispatch_lag.p99_ms,
+            0.0,
+            5.0 + slack,
+        )?;
+        within("duration", result.duration_s, 3.0, 3.3 + slack / 1000.0)
+    })
+    .await;
     assert_eq!(result.metrics.completed, 120);
-    let audit = &result.audit;
-    let achieved = audit.achieved_rate.unwrap();
-    assert_between("achieved rate", achieved, 40.0 * 0.98, 40.0 * 1.02);
-    assert_eq!(audit.requested_rate, Some(40.0));
-    assert!(
-        audit.dispatch_lag.p99_ms < 5.0,
-        "dispatch lag p99 {} ms",
-        audit.dispatch_lag.p99_ms
-    );
-    // Releases follow the precomputed schedule, which ends at n / rate = 3 s.
+    assert_eq!(result.audit.requested_rate, Some(40.0));
+    // Releases follow the precomputed schedule, which ends at n / rate = 3 s, never early.
     let last = result
         .records
         .iter()
         .map(|r| r.scheduled_at_s)
         .fold(0.0, f64::max);
     assert!((last - 3.0).abs() < 1e-9);
-    assert_between("duration", result.duration_s, 3.0, 3.3);
+    assert!(
+        result
+            .records
+            .iter()
+            .all(|r| r.released_at_s.unwrap() >= r.scheduled_at_s)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,7 +313,7 @@ async fn run_timeout_returns_promptly_with_what_it_has() {
     let started = Instant::now();
     let (result, _) = measure(sim, &ds, &run, 0).await;
     let took = started.elapsed();
-    assert!(took < Duration::from_millis(1800), "took {took:?}");
+    assert!(took < Duration::from_millis(2500), "took {took:?}");
     assert_eq!(result.outcome(), RunOutcome::TimedOut);
     assert_eq!(
         result.failure().unwrap().class,
@@ -306,9 +356,11 @@ async fn warmed_connections_are_reused_by_the_measured_run() {
     assert!((4..=16).contains(&opened_in_warmup), "{opened_in_warmup}");
     let result = client.run(&ds, &run, None).await.unwrap();
     assert_eq!(result.metrics.completed, 64);
+    // hyper's pool races a fresh connect against a connection about to come back, so a few
+    // extra connections may open; one per request (64) would be the classic pitfall.
     let opened_in_run = sim.stats().connections - opened_in_warmup;
     assert!(
-        opened_in_warmup + opened_in_run <= 16,
+        opened_in_run <= 8,
         "the run opened {opened_in_run} new connections after {opened_in_warmup} in warm-up"
     );
     sim.shutdown().await;

@@ -265,7 +265,7 @@ impl LoadClient {
             .await;
         let wall = t0.elapsed();
         let cpu = process_cpu_time().saturating_sub(cpu_before);
-        let scheduler_delays_s = probe.finish().await;
+        let probe = probe.finish().await;
 
         // vLLM's duration: from the start of dispatch to the end of the last request.
         let timed_out = records.iter().any(|r| {
@@ -281,7 +281,7 @@ impl LoadClient {
         let self_audit = audit(AuditInputs {
             records: &records,
             requested_rate: run.request_rate,
-            scheduler_delays_s,
+            probe,
             cpu,
             wall_s: wall.as_secs_f64(),
         });
