@@ -22,6 +22,9 @@ use super::config::SimConfig;
 use super::stream::{Api, SimStream, SplitMix64, StreamFault, StreamPlan, VOCAB};
 use super::timer::HiResTimer;
 
+/// Any configured delay is capped at a day, so absurd values cannot overflow the clock.
+const MAX_DELAY_MS: f64 = 86_400_000.0;
+
 /// Largest request body accepted (a long prompt is a few hundred KiB).
 const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 
@@ -117,7 +120,8 @@ impl Shared {
 
     /// A configured delay as it applies now: times the speed factor and the slowdown.
     pub(crate) fn scaled_ms(&self, ms: f64) -> Duration {
-        Duration::from_secs_f64((ms * self.speed_factor * self.slowdown()).max(0.0) / 1000.0)
+        let ms = (ms * self.speed_factor * self.slowdown()).clamp(0.0, MAX_DELAY_MS);
+        Duration::from_secs_f64(ms / 1000.0)
     }
 
     /// The next inter-chunk gap: `itl_ms ± jitter_ms` (uniform, clamped at 0), scaled.
@@ -314,7 +318,7 @@ pub async fn spawn(config: SimConfig) -> Result<SimHandle, SimError> {
     let (crashed, _) = watch::channel(false);
     let now = Instant::now();
     let shared = Arc::new(Shared {
-        ready_at: now + Duration::from_secs_f64(config.slow_start_s),
+        ready_at: now + Duration::from_secs_f64(config.slow_start_s.min(MAX_DELAY_MS / 1000.0)),
         admission: (config.max_num_seqs > 0).then(|| Arc::new(Semaphore::new(config.max_num_seqs))),
         fault_offset: SplitMix64(config.seed).next_f64(),
         created_unix: SystemTime::now()
