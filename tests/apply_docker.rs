@@ -335,3 +335,90 @@ async fn check_env_finds_registry_images_and_missing_ones() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_leaves_no_container_within_10_s() {
+    let Some(docker) = docker_env::docker_or_skip("apply ctrl-c docker").await else {
+        return;
+    };
+    let guard = CampaignGuard::new("apply-sigint");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.toml");
+    let slow = Sim::Slow.reference();
+    std::fs::write(
+        &path,
+        manifest(
+            &guard.campaign,
+            &[("baseline", &slow), ("human", &slow)],
+            1,
+            "",
+        )
+        .replace("num_prompts = 16", "num_prompts = 64"),
+    )
+    .unwrap();
+    let state = dir.path().join(".isobench");
+    let p = path.to_str().unwrap().to_string();
+    let (code, elapsed) = tokio::task::spawn_blocking(move || {
+        let mut child = spawn_isobench(&["apply", "--plain", &p]);
+        wait_for(&state, std::time::Duration::from_secs(120), |j| {
+            j.any("started", "measure[")
+        });
+        let t0 = std::time::Instant::now();
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let status = wait_child(&mut child, std::time::Duration::from_secs(10))
+            .expect("apply exits within 10 s of Ctrl-C");
+        (status.code(), t0.elapsed())
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(130));
+    assert!(elapsed < std::time::Duration::from_secs(10));
+    assert!(
+        docker_env::containers_of(docker.client(), &guard.campaign)
+            .await
+            .is_empty(),
+        "Ctrl-C left a container"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn disk_budget_prunes_images_no_pending_session_needs() {
+    let Some(docker) = docker_env::docker_or_skip("apply disk budget").await else {
+        return;
+    };
+    let guard = CampaignGuard::new("apply-prune");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.toml");
+    // Commit 1 runs on the fast image, commit 2 on the slow one; a tiny budget forces pruning.
+    let image = format!(
+        "{}/isobench-test/sim:{{% if commit.human[-4:] == 'a000' %}}fast{{% else %}}slow{{% endif %}}",
+        docker_env::registry()
+    );
+    let text = manifest(
+        &guard.campaign,
+        &[("baseline", &image), ("human", &image)],
+        2,
+        "disk_budget = \"1k\"\n",
+    )
+    .replace("repeats = 2", "repeats = 1")
+    .replace("gpus = [0, 1]", "gpus = [0]");
+    std::fs::write(&path, text).unwrap();
+    let p = path.to_str().unwrap().to_string();
+    let out = tokio::task::spawn_blocking(move || isobench(&["apply", "--plain", &p]))
+        .await
+        .unwrap();
+    let text = out.text();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(&format!("pruned {}", Sim::Fast.reference())),
+        "{text}"
+    );
+    let j = Journal::read(&dir.path().join(".isobench"));
+    assert!(
+        j.latest_with_prefix("measure[")
+            .values()
+            .all(|e| e["event"] == "done")
+    );
+    let inspect = docker.client().inspect_image(&Sim::Fast.reference()).await;
+    assert!(inspect.is_err(), "the fast image should be gone");
+}
