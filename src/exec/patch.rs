@@ -548,12 +548,13 @@ pub(crate) struct BuildRecord {
     pub target: String,
 }
 
-/// The cache key: everything that changes the built result.
-pub(crate) fn build_key(base_identity: &str, spec: &PatchSpec, input: &PatchInput) -> Hash {
+/// The cache key: everything that changes the built result. (The patch file's content is
+/// checked against `spec.patch_hash` before anything is built.)
+pub(crate) fn build_key(base_identity: &str, spec: &PatchSpec) -> Hash {
     Hasher::new()
         .field("format", BUILD_FORMAT)
         .field("base", base_identity)
-        .hash("patch", &input.hash)
+        .hash("patch", &spec.patch_hash)
         .field("target", spec.target.as_deref().unwrap_or(""))
         .field("fuzz", &spec.fuzz.to_string())
         .field("rebuild", spec.rebuild.as_deref().unwrap_or(""))
@@ -563,6 +564,13 @@ pub(crate) fn build_key(base_identity: &str, spec: &PatchSpec, input: &PatchInpu
 /// `b3:0123...` → the first `n` hex digits.
 pub(crate) fn short_hex(hash: &Hash, n: usize) -> String {
     hash.hex().trim_start_matches("b3:")[..n].to_string()
+}
+
+/// The tag [`build_patched`] gives the derived image of `spec` over the base image
+/// `reference` whose local id is `base_id` (`isobench-patched/<base name>:<12 hex of the key>`),
+/// e.g. to look for it or to prune it.
+pub fn derived_image_tag(reference: &str, base_id: &str, spec: &PatchSpec) -> String {
+    docker::derived_tag(reference, &build_key(base_id, spec).hex())
 }
 
 // ------------------------------------------------------------------------------ log

@@ -74,7 +74,7 @@ pub(super) async fn build(
     log: &PatchLog,
 ) -> Result<PatchOutcome, Failure> {
     let docker = runtime.client();
-    let key = build_key(&base.id, spec, input);
+    let key = build_key(&base.id, spec);
     let tag = derived_tag(reference, &key.hex());
     if let Some(outcome) = find_built(docker, &tag, &key.hex(), log).await? {
         return Ok(outcome);

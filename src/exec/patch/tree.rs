@@ -77,7 +77,7 @@ pub(super) fn build(
     };
     let fingerprint = fingerprint(&scope)?;
     let identity = format!("{}#{}", target_text, fingerprint);
-    let key = build_key(&identity, spec, input);
+    let key = build_key(&identity, spec);
     let dir = cache_dir.join("trees").join(short_hex(&key, 24));
     // The copy of the target, and the directory holding the copied `vllm` package.
     let (copy_root, pythonpath) = match &mapping.layout {
@@ -302,7 +302,9 @@ fn probe_python(root: &Path, log: &PatchLog) -> Option<PathBuf> {
     }
     let output = child.wait_with_output().ok()?;
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let found = parse_probe_output(&stdout).map(PathBuf::from);
+    let found = parse_probe_output(&stdout)
+        .map(PathBuf::from)
+        .map(|p| std::fs::canonicalize(&p).unwrap_or(p));
     log.line(&format!(
         "asked {} where vllm is: {}",
         python.display(),
