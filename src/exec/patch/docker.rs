@@ -106,7 +106,7 @@ async fn build_with_helper(
     cache_dir: &Path,
     log: &PatchLog,
 ) -> Result<PatchOutcome, Failure> {
-    let target = find_target(docker, helper, base, reference, spec, log).await?;
+    let target = find_target(docker, helper, &key.hex(), base, reference, spec, log).await?;
     let facts = TargetFacts {
         holds_package: exists(
             docker,
@@ -235,7 +235,7 @@ async fn build_with_helper(
             &applied_dir,
             &owners,
             &blank_caches,
-            rebuild.then_some(spec.rebuild.as_deref().expect("checked")),
+            spec.rebuild.as_deref().filter(|_| rebuild),
         )?;
         log.line(&format!(
             "build context {} ({} file(s) changed, {} stale cache(s) blanked)",
@@ -409,6 +409,7 @@ fn short(id: &str) -> &str {
 async fn find_target(
     docker: &Docker,
     helper: &str,
+    key: &str,
     base: &ImageInfo,
     reference: &str,
     spec: &PatchSpec,
@@ -433,7 +434,7 @@ async fn find_target(
             ))),
         };
     }
-    if let Some(found) = probe_python(docker, &base.id, log).await? {
+    if let Some(found) = probe_python(docker, &base.id, key, log).await? {
         return Ok(found);
     }
     log.line("scanning the image's filesystem for */site-packages/vllm/__init__.py");
@@ -461,6 +462,7 @@ async fn find_target(
 async fn probe_python(
     docker: &Docker,
     image: &str,
+    key: &str,
     log: &PatchLog,
 ) -> Result<Option<String>, Failure> {
     for python in ["python3", "python"] {
@@ -483,7 +485,7 @@ async fn probe_python(
             ..Default::default()
         };
         let options = CreateContainerOptions {
-            name: Some(helper_name("probe", image)),
+            name: Some(helper_name("probe", key)),
             ..Default::default()
         };
         let id = match docker.create_container(Some(options), body).await {
