@@ -18,7 +18,9 @@ use isobench::failure::{Failure, FailureClass};
 use isobench::manifest::model::{ArmSource, PatchSpec};
 use isobench::runtime::{GpuMode, ImageInfo, Runtime, ServerSource, ServerSpec, labels};
 use patch_fixtures::*;
-use patch_images::{BASE, NO_VLLM, SITE, SRC, docker_or_skip, read_image_file};
+use patch_images::{
+    BASE, NO_VLLM, PYTHON, SITE, SRC, docker_or_skip, read_image_file, run_in_image,
+};
 
 const SIM_PORT: u16 = 8000;
 
@@ -595,4 +597,77 @@ async fn a_missing_target_is_a_clear_failure() {
         failure.message
     );
     fx.assert_no_helpers(&named).await;
+}
+
+#[tokio::test]
+async fn the_images_python_finds_an_editable_install_and_stale_bytecode_is_not_used() {
+    let Some(fx) = Fixture::new("patch_python_probe", PYTHON).await else {
+        return;
+    };
+    let import = [
+        "python3",
+        "-c",
+        "import vllm; print(vllm.VALUE, vllm.__file__)",
+    ];
+    // The base's bytecode is unchecked-hash: Python would keep using it after a source edit.
+    let (out, code) = run_in_image(fx.docker(), PYTHON, &import).await;
+    assert_eq!(
+        (out.trim(), code),
+        (format!("source {SRC}/vllm/__init__.py").as_str(), 0)
+    );
+    let pyc = read_image_file(
+        fx.docker(),
+        PYTHON,
+        &format!(
+            "{SRC}/vllm/__pycache__/__init__.{}.pyc",
+            patch_images::python_cache_tag()
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        pyc.bytes[4..8],
+        [1, 0, 0, 0],
+        "flags: hash-based, unchecked"
+    );
+
+    let patch = git_diff(
+        &[("vllm/__init__.py", "VALUE = 'source'\n")],
+        &[
+            ("vllm/__init__.py", Some("VALUE = 'patched'\n")),
+            ("tests/test_value.py", Some("def test(): pass\n")),
+        ],
+    );
+    let spec = fx.spec("editable", &patch);
+    let outcome = fx.build(&spec, "editable").await.unwrap();
+    let (reference, _) = image(&outcome);
+    // Python named the editable source tree (a source tree takes every file), not the
+    // site-packages copy a filesystem scan would have found.
+    assert_eq!(outcome.target, SRC);
+    assert_eq!(
+        outcome.files,
+        vec!["tests/test_value.py", "vllm/__init__.py"]
+    );
+    assert!(outcome.skipped.is_empty());
+    let log = std::fs::read_to_string(fx.log("editable")).unwrap();
+    assert!(
+        log.contains(&format!("asked the image's python3 where vllm is: {SRC}")),
+        "{log}"
+    );
+    fx.assert_no_helpers(&spec).await;
+
+    let (out, code) = run_in_image(fx.docker(), &reference, &import).await;
+    assert_eq!(
+        (out.trim(), code),
+        (format!("patched {SRC}/vllm/__init__.py").as_str(), 0)
+    );
+    assert!(
+        read_image_file(
+            fx.docker(),
+            &reference,
+            &format!("{SRC}/tests/test_value.py")
+        )
+        .await
+        .is_some()
+    );
 }

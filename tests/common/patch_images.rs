@@ -7,6 +7,11 @@
 //!   a file owned by uid 1000, a source tree under [`SRC`] (`setup.py`, `csrc/`, `vllm/`),
 //!   and `/bin/sh` + `/bin/rm` (the host's dash and rm) for `RUN` steps. No Python: the target
 //!   is found by scanning the filesystem.
+//! - [`PYTHON`]: [`BASE`] plus the host's Debian Python (`/usr/bin/python3.N` and its
+//!   standard library) with [`SRC`] as an editable install (a `.pth` file in
+//!   `/usr/local/lib/python3.N/dist-packages`), its modules compiled to *unchecked-hash*
+//!   bytecode (Python never compares those with the source). The image's Python, asked where
+//!   `vllm` is, names [`SRC`] — not the site-packages under [`SITE`], which it does not use.
 //! - [`NO_VLLM`]: the binary only.
 //!
 //! Both are built once per test binary (without the build cache, so each run has new image
@@ -31,6 +36,34 @@ use isobench::runtime::docker::DockerRuntime;
 
 pub const BASE: &str = "isobench-test/patch-base:sim";
 pub const NO_VLLM: &str = "isobench-test/patch-base:no-vllm";
+pub const PYTHON: &str = "isobench-test/patch-base:python";
+
+/// The Debian Python copied into [`PYTHON`]: `(minor version, binary, standard library)`,
+/// e.g. `(11, /usr/bin/python3.11, /usr/lib/python3.11)`.
+pub fn host_python() -> Result<(u32, String, String), String> {
+    (8..=20)
+        .rev()
+        .map(|minor| {
+            (
+                minor,
+                format!("/usr/bin/python3.{minor}"),
+                format!("/usr/lib/python3.{minor}"),
+            )
+        })
+        .find(|(_, binary, stdlib)| {
+            std::path::Path::new(binary).is_file()
+                && std::path::Path::new(stdlib).join("os.py").is_file()
+        })
+        .ok_or_else(|| {
+            "no Debian python3 (/usr/bin/python3.N + /usr/lib/python3.N); install python3".into()
+        })
+}
+
+/// The bytecode tag of [`host_python`], e.g. `cpython-311`.
+pub fn python_cache_tag() -> String {
+    let minor = host_python().map(|(m, _, _)| m).unwrap_or(0);
+    format!("cpython-3{minor}")
+}
 /// The installed package's directory in [`BASE`].
 pub const SITE: &str = "/opt/venv/lib/python3.11/site-packages";
 /// A source checkout (editable-install style) in [`BASE`].
@@ -157,8 +190,24 @@ async fn build_bases(docker: &Docker) -> Result<(), String> {
         .into_bytes(),
         0o644,
     ));
+    files.extend(python_files()?);
+    files.push((
+        "Dockerfile.python".into(),
+        format!(
+            "FROM {BASE}\n\
+             COPY py/ /\n\
+             ENV PATH=/usr/bin:/bin\n\
+             RUN [\"python3\", \"-m\", \"compileall\", \"-q\", \"--invalidation-mode\", \"unchecked-hash\", \"{SRC}/vllm\"]\n"
+        )
+        .into_bytes(),
+        0o644,
+    ));
     let context = tar_of(&files)?;
-    for (dockerfile, tag) in [("Dockerfile.base", BASE), ("Dockerfile.novllm", NO_VLLM)] {
+    for (dockerfile, tag) in [
+        ("Dockerfile.base", BASE),
+        ("Dockerfile.novllm", NO_VLLM),
+        ("Dockerfile.python", PYTHON),
+    ] {
         let options = BuildImageOptions {
             dockerfile: dockerfile.into(),
             t: Some(tag.to_string()),
@@ -180,6 +229,63 @@ async fn build_bases(docker: &Docker) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `py/...`: the host's Debian Python as `/usr/bin/python3`, its libraries, its standard
+/// library (without tests, tools and caches; symlinks left out), and the editable install's
+/// `.pth` file.
+fn python_files() -> Result<Vec<(String, Vec<u8>, u32)>, String> {
+    let (minor, binary, stdlib) = host_python()?;
+    let read = |path: &str| std::fs::read(path).map_err(|e| format!("reading {path}: {e}"));
+    let mut files = vec![("py/usr/bin/python3".to_string(), read(&binary)?, 0o755)];
+    for lib in ldd(&binary)? {
+        files.push((format!("py{lib}"), read(&lib)?, 0o755));
+    }
+    const SKIP: &[&str] = &[
+        "test",
+        "idlelib",
+        "tkinter",
+        "turtledemo",
+        "ensurepip",
+        "lib2to3",
+        "pydoc_data",
+        "__pycache__",
+    ];
+    let walker = walkdir::WalkDir::new(&stdlib)
+        .into_iter()
+        .filter_entry(|e| {
+            let name = e.file_name().to_string_lossy();
+            !SKIP.contains(&name.as_ref()) && !name.starts_with("config-3")
+        });
+    for entry in walker {
+        let entry = entry.map_err(|e| e.to_string())?;
+        if entry.file_type().is_file() {
+            let path = entry.path().display().to_string();
+            files.push((format!("py{path}"), read(&path)?, 0o644));
+        }
+    }
+    files.push((
+        format!("py/usr/local/lib/python3.{minor}/dist-packages/__editable__.vllm-0.0.0.pth"),
+        format!("{SRC}\n").into_bytes(),
+        0o644,
+    ));
+    Ok(files)
+}
+
+/// Libraries `ldd` lists for a binary (absolute paths).
+fn ldd(binary: &str) -> Result<Vec<String>, String> {
+    let output = std::process::Command::new("ldd")
+        .arg(binary)
+        .output()
+        .map_err(|e| format!("running ldd: {e}"))?;
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let target = line.split("=>").last().unwrap_or(line).trim();
+            let path = target.split(" (").next().unwrap_or("").trim();
+            path.starts_with('/').then(|| path.to_string())
+        })
+        .collect())
 }
 
 /// The source tree under [`SRC`]: a checkout with compiled sources.
@@ -220,18 +326,10 @@ fn rootfs_files() -> Result<Vec<(String, String)>, String> {
     ];
     let mut files: Vec<(String, String)> = binaries.to_vec();
     for (_, binary) in &binaries {
-        let output = std::process::Command::new("ldd")
-            .arg(binary)
-            .output()
-            .map_err(|e| format!("running ldd: {e}"))?;
-        for line in String::from_utf8_lossy(&output.stdout).lines() {
-            let target = line.split("=>").last().unwrap_or(line).trim();
-            let path = target.split(" (").next().unwrap_or("").trim();
-            if path.starts_with('/') {
-                let entry = (format!("rootfs{path}"), path.to_string());
-                if !files.contains(&entry) {
-                    files.push(entry);
-                }
+        for path in ldd(binary)? {
+            let entry = (format!("rootfs{path}"), path);
+            if !files.contains(&entry) {
+                files.push(entry);
             }
         }
     }
@@ -308,6 +406,64 @@ pub async fn read_image_file(docker: &Docker, image: &str, path: &str) -> Option
     let mut bytes = Vec::new();
     std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
     Some(ImageFile { bytes, uid, mode })
+}
+
+/// Runs `argv` in a container of `image` (no network) and returns its output (stdout and
+/// stderr) and exit code.
+pub async fn run_in_image(docker: &Docker, image: &str, argv: &[&str]) -> (String, i64) {
+    use bollard::models::HostConfig;
+    use bollard::query_parameters::{LogsOptions, WaitContainerOptions};
+    let body = ContainerCreateBody {
+        image: Some(image.to_string()),
+        entrypoint: Some(argv.iter().map(|s| s.to_string()).collect()),
+        cmd: Some(Vec::new()),
+        labels: Some(HashMap::from([(
+            "isobench.test".to_string(),
+            "patch-runner".to_string(),
+        )])),
+        host_config: Some(HostConfig {
+            network_mode: Some("none".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let id = docker
+        .create_container(None::<CreateContainerOptions>, body)
+        .await
+        .expect("creating a runner container")
+        .id;
+    docker
+        .start_container(
+            &id,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
+        .await
+        .expect("starting the runner container");
+    let mut code = -1;
+    let mut wait = docker.wait_container(&id, None::<WaitContainerOptions>);
+    while let Some(item) = wait.next().await {
+        match item {
+            Ok(r) => code = r.status_code,
+            Err(bollard::errors::Error::DockerContainerWaitError { code: c, .. }) => code = c,
+            Err(_) => {}
+        }
+    }
+    let options = LogsOptions {
+        stdout: true,
+        stderr: true,
+        ..Default::default()
+    };
+    let mut output = String::new();
+    let mut logs = docker.logs(&id, Some(options));
+    while let Some(Ok(chunk)) = logs.next().await {
+        output.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+    }
+    let remove = RemoveContainerOptions {
+        force: true,
+        ..Default::default()
+    };
+    docker.remove_container(&id, Some(remove)).await.unwrap();
+    (output, code)
 }
 
 /// Names of containers (running or not) whose name contains `needle`.

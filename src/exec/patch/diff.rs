@@ -503,7 +503,8 @@ Binary files a/csrc/k.cu and b/csrc/k.cu differ
     fn git_diff_sections_kinds_and_paths() {
         let diff = parse(GIT_DIFF).unwrap();
         assert_eq!(diff.strip_level(), 1);
-        let summary: Vec<(ChangeKind, Option<String>, Option<String>, usize, bool)> = diff
+        type Summary = (ChangeKind, Option<String>, Option<String>, usize, bool);
+        let summary: Vec<Summary> = diff
             .files
             .iter()
             .map(|f| {
