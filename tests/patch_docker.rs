@@ -671,3 +671,79 @@ async fn the_images_python_finds_an_editable_install_and_stale_bytecode_is_not_u
         .is_some()
     );
 }
+
+#[tokio::test]
+async fn leftovers_of_a_killed_build_are_cleaned_up_and_live_ones_kept() {
+    let Some(fx) = Fixture::new("patch_cleanup", BASE).await else {
+        return;
+    };
+    // A pid that has ended: a finished child's.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let host = isobench::state::lock::hostname();
+    let suffix = common::docker_env::unique_suffix();
+    let create = |owner: String, name: String| {
+        let docker = fx.docker().clone();
+        async move {
+            let body = bollard::models::ContainerCreateBody {
+                image: Some(BASE.to_string()),
+                labels: Some(std::collections::HashMap::from([
+                    ("isobench.patch.helper".to_string(), "true".to_string()),
+                    ("isobench.patch.owner".to_string(), owner),
+                ])),
+                ..Default::default()
+            };
+            let options = bollard::query_parameters::CreateContainerOptions {
+                name: Some(name),
+                ..Default::default()
+            };
+            docker
+                .create_container(Some(options), body)
+                .await
+                .unwrap()
+                .id
+        }
+    };
+    let dead_name = format!("isobench-test-helper-dead-{suffix}");
+    let live_name = format!("isobench-test-helper-live-{suffix}");
+    create(format!("{host}:{dead}"), dead_name.clone()).await;
+    let live = create(format!("{host}:{}", std::process::id()), live_name.clone()).await;
+    let cache = fx.dir.path().join("state/patched");
+    std::fs::create_dir_all(cache.join(format!("work/abc-{dead}"))).unwrap();
+    std::fs::create_dir_all(cache.join(format!("work/def-{}", std::process::id()))).unwrap();
+
+    let removed = isobench::exec::patch::cleanup_leftovers(&fx.runtime, &cache)
+        .await
+        .unwrap();
+    assert!(removed.contains(&format!("/{dead_name}")), "{removed:?}");
+    assert!(
+        !removed.iter().any(|r| r.contains(&live_name)),
+        "{removed:?}"
+    );
+    assert!(
+        patch_images::containers_named(fx.docker(), &dead_name)
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        patch_images::containers_named(fx.docker(), &live_name)
+            .await
+            .len(),
+        1
+    );
+    assert!(!cache.join(format!("work/abc-{dead}")).exists());
+    assert!(
+        cache
+            .join(format!("work/def-{}", std::process::id()))
+            .exists()
+    );
+    let options = bollard::query_parameters::RemoveContainerOptions {
+        force: true,
+        ..Default::default()
+    };
+    fx.docker()
+        .remove_container(&live, Some(options))
+        .await
+        .unwrap();
+}

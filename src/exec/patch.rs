@@ -566,6 +566,33 @@ pub(crate) fn short_hex(hash: &Hash, n: usize) -> String {
     hash.hex().trim_start_matches("b3:")[..n].to_string()
 }
 
+/// Removes what an interrupted `image.patch` left behind: Docker helper containers of isobench
+/// processes on this host that are gone, and scratch directories under `cache_dir/work` of such
+/// processes. Call once per apply, before patches are built (next to
+/// [`Runtime::cleanup_leftovers`]). Half-built process-runtime copies need nothing: a copy
+/// without its record is rebuilt when next asked for. Returns what it removed.
+pub async fn cleanup_leftovers(
+    runtime: &Runtime,
+    cache_dir: &Path,
+) -> Result<Vec<String>, Failure> {
+    let mut removed = match runtime {
+        Runtime::Docker(d) => docker::cleanup_helpers(d).await?,
+        Runtime::Process(_) => Vec::new(),
+    };
+    // Scratch directories are named `<key>-<pid>`.
+    if let Ok(entries) = std::fs::read_dir(cache_dir.join("work")) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let pid = name.rsplit_once('-').map(|(_, pid)| pid).unwrap_or("");
+            let alive = !pid.is_empty() && Path::new(&format!("/proc/{pid}")).exists();
+            if !alive && std::fs::remove_dir_all(entry.path()).is_ok() {
+                removed.push(entry.path().display().to_string());
+            }
+        }
+    }
+    Ok(removed)
+}
+
 /// The tag [`build_patched`] gives the derived image of `spec` over the base image
 /// `reference` whose local id is `base_id` (`isobench-patched/<base name>:<12 hex of the key>`),
 /// e.g. to look for it or to prune it.

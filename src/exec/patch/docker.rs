@@ -53,8 +53,60 @@ pub mod labels {
     pub const PATCH_HASH: &str = "isobench.patch.hash";
     /// The build record (JSON): files, skipped files, fuzz used, target.
     pub const RECORD: &str = "isobench.patch.record";
-    /// On helper and probe containers: `true` (safe to remove when left over).
+    /// On helper and probe containers: `true`.
     pub const HELPER: &str = "isobench.patch.helper";
+    /// On helper and probe containers: `<host>:<pid>` of the isobench process that made them;
+    /// [`super::cleanup_helpers`] removes those whose process is gone.
+    pub const OWNER: &str = "isobench.patch.owner";
+}
+
+fn helper_labels() -> HashMap<String, String> {
+    HashMap::from([
+        (labels::HELPER.to_string(), "true".to_string()),
+        (
+            labels::OWNER.to_string(),
+            format!("{}:{}", crate::state::lock::hostname(), std::process::id()),
+        ),
+    ])
+}
+
+/// Removes helper and probe containers that an isobench process on this host left behind when
+/// it was killed mid-build (its pid is gone). Those of live processes are kept: another apply
+/// may be building right now. Returns the names removed.
+pub async fn cleanup_helpers(runtime: &DockerRuntime) -> Result<Vec<String>, Failure> {
+    use bollard::query_parameters::ListContainersOptions;
+    let docker = runtime.client();
+    let options = ListContainersOptions {
+        all: true,
+        filters: Some(HashMap::from([(
+            "label".to_string(),
+            vec![format!("{}=true", labels::HELPER)],
+        )])),
+        ..Default::default()
+    };
+    let containers = docker
+        .list_containers(Some(options))
+        .await
+        .map_err(|e| internal(format!("listing patch helper containers: {e}")))?;
+    let this_host = crate::state::lock::hostname();
+    let mut removed = Vec::new();
+    for container in containers {
+        let owner = container
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(labels::OWNER))
+            .cloned()
+            .unwrap_or_default();
+        let gone = match owner.rsplit_once(':') {
+            Some((host, pid)) if host == this_host => !Path::new(&format!("/proc/{pid}")).exists(),
+            _ => false,
+        };
+        if gone && let Some(id) = container.id {
+            remove_container(docker, &id).await;
+            removed.extend(container.names.unwrap_or_default());
+        }
+    }
+    Ok(removed)
 }
 
 /// Registry-free repository for derived images.
@@ -363,10 +415,7 @@ async fn create_helper(docker: &Docker, image: &str, key: &str) -> Result<String
         // Never started; an entrypoint only because the engine wants a command to create.
         entrypoint: Some(vec!["/isobench-patch-helper".to_string()]),
         cmd: Some(Vec::new()),
-        labels: Some(HashMap::from([(
-            labels::HELPER.to_string(),
-            "true".to_string(),
-        )])),
+        labels: Some(helper_labels()),
         network_disabled: Some(true),
         ..Default::default()
     };
@@ -474,10 +523,7 @@ async fn probe_python(
                 PYTHON_PROBE.to_string(),
             ]),
             cmd: Some(Vec::new()),
-            labels: Some(HashMap::from([(
-                labels::HELPER.to_string(),
-                "true".to_string(),
-            )])),
+            labels: Some(helper_labels()),
             host_config: Some(HostConfig {
                 network_mode: Some("none".to_string()),
                 ..Default::default()
