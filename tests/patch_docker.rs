@@ -747,3 +747,27 @@ async fn leftovers_of_a_killed_build_are_cleaned_up_and_live_ones_kept() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_patch_with_nothing_for_an_installed_package_is_the_base_plus_labels() {
+    let Some(fx) = Fixture::new("patch_tests_only", BASE).await else {
+        return;
+    };
+    let patch = git_diff(
+        &[("tests/test_engine.py", "def test(): pass\n")],
+        &[("tests/test_engine.py", Some("def test(): assert True\n"))],
+    );
+    let outcome = fx
+        .build(&fx.spec("tests-only", &patch), "tests-only")
+        .await
+        .unwrap();
+    let (reference, _) = image(&outcome);
+    assert!(outcome.files.is_empty());
+    assert_eq!(outcome.skipped, vec!["tests/test_engine.py"]);
+    let layers = |i: bollard::models::ImageInspect| i.root_fs.unwrap().layers.unwrap();
+    assert_eq!(
+        layers(fx.docker().inspect_image(&reference).await.unwrap()),
+        layers(fx.docker().inspect_image(BASE).await.unwrap()),
+        "no files, no new layer"
+    );
+}

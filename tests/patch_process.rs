@@ -709,3 +709,43 @@ fn assert_faster_by_the_configured_amount(
         "agent TPOT {agent_tpot:.2} ms, configured 4"
     );
 }
+
+#[tokio::test]
+async fn a_patch_with_nothing_for_the_target_gives_an_unchanged_copy() {
+    let install = Install::new();
+    let tests_only = git_diff(
+        &[("tests/test_engine.py", "def test(): pass\n")],
+        &[("tests/test_engine.py", Some("def test(): assert True\n"))],
+    );
+    let outcome = install
+        .build(&install.spec("tests-only", &tests_only), "tests-only")
+        .await
+        .unwrap();
+    assert!(outcome.files.is_empty());
+    assert_eq!(outcome.skipped, vec!["tests/test_engine.py"]);
+    let (root, _) = tree(&outcome);
+    assert_eq!(
+        std::fs::read_to_string(root.join("vllm/engine.py")).unwrap(),
+        engine_py()
+    );
+
+    // An empty patch: the agent changed nothing, and the arm measures exactly that.
+    let empty = install
+        .build(&install.spec("empty", ""), "empty")
+        .await
+        .unwrap();
+    assert!(empty.files.is_empty() && empty.skipped.is_empty());
+    assert_eq!(empty.fuzz_used, None);
+
+    // Text that is not a diff at all is an error, not an empty patch.
+    let failure = install
+        .build(&install.spec("prose", "I made it faster!\n"), "prose")
+        .await
+        .unwrap_err();
+    assert_eq!(failure.class, FailureClass::PatchFailed);
+    assert!(
+        failure.message.contains("holds no file changes"),
+        "{}",
+        failure.message
+    );
+}
