@@ -677,39 +677,6 @@ async fn the_patched_tree_serves_faster_by_the_configured_amount() {
     assert_faster_by_the_configured_amount(&base, &agent);
 }
 
-fn assert_faster_by_the_configured_amount(
-    base: &isobench::loadgen::BenchResult,
-    agent: &isobench::loadgen::BenchResult,
-) {
-    assert_eq!(base.metrics.failed + agent.metrics.failed, 0);
-    let expected = e2e_ms(40.0, 8.0) / e2e_ms(20.0, 4.0); // 2.0
-    let speedup = agent.metrics.output_throughput / base.metrics.output_throughput;
-    eprintln!(
-        "measured: base {:.0} tok/s (TPOT {:.2} ms), agent {:.0} tok/s (TPOT {:.2} ms): speedup {speedup:.2}, expected {expected:.2}",
-        base.metrics.output_throughput,
-        base.metrics.tpot.mean,
-        agent.metrics.output_throughput,
-        agent.metrics.tpot.mean
-    );
-    // Timing overhead on a loaded machine adds the same small delay per token to both, which
-    // pulls the ratio a little under 2; an unapplied patch would give 1.
-    assert!(
-        (expected * 0.8..=expected * 1.1).contains(&speedup),
-        "speedup {speedup:.2}, expected about {expected:.2} (base {:.0} tok/s, agent {:.0} tok/s)",
-        base.metrics.output_throughput,
-        agent.metrics.output_throughput
-    );
-    let (base_tpot, agent_tpot) = (base.metrics.tpot.mean, agent.metrics.tpot.mean);
-    assert!(
-        (7.6..9.5).contains(&base_tpot),
-        "base TPOT {base_tpot:.2} ms, configured 8"
-    );
-    assert!(
-        (3.8..5.0).contains(&agent_tpot),
-        "agent TPOT {agent_tpot:.2} ms, configured 4"
-    );
-}
-
 #[tokio::test]
 async fn a_patch_with_nothing_for_the_target_gives_an_unchanged_copy() {
     let install = Install::new();

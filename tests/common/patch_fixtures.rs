@@ -189,3 +189,40 @@ pub fn snapshot(dir: &Path) -> Vec<(PathBuf, String, u64, i64)> {
     }
     out
 }
+
+/// The agent (the faster sim model) beats the base (the base model) by the configured amount:
+/// output throughput about `e2e(base) / e2e(agent)` = 2×, and each server's mean end-to-end
+/// latency what its model says. (TPOT is not checked: on a loaded machine a late token is sent
+/// together with the next, which moves time from TPOT into TTFT; the end-to-end time stays.)
+pub fn assert_faster_by_the_configured_amount(
+    base: &loadgen::BenchResult,
+    agent: &loadgen::BenchResult,
+) {
+    assert_eq!(base.metrics.failed + agent.metrics.failed, 0);
+    let (base_e2e, agent_e2e) = (e2e_ms(40.0, 8.0), e2e_ms(20.0, 4.0));
+    let expected = base_e2e / agent_e2e; // 2.0
+    let speedup = agent.metrics.output_throughput / base.metrics.output_throughput;
+    eprintln!(
+        "measured: base {:.0} tok/s (E2E {:.1} ms), agent {:.0} tok/s (E2E {:.1} ms): speedup {speedup:.2}, expected {expected:.2}",
+        base.metrics.output_throughput,
+        base.metrics.e2el.mean,
+        agent.metrics.output_throughput,
+        agent.metrics.e2el.mean
+    );
+    // Load on the machine delays both servers alike, which pulls the ratio a little towards 1;
+    // an unapplied patch would give 1.
+    assert!(
+        (expected * 0.8..=expected * 1.1).contains(&speedup),
+        "speedup {speedup:.2}, expected about {expected:.2}"
+    );
+    for (who, measured, configured) in [
+        ("base", base.metrics.e2el.mean, base_e2e),
+        ("agent", agent.metrics.e2el.mean, agent_e2e),
+    ] {
+        // Never faster than its model; slower only by scheduling delays.
+        assert!(
+            (configured * 0.97..=configured * 1.5).contains(&measured),
+            "{who}: mean E2E {measured:.1} ms, its model says {configured:.1} ms"
+        );
+    }
+}
