@@ -739,4 +739,22 @@ async fn a_patch_with_nothing_for_an_installed_package_is_the_base_plus_labels()
         layers(fx.docker().inspect_image(BASE).await.unwrap()),
         "no files, no new layer"
     );
+
+    // Made from inside the package directory: would skip everything silently, so it fails.
+    let misrooted = git_diff(
+        &[("sim.toml", BASE_SIM_TOML)],
+        &[("sim.toml", Some(FASTER_SIM_TOML))],
+    );
+    let spec = fx.spec("misrooted", &misrooted);
+    let failure = fx.build(&spec, "misrooted").await.unwrap_err();
+    assert_eq!(failure.class, FailureClass::PatchFailed);
+    assert!(
+        failure
+            .message
+            .contains("which is `vllm/sim.toml` in the installed package"),
+        "{}",
+        failure.message
+    );
+    assert!(!fx.image_exists(&fx.tag(&spec)).await);
+    fx.assert_no_helpers(&spec).await;
 }

@@ -696,6 +696,27 @@ async fn a_patch_with_nothing_for_the_target_gives_an_unchanged_copy() {
         engine_py()
     );
 
+    // A patch made from inside the package directory would skip everything silently: it fails.
+    let misrooted = git_diff(
+        &[("engine.py", &engine_py())],
+        &[(
+            "engine.py",
+            Some(&engine_py_with(&[(5, "line_5 = 'fast'")])),
+        )],
+    );
+    let failure = install
+        .build(&install.spec("misrooted", &misrooted), "misrooted")
+        .await
+        .unwrap_err();
+    assert_eq!(failure.class, FailureClass::PatchFailed);
+    assert!(
+        failure
+            .message
+            .contains("names `engine.py`, which is `vllm/engine.py` in the installed package"),
+        "{}",
+        failure.message
+    );
+
     // An empty patch: the agent changed nothing, and the arm measures exactly that.
     let empty = install
         .build(&install.spec("empty", ""), "empty")

@@ -433,6 +433,30 @@ impl Mapping {
         map
     }
 
+    /// Skipped files that would exist if the patch were made from inside the package
+    /// directory (`a/engine.py` for `vllm/engine.py`): `(as named, path in the target)`.
+    pub fn misrooted_candidates(&self) -> Vec<(String, String)> {
+        if self.layout != Layout::Install {
+            return Vec::new();
+        }
+        self.skipped
+            .iter()
+            .map(|p| (p.clone(), format!("{PACKAGE}/{p}")))
+            .collect()
+    }
+
+    /// The failure for a patch whose paths are relative to the package, not the repository.
+    pub fn misrooted_failure(input: &PatchInput, found: &[(String, String)]) -> Failure {
+        let (named, real) = &found[0];
+        Failure::new(
+            FailureClass::PatchFailed,
+            format!(
+                "patch {} names `{named}`, which is `{real}` in the installed package: its paths are relative to the package directory, but patches must be made from the repository root (`a/{real}`, as `git diff` there writes them)",
+                input.name
+            ),
+        )
+    }
+
     /// Fails when compiled sources must be rebuilt but the target cannot rebuild them.
     pub fn check_rebuildable(
         &self,

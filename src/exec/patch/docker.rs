@@ -180,6 +180,15 @@ async fn build_with_helper(
     for skipped in &mapping.skipped {
         log.line(&format!("  skipped (not part of the target): {skipped}"));
     }
+    let mut misrooted = Vec::new();
+    for (named, real) in mapping.misrooted_candidates() {
+        if exists(docker, helper, &join(&target, &real)).await? {
+            misrooted.push((named, real));
+        }
+    }
+    if !misrooted.is_empty() {
+        return Err(Mapping::misrooted_failure(input, &misrooted));
+    }
     let rebuild = mapping.check_rebuildable(input, spec, &target)?;
 
     let hex = short_hex(key, 24);

@@ -67,6 +67,14 @@ pub(super) fn build(
         mapping.applied.len(),
         mapping.skipped.len()
     ));
+    let misrooted: Vec<(String, String)> = mapping
+        .misrooted_candidates()
+        .into_iter()
+        .filter(|(_, real)| target.join(real).is_file())
+        .collect();
+    if !misrooted.is_empty() {
+        return Err(Mapping::misrooted_failure(input, &misrooted));
+    }
     let rebuild = mapping.check_rebuildable(input, spec, &target_text)?;
 
     // What gets copied: (source directory, its place in the copy).
