@@ -111,6 +111,16 @@ fn repo_wide_patch() -> String {
     )
 }
 
+fn engine_only_patch() -> String {
+    git_diff(
+        &[("vllm/engine.py", &engine_py())],
+        &[(
+            "vllm/engine.py",
+            Some(&engine_py_with(&[(9, "line_9 = 'twin'")])),
+        )],
+    )
+}
+
 #[tokio::test]
 async fn patched_copy_leaves_the_original_untouched_and_imports_first() {
     let install = Install::new();
@@ -216,7 +226,7 @@ async fn patched_copy_leaves_the_original_untouched_and_imports_first() {
     assert!(log.contains("git apply -v --reject"), "{log}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_inputs_are_reused_and_two_agents_get_two_trees() {
     let install = Install::new();
     let claude = install.spec("claude", &repo_wide_patch());
@@ -264,6 +274,21 @@ async fn same_inputs_are_reused_and_two_agents_get_two_trees() {
     assert_eq!(
         std::fs::read_to_string(other_root.join("vllm/engine.py")).unwrap(),
         engine_py()
+    );
+
+    // Two arms with the same patch at once: one builds, the other waits and reuses it.
+    let twin_a = install.spec("twin-a", &engine_only_patch());
+    let twin_b = install.spec("twin-b", &engine_only_patch());
+    let (a, b) = tokio::join!(
+        install.build(&twin_a, "twin-a"),
+        install.build(&twin_b, "twin-b")
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.source, b.source);
+    assert_eq!(
+        [a.reused, b.reused].iter().filter(|r| **r).count(),
+        1,
+        "exactly one of the two built"
     );
 
     // A reinstalled package (new inode for a file) is a new tree identity: built again.

@@ -585,6 +585,16 @@ pub(crate) fn build_key(base_identity: &str, spec: &PatchSpec) -> Hash {
         .finish()
 }
 
+/// A scratch directory of its own for one build: `<cache>/work/<key>-<n>-<pid>` (the pid last,
+/// for [`cleanup_leftovers`]; `n` keeps two builds of one key in this process apart).
+pub(crate) fn scratch_dir(cache_dir: &Path, key: &Hash) -> PathBuf {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    cache_dir
+        .join("work")
+        .join(format!("{}-{n}-{}", short_hex(key, 24), std::process::id()))
+}
+
 /// `b3:0123...` → the first `n` hex digits.
 pub(crate) fn short_hex(hash: &Hash, n: usize) -> String {
     hash.hex().trim_start_matches("b3:")[..n].to_string()

@@ -32,7 +32,7 @@ use super::apply::{ApplyJob, apply_with_tolerance, check_git, io_failure};
 use super::{
     BuildRecord, Change, Mapping, PACKAGE, PYTHON_PROBE, PatchInput, PatchLog, PatchOutcome,
     PatchedSource, TargetFacts, build_key, collect_changes, internal, parse_probe_output,
-    pycache_of, short_hex, target_failure,
+    pycache_of, scratch_dir, short_hex, target_failure,
 };
 use crate::failure::{Failure, FailureClass};
 use crate::manifest::model::PatchSpec;
@@ -192,9 +192,7 @@ async fn build_with_helper(
     let rebuild = mapping.check_rebuildable(input, spec, &target)?;
 
     let hex = short_hex(key, 24);
-    let work = cache_dir
-        .join("work")
-        .join(format!("{hex}-{}", std::process::id()));
+    let work = scratch_dir(cache_dir, key);
     if work.exists() {
         std::fs::remove_dir_all(&work).map_err(|e| io_failure("clearing", &work, e))?;
     }

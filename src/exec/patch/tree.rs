@@ -12,16 +12,18 @@
 //! mtime, inode of every file), so a reinstalled package gets a fresh copy; it is complete
 //! once `isobench-patch.json` is written, and a copy without it (an interrupted build) is
 //! removed and built again.
+use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::apply::{ApplyJob, apply_with_tolerance, check_git, io_failure};
 use super::{
     BuildRecord, Change, Layout, Mapping, PACKAGE, PYTHON_PROBE, PatchInput, PatchLog,
     PatchOutcome, PatchedSource, TargetFacts, build_key, collect_changes, internal,
-    parse_probe_output, pycache_of, short_hex, target_failure,
+    parse_probe_output, pycache_of, scratch_dir, short_hex, target_failure,
 };
 use crate::failure::{Failure, FailureClass};
 use crate::manifest::model::PatchSpec;
@@ -104,6 +106,10 @@ pub(super) fn build(
         target: record.target,
     };
 
+    // Two arms with the same base and patch build the same copy: one builds, the other then
+    // finds it.
+    let key_lock = lock_for(&dir);
+    let _building = key_lock.lock().unwrap_or_else(|e| e.into_inner());
     let record_path = dir.join(RECORD_FILE);
     if let Some(record) = std::fs::read(&record_path)
         .ok()
@@ -122,10 +128,7 @@ pub(super) fn build(
     }
 
     // Apply in a scratch directory holding real copies of the touched files only.
-    let work =
-        cache_dir
-            .join("work")
-            .join(format!("{}-{}", short_hex(&key, 24), std::process::id()));
+    let work = scratch_dir(cache_dir, &key);
     if work.exists() {
         std::fs::remove_dir_all(&work).map_err(|e| io_failure("clearing", &work, e))?;
     }
@@ -204,6 +207,16 @@ pub(super) fn build(
             Err(failure)
         }
     }
+}
+
+/// The in-process lock of one copy's directory.
+fn lock_for(dir: &Path) -> Arc<Mutex<()>> {
+    static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> = OnceLock::new();
+    let mut locks = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    locks.entry(dir.to_path_buf()).or_default().clone()
 }
 
 /// `patch_target` (relative to the tree, or absolute), else the directory holding `vllm`.
