@@ -613,7 +613,7 @@ pub async fn cleanup_leftovers(
         Runtime::Docker(d) => docker::cleanup_helpers(d).await?,
         Runtime::Process(_) => Vec::new(),
     };
-    // Scratch directories are named `<key>-<pid>`.
+    // Scratch directories are named `<key>-<n>-<pid>` (see `scratch_dir`).
     if let Ok(entries) = std::fs::read_dir(cache_dir.join("work")) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
