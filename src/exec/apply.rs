@@ -257,6 +257,14 @@ pub async fn apply(
                 rt.kind()
             )),
         }
+        match patch::cleanup_leftovers(rt, &campaign.state_dir.join("patched")).await {
+            Ok(removed) if !removed.is_empty() => live.line(&format!(
+                "removed {} leftover(s) of interrupted patch builds",
+                removed.len()
+            )),
+            Ok(_) => {}
+            Err(f) => live.line(&format!("warning: could not clean up patch leftovers: {f}")),
+        }
     }
 
     let (cancel_tx, cancel_rx) = watch::channel(false);
@@ -752,8 +760,14 @@ async fn build_patch(
                     id.clone(),
                 ),
                 PatchedSource::Tree { root, pythonpath } => {
+                    // The patched copy goes first; whatever PYTHONPATH the arm sets stays behind it.
+                    let arm_env = &commit.arms[key.1].env;
+                    let joined = match arm_env.get("PYTHONPATH").filter(|p| !p.is_empty()) {
+                        Some(existing) => format!("{}:{existing}", pythonpath.display()),
+                        None => pythonpath.display().to_string(),
+                    };
                     let mut env = BTreeMap::new();
-                    env.insert("PYTHONPATH".to_string(), pythonpath.display().to_string());
+                    env.insert("PYTHONPATH".to_string(), joined);
                     (
                         ServerSource::Path { root: root.clone() },
                         env,
