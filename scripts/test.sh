@@ -22,7 +22,8 @@ step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 step "Rust tests"
-CI=${CI:-true} cargo test --all-targets
+CI=${CI:-true} cargo test --lib --bins --tests
+cargo test --benches --no-run      # benchmarks compile; run them with `cargo bench`
 if [ "${ISOBENCH_SKIP_VLLM:-0}" != 1 ] && [ -x scripts/ci-vllm-e2e.sh ]; then
   step "real vLLM campaign end to end"
   scripts/ci-vllm-e2e.sh

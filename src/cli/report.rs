@@ -115,18 +115,11 @@ pub fn run(args: ReportArgs) -> miette::Result<ExitCode> {
         (Some(path), _) => run_report(&load_input_json(path)?, &args.options()),
         (None, Some(manifest)) => {
             let campaign = super::plan::load_campaign(manifest, args.state.as_deref())?;
-            let state = crate::state::State::load(&campaign.state_dir)
+            let input = crate::exec::results::load_report_input(&campaign)
                 .into_diagnostic()
                 .wrap_err_with(|| {
                     format!("cannot read the state in {}", campaign.state_dir.display())
                 })?;
-            let gpu_kind = campaign
-                .resources
-                .gpu_kind
-                .clone()
-                .or_else(|| state.inventory.as_ref().and_then(|i| i.kind()));
-            let dag = crate::pipeline::expand::expand(&campaign, gpu_kind.as_deref());
-            let input = crate::exec::results::report_input(&campaign, &dag, &state, None);
             let mut opts = args.options();
             if opts.out_dir.is_none() {
                 opts.out_dir = Some(campaign.results_dir.clone());

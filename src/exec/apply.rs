@@ -257,6 +257,14 @@ pub async fn apply(
                 rt.kind()
             )),
         }
+        match patch::cleanup_leftovers(rt, &campaign.state_dir.join("patched")).await {
+            Ok(removed) if !removed.is_empty() => live.line(&format!(
+                "removed {} leftover(s) of interrupted patch builds",
+                removed.len()
+            )),
+            Ok(_) => {}
+            Err(f) => live.line(&format!("warning: could not clean up patch leftovers: {f}")),
+        }
     }
 
     let (cancel_tx, cancel_rx) = watch::channel(false);
@@ -511,6 +519,9 @@ pub async fn apply(
                 pool.release(&gpus);
                 running.remove(&s);
                 done_sessions.insert(s);
+                if let Some(budget) = ctx.campaign.resources.disk_budget {
+                    prune_unneeded(ctx_ref, &mut images, &queue, &running, budget).await;
+                }
                 let outcome = r?;
                 measured_total += outcome.measured as u64;
                 failed_total += outcome.failed as u64;
@@ -558,6 +569,71 @@ pub async fn apply(
         .collect();
     summary.makespan = t0.elapsed();
     Ok(summary)
+}
+
+/// With a disk budget: once the pulled images together exceed it, removes those that no
+/// pending or running session needs any more (a later apply pulls them again if needed).
+async fn prune_unneeded(
+    ctx: &Ctx,
+    images: &mut HashMap<usize, Readiness<ImageInfo>>,
+    queue: &[usize],
+    running: &HashMap<usize, Vec<u32>>,
+    budget: u64,
+) {
+    let Some(Runtime::Docker(docker)) = &ctx.docker else {
+        return;
+    };
+    let in_use: u64 = images
+        .values()
+        .filter_map(|r| {
+            if let Readiness::Ready(i) = r {
+                i.size
+            } else {
+                None
+            }
+        })
+        .sum();
+    if in_use <= budget {
+        return;
+    }
+    let needed: HashSet<usize> = queue
+        .iter()
+        .chain(running.keys())
+        .filter_map(|s| ctx.dag.sessions[*s].image)
+        .collect();
+    let prunable: Vec<usize> = images
+        .iter()
+        .filter(|(i, r)| !needed.contains(i) && matches!(r, Readiness::Ready(_)))
+        .map(|(i, _)| *i)
+        .collect();
+    for image in prunable {
+        let ArmSource::Image { reference } = &ctx.dag.images[image].source else {
+            continue;
+        };
+        let options = bollard::query_parameters::RemoveImageOptions {
+            force: false,
+            noprune: false,
+        };
+        match docker
+            .client()
+            .remove_image(reference, Some(options), None)
+            .await
+        {
+            Ok(_) => {
+                ctx.live.line(&format!(
+                    "pruned {reference}: no pending session needs it (disk budget {})",
+                    human_bytes(budget)
+                ));
+                images.insert(
+                    image,
+                    Readiness::Failed(Failure::new(FailureClass::Internal, "pruned")),
+                );
+            }
+            Err(e) => ctx
+                .live
+                .line(&format!("warning: could not prune {reference}: {e}")),
+        }
+    }
 }
 
 /// Marks every pending node of a session failed (its image or patch could not be had).
@@ -684,8 +760,14 @@ async fn build_patch(
                     id.clone(),
                 ),
                 PatchedSource::Tree { root, pythonpath } => {
+                    // The patched copy goes first; whatever PYTHONPATH the arm sets stays behind it.
+                    let arm_env = &commit.arms[key.1].env;
+                    let joined = match arm_env.get("PYTHONPATH").filter(|p| !p.is_empty()) {
+                        Some(existing) => format!("{}:{existing}", pythonpath.display()),
+                        None => pythonpath.display().to_string(),
+                    };
                     let mut env = BTreeMap::new();
-                    env.insert("PYTHONPATH".to_string(), pythonpath.display().to_string());
+                    env.insert("PYTHONPATH".to_string(), joined);
                     (
                         ServerSource::Path { root: root.clone() },
                         env,

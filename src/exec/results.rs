@@ -5,6 +5,19 @@ use crate::pipeline::expand::{Dag, Target};
 use crate::report::input::{ArmInfo, CommitInfo, Metrics, ReportInput, TrialOutcome, TrialRecord};
 use crate::state::{Event, State};
 
+/// The report input of a campaign from its state directory, with the keys `apply` used (the
+/// GPU model recorded in the state's inventory enters them).
+pub fn load_report_input(campaign: &Campaign) -> std::io::Result<ReportInput> {
+    let state = State::load(&campaign.state_dir)?;
+    let gpu_kind = campaign
+        .resources
+        .gpu_kind
+        .clone()
+        .or_else(|| state.inventory.as_ref().and_then(|i| i.kind()));
+    let dag = crate::pipeline::expand::expand(campaign, gpu_kind.as_deref());
+    Ok(report_input(campaign, &dag, &state, None))
+}
+
 /// Builds the report input from the state; `only` restricts it to one commit (for `compare`).
 pub fn report_input(
     campaign: &Campaign,
@@ -38,8 +51,6 @@ pub fn report_input(
             if entry.key != node.key.hex() {
                 continue;
             }
-            let started = std::time::Instant::now();
-            let _ = started;
             let outcome = match entry.event {
                 Event::Done => {
                     let Some(path) = entry.outputs.keys().find(|p| p.ends_with("result.json"))
