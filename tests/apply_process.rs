@@ -4,6 +4,7 @@
 mod apply_support;
 use apply_support::*;
 use std::collections::BTreeMap;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// 2 commits × 3 arms × 2 trials on 2 declared GPUs; one server per GPU.
@@ -422,5 +423,45 @@ fn a_second_apply_on_the_same_state_is_refused_naming_the_holder() {
     assert!(unlock.text().contains("live process"), "{}", unlock.text());
     unsafe { libc::kill(first.id() as i32, libc::SIGINT) };
     wait_child(&mut first, Duration::from_secs(10)).expect("first apply stops");
+    assert!(no_server_left(&marker));
+}
+
+#[test]
+fn secrets_reach_the_server_but_never_the_state_plan_or_results() {
+    let marker = unique("secret");
+    let dir = tempfile::tempdir().unwrap();
+    write_servers(dir.path(), &["11111111", "22222222"], fast);
+    let manifest = dir.path().join("m.toml");
+    let text = campaign_text(&marker, false)
+        .replace("repeats = 2", "repeats = 1")
+        .replace(&format!("env = {{ ISOBENCH_TEST_MARKER = \"{marker}\" }}"), &format!("env = {{ ISOBENCH_TEST_MARKER = \"{marker}\", HF_TOKEN = \"${{ISOBENCH_TEST_SECRET}}\", API_KEY = \"literal-key-4711\" }}"));
+    std::fs::write(&manifest, text).unwrap();
+    let secret = format!("hf_{}", unique("tok"));
+    let out = Command::new(env!("CARGO_BIN_EXE_isobench"))
+        .args(["apply", "--plain", manifest.to_str().unwrap()])
+        .env("ISOBENCH_TEST_SECRET", &secret)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", out.text());
+    let plan = isobench(&["plan", "--format", "json", manifest.to_str().unwrap()]);
+    // Neither the secret from the environment nor the literal secret-named value is written anywhere.
+    for needle in [secret.as_str(), "literal-key-4711"] {
+        assert!(!out.text().contains(needle) && !plan.text().contains(needle));
+        for entry in walkdir::WalkDir::new(dir.path())
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_type().is_file())
+        {
+            if entry.path() == manifest {
+                continue;
+            }
+            let bytes = std::fs::read(entry.path()).unwrap();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(needle),
+                "{} contains a secret",
+                entry.path().display()
+            );
+        }
+    }
     assert!(no_server_left(&marker));
 }

@@ -63,6 +63,7 @@ fn server_spec(
         .collect();
     let mut env = arm.env.clone();
     env.extend(source.env.clone());
+    resolve_env_refs(&mut env, |name| std::env::var(name).ok());
     let mut labels = BTreeMap::new();
     labels.insert(
         crate::runtime::labels::CAMPAIGN.to_string(),
@@ -105,6 +106,16 @@ fn server_spec(
         ipc: commit.server.ipc.clone(),
         volumes: commit.server.volumes.clone(),
         log_path,
+    }
+}
+
+/// `"${NAME}"` takes the value of `NAME` from isobench's own environment at start time, so
+/// secrets (HF_TOKEN, ...) need not be written in manifests and never reach keys, plans or state.
+fn resolve_env_refs(env: &mut BTreeMap<String, String>, lookup: impl Fn(&str) -> Option<String>) {
+    for value in env.values_mut() {
+        if let Some(name) = value.strip_prefix("${").and_then(|v| v.strip_suffix('}')) {
+            *value = lookup(name).unwrap_or_default();
+        }
     }
 }
 
@@ -455,4 +466,24 @@ async fn session_body(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_references_are_filled_at_start() {
+        let mut env = BTreeMap::from([
+            ("HF_TOKEN".to_string(), "${MY_TOKEN}".to_string()),
+            ("PLAIN".to_string(), "1".to_string()),
+            ("UNSET".to_string(), "${NOPE}".to_string()),
+        ]);
+        resolve_env_refs(&mut env, |name| {
+            (name == "MY_TOKEN").then(|| "hf_secret".to_string())
+        });
+        assert_eq!(env["HF_TOKEN"], "hf_secret");
+        assert_eq!(env["PLAIN"], "1");
+        assert_eq!(env["UNSET"], "");
+    }
 }
