@@ -59,13 +59,13 @@ def corpus(rng: random.Random, n_sentences: int):
         yield s[0].upper() + s[1:] + rng.choice(".,.?!.") + ("\n" if rng.random() < 0.3 else "")
 
 
-def build_tokenizer(rng: random.Random, vocab: int, max_pos: int) -> PreTrainedTokenizerFast:
+def build_tokenizer(rng: random.Random, vocab: int, max_pos: int, sentences: int) -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     # No initial_alphabet: only bytes of the (ASCII) corpus become tokens (see the module doc).
     trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=SPECIALS, show_progress=False)
-    tok.train_from_iterator(corpus(rng, 40000), trainer=trainer)
+    tok.train_from_iterator(corpus(rng, sentences), trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<|bos|>",
@@ -90,6 +90,7 @@ def main() -> int:
     ap.add_argument("--max-pos", type=int, default=4096)
     ap.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--corpus-sentences", type=int, default=40000, help="tokenizer training text")
     a = ap.parse_args()
     if a.hidden % a.heads or a.heads % a.kv_heads:
         ap.error("--hidden must be a multiple of --heads, and --heads of --kv-heads")
@@ -98,7 +99,7 @@ def main() -> int:
     rng = random.Random(a.seed)
     torch.manual_seed(a.seed)
 
-    fast = build_tokenizer(rng, a.vocab, a.max_pos)
+    fast = build_tokenizer(rng, a.vocab, a.max_pos, a.corpus_sentences)
     fast.save_pretrained(a.out)
     vocab_size = len(fast)  # may be below --vocab if the corpus had too few merges
 

@@ -56,6 +56,8 @@ KILL_AFTER=${ISOBENCH_GPU_KILL_AFTER:-3}
 WHEELS=${ISOBENCH_GPU_WHEELS:-$ROOT/.whl}
 RESERVE=45                        # seconds kept for report, summary and archive
 mkdir -p "$OUT" "$WORK"
+# A fresh work directory for every call (the model is kept when its arguments match).
+find "$WORK" -mindepth 1 -maxdepth 1 ! -name model -exec rm -rf {} +
 exec > >(tee -a "$OUT/run.log") 2>&1
 
 log() { printf '[gpu-run %s +%3ds] %s\n' "$(date +%H:%M:%S)" "$(( $(date +%s) - START ))" "$*"; }
@@ -272,7 +274,18 @@ run_apply() {   # run_apply LOG STATE [extra apply args...]: apply under the rem
   local left=$(( $(remaining) - RESERVE ))
   if [ $left -lt 30 ]; then problem "no time left for apply ($logf)"; return 124; fi
   log "isobench apply $* (at most ${left}s) → $(basename "$logf")"
-  timeout -k 30 -s INT "$left" "$BIN" apply --plain --state "$state" "${GPUS_ARG[@]}" "$@" "$MANIFEST" > "$logf" 2>&1
+  timeout -k 30 -s INT "$left" "$BIN" apply --plain --state "$state" "${GPUS_ARG[@]}" "$@" "$MANIFEST" > "$logf" 2>&1 &
+  local tpid=$! last
+  last=$(date +%s)
+  while kill -0 "$tpid" 2>/dev/null; do
+    sleep 1
+    if [ $(( $(date +%s) - last )) -ge 30 ]; then last=$(date +%s); progress "$state"; fi
+  done
+  wait "$tpid"
+}
+
+progress() {   # progress STATE: one line on how far the campaign is
+  log "   $(measures_done "$1") measurements done, $(measures_in_flight "$1") running; last: $(tail -n 1 "$(ls -t "$WORK"/apply-*.log 2>/dev/null | head -1)" 2>/dev/null | cut -c1-100)"
 }
 
 report() {   # report TAG STATE
@@ -305,8 +318,10 @@ phase_parallel() {
   local watchdog=$!
   # Kill once KILL_AFTER measurements are done, preferably while another one is running (so the
   # resume must redo an interrupted measurement), but no later than 60 s after that.
-  local reached=""
+  local reached="" last
+  last=$(date +%s)
   while kill -0 "$apid" 2>/dev/null; do
+    if [ $(( $(date +%s) - last )) -ge 30 ]; then last=$(date +%s); progress "$state"; fi
     if [ "$KILL_AFTER" -gt 0 ] && [ "$(measures_done "$state")" -ge "$KILL_AFTER" ]; then
       [ -z "$reached" ] && reached=$(date +%s)
       if [ "$(measures_in_flight "$state")" -gt 0 ] || [ $(( $(date +%s) - reached )) -ge 60 ]; then
