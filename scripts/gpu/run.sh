@@ -58,7 +58,9 @@ RESERVE=45                        # seconds kept for report, summary and archive
 mkdir -p "$OUT" "$WORK"
 # A fresh work directory for every call (the model is kept when its arguments match).
 find "$WORK" -mindepth 1 -maxdepth 1 ! -name model -exec rm -rf {} +
+exec 3>&1 4>&2
 exec > >(tee -a "$OUT/run.log") 2>&1
+TEE_PID=$!
 
 log() { printf '[gpu-run %s +%3ds] %s\n' "$(date +%H:%M:%S)" "$(( $(date +%s) - START ))" "$*"; }
 remaining() { echo $(( BUDGET - ($(date +%s) - START) )); }
@@ -431,5 +433,8 @@ if [ -s "$PROBLEMS" ]; then
   echo; echo "PROBLEMS:"; sed 's/^/  /' "$PROBLEMS"
 fi
 log "done in $(( $(date +%s) - START ))s"
+# Let tee write the last lines before the caller collects $OUT.
+exec 1>&3 2>&4 3>&- 4>&-
+wait "$TEE_PID" 2>/dev/null || sleep 1
 [ -s "$PROBLEMS" ] && exit 1
 exit 0

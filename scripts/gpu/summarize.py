@@ -241,20 +241,32 @@ def evidence(work, tag, entries, times):
             t, on = best
             stamp = datetime.fromtimestamp(t).strftime("%H:%M:%S")
             lines.append("    e.g. " + stamp + ": " + ", ".join(f"pid {p} on {u}" for p, u in sorted(on.items())))
-        # Idle check: memory in use on a GPU in the last sample before each server started there.
+        # Idle check: memory in use on a GPU between the stop of the server before and the start
+        # of the next one there (the scheduler hands a GPU out only below the idle threshold).
         mem = defaultdict(list)
         for r in gpus_rows:
             if len(r) >= 5:
                 mem[int(r[1])].append((r[0], mib(r[4])))
-        at_start = []
+        at_start, unsampled = [], 0
+        # Servers orphaned by kill -9 have no stop event: the resumed apply removes them before it
+        # starts anything, so they are gone by its first start.
+        later = [o.get("t_start", o["t_up"]) for o in sessions if runs and o["run"] != runs[0]]
+        gone = min(later, default=1e18)
         for s in sessions:
+            t_start = s.get("t_start", s["t_up"])
             for g in s.get("gpus", []):
-                before = [m for t, m in mem.get(g, []) if t <= s.get("t_start", s["t_up"])]
-                if before and before[-1] is not None:
-                    at_start.append(before[-1])
+                stops = [o.get("t_stop", gone) for o in sessions
+                         if o is not s and g in o.get("gpus", []) and o.get("t_stop", gone) <= t_start]
+                since = max(stops, default=0.0)
+                between = [m for t, m in mem.get(g, []) if since < t <= t_start and m is not None]
+                if between:
+                    at_start.append(between[-1])
+                elif stops:
+                    unsampled += 1
         if at_start:
-            lines.append(f"  idle at start: GPU memory in use when each server was started: max {max(at_start)} MiB "
-                         f"over {len(at_start)} starts")
+            lines.append(f"  idle at start: GPU memory in use just before a server was started on a GPU: max "
+                         f"{max(at_start)} MiB over {len(at_start)} starts"
+                         + (f" ({unsampled} restarts too quick to sample)" if unsampled else ""))
         peak_mem = {g: max((m for _, m in v if m is not None), default=0) for g, v in mem.items()}
         lines.append("  peak memory per GPU: " + ", ".join(f"GPU {g}: {m} MiB" for g, m in sorted(peak_mem.items())))
 
