@@ -256,7 +256,7 @@ start_sampler() {   # start_sampler TAG STATE_DIR
       done
       sleep 1
     done
-  ) &
+  ) > /dev/null 2>&1 &
   SAMPLER_PID=$!
   log "sampler ($tag) running as pid $SAMPLER_PID"
 }
@@ -315,8 +315,17 @@ phase_parallel() {
   "$BIN" apply --plain --state "$state" "${GPUS_ARG[@]}" "$MANIFEST" > "$WORK/apply-parallel-1.log" 2>&1 &
   local apid=$! killed=0
   log "isobench apply running as pid $apid (at most ${left}s)"
-  # Budget watchdog: Ctrl-C (isobench stops its servers), then SIGKILL if that hangs.
-  ( sleep "$left"; kill -INT "$apid" 2>/dev/null; sleep 30; kill -KILL "$apid" 2>/dev/null ) &
+  # Budget watchdog: Ctrl-C (isobench stops its servers), then SIGKILL if that hangs. It polls
+  # rather than sleeping once, so it ends with apply and leaves no process behind.
+  (
+    deadline=$(( $(date +%s) + left ))
+    while kill -0 "$apid" 2>/dev/null && [ "$(date +%s)" -lt "$deadline" ]; do sleep 1; done
+    if kill -0 "$apid" 2>/dev/null; then
+      kill -INT "$apid"
+      for _ in $(seq 1 30); do kill -0 "$apid" 2>/dev/null || exit 0; sleep 1; done
+      kill -KILL "$apid" 2>/dev/null
+    fi
+  ) > /dev/null 2>&1 &
   local watchdog=$!
   # Kill once KILL_AFTER measurements are done, preferably while another one is running (so the
   # resume must redo an interrupted measurement), but no later than 60 s after that.
@@ -435,6 +444,6 @@ fi
 log "done in $(( $(date +%s) - START ))s"
 # Let tee write the last lines before the caller collects $OUT.
 exec 1>&3 2>&4 3>&- 4>&-
-wait "$TEE_PID" 2>/dev/null || sleep 1
+for _ in $(seq 1 50); do kill -0 "$TEE_PID" 2>/dev/null || break; sleep 0.1; done
 [ -s "$PROBLEMS" ] && exit 1
 exit 0

@@ -149,13 +149,11 @@ def report_lines(report_path):
                 )
                 arms_out[arm["arm"]] = tp.get("median")
             for c in point.get("comparisons", []):
-                d = c.get("metrics", {}).get(HEADLINE)
-                if not d:
-                    lines.append(f"  {c['candidate']} vs {c['reference']}: not comparable")
-                    continue
+                d = c.get("metrics", {}).get(HEADLINE) or {}
+                pct = lambda v: "?" if v is None else f"{v:+.1f}"  # noqa: E731
                 lines.append(
-                    f"  {c['candidate']} vs {c['reference']}: {d['diff_pct']:+.1f} % "
-                    f"[{d['ci_low_pct']:+.1f}, {d['ci_high_pct']:+.1f}] → {d['verdict']}"
+                    f"  {c['candidate']} vs {c['reference']}: {pct(d.get('diff_pct'))} % "
+                    f"[{pct(d.get('ci_low_pct'))}, {pct(d.get('ci_high_pct'))}] → {d.get('verdict', 'not comparable')}"
                 )
     lines.append("  (ms; TTFT p50 = first chunk, vLLM's definition; content = first chunk with text)")
     trials = report.get("summary", {}).get("trials", {})
@@ -277,8 +275,10 @@ def evidence(work, tag, entries, times):
         first_run = runs[0] if runs else None
         done_first = sum(1 for e in entries if e.get("run") == first_run and e["event"] == "done"
                          and e["addr"].startswith("measure["))
-        lines.append(f"  kill -9 after {done_first} measurements: servers left running (state records): "
-                     f"{orphans or 'none'}" + (f"; on GPUs per nvidia-smi: {on_gpu}" if gpus_rows else ""))
+        alive = sorted(set(re.findall(r"^\s*(\d+)\s+\1\s", read(os.path.join(work, "after-kill.txt")), re.M)))
+        lines.append(f"  kill -9 after {done_first} measurements: server pid records left: {orphans or 'none'}; "
+                     f"alive 2 s later: {alive or 'none'}"
+                     + (f"; on GPUs per nvidia-smi: {on_gpu}" if gpus_rows else ""))
         if len(runs) > 1:
             later = [e for e in entries if e.get("run") != first_run]
             redone = sorted({e["addr"] for e in later if e["event"] == "done" and e["addr"].startswith("measure[")})
