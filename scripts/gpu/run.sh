@@ -9,7 +9,7 @@
 # Phases: preflight (binary, Python, GPUs) → wheels into /tmp/site → model → plan → apply in the
 # background while a sampler records nvidia-smi every second → kill -9 once N measurements are
 # done → plan (shows what is incomplete) → apply again (resume) → report → summary → archive.
-# Every phase is timed. Everything lands under $OUT (default ./gpu-out), at most 4 files:
+# Every phase is timed. Everything lands under $OUT (default /tmp/isobench-gpu-out), at most 3 files:
 #   summary.txt                   the compact summary printed at the end
 #   run.log                       everything this script printed
 #   isobench-gpu-<phase>.tar.gz   manifest, apply/plan logs, sampler CSVs, state directory
@@ -48,7 +48,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT" || exit 1
 START=$(date +%s)
 BUDGET=${ISOBENCH_GPU_BUDGET_S:-540}
-OUT=${OUT:-$ROOT/gpu-out}
+OUT=${OUT:-/tmp/isobench-gpu-out}
 WORK=/tmp/isobench-gpu            # the manifest's model path lives here too
 MODEL=$WORK/model
 SITE=/tmp/site                    # the manifest's PYTHONPATH
@@ -167,7 +167,11 @@ PYEOF
 rm -rf "$SITE"; mkdir -p "$SITE"
 install_wheels() {
   [ $# -eq 0 ] && return 0
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$@"
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$@" && return 0
+  # No pip there: these wheels are pure archives, unpacking them is an install.
+  log "pip failed; unpacking the wheels instead"
+  "$PY" -c 'import sys, zipfile
+for w in sys.argv[2:]: zipfile.ZipFile(w).extractall(sys.argv[1])' "$SITE" "$@"
 }
 if install_wheels "${NEEDED[@]}" && serve_check; then
   phase_end ok
