@@ -97,11 +97,12 @@ if ! "$BIN" --version > "$WORK/isobench-version.txt" 2>&1; then
   problem "isobench does not run here (wrong architecture or glibc?)"; phase_end failed; exit 1
 fi
 if [ -z "${ISOBENCH_GPU_PYTHON_PREFIX:-}" ]; then
-  if [ -x /opt/torch/.venv/bin/python3 ]; then
-    ISOBENCH_GPU_PYTHON_PREFIX=/opt/torch/.venv
-  else
-    ISOBENCH_GPU_PYTHON_PREFIX=$(python3 -c 'import sys; print(sys.prefix)' 2>/dev/null)
-  fi
+  for prefix in /opt/torch/.venv "$(python3 -c 'import sys; print(sys.prefix)' 2>/dev/null)"; do
+    if [ -n "$prefix" ] && "$prefix/bin/python3" -c 'import torch, transformers' 2>/dev/null; then
+      ISOBENCH_GPU_PYTHON_PREFIX=$prefix; break
+    fi
+  done
+  ISOBENCH_GPU_PYTHON_PREFIX=${ISOBENCH_GPU_PYTHON_PREFIX:-/opt/torch/.venv}
 fi
 export ISOBENCH_GPU_PYTHON_PREFIX
 PY=$ISOBENCH_GPU_PYTHON_PREFIX/bin/python3

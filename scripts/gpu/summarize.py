@@ -171,6 +171,12 @@ def evidence(work, tag, entries, times):
     apps_rows = csv_rows(os.path.join(samples, "compute-apps.csv"))
     pid_rows = csv_rows(os.path.join(samples, "server-pids.csv"))
     sessions = sessions_of(entries)
+    for name in sorted(os.listdir(work)):
+        if name.startswith(f"apply-{tag}") and name.endswith(".log"):
+            m = re.search(r"· GPUs: (.*)$", read(os.path.join(work, name)), re.M)
+            if m:
+                lines.append(f"  isobench GPU inventory ({name}): {m.group(1)}")
+                break
     runs = []
     for e in entries:
         if e.get("run") and e["run"] not in runs:
