@@ -189,12 +189,14 @@ phase_begin model
 # shellcheck disable=SC2086 # word splitting of the extra arguments is intended
 MODEL_ARGS=${ISOBENCH_GPU_MODEL_ARGS:-}
 if [ -f "$MODEL/.complete" ] && [ "$(cat "$MODEL/.complete")" = "$MODEL_ARGS" ]; then
-  log "model already built at $MODEL (same arguments)"; phase_end cached
+  log "model already built at $MODEL (same arguments)"
+  cp "$MODEL/.info.json" "$WORK/model-info.json" 2>/dev/null; phase_end cached
 else
   rm -rf "$MODEL"
   # shellcheck disable=SC2086
   if "$PY" "$ROOT/scripts/gpu/build-model.py" "$MODEL" $MODEL_ARGS > "$WORK/model-info.json" 2> "$WORK/model-build.log"; then
     printf '%s' "$MODEL_ARGS" > "$MODEL/.complete"
+    cp "$WORK/model-info.json" "$MODEL/.info.json"
     cat "$WORK/model-info.json"; phase_end ok
   else
     tail -20 "$WORK/model-build.log"; problem "model build failed"; phase_end failed
