@@ -110,6 +110,12 @@ fn full_campaign_runs_two_servers_at_a_time_and_resumes_nothing() {
             serde_json::from_str(&std::fs::read_to_string(state.join(path)).unwrap()).unwrap();
         assert_eq!(result["completed"], 16);
         assert_eq!(result["total_output_tokens"], 16 * 16);
+        // The measurement's wall time, at least the load generator's own duration.
+        let took = e["info"]["duration_s"].as_f64().unwrap_or(0.0);
+        assert!(
+            took >= result["duration"].as_f64().unwrap() && took < 60.0,
+            "{e}"
+        );
     }
     // Servers ran two at a time (two GPUs), never more, each on its own GPU.
     let intervals = journal.session_intervals();
@@ -131,6 +137,14 @@ fn full_campaign_runs_two_servers_at_a_time_and_resumes_nothing() {
             .join("agent_benchmark_results/11111111_human_result.json")
             .exists()
     );
+    let seed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            results.join("baseline_benchmark_results/11111111_baseline_result.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(seed["duration_s"].as_f64().unwrap() > 0.0, "{seed}");
 
     // Again: nothing to do, nothing re-measured, results untouched.
     let before = result_files(&state);

@@ -14,7 +14,7 @@ pub struct ApplyArgs {
     pub state: Option<PathBuf>,
     /// Use these GPUs (e.g. `0,1,2,3`) instead of detecting them; works without GPUs too.
     #[arg(long, value_name = "LIST", value_parser = parse_gpus)]
-    pub gpus: Option<Vec<u32>>,
+    pub gpus: Option<GpuList>,
     /// Run these nodes again even if cached (glob over addresses, repeatable).
     #[arg(long, value_name = "ADDRESS-GLOB")]
     pub rerun: Vec<String>,
@@ -56,7 +56,11 @@ impl ApplyArgs {
     }
 }
 
-fn parse_gpus(text: &str) -> std::result::Result<Vec<u32>, String> {
+/// `--gpus 0,1` is one value holding the whole list. The alias hides the `Vec` from clap's derive,
+/// which would otherwise expect one `u32` per value and panic when the parser returns a list.
+pub type GpuList = Vec<u32>;
+
+fn parse_gpus(text: &str) -> std::result::Result<GpuList, String> {
     exec::gpu::parse_gpu_list(text)
 }
 
@@ -256,4 +260,26 @@ pub fn run_unlock(args: UnlockArgs) -> Result<ExitCode> {
         Err(e) => return Err(miette::miette!("{e}")),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn apply_gpus(args: &[&str]) -> Result<Option<Vec<u32>>, clap::Error> {
+        let cli = Cli::try_parse_from(args)?;
+        match cli.command {
+            Command::Apply(a) => Ok(a.gpus),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn gpus_flag_takes_a_comma_separated_list() {
+        let gpus = apply_gpus(&["isobench", "apply", "--gpus", "0,1,3", "m.toml"]).unwrap();
+        assert_eq!(gpus, Some(vec![0, 1, 3]));
+        assert_eq!(apply_gpus(&["isobench", "apply", "m.toml"]).unwrap(), None);
+        assert!(apply_gpus(&["isobench", "apply", "--gpus", "0,0", "m.toml"]).is_err());
+    }
 }

@@ -449,7 +449,8 @@ async fn session_body(
                 let path = dir.join("result.json");
                 crate::util::fsx::write_atomic(&path, br.to_json_text(true, &metadata).as_bytes())
                     .map_err(JournalError)?;
-                ctx.done(m, &[path], Some(serde_json::json!({"output_throughput": br.metrics.output_throughput, "completed": br.metrics.completed, "failed": br.metrics.failed})))?;
+                // `duration_s` feeds the report's trial durations and the seed files' `duration_s`.
+                ctx.done(m, &[path], Some(serde_json::json!({"output_throughput": br.metrics.output_throughput, "completed": br.metrics.completed, "failed": br.metrics.failed, "duration_s": t0.elapsed().as_secs_f64()})))?;
                 outcome.measured += 1;
             }
             (Some(f), _) => {
