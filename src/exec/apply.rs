@@ -447,7 +447,18 @@ pub async fn apply(
                 }
                 Err(Shortage::Busy) => i += 1,
                 Err(Shortage::NotIdle(busy)) => {
-                    let since = *waiting_since.entry(s).or_insert_with(Instant::now);
+                    let since = *waiting_since.entry(s).or_insert_with(|| {
+                        let list = busy
+                            .iter()
+                            .map(|(g, mib)| format!("GPU {g}: {mib} MiB"))
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                        ctx.live.line(&format!(
+                            "waiting for a GPU to read idle ({list} in use; threshold {} MiB)",
+                            ctx.campaign.resources.gpu_idle_memory_mib
+                        ));
+                        Instant::now()
+                    });
                     if since.elapsed() > idle_wait && running.is_empty() {
                         let list = busy
                             .iter()

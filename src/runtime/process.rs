@@ -119,6 +119,12 @@ impl ProcessRuntime {
             .map_err(|e| log_failure(&spec.log_path, e))?;
 
         let mut command = tokio::process::Command::new(program);
+        // GPU indices come from NVML / nvidia-smi, which number GPUs in PCI bus order; CUDA's
+        // default order ("fastest first") can differ on mixed hosts, so pin CUDA to bus order
+        // unless the manifest says otherwise.
+        if !spec.env.contains_key("CUDA_DEVICE_ORDER") {
+            command.env("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
+        }
         command
             .args(args)
             .current_dir(&root)
