@@ -35,19 +35,26 @@ export VLLM_TARGET_DEVICE=cpu VLLM_CPU_KVCACHE_SPACE=1
 group_cpu() {
   python3 - "$1" <<'EOF'
 import os, sys
-pgid, tick, used = int(sys.argv[1]), os.sysconf("SC_CLK_TCK"), {"api": 0.0, "engine": 0.0, "worker": 0.0}
+# The API server leads the group; the engine core is its child and the worker the engine's
+# (vLLM renames them VLLM::EngineCore / VLLM::Worker only once they are up, so go by parent).
+pgid, tick = int(sys.argv[1]), os.sysconf("SC_CLK_TCK")
+procs = {}
 for pid in filter(str.isdigit, os.listdir("/proc")):
     try:
         stat = open(f"/proc/{pid}/stat").read()
+        cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
     except OSError:
         continue  # exited meanwhile
-    name, fields = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
-    if int(fields[2]) != pgid:
-        continue
-    # the group leader is the API server; vLLM names its children VLLM::EngineCore, VLLM::Worker
-    role = "api" if int(pid) == pgid else "engine" if "Engine" in name else "worker" if "VLLM::W" in name else None
-    if role:
-        used[role] += (int(fields[11]) + int(fields[12])) / tick
+    fields = stat[stat.rindex(")") + 2:].split()
+    if int(fields[2]) == pgid and b"resource_tracker" not in cmdline:
+        procs[int(pid)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+used = {"api": procs.get(pgid, (0, 0.0))[1], "engine": 0.0, "worker": 0.0}
+engines = {pid for pid, (ppid, _) in procs.items() if ppid == pgid}
+for pid, (ppid, cpu) in procs.items():
+    if pid in engines:
+        used["engine"] += cpu
+    elif ppid in engines:
+        used["worker"] += cpu
 print(" ".join(f"{k}={v:.2f}" for k, v in used.items()))
 EOF
 }
