@@ -217,13 +217,12 @@ def server_metrics(port: int) -> dict[str, float]:
     return values
 
 
-def snapshot(client_pid: int, server_pgid: int, port: int) -> dict[str, float]:
+def cpu_snapshot(client_pid: int, server_pgid: int) -> dict[str, float]:
     return {
         "wall": time.monotonic(),
         "client": process_cpu_s([client_pid]),
         "server": process_cpu_s(group_pids(server_pgid)),
         "machine": machine_busy_s(),
-        **server_metrics(port),
     }
 
 
@@ -236,16 +235,23 @@ def run_client(client: str, args: argparse.Namespace, round_no: int, server_pgid
     log(f"round {round_no}: {client}")
     env = server_env()
     env["PYTHONUNBUFFERED"] = "1"  # the markers must arrive when they are printed
-    start = end = None
+    start = end = metrics_start = metrics_end = None
     with (args.out / f"{client}-{round_no:02d}.log").open("w") as out:
         out.write(" ".join(cmd) + "\n\n")
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)
         for line in proc.stdout:
+            # The server's histograms are read when the warm-up is over: a client sends its first
+            # measured request right after "Starting main benchmark run...", sometimes before
+            # this script could read them. Runs where that still happened are left out (their
+            # sample count is not num_prompts).
+            if metrics_start is None and line.startswith(("Warmup run completed", "Starting main")):
+                metrics_start = server_metrics(args.port)
             if start is None and line.startswith("Starting main benchmark run"):
-                start = snapshot(proc.pid, server_pgid, args.port)
+                start = cpu_snapshot(proc.pid, server_pgid)
             elif end is None and "Serving Benchmark Result" in line:
-                end = snapshot(proc.pid, server_pgid, args.port)
+                end = cpu_snapshot(proc.pid, server_pgid)
+                metrics_end = server_metrics(args.port)
             out.write(line)
         rc = proc.wait()
     if rc != 0:
@@ -261,9 +267,10 @@ def run_client(client: str, args: argparse.Namespace, round_no: int, server_pgid
             "other_cores": (used["machine"] - used["client"] - used["server"]) / wall,
         }
         for name in SERVER_HISTOGRAMS:
-            count = end[name + "_count"] - start[name + "_count"]
+            count = metrics_end[name + "_count"] - metrics_start[name + "_count"]
+            total = metrics_end[name + "_sum"] - metrics_start[name + "_sum"]
             if count:
-                cpu[f"server_mean_{name}_ms"] = (end[name + "_sum"] - start[name + "_sum"]) / count * 1000
+                cpu[f"server_mean_{name}_ms"] = total / count * 1000
             cpu[f"server_{name}_samples"] = count
         (args.out / f"{client}-{round_no:02d}.cpu").write_text(json.dumps(cpu))
 
@@ -316,21 +323,30 @@ def cpu_table(out: Path) -> list[str]:
                          f"{med['other_cores']:.2f} |")
     lines += [
         "",
-        "The server's own means over the same measured requests (its Prometheus histograms, "
-        "median over runs), next to what each client measured (median over runs of its mean):",
+        "What each client measured minus what the server's own histograms say about the same "
+        "requests (client mean − server mean, per run; median [min – max] over runs whose "
+        "window held exactly num_prompts requests). The server starts its clock when the request "
+        "reaches the engine, after HTTP parsing, chat template and tokenization.",
         "",
-        "| metric | server, isobench runs | isobench measured | server, vllm runs | vllm measured |",
+        "| metric | isobench − server (ms) | runs | vllm bench serve − server (ms) | runs |",
         "|---|---|---|---|---|",
     ]
     for name in SERVER_HISTOGRAMS:
         cells = []
         for client in CLIENTS:
-            samples = [json.loads(p.read_text()) for p in sorted(out.glob(f"{client}-*.cpu"))]
-            results = [json.loads(p.read_text()) for p in sorted(out.glob(f"{client}-*.json"))]
-            server = [s[f"server_mean_{name}_ms"] for s in samples if f"server_mean_{name}_ms" in s]
-            cells.append(f"{statistics.median(server):.2f}" if server else "–")
-            cells.append(f"{statistics.median(r[f'mean_{name}_ms'] for r in results):.2f}")
-        lines.append(f"| mean {name.upper()} (ms) | " + " | ".join(cells) + " |")
+            gaps = []
+            for result_path in sorted(out.glob(f"{client}-*.json")):
+                cpu_path = result_path.with_suffix(".cpu")
+                if not cpu_path.exists():
+                    continue
+                result, server = json.loads(result_path.read_text()), json.loads(cpu_path.read_text())
+                n = result["completed"] + result["failed"]
+                # the window held exactly this run's requests: each has one TTFT and one E2E
+                if server.get("server_ttft_samples") == n and server.get("server_e2el_samples") == n:
+                    gaps.append(result[f"mean_{name}_ms"] - server[f"server_mean_{name}_ms"])
+            cells.append(f"{statistics.median(gaps):+.2f} [{min(gaps):+.1f} – {max(gaps):+.1f}] | {len(gaps)}"
+                         if gaps else "– | 0")
+        lines.append(f"| mean {name.upper()} | " + " | ".join(cells) + " |")
     return lines
 
 
