@@ -69,15 +69,23 @@ EOF
 log "apply #1 in the background; kill -9 after $KILL_AFTER measurements"
 "$ISOBENCH" apply "$MANIFEST" > "$WORK/apply-1.log" 2>&1 &
 APPLY=$!
+killed=
 while kill -0 "$APPLY" 2>/dev/null; do
   if [ "$(measures_done)" -ge "$KILL_AFTER" ]; then
     kill -9 "$APPLY"
+    killed=1
     log "killed apply #1 (pid $APPLY) with $(measures_done) measurements done"
     break
   fi
   sleep 1
 done
-wait "$APPLY" 2>/dev/null && { log "apply #1 finished before the kill: raise KILL_AFTER's margin"; exit 1; }
+rc=0
+wait "$APPLY" 2>/dev/null || rc=$?
+if [ -z "$killed" ]; then
+  log "apply #1 ended by itself (exit $rc) before $KILL_AFTER measurements were done:"
+  tail -30 "$WORK/apply-1.log" >&2
+  exit 1
+fi
 cp "$STATE/journal.jsonl" "$WORK/journal-at-kill.jsonl"
 
 log "plan after the kill (must show cached and incomplete nodes)"
