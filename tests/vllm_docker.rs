@@ -23,7 +23,9 @@ async fn vllm_cpu_image_serves_a_benchmark_through_the_docker_runtime() {
     runtime
         .ensure_image(IMAGE, |_| {})
         .await
-        .unwrap_or_else(|f| panic!("{IMAGE} missing: run VLLM_CPU_DOCKER=1 scripts/setup-vllm-cpu.sh ({f:?})"));
+        .unwrap_or_else(|f| {
+            panic!("{IMAGE} missing: run VLLM_CPU_DOCKER=1 scripts/setup-vllm-cpu.sh ({f:?})")
+        });
 
     let campaign = format!("vllm-docker-test-{}", std::process::id());
     let logs = tempfile::tempdir().unwrap();
@@ -51,10 +53,18 @@ async fn vllm_cpu_image_serves_a_benchmark_through_the_docker_runtime() {
     let handle = runtime.start(&spec).await.expect("container starts");
     let outcome = async {
         let ready = runtime
-            .wait_ready(&handle, "/health", Duration::from_secs(300), Duration::from_millis(500))
+            .wait_ready(
+                &handle,
+                "/health",
+                Duration::from_secs(300),
+                Duration::from_millis(500),
+            )
             .await
             .map_err(|f| format!("not ready: {f:?}"))?;
-        eprintln!("vLLM in Docker ready after {ready:?} at {}", handle.base_url);
+        eprintln!(
+            "vLLM in Docker ready after {ready:?} at {}",
+            handle.base_url
+        );
 
         let model = std::env::var("HOME").unwrap() + "/.cache/isobench/models/tiny-llama";
         let out = tempfile::tempdir().unwrap();
@@ -62,8 +72,19 @@ async fn vllm_cpu_image_serves_a_benchmark_through_the_docker_runtime() {
             .args(["bench", "--base-url", &handle.base_url, "--model", &model])
             .args(["--served-model-name", "tiny", "--random-input-len", "128"])
             .args(["--random-output-len", "32", "--num-prompts", "50"])
-            .args(["--max-concurrency", "8", "--num-warmups", "10", "--disable-tqdm"])
-            .args(["--save-result", "--save-detailed", "--result-filename", "r.json"])
+            .args([
+                "--max-concurrency",
+                "8",
+                "--num-warmups",
+                "10",
+                "--disable-tqdm",
+            ])
+            .args([
+                "--save-result",
+                "--save-detailed",
+                "--result-filename",
+                "r.json",
+            ])
             .arg("--result-dir")
             .arg(out.path())
             .output()
@@ -91,7 +112,10 @@ async fn vllm_cpu_image_serves_a_benchmark_through_the_docker_runtime() {
     let result = outcome.unwrap_or_else(|e| {
         let log = std::fs::read_to_string(logs.path().join("server.log")).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(30).collect();
-        panic!("{e}\nserver log tail:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+        panic!(
+            "{e}\nserver log tail:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
     });
     assert_eq!(result["completed"], 50);
     assert_eq!(result["failed"], 0);
