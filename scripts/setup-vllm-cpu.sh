@@ -72,6 +72,10 @@ if [ "${VLLM_CPU_DOCKER:-0}" = 1 ]; then
     [ -n "$mirror" ] || mirror=$(awk '/^deb / {print $2; exit}' /etc/apt/sources.list)
     stage="$CACHE/docker/rootfs-$ver"
     t0=$(date +%s)
+    # an interrupted debootstrap can leave /proc or /sys mounted in the stage: never rm through them
+    for m in proc sys dev/pts dev; do
+      if mountpoint -q "$stage/$m" 2>/dev/null; then umount -l "$stage/$m"; fi
+    done
     rm -rf "$stage" && mkdir -p "$(dirname "$stage")"
     log "docker: debootstrap bookworm (minbase) from $mirror"
     debootstrap --variant=minbase \
