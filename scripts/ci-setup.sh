@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs and starts what the test suite needs on a fresh Debian machine of this kind:
 # Debian packages (a real container registry, headless Chromium for the HTML report test, python3
-# for the seed-file compatibility test) and a
+# for the seed-file compatibility test and the patch tests' Python base image, git for `git apply`
+# of agent patches) and a
 # local registry on 127.0.0.1:5000. Idempotent: a second run only checks.
 set -euo pipefail
 log() { printf '[ci-setup %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 
-PACKAGES="docker-registry chromium python3"
+PACKAGES="docker-registry chromium python3 python3-venv git"
 missing=""
 for p in $PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

@@ -2,7 +2,9 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+pub mod apply;
 pub mod bench;
+pub mod demo;
 pub mod plan;
 pub mod report;
 pub mod sim;
@@ -20,9 +22,19 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Write the embedded quickstart campaign (simulated servers, no GPU) to a directory and
+    /// apply it: baseline vs human vs agent, with a report.
+    Demo(demo::DemoArgs),
     /// Show what `apply` would do: every node with an action and a reason. Touches nothing.
     /// Exit code: 0 nothing to do, 2 changes pending, 1 error.
     Plan(plan::PlanArgs),
+    /// Run the plan: only what is not done yet. After a crash or Ctrl-C, run it again to resume.
+    /// Exit code: 0 all succeeded, 1 a step failed, 130 interrupted.
+    Apply(apply::ApplyArgs),
+    /// Inspect the recorded state: `state list MANIFEST`, `state show MANIFEST ADDRESS`.
+    State(apply::StateArgs),
+    /// Clear a stale lock on a state directory (refuses while a live process holds it).
+    Unlock(apply::UnlockArgs),
     /// Check manifests and report every problem with its location.
     Validate(plan::ValidateArgs),
     /// Print the manifest JSON Schema (for editors; also in schemas/manifest.schema.json).
@@ -36,6 +48,9 @@ pub enum Command {
 }
 
 pub fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`isobench plan ... | head`), like other Unix tools.
+    // SAFETY: resetting a signal disposition at start-up, before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -50,6 +65,10 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Plan(args) => plan::run_plan(args).await,
+            Command::Apply(args) => apply::run_apply(args).await,
+            Command::Demo(args) => demo::run(args).await,
+            Command::State(args) => apply::run_state(args),
+            Command::Unlock(args) => apply::run_unlock(args),
             Command::Validate(args) => plan::run_validate(args),
             Command::Schema => plan::run_schema(),
             Command::Bench(args) => bench::run(args).await,

@@ -8,6 +8,9 @@ use std::process::ExitCode;
 pub struct ReportArgs {
     /// The campaign's manifest; its state directory holds the trials.
     pub manifest: Option<PathBuf>,
+    /// State directory (default: the manifest's).
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
     /// Report a saved report input (JSON of `ReportInput`) instead of a manifest's state.
     #[arg(long, value_name = "FILE", conflicts_with = "manifest")]
     pub input_json: Option<PathBuf>,
@@ -40,6 +43,23 @@ pub struct ReportArgs {
 }
 
 impl ReportArgs {
+    /// The report `apply` writes when it finishes: terminal tables, files in `results`.
+    pub fn for_manifest(manifest: &Path, state: Option<PathBuf>, results: PathBuf) -> ReportArgs {
+        ReportArgs {
+            manifest: Some(manifest.to_path_buf()),
+            state,
+            input_json: None,
+            format: Format::Terminal,
+            out: Some(results.clone()),
+            seed_results: Some(results),
+            seed_point: None,
+            confidence: None,
+            threshold_pct: None,
+            unpaired: false,
+            color: ColorChoice::Auto,
+        }
+    }
+
     pub fn options(&self) -> ReportOptions {
         ReportOptions {
             confidence: self.confidence,
@@ -87,14 +107,28 @@ pub fn run_report(input: &ReportInput, opts: &ReportOptions) -> miette::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-/// Entry point while the manifest → state → input path is being wired by `apply`'s owner:
-/// `--input-json` works; a manifest gives a clear error.
+/// `isobench report MANIFEST` reads the manifest's state directory; `--input-json` a saved input.
+/// With a manifest, report files and seed-compatible files go to the manifest's `results`
+/// directory unless `--out` / `--seed-results` say otherwise.
 pub fn run(args: ReportArgs) -> miette::Result<ExitCode> {
     match (&args.input_json, &args.manifest) {
         (Some(path), _) => run_report(&load_input_json(path)?, &args.options()),
-        (None, Some(_)) => Err(miette::miette!(
-            "reporting from a manifest's state directory is not wired yet; use --input-json"
-        )),
+        (None, Some(manifest)) => {
+            let campaign = super::plan::load_campaign(manifest, args.state.as_deref())?;
+            let input = crate::exec::results::load_report_input(&campaign)
+                .into_diagnostic()
+                .wrap_err_with(|| {
+                    format!("cannot read the state in {}", campaign.state_dir.display())
+                })?;
+            let mut opts = args.options();
+            if opts.out_dir.is_none() {
+                opts.out_dir = Some(campaign.results_dir.clone());
+            }
+            if opts.seed_results_dir.is_none() {
+                opts.seed_results_dir = Some(campaign.results_dir.clone());
+            }
+            run_report(&input, &opts)
+        }
         (None, None) => Err(miette::miette!("give a manifest, or --input-json FILE")),
     }
 }

@@ -17,6 +17,8 @@ use super::stats::percentile_sorted;
 const MAX_DISPATCH_LAG_P99_MS: f64 = 5.0;
 const MIN_ACHIEVED_RATE_FRACTION: f64 = 0.98;
 const MAX_SCHEDULER_DELAY_P99_MS: f64 = 2.0;
+/// One stall this long can shift a request's timestamps by as much.
+const MAX_TICK_LATENESS_MS: f64 = 10.0;
 const MAX_CPU_UTILIZATION: f64 = 0.9;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -52,6 +54,9 @@ pub struct SelfAudit {
     pub achieved_rate: Option<f64>,
     /// How late a probe task got to run after yielding, sampled every 5 ms during the run.
     pub scheduler_delay: LagSummary,
+    /// How late the probe's 5 ms ticks fired (≈1 ms is tokio's timer granularity; more means
+    /// the process was not running, e.g. on an oversubscribed machine).
+    pub tick_lateness: LagSummary,
     /// User + system CPU of the whole client process during the run.
     pub client_cpu_s: f64,
     pub client_cpu_per_1000_events_ms: f64,
@@ -76,30 +81,48 @@ pub(crate) fn process_cpu_time() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
-/// Samples the runtime's scheduling delay until stopped.
+/// Samples the runtime's responsiveness until stopped, every 5 ms: how long a task waits to run
+/// again after yielding (a busy runtime), and how late a 5 ms tick fires against its absolute
+/// schedule (the process not being scheduled at all, e.g. on an oversubscribed machine; this
+/// includes tokio's ~1 ms timer granularity).
 pub(crate) struct SchedulerProbe {
     stop: Arc<AtomicBool>,
-    task: JoinHandle<Vec<f64>>,
+    task: JoinHandle<ProbeSamples>,
+}
+
+#[derive(Default)]
+pub(crate) struct ProbeSamples {
+    pub yield_delays_s: Vec<f64>,
+    pub tick_lateness_s: Vec<f64>,
 }
 
 impl SchedulerProbe {
     pub(crate) fn start() -> SchedulerProbe {
+        const TICK: Duration = Duration::from_millis(5);
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let task = tokio::spawn(async move {
-            let mut samples = Vec::with_capacity(4096);
+            let mut samples = ProbeSamples {
+                yield_delays_s: Vec::with_capacity(4096),
+                tick_lateness_s: Vec::with_capacity(4096),
+            };
+            let mut next_tick = Instant::now() + TICK;
             while !flag.load(Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                let before = Instant::now();
+                tokio::time::sleep_until(next_tick).await;
+                let woke = Instant::now();
+                samples
+                    .tick_lateness_s
+                    .push((woke - next_tick).as_secs_f64());
+                next_tick = (next_tick + TICK).max(woke);
                 tokio::task::yield_now().await;
-                samples.push(before.elapsed().as_secs_f64());
+                samples.yield_delays_s.push(woke.elapsed().as_secs_f64());
             }
             samples
         });
         SchedulerProbe { stop, task }
     }
 
-    pub(crate) async fn finish(self) -> Vec<f64> {
+    pub(crate) async fn finish(self) -> ProbeSamples {
         self.stop.store(true, Ordering::Relaxed);
         self.task.await.unwrap_or_default()
     }
@@ -108,7 +131,7 @@ impl SchedulerProbe {
 pub(crate) struct AuditInputs<'a> {
     pub records: &'a [RequestRecord],
     pub requested_rate: f64,
-    pub scheduler_delays_s: Vec<f64>,
+    pub probe: ProbeSamples,
     pub cpu: Duration,
     pub wall_s: f64,
 }
@@ -134,7 +157,8 @@ pub(crate) fn audit(inputs: AuditInputs<'_>) -> SelfAudit {
     } else {
         (None, None)
     };
-    let scheduler_delay = LagSummary::of_seconds(inputs.scheduler_delays_s);
+    let scheduler_delay = LagSummary::of_seconds(inputs.probe.yield_delays_s);
+    let tick_lateness = LagSummary::of_seconds(inputs.probe.tick_lateness_s);
     let events: u64 = records.iter().map(|r| r.event_times_s.len() as u64).sum();
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -166,6 +190,13 @@ pub(crate) fn audit(inputs: AuditInputs<'_>) -> SelfAudit {
             scheduler_delay.p99_ms
         ));
     }
+    if tick_lateness.max_ms > MAX_TICK_LATENESS_MS {
+        warnings.push(format!(
+            "the client process was not running for up to {:.1} ms at a time (p99 {:.1} ms): the machine may be \
+             oversubscribed; timestamps may be late by that much",
+            tick_lateness.max_ms, tick_lateness.p99_ms
+        ));
+    }
     if utilization > MAX_CPU_UTILIZATION {
         warnings.push(format!(
             "the client process used {:.0}% of {cores} core(s): it may be limiting the measurement",
@@ -178,6 +209,7 @@ pub(crate) fn audit(inputs: AuditInputs<'_>) -> SelfAudit {
         requested_rate,
         achieved_rate,
         scheduler_delay,
+        tick_lateness,
         client_cpu_s: cpu_s,
         client_cpu_per_1000_events_ms: if events > 0 {
             cpu_s * 1000.0 * 1000.0 / events as f64
@@ -214,7 +246,10 @@ mod tests {
         let a = audit(AuditInputs {
             records: &records,
             requested_rate: 4.0,
-            scheduler_delays_s: vec![0.0001; 10],
+            probe: ProbeSamples {
+                yield_delays_s: vec![0.0001; 10],
+                tick_lateness_s: vec![0.001; 10],
+            },
             cpu: Duration::from_millis(10),
             wall_s: 1.0,
         });
@@ -230,12 +265,39 @@ mod tests {
         let a = audit(AuditInputs {
             records: &records,
             requested_rate: f64::INFINITY,
-            scheduler_delays_s: vec![0.0001; 10],
+            probe: ProbeSamples {
+                yield_delays_s: vec![0.0001; 10],
+                tick_lateness_s: vec![0.001; 10],
+            },
             cpu: Duration::from_millis(10),
             wall_s: 1.0,
         });
         assert!(a.warnings.is_empty(), "{:?}", a.warnings);
         assert_eq!((a.requested_rate, a.achieved_rate), (None, None));
+    }
+
+    #[test]
+    fn a_process_that_was_not_running_is_flagged() {
+        let records: Vec<_> = (0..4).map(|i| released(i, 0.0, 0.0)).collect();
+        let mut lateness = vec![0.001; 99];
+        lateness.push(0.040);
+        let a = audit(AuditInputs {
+            records: &records,
+            requested_rate: f64::INFINITY,
+            probe: ProbeSamples {
+                yield_delays_s: vec![0.0001; 100],
+                tick_lateness_s: lateness.clone(),
+            },
+            cpu: Duration::from_millis(10),
+            wall_s: 1.0,
+        });
+        assert_eq!(a.tick_lateness.max_ms, 40.0);
+        assert_eq!(a.warnings.len(), 1, "{:?}", a.warnings);
+        assert!(
+            a.warnings[0].contains("not running for up to 40.0 ms"),
+            "{:?}",
+            a.warnings
+        );
     }
 
     #[test]

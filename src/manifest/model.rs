@@ -12,6 +12,10 @@ use std::time::Duration;
 /// ports never enter a cache key.
 pub const PORT_PLACEHOLDER: &str = "__ISOBENCH_PORT__";
 
+/// Placeholder for the isobench executable (`{{ isobench }}`), so simulator campaigns can run
+/// `isobench sim` from wherever isobench is installed without the path entering keys.
+pub const EXE_PLACEHOLDER: &str = "__ISOBENCH_EXE__";
+
 #[derive(Debug, Clone)]
 pub struct Campaign {
     pub name: String,

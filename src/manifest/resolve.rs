@@ -149,6 +149,7 @@ struct Ctx<'a> {
     vars: &'a BTreeMap<String, String>,
     server: &'a ServerCtx<'a>,
     port: &'a str,
+    isobench: &'a str,
 }
 
 impl<'a> Resolver<'a> {
@@ -905,6 +906,7 @@ impl<'a> Resolver<'a> {
                 vars: &file.vars,
                 server: &server_ctx,
                 port: PORT_PLACEHOLDER,
+                isobench: EXE_PLACEHOLDER,
             };
             let Some(line) = self
                 .templates
@@ -1030,6 +1032,7 @@ impl<'a> Resolver<'a> {
             vars,
             server: &server_ctx,
             port: PORT_PLACEHOLDER,
+            isobench: EXE_PLACEHOLDER,
         };
         if let Some(image) = &def.image {
             if runtime == RuntimeKind::Process {

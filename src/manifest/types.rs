@@ -178,8 +178,10 @@ pub struct ServerSettings {
     /// IPC mode, e.g. `host` (docker).
     #[serde(default)]
     pub ipc: Option<String>,
-    /// Environment; a commit's entries are merged over the campaign's. Values of names that
-    /// look secret (`*TOKEN*`, `*KEY*`, `*SECRET*`, `*PASSWORD*`) are never logged or hashed.
+    /// Environment; a commit's entries are merged over the campaign's. A value `"${NAME}"` is
+    /// read from isobench's own environment when the server starts (use it for secrets such as
+    /// `HF_TOKEN`). Values of names that look secret (`*TOKEN*`, `*KEY*`, `*SECRET*`,
+    /// `*PASSWORD*`) are never logged or hashed.
     #[serde(default)]
     pub env: Option<BTreeMap<String, String>>,
     /// Bind mounts `host:container[:ro]` (docker); `~` expands to the home directory.

@@ -12,6 +12,7 @@ use crate::manifest::model::{ArmSource, Campaign, Commit, CommitArm, LoadPoint};
 use crate::util::hash::{Hash, Hasher};
 use petgraph::graph::{DiGraph, NodeIndex};
 use std::collections::HashMap;
+use std::path::Path;
 
 /// What a node is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -112,13 +113,13 @@ impl Dag {
 }
 
 /// Hash of a server source (image reference, installation path, patch chain).
-pub fn source_hash(source: &ArmSource) -> Hash {
+pub fn source_hash(source: &ArmSource, base_dir: &Path) -> Hash {
     let mut h = Hasher::new();
     match source {
         ArmSource::Image { reference } => h.field("image", reference),
-        ArmSource::Path { root } => h.field("path", &root.display().to_string()),
+        ArmSource::Path { root } => h.field("path", &crate::util::portable_path(root, base_dir)),
         ArmSource::Patched(p) => h
-            .hash("base", &source_hash(&p.base))
+            .hash("base", &source_hash(&p.base, base_dir))
             .hash("patch", &p.patch_hash)
             .field("fuzz", &p.fuzz.to_string())
             .field("target", p.target.as_deref().unwrap_or(""))
@@ -173,7 +174,7 @@ fn server_hash(commit: &Commit, arm: &CommitArm) -> Hash {
     h.finish()
 }
 
-fn model_hash(commit: &Commit) -> Hash {
+fn model_hash(commit: &Commit, base_dir: &Path) -> Hash {
     let m = &commit.model;
     Hasher::new()
         .field("hf", &m.hf)
@@ -183,7 +184,7 @@ fn model_hash(commit: &Commit) -> Hash {
             "tokenizer",
             &m.tokenizer
                 .as_ref()
-                .map(|t| t.display().to_string())
+                .map(|t| crate::util::portable_path(t, base_dir))
                 .unwrap_or_default(),
         )
         .field("served", &m.served_name)
@@ -240,7 +241,10 @@ pub fn expand(campaign: &Campaign, gpu_kind: Option<&str>) -> Dag {
             if !image_index.contains_key(&root) {
                 let label = match &root {
                     ArmSource::Image { reference } => format!("image={reference}"),
-                    ArmSource::Path { root } => format!("path={}", root.display()),
+                    ArmSource::Path { root } => format!(
+                        "path={}",
+                        crate::util::portable_path(root, &campaign.manifest_dir)
+                    ),
                     ArmSource::Patched(_) => unreachable!("root() follows patches"),
                 };
                 image_index.insert(root.clone(), dag.images.len());
@@ -254,7 +258,7 @@ pub fn expand(campaign: &Campaign, gpu_kind: Option<&str>) -> Dag {
     if let Some(step) = &pull_step {
         for i in 0..dag.images.len() {
             let img = dag.images[i].clone();
-            let components = vec![("image", source_hash(&img.source))];
+            let components = vec![("image", source_hash(&img.source, &campaign.manifest_dir))];
             let key = key_of(StepKind::ImagePull, &components, &[]);
             let node = Node {
                 address: format!("{step}[{}]", img.label),
@@ -290,7 +294,7 @@ pub fn expand(campaign: &Campaign, gpu_kind: Option<&str>) -> Dag {
     };
 
     for (ci, commit) in campaign.commits.iter().enumerate() {
-        let model_c = model_hash(commit);
+        let model_c = model_hash(commit, &campaign.manifest_dir);
         let gpu_c = gpu_component(commit);
         let load_session_c = load_hash(commit, None);
         let mut commit_measure_keys: Vec<Hash> = Vec::new();
@@ -306,7 +310,7 @@ pub fn expand(campaign: &Campaign, gpu_kind: Option<&str>) -> Dag {
             .iter()
             .map(|arm| {
                 (
-                    source_hash(arm.source.root()),
+                    source_hash(arm.source.root(), &campaign.manifest_dir),
                     server_hash(commit, arm),
                     patch_chain_hash(&arm.source),
                 )
@@ -318,7 +322,10 @@ pub fn expand(campaign: &Campaign, gpu_kind: Option<&str>) -> Dag {
         if let Some(patch_step) = pipeline.step(StepKind::ImagePatch) {
             for (ai, arm) in commit.arms.iter().enumerate() {
                 if let ArmSource::Patched(p) = &arm.source {
-                    let components = vec![("image", source_hash(&p.base)), ("patch", p.patch_hash)];
+                    let components = vec![
+                        ("image", source_hash(&p.base, &campaign.manifest_dir)),
+                        ("patch", p.patch_hash),
+                    ];
                     let image = image_index[arm.source.root()];
                     let upstream: Vec<Hash> = if depends(StepKind::ImagePull, StepKind::ImagePatch)
                     {

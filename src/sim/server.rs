@@ -22,6 +22,9 @@ use super::config::SimConfig;
 use super::stream::{Api, SimStream, SplitMix64, StreamFault, StreamPlan, VOCAB};
 use super::timer::HiResTimer;
 
+/// Any configured delay is capped at a day, so absurd values cannot overflow the clock.
+const MAX_DELAY_MS: f64 = 86_400_000.0;
+
 /// Largest request body accepted (a long prompt is a few hundred KiB).
 const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 
@@ -58,6 +61,8 @@ pub struct SimStats {
     pub generation_tokens: u64,
     /// Requests generating right now.
     pub running: u64,
+    /// TCP connections accepted (a keep-alive client opens few).
+    pub connections: u64,
 }
 
 #[derive(Debug, Default)]
@@ -86,6 +91,7 @@ pub(crate) struct Stats {
     pub rejected: Counter,
     pub prompt_tokens: Counter,
     pub generation_tokens: Counter,
+    pub connections: Counter,
 }
 
 /// State shared by every connection of one server process.
@@ -114,7 +120,8 @@ impl Shared {
 
     /// A configured delay as it applies now: times the speed factor and the slowdown.
     pub(crate) fn scaled_ms(&self, ms: f64) -> Duration {
-        Duration::from_secs_f64((ms * self.speed_factor * self.slowdown()).max(0.0) / 1000.0)
+        let ms = (ms * self.speed_factor * self.slowdown()).clamp(0.0, MAX_DELAY_MS);
+        Duration::from_secs_f64(ms / 1000.0)
     }
 
     /// The next inter-chunk gap: `itl_ms ± jitter_ms` (uniform, clamped at 0), scaled.
@@ -195,6 +202,7 @@ impl Shared {
             prompt_tokens: s.prompt_tokens.get(),
             generation_tokens: s.generation_tokens.get(),
             running: self.running.load(Ordering::Relaxed),
+            connections: s.connections.get(),
         }
     }
 }
@@ -310,7 +318,7 @@ pub async fn spawn(config: SimConfig) -> Result<SimHandle, SimError> {
     let (crashed, _) = watch::channel(false);
     let now = Instant::now();
     let shared = Arc::new(Shared {
-        ready_at: now + Duration::from_secs_f64(config.slow_start_s),
+        ready_at: now + Duration::from_secs_f64(config.slow_start_s.min(MAX_DELAY_MS / 1000.0)),
         admission: (config.max_num_seqs > 0).then(|| Arc::new(Semaphore::new(config.max_num_seqs))),
         fault_offset: SplitMix64(config.seed).next_f64(),
         created_unix: SystemTime::now()
@@ -380,6 +388,7 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        shared.stats.connections.inc();
         let shared = shared.clone();
         let mut conn_shutdown = shutdown.clone();
         tokio::spawn(async move {
@@ -817,6 +826,12 @@ fn prometheus_text(shared: &Shared) -> String {
         "counter",
         "Tokens generated.",
         s.generation_tokens.to_string(),
+    );
+    metric(
+        "isobench_sim_connections_total",
+        "counter",
+        "TCP connections accepted.",
+        s.connections.to_string(),
     );
     metric(
         "isobench_sim_speed_factor",

@@ -96,9 +96,24 @@ pub fn normalize_path(path: &std::path::Path) -> std::path::PathBuf {
     out.iter().collect()
 }
 
-/// RFC 3339 timestamp of now, in UTC, second precision.
+/// A path as it enters keys and addresses: relative to `base` (the manifest's directory) when
+/// inside it, so moving a checkout or running from another directory changes nothing.
+pub fn portable_path(path: &std::path::Path, base: &std::path::Path) -> String {
+    let abs = |p: &std::path::Path| {
+        normalize_path(&std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()))
+    };
+    let (p, b) = (abs(path), abs(base));
+    match p.strip_prefix(&b) {
+        Ok(rel) if rel.as_os_str().is_empty() => ".".to_string(),
+        Ok(rel) => rel.display().to_string(),
+        Err(_) => p.display().to_string(),
+    }
+}
+
+/// RFC 3339 timestamp of now, in UTC, millisecond precision (journal entries of one second
+/// must still order, and overlaps of parallel servers must be visible).
 pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
 #[cfg(test)]

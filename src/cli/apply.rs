@@ -1,0 +1,259 @@
+//! `isobench apply`, `isobench state`, `isobench unlock`.
+use crate::exec::{self, ApplyOptions};
+use crate::state::{self, State};
+use miette::{IntoDiagnostic, Result, WrapErr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    /// The campaign manifest.
+    pub manifest: PathBuf,
+    /// State directory (default: the manifest's `state`, else `.isobench` next to it).
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Use these GPUs (e.g. `0,1,2,3`) instead of detecting them; works without GPUs too.
+    #[arg(long, value_name = "LIST", value_parser = parse_gpus)]
+    pub gpus: Option<Vec<u32>>,
+    /// Run these nodes again even if cached (glob over addresses, repeatable).
+    #[arg(long, value_name = "ADDRESS-GLOB")]
+    pub rerun: Vec<String>,
+    /// Stop starting new sessions after the first failure.
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Most servers at once (default: as many as the GPUs allow; 1 for CPU-only servers).
+    #[arg(long, value_name = "N")]
+    pub max_parallel: Option<usize>,
+    /// Only one measurement at a time on this host (others may start or pull meanwhile).
+    #[arg(long)]
+    pub isolate_measure: bool,
+    /// Give docker servers their GPUs only through CUDA_VISIBLE_DEVICES (no NVIDIA runtime).
+    #[arg(long)]
+    pub gpu_env_only: bool,
+    /// Plain timestamped lines even on a terminal.
+    #[arg(long)]
+    pub plain: bool,
+    /// Do not write the report files at the end.
+    #[arg(long)]
+    pub no_report: bool,
+}
+
+impl ApplyArgs {
+    /// Defaults for everything but the manifest.
+    pub fn simple(manifest: PathBuf, plain: bool) -> ApplyArgs {
+        ApplyArgs {
+            manifest,
+            state: None,
+            gpus: None,
+            rerun: Vec::new(),
+            fail_fast: false,
+            max_parallel: None,
+            isolate_measure: false,
+            gpu_env_only: false,
+            plain,
+            no_report: false,
+        }
+    }
+}
+
+fn parse_gpus(text: &str) -> std::result::Result<Vec<u32>, String> {
+    exec::gpu::parse_gpu_list(text)
+}
+
+/// Exit codes: 0 every step succeeded (or nothing to do), 1 some step failed or an error,
+/// 130 interrupted (run `apply` again to resume).
+pub async fn run_apply(args: ApplyArgs) -> Result<ExitCode> {
+    let campaign = super::plan::load_campaign(&args.manifest, args.state.as_deref())?;
+    let results_dir = campaign.results_dir.clone();
+    let opts = ApplyOptions {
+        state: args.state.clone(),
+        gpus: args.gpus.clone(),
+        rerun: args.rerun.clone(),
+        fail_fast: args.fail_fast,
+        max_parallel: args.max_parallel,
+        plain: args.plain,
+        isolate_measure: args.isolate_measure,
+        gpu_env_only: args.gpu_env_only,
+    };
+    let summary = exec::apply(campaign, &opts)
+        .await
+        .map_err(|e| miette::miette!("{e}"))?;
+    if summary.nothing_to_do {
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "apply: {} measurement(s) done, {} failed, in {} (up to {} server(s) at once)",
+        summary.measured,
+        summary.failed_nodes.len(),
+        exec::live::human_duration(summary.makespan),
+        summary.parallel_peak
+    );
+    for (address, failure) in &summary.failed_nodes {
+        let log = failure
+            .log_path
+            .as_deref()
+            .map(|l| format!(" — log: {l}"))
+            .unwrap_or_default();
+        eprintln!("  failed {address}: {failure}{log}");
+    }
+    if summary.interrupted {
+        eprintln!(
+            "interrupted: run `isobench apply {}` again to resume",
+            args.manifest.display()
+        );
+        return Ok(ExitCode::from(130));
+    }
+    if !args.no_report {
+        let report = super::report::ReportArgs::for_manifest(
+            &args.manifest,
+            args.state.clone(),
+            results_dir,
+        );
+        // The terminal report goes to stdout; files to the results directory.
+        super::report::run(report)?;
+    }
+    Ok(if summary.failed_nodes.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StateArgs {
+    #[command(subcommand)]
+    pub command: StateCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum StateCommand {
+    /// Every recorded node: its last event, attempt and time.
+    List {
+        manifest: PathBuf,
+        #[arg(long)]
+        state: Option<PathBuf>,
+    },
+    /// What happened to one node: its journal entries, failure, files and logs.
+    Show {
+        manifest: PathBuf,
+        /// Node address (globs allowed).
+        address: String,
+        #[arg(long)]
+        state: Option<PathBuf>,
+    },
+}
+
+pub fn run_state(args: StateArgs) -> Result<ExitCode> {
+    match args.command {
+        StateCommand::List { manifest, state } => {
+            let campaign = super::plan::load_campaign(&manifest, state.as_deref())?;
+            let st = State::load(&campaign.state_dir).into_diagnostic()?;
+            for addr in &st.order {
+                let e = &st.latest[addr];
+                let cause = e
+                    .failure
+                    .as_ref()
+                    .map(|f| format!("  {f}"))
+                    .unwrap_or_default();
+                println!(
+                    "{:<8} #{:<3} {}  {}{cause}",
+                    format!("{:?}", e.event).to_lowercase(),
+                    e.attempt,
+                    e.t,
+                    addr
+                );
+            }
+            if st.skipped_lines > 0 {
+                eprintln!(
+                    "({} unreadable journal line(s) skipped: a write cut short by a crash)",
+                    st.skipped_lines
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        StateCommand::Show {
+            manifest,
+            address,
+            state,
+        } => {
+            let campaign = super::plan::load_campaign(&manifest, state.as_deref())?;
+            let st = State::load(&campaign.state_dir).into_diagnostic()?;
+            let pattern = glob::Pattern::new(&address.replace('[', "[[]"))
+                .into_diagnostic()
+                .wrap_err("bad address pattern")?;
+            let journal = std::fs::read_to_string(campaign.state_dir.join(state::JOURNAL))
+                .unwrap_or_default();
+            let mut found = 0;
+            for addr in st.order.iter().filter(|a| pattern.matches(a)) {
+                found += 1;
+                println!("{addr}");
+                for line in journal.lines() {
+                    if let Ok(e) = serde_json::from_str::<state::Entry>(line)
+                        && &e.addr == addr
+                    {
+                        println!(
+                            "  {} {:<8} attempt {} run {}",
+                            e.t,
+                            format!("{:?}", e.event).to_lowercase(),
+                            e.attempt,
+                            e.run
+                        );
+                        if let Some(f) = &e.failure {
+                            println!("    failure: {f}");
+                            if let Some(l) = &f.sample_log_line {
+                                println!("    log line: {l}");
+                            }
+                            if let Some(p) = &f.log_path {
+                                println!("    log: {}", campaign.state_dir.join(p).display());
+                            }
+                        }
+                        for (file, digest) in &e.outputs {
+                            println!(
+                                "    output: {} ({digest})",
+                                campaign.state_dir.join(file).display()
+                            );
+                        }
+                        if let Some(info) = &e.info {
+                            println!("    info: {info}");
+                        }
+                    }
+                }
+                let dir = campaign.state_dir.join("attempts").join(state::slug(addr));
+                if dir.exists() {
+                    println!("  attempts: {}", dir.display());
+                }
+            }
+            if found == 0 {
+                return Err(miette::miette!(
+                    "no recorded node matches `{address}` (see `isobench state list`)"
+                ));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UnlockArgs {
+    pub manifest: PathBuf,
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Clear the lock even if a process seems to hold it.
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn run_unlock(args: UnlockArgs) -> Result<ExitCode> {
+    let campaign = super::plan::load_campaign(&args.manifest, args.state.as_deref())?;
+    match state::lock::unlock(&campaign.state_dir, args.force) {
+        Ok(state::lock::UnlockOutcome::NotLocked) => println!("not locked"),
+        Ok(state::lock::UnlockOutcome::ClearedStale(Some(h))) => {
+            println!("cleared the lock of {h}")
+        }
+        Ok(state::lock::UnlockOutcome::ClearedStale(None)) => {
+            println!("cleared an unreadable lock file")
+        }
+        Err(e) => return Err(miette::miette!("{e}")),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,856 @@
+//! `apply`: takes the lock, finds the GPUs, plans, then runs every pending session with
+//! GPU-aware scheduling, prefetching pulls, building patches, and recording every transition.
+
+use super::context::{Ctx, JournalError};
+use super::gpu::{self, Pool, Shortage};
+use super::live::{Live, human_bytes, human_duration};
+use super::patch::{self, PatchedSource};
+use super::session::{self, ResolvedSource, SessionOutcome};
+use crate::failure::{Failure, FailureClass};
+use crate::loadgen::{self, Dataset};
+use crate::manifest::Campaign;
+use crate::manifest::model::ArmSource;
+use crate::manifest::types::RuntimeKind;
+use crate::pipeline::def::StepKind;
+use crate::plan::{self, PlanOptions};
+use crate::runtime::{ImageInfo, Runtime, ServerSource};
+use crate::state::{self, State, lock};
+use petgraph::graph::NodeIndex;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+#[derive(Debug, Clone, Default)]
+pub struct ApplyOptions {
+    /// State directory override.
+    pub state: Option<PathBuf>,
+    /// Declared GPUs (overrides the manifest and detection).
+    pub gpus: Option<Vec<u32>>,
+    /// Address globs to run again even if cached.
+    pub rerun: Vec<String>,
+    /// Stop starting new sessions after the first failure.
+    pub fail_fast: bool,
+    /// Most servers at once (default: as many as the GPUs allow; 1 for servers without GPUs).
+    pub max_parallel: Option<usize>,
+    /// Plain log lines even on a terminal.
+    pub plain: bool,
+    /// Run at most one measurement at a time on this host.
+    pub isolate_measure: bool,
+    /// Pass only `CUDA_VISIBLE_DEVICES` to docker servers (no NVIDIA device request).
+    pub gpu_env_only: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct ApplySummary {
+    pub measured: usize,
+    pub failed_nodes: Vec<(String, Failure)>,
+    pub interrupted: bool,
+    pub makespan: Duration,
+    pub nothing_to_do: bool,
+    pub parallel_peak: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+enum Event {
+    Pulled(usize, Result<ImageInfo, Failure>),
+    Patched((usize, usize), Result<(ResolvedSource, bool), Failure>),
+    SessionDone(usize, Vec<u32>, Result<SessionOutcome, JournalError>),
+}
+
+/// Where the image of each pending session stands.
+enum Readiness<T> {
+    Waiting,
+    Ready(T),
+    Failed(Failure),
+}
+
+fn holder(run_id: &str) -> lock::Holder {
+    lock::Holder {
+        pid: std::process::id(),
+        host: lock::hostname(),
+        since: crate::util::now_rfc3339(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        run: run_id.to_string(),
+    }
+}
+
+fn source_of_root(root: &ArmSource) -> ServerSource {
+    match root {
+        ArmSource::Image { reference } => ServerSource::Image {
+            reference: reference.clone(),
+        },
+        ArmSource::Path { root } => ServerSource::Path { root: root.clone() },
+        ArmSource::Patched(p) => source_of_root(p.base.root()),
+    }
+}
+
+fn reference_of(source: &ServerSource) -> String {
+    match source {
+        ServerSource::Image { reference } => reference.clone(),
+        ServerSource::Path { root } => root.display().to_string(),
+    }
+}
+
+/// Builds (once per commit) the dataset every arm of that commit is measured with.
+fn dataset_for(campaign: &Campaign, commit: usize) -> Result<Dataset, Failure> {
+    let c = &campaign.commits[commit];
+    let cfg = loadgen::DatasetConfig {
+        input_len: c.load.input_len,
+        output_len: c.load.output_len,
+        range_ratio: c.load.range_ratio,
+        prefix_len: c.load.prefix_len,
+        num_prompts: c.load.num_prompts as usize,
+        seed: c.load.seed,
+    };
+    let tokenizer = c
+        .model
+        .tokenizer
+        .clone()
+        .or_else(|| loadgen::find_tokenizer(&c.model.path))
+        .or_else(|| loadgen::find_tokenizer(&c.model.hf));
+    loadgen::build_dataset(&cfg, tokenizer.as_deref()).map_err(|e| e.to_failure())
+}
+
+pub async fn apply(
+    mut campaign: Campaign,
+    opts: &ApplyOptions,
+) -> Result<ApplySummary, ApplyError> {
+    let t0 = Instant::now();
+    if let Some(dir) = &opts.state {
+        campaign.state_dir = dir.clone();
+    }
+    let run_id = format!(
+        "{}-{}",
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+            .to_string()
+            .replace([':', '-'], "")
+            .trim_end_matches('Z'),
+        std::process::id()
+    );
+    let _lock = lock::acquire(&campaign.state_dir, &holder(&run_id))?;
+    let live = Live::new(opts.plain);
+
+    // GPUs: declared or detected; the model name becomes part of measurement keys.
+    let (inventory, probe) = gpu::detect(
+        &campaign.resources.gpus,
+        opts.gpus.as_deref(),
+        campaign.resources.gpu_kind.as_deref(),
+    )
+    .map_err(ApplyError::Setup)?;
+    let needs_gpus = campaign
+        .commits
+        .iter()
+        .map(|c| c.server.gpus)
+        .max()
+        .unwrap_or(0);
+    if needs_gpus > 0 && inventory.gpus.is_empty() {
+        return Err(ApplyError::Setup(format!(
+            "servers ask for {needs_gpus} GPU(s) but none were found ({}); declare them with --gpus 0,1 or `resources.gpus`",
+            inventory.source
+        )));
+    }
+    let state_before = State::load(&campaign.state_dir)
+        .map_err(|e| ApplyError::Setup(format!("cannot read the state: {e}")))?;
+    if state_before.inventory.as_ref() != Some(&inventory) {
+        let bytes = serde_json::to_vec_pretty(&inventory).expect("inventory serialises");
+        crate::util::fsx::write_atomic(&campaign.state_dir.join("inventory.json"), &bytes)
+            .map_err(|e| ApplyError::Setup(format!("cannot write the state: {e}")))?;
+    }
+    let meta = campaign.state_dir.join("meta.json");
+    if !meta.exists() {
+        let m = serde_json::json!({"version": state::STATE_VERSION, "campaign": campaign.name, "created": crate::util::now_rfc3339()});
+        crate::util::fsx::write_atomic(&meta, &serde_json::to_vec_pretty(&m).expect("json"))
+            .map_err(|e| ApplyError::Setup(format!("cannot write the state: {e}")))?;
+    }
+    let gpu_kind = campaign
+        .resources
+        .gpu_kind
+        .clone()
+        .or_else(|| inventory.kind());
+    let dag = crate::pipeline::expand::expand(&campaign, gpu_kind.as_deref());
+    let rerun = opts
+        .rerun
+        .iter()
+        .map(|g| {
+            glob::Pattern::new(&g.replace('[', "[[]"))
+                .map_err(|e| ApplyError::Setup(format!("bad --rerun pattern `{g}`: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let the_plan = plan::plan(&campaign, &dag, &state_before, &PlanOptions { rerun });
+    let c = &the_plan.counts;
+    live.line(&format!(
+        "plan: {} to run, {} to rerun, {} incomplete, {} cached, {} orphaned; {} arm(s) absent · GPUs: {} ({})",
+        c.run,
+        c.rerun,
+        c.incomplete,
+        c.cached,
+        c.orphaned,
+        c.absent_arms,
+        if inventory.gpus.is_empty() { "none".to_string() } else { inventory.gpus.iter().map(|g| g.index.to_string()).collect::<Vec<_>>().join(",") },
+        inventory.source
+    ));
+    let pending_sessions: Vec<usize> = (0..dag.sessions.len())
+        .filter(|&s| {
+            dag.sessions[s]
+                .measures
+                .iter()
+                .chain(dag.sessions[s].nodes.iter())
+                .any(|n| the_plan.action(*n).executes())
+        })
+        .collect();
+    let pending_compares: Vec<NodeIndex> = dag
+        .compares
+        .values()
+        .copied()
+        .filter(|n| the_plan.action(*n).executes())
+        .collect();
+    if pending_sessions.is_empty() && pending_compares.is_empty() {
+        live.line("nothing to do: every step is cached");
+        return Ok(ApplySummary {
+            nothing_to_do: true,
+            makespan: t0.elapsed(),
+            ..Default::default()
+        });
+    }
+
+    // Runtimes for the sessions that will run; leftovers of earlier runs go first.
+    let kinds: HashSet<RuntimeKind> = pending_sessions
+        .iter()
+        .map(|&s| campaign.commits[dag.sessions[s].commit].server.runtime)
+        .collect();
+    let docker = if kinds.contains(&RuntimeKind::Docker) {
+        Some(
+            Runtime::docker()
+                .await
+                .map_err(|f| ApplyError::Setup(format!("Docker Engine: {f}")))?,
+        )
+    } else {
+        None
+    };
+    let process = if kinds.contains(&RuntimeKind::Process) || kinds.is_empty() {
+        Some(Runtime::process(campaign.state_dir.join("processes")))
+    } else {
+        None
+    };
+    for rt in docker.iter().chain(process.iter()) {
+        match rt.cleanup_leftovers(&campaign.name).await {
+            Ok(removed) if !removed.is_empty() => live.line(&format!(
+                "removed {} leftover {} server(s) of an earlier run: {}",
+                removed.len(),
+                rt.kind(),
+                removed.join(", ")
+            )),
+            Ok(_) => {}
+            Err(f) => live.line(&format!(
+                "warning: could not clean up leftovers ({}): {f}",
+                rt.kind()
+            )),
+        }
+        match patch::cleanup_leftovers(rt, &campaign.state_dir.join("patched")).await {
+            Ok(removed) if !removed.is_empty() => live.line(&format!(
+                "removed {} leftover(s) of interrupted patch builds",
+                removed.len()
+            )),
+            Ok(_) => {}
+            Err(f) => live.line(&format!("warning: could not clean up patch leftovers: {f}")),
+        }
+    }
+
+    let (cancel_tx, cancel_rx) = watch::channel(false);
+    spawn_signal_handler(cancel_tx);
+    let attempts: HashMap<NodeIndex, u32> = dag
+        .graph
+        .node_indices()
+        .map(|n| (n, state_before.next_attempt(&dag.graph[n].address)))
+        .collect();
+    let journal = state::Journal::open(&campaign.state_dir).map_err(JournalError)?;
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "isobench".into());
+    let isolate =
+        (opts.isolate_measure || campaign.resources.isolate_measure).then(|| Semaphore::new(1));
+    let pull_parallelism = campaign.resources.pull_parallelism as usize;
+    let idle_wait = campaign.resources.gpu_idle_wait;
+    let mut pool = Pool::new(&inventory, probe, campaign.resources.gpu_idle_memory_mib);
+    let gpu_env_only = opts.gpu_env_only || campaign.resources.gpu_env_only;
+    let total_measures: usize = pending_sessions
+        .iter()
+        .map(|&s| {
+            dag.sessions[s]
+                .measures
+                .iter()
+                .filter(|m| the_plan.action(**m).executes())
+                .count()
+        })
+        .sum();
+    live.set_total(total_measures as u64);
+    let ctx = Arc::new(Ctx {
+        campaign,
+        dag,
+        plan: the_plan,
+        run_id,
+        attempts,
+        journal: Mutex::new(journal),
+        live,
+        cancel: cancel_rx,
+        docker,
+        process,
+        isolate,
+        exe,
+        gpu_env_only,
+    });
+    let ctx_ref = &ctx;
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+    let mut summary = ApplySummary::default();
+    let mut images: HashMap<usize, Readiness<ImageInfo>> = HashMap::new();
+    let mut patches: HashMap<(usize, usize), Readiness<(ResolvedSource, bool)>> = HashMap::new();
+    let mut datasets: HashMap<usize, Result<Arc<Dataset>, Failure>> = HashMap::new();
+    let pull_slots = Arc::new(Semaphore::new(pull_parallelism));
+
+    // Prefetch: every image a pending session needs, in order of first use, bounded in parallel.
+    for &s in &pending_sessions {
+        let Some(image) = ctx.dag.sessions[s].image else {
+            continue;
+        };
+        if images.contains_key(&image) {
+            continue;
+        }
+        images.insert(image, Readiness::Waiting);
+        let (ctx2, tx2, slots) = (ctx.clone(), tx.clone(), pull_slots.clone());
+        tokio::spawn(async move {
+            let _permit = slots.acquire_owned().await.expect("open");
+            let r = pull(&ctx2, image).await;
+            let _ = tx2.send(Event::Pulled(image, r));
+        });
+    }
+
+    let mut queue: Vec<usize> = pending_sessions.clone();
+    let mut running: HashMap<usize, Vec<u32>> = HashMap::new();
+    let mut waiting_since: HashMap<usize, Instant> = HashMap::new();
+    let mut done_sessions: HashSet<usize> = HashSet::new();
+    let max_parallel = opts
+        .max_parallel
+        .unwrap_or(if pool.is_empty() { 1 } else { usize::MAX });
+    let mut measured_total = 0u64;
+    let mut failed_total = 0u64;
+    let mut stop_launching = false;
+    loop {
+        if ctx.cancelled() {
+            stop_launching = true;
+        }
+        // Launch what can run, in interleaved order; later sessions may backfill free GPUs.
+        let mut i = 0;
+        while i < queue.len() && !stop_launching {
+            let s = queue[i];
+            let sess = &ctx.dag.sessions[s];
+            let commit = &ctx.campaign.commits[sess.commit];
+            let arm = &commit.arms[sess.arm];
+            // Image ready?
+            let image_info = match sess.image.and_then(|img| images.get(&img)) {
+                Some(Readiness::Waiting) => {
+                    i += 1;
+                    continue;
+                }
+                Some(Readiness::Failed(f)) => {
+                    let f = f.clone();
+                    failed_total += fail_session(ctx_ref, s, &f)? as u64;
+                    queue.remove(i);
+                    continue;
+                }
+                Some(Readiness::Ready(info)) => info.clone(),
+                None => unreachable!("every pending session's image is being pulled"),
+            };
+            // Patch ready?
+            let resolved = match &arm.source {
+                ArmSource::Patched(spec) => match patches.get(&(sess.commit, sess.arm)) {
+                    None => {
+                        patches.insert((sess.commit, sess.arm), Readiness::Waiting);
+                        let (ctx2, tx2, spec, info) =
+                            (ctx.clone(), tx.clone(), spec.clone(), image_info.clone());
+                        let key = (sess.commit, sess.arm);
+                        tokio::spawn(async move {
+                            let r = build_patch(&ctx2, key, &spec, &info).await;
+                            let _ = tx2.send(Event::Patched(key, r));
+                        });
+                        i += 1;
+                        continue;
+                    }
+                    Some(Readiness::Waiting) => {
+                        i += 1;
+                        continue;
+                    }
+                    Some(Readiness::Failed(f)) => {
+                        let f = f.clone();
+                        failed_total += fail_session(ctx_ref, s, &f)? as u64;
+                        queue.remove(i);
+                        continue;
+                    }
+                    Some(Readiness::Ready((r, _))) => r.clone(),
+                },
+                root => ResolvedSource {
+                    source: source_of_root(root),
+                    env: BTreeMap::new(),
+                    digest: image_info.digest().to_string(),
+                },
+            };
+            // Dataset (built once per commit, same prompts in every arm).
+            let ds = match datasets
+                .entry(sess.commit)
+                .or_insert_with(|| dataset_for(&ctx.campaign, sess.commit).map(Arc::new))
+            {
+                Ok(ds) => ds.clone(),
+                Err(f) => {
+                    let f = f.clone();
+                    failed_total += fail_session(ctx_ref, s, &f)? as u64;
+                    queue.remove(i);
+                    continue;
+                }
+            };
+            if running.len() >= max_parallel {
+                break;
+            }
+            match pool.acquire(commit.server.gpus as usize) {
+                Ok(gpus) => {
+                    waiting_since.remove(&s);
+                    running.insert(s, gpus.clone());
+                    summary.parallel_peak = summary.parallel_peak.max(running.len());
+                    queue.remove(i);
+                    let (ctx2, tx2) = (ctx.clone(), tx.clone());
+                    tokio::spawn(async move {
+                        let r = session::run(ctx2, s, gpus.clone(), resolved, ds).await;
+                        let _ = tx2.send(Event::SessionDone(s, gpus, r));
+                    });
+                }
+                Err(Shortage::Never) => {
+                    let f = Failure::new(
+                        FailureClass::Internal,
+                        format!(
+                            "needs {} GPUs per server; only {} available",
+                            commit.server.gpus,
+                            pool.len()
+                        ),
+                    );
+                    failed_total += fail_session(ctx_ref, s, &f)? as u64;
+                    queue.remove(i);
+                }
+                Err(Shortage::Busy) => i += 1,
+                Err(Shortage::NotIdle(busy)) => {
+                    let since = *waiting_since.entry(s).or_insert_with(Instant::now);
+                    if since.elapsed() > idle_wait && running.is_empty() {
+                        let list = busy
+                            .iter()
+                            .map(|(g, mib)| format!("GPU {g}: {mib} MiB"))
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                        let f = Failure::new(
+                            FailureClass::Internal,
+                            format!(
+                                "no idle GPU after {} ({list} in use by other processes)",
+                                human_duration(idle_wait)
+                            ),
+                        );
+                        failed_total += fail_session(ctx_ref, s, &f)? as u64;
+                        queue.remove(i);
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+        }
+        ctx.live.totals(
+            measured_total,
+            total_measures as u64,
+            running.len(),
+            failed_total,
+        );
+        let pulls_in_flight =
+            images.values().any(|r| matches!(r, Readiness::Waiting)) && !queue.is_empty();
+        let patches_in_flight = patches.values().any(|r| matches!(r, Readiness::Waiting));
+        if running.is_empty()
+            && (queue.is_empty() || stop_launching)
+            && !pulls_in_flight
+            && !patches_in_flight
+        {
+            break;
+        }
+        if running.is_empty()
+            && stop_launching
+            && (pulls_in_flight || patches_in_flight)
+            && ctx.cancelled()
+        {
+            break; // interrupted: do not wait for pulls to finish
+        }
+        let event = tokio::select! {
+            e = rx.recv() => e,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => None,
+        };
+        match event {
+            Some(Event::Pulled(image, r)) => {
+                images.insert(
+                    image,
+                    match r {
+                        Ok(info) => Readiness::Ready(info),
+                        Err(f) => Readiness::Failed(f),
+                    },
+                );
+            }
+            Some(Event::Patched(key, r)) => {
+                patches.insert(
+                    key,
+                    match r {
+                        Ok(v) => Readiness::Ready(v),
+                        Err(f) => Readiness::Failed(f),
+                    },
+                );
+            }
+            Some(Event::SessionDone(s, gpus, r)) => {
+                pool.release(&gpus);
+                running.remove(&s);
+                done_sessions.insert(s);
+                if let Some(budget) = ctx.campaign.resources.disk_budget {
+                    prune_unneeded(ctx_ref, &mut images, &queue, &running, budget).await;
+                }
+                let outcome = r?;
+                measured_total += outcome.measured as u64;
+                failed_total += outcome.failed as u64;
+                summary.measured += outcome.measured;
+                summary.interrupted |= outcome.interrupted;
+                if outcome.failed > 0 && opts.fail_fast {
+                    ctx.live
+                        .line("--fail-fast: a step failed; not starting new sessions");
+                    stop_launching = true;
+                }
+            }
+            None => {}
+        }
+    }
+    ctx.live
+        .totals(measured_total, total_measures as u64, 0, failed_total);
+    summary.interrupted |= ctx.cancelled();
+
+    // Compare each commit whose measurements changed (cheap; reads the results just written).
+    if !summary.interrupted {
+        for &cmp in &pending_compares {
+            run_compare(ctx_ref, cmp)?;
+        }
+    }
+    ctx.live.finish();
+    // Failures of this run, for the summary.
+    let state_after = State::load(ctx.state_dir())
+        .map_err(|e| ApplyError::Setup(format!("cannot read the state: {e}")))?;
+    summary.failed_nodes = ctx
+        .dag
+        .graph
+        .node_indices()
+        .filter_map(|n| {
+            let e = state_after.get(&ctx.dag.graph[n].address)?;
+            (e.run == ctx.run_id
+                && e.event == state::Event::Failed
+                && ctx.dag.graph[n].kind == StepKind::LoadMeasure)
+                .then(|| {
+                    (
+                        e.addr.clone(),
+                        e.failure.clone().expect("failed entries carry a failure"),
+                    )
+                })
+        })
+        .collect();
+    summary.makespan = t0.elapsed();
+    Ok(summary)
+}
+
+/// With a disk budget: once the pulled images together exceed it, removes those that no
+/// pending or running session needs any more (a later apply pulls them again if needed).
+async fn prune_unneeded(
+    ctx: &Ctx,
+    images: &mut HashMap<usize, Readiness<ImageInfo>>,
+    queue: &[usize],
+    running: &HashMap<usize, Vec<u32>>,
+    budget: u64,
+) {
+    let Some(Runtime::Docker(docker)) = &ctx.docker else {
+        return;
+    };
+    let in_use: u64 = images
+        .values()
+        .filter_map(|r| {
+            if let Readiness::Ready(i) = r {
+                i.size
+            } else {
+                None
+            }
+        })
+        .sum();
+    if in_use <= budget {
+        return;
+    }
+    let needed: HashSet<usize> = queue
+        .iter()
+        .chain(running.keys())
+        .filter_map(|s| ctx.dag.sessions[*s].image)
+        .collect();
+    let prunable: Vec<usize> = images
+        .iter()
+        .filter(|(i, r)| !needed.contains(i) && matches!(r, Readiness::Ready(_)))
+        .map(|(i, _)| *i)
+        .collect();
+    for image in prunable {
+        let ArmSource::Image { reference } = &ctx.dag.images[image].source else {
+            continue;
+        };
+        let options = bollard::query_parameters::RemoveImageOptions {
+            force: false,
+            noprune: false,
+        };
+        match docker
+            .client()
+            .remove_image(reference, Some(options), None)
+            .await
+        {
+            Ok(_) => {
+                ctx.live.line(&format!(
+                    "pruned {reference}: no pending session needs it (disk budget {})",
+                    human_bytes(budget)
+                ));
+                images.insert(
+                    image,
+                    Readiness::Failed(Failure::new(FailureClass::Internal, "pruned")),
+                );
+            }
+            Err(e) => ctx
+                .live
+                .line(&format!("warning: could not prune {reference}: {e}")),
+        }
+    }
+}
+
+/// Marks every pending node of a session failed (its image or patch could not be had).
+fn fail_session(ctx: &Ctx, s: usize, f: &Failure) -> Result<usize, JournalError> {
+    let sess = &ctx.dag.sessions[s];
+    let mut measures = 0;
+    for &n in sess.nodes.iter().chain(sess.measures.iter()) {
+        if !ctx.plan.action(n).executes() {
+            continue;
+        }
+        ctx.failed(n, f.clone())?;
+        if ctx.dag.graph[n].kind == StepKind::LoadMeasure {
+            measures += 1;
+        }
+    }
+    let commit = &ctx.campaign.commits[sess.commit];
+    ctx.live.line(&format!(
+        "{} {} #{}: not run: {f}",
+        commit.short, commit.arms[sess.arm].name, sess.trial
+    ));
+    Ok(measures)
+}
+
+/// Makes an image (or installation) available; journals the pull node when the plan runs it.
+async fn pull(ctx: &Ctx, image: usize) -> Result<ImageInfo, Failure> {
+    let img = &ctx.dag.images[image];
+    let source = source_of_root(&img.source);
+    let kind = match source {
+        ServerSource::Image { .. } => RuntimeKind::Docker,
+        ServerSource::Path { .. } => RuntimeKind::Process,
+    };
+    let runtime = ctx.runtime(kind).ok_or_else(|| {
+        Failure::new(
+            FailureClass::Internal,
+            format!("no {kind:?} runtime for {}", img.label),
+        )
+    })?;
+    let node = ctx.dag.pulls.get(image).copied();
+    let journaled = node.filter(|n| ctx.plan.action(*n).executes());
+    let journal_err = |e: JournalError| Failure::new(FailureClass::Internal, e.to_string());
+    if let Some(n) = journaled {
+        ctx.started(n).map_err(journal_err)?;
+    }
+    let reference = reference_of(&source);
+    let activity = ctx.live.begin(&format!("pull {reference}"), "checking");
+    let progress = |p: crate::runtime::PullProgress| {
+        if p.total_bytes > 0 {
+            activity.set(format!(
+                "pulling {:.0} % of {} ({}/{} layers)",
+                100.0 * p.downloaded_bytes as f64 / p.total_bytes as f64,
+                human_bytes(p.total_bytes),
+                p.layers_done,
+                p.layers_total
+            ));
+        } else {
+            activity.set(p.status.clone());
+        }
+    };
+    let r = tokio::select! {
+        r = runtime.ensure_image(&reference, progress) => r,
+        _ = ctx.cancelled_wait() => Err(Failure::new(FailureClass::Interrupted, "interrupted")),
+    };
+    match &r {
+        Ok(info) => {
+            if let Some(n) = journaled {
+                ctx.done(n, &[], Some(serde_json::json!({"id": info.id, "repo_digest": info.repo_digest, "size": info.size, "pulled": info.pulled}))).map_err(journal_err)?;
+            }
+            activity.end(&ctx.live, if info.pulled { "pulled" } else { "present" });
+        }
+        Err(f) if f.class == FailureClass::Interrupted => activity.end(&ctx.live, "interrupted"),
+        Err(f) => {
+            if let Some(n) = journaled {
+                ctx.failed(n, f.clone()).map_err(journal_err)?;
+            }
+            activity.end(&ctx.live, &format!("failed: {f}"));
+        }
+    }
+    r
+}
+
+async fn build_patch(
+    ctx: &Ctx,
+    key: (usize, usize),
+    spec: &crate::manifest::model::PatchSpec,
+    base: &ImageInfo,
+) -> Result<(ResolvedSource, bool), Failure> {
+    let commit = &ctx.campaign.commits[key.0];
+    let runtime = ctx
+        .runtime(commit.server.runtime)
+        .ok_or_else(|| Failure::new(FailureClass::Internal, "no runtime"))?;
+    let node = ctx.dag.patches.get(&key).copied();
+    let journaled = node.filter(|n| ctx.plan.action(*n).executes());
+    let journal_err = |e: JournalError| Failure::new(FailureClass::Internal, e.to_string());
+    let log = match node {
+        Some(n) => ctx
+            .attempt_dir(n)
+            .map_err(|e| Failure::new(FailureClass::Internal, e.to_string()))?
+            .join("patch.log"),
+        None => ctx.state_dir().join("patch.log"),
+    };
+    if let Some(n) = journaled {
+        ctx.started(n).map_err(journal_err)?;
+    }
+    let label = format!("patch {} {}", commit.short, commit.arms[key.1].name);
+    let activity = ctx.live.begin(&label, "applying");
+    let base_source = source_of_root(spec.base.root());
+    let r = patch::build_patched(
+        runtime,
+        spec,
+        base,
+        &base_source,
+        &ctx.state_dir().join("patched"),
+        &log,
+    )
+    .await;
+    match r {
+        Ok(outcome) => {
+            let (source, env, digest) = match &outcome.source {
+                PatchedSource::Image { reference, id } => (
+                    ServerSource::Image {
+                        reference: reference.clone(),
+                    },
+                    BTreeMap::new(),
+                    id.clone(),
+                ),
+                PatchedSource::Tree { root, pythonpath } => {
+                    // The patched copy goes first; whatever PYTHONPATH the arm sets stays behind it.
+                    let arm_env = &commit.arms[key.1].env;
+                    let joined = match arm_env.get("PYTHONPATH").filter(|p| !p.is_empty()) {
+                        Some(existing) => format!("{}:{existing}", pythonpath.display()),
+                        None => pythonpath.display().to_string(),
+                    };
+                    let mut env = BTreeMap::new();
+                    env.insert("PYTHONPATH".to_string(), joined);
+                    (
+                        ServerSource::Path { root: root.clone() },
+                        env,
+                        format!("{}+{}", root.display(), spec.patch_hash),
+                    )
+                }
+            };
+            if let Some(n) = journaled {
+                let outputs = if log.exists() {
+                    vec![log.clone()]
+                } else {
+                    vec![]
+                };
+                ctx.done(n, &outputs, Some(serde_json::json!({"reused": outcome.reused, "fuzz_used": outcome.fuzz_used, "files": outcome.files, "source": digest}))).map_err(journal_err)?;
+            }
+            activity.end(&ctx.live, if outcome.reused { "reused" } else { "built" });
+            Ok((
+                ResolvedSource {
+                    source,
+                    env,
+                    digest,
+                },
+                outcome.reused,
+            ))
+        }
+        Err(mut f) => {
+            if f.log_path.is_none() && log.exists() {
+                f.log_path = Some(log.display().to_string());
+            }
+            if let Some(n) = journaled {
+                ctx.failed(n, f.clone()).map_err(journal_err)?;
+            }
+            activity.end(&ctx.live, &format!("failed: {f}"));
+            Err(f)
+        }
+    }
+}
+
+/// The per-commit comparison: arms' results side by side (`compare.json`).
+fn run_compare(ctx: &Ctx, node: NodeIndex) -> Result<(), JournalError> {
+    let crate::pipeline::expand::Target::Commit(commit) = ctx.dag.graph[node].target else {
+        return Ok(());
+    };
+    ctx.started(node)?;
+    let state = State::load(ctx.state_dir())?;
+    let input = super::results::report_input(&ctx.campaign, &ctx.dag, &state, Some(commit));
+    let dir = ctx.attempt_dir(node)?;
+    let path = dir.join("compare.json");
+    match crate::report::build(&input, &crate::report::ReportOptions::default()) {
+        Ok(report) => {
+            let json = crate::report::render(&report, crate::report::Format::Json, false);
+            crate::util::fsx::write_atomic(&path, json.as_bytes())?;
+            ctx.done(node, &[path], None)
+        }
+        Err(e) => ctx.failed(
+            node,
+            Failure::new(FailureClass::Internal, format!("compare: {e}")),
+        ),
+    }
+}
+
+fn spawn_signal_handler(cancel: watch::Sender<bool>) {
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
+        let mut count = 0;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            count += 1;
+            if count == 1 {
+                eprintln!(
+                    "\ninterrupted: stopping servers (press Ctrl-C again to exit at once; leftovers are removed by the next apply)"
+                );
+                let _ = cancel.send(true);
+            } else {
+                std::process::exit(130);
+            }
+        }
+    });
+}

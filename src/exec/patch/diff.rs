@@ -1,0 +1,635 @@
+//! Just enough of a unified-diff parser to plan a patch before `git apply` runs it: which files
+//! it touches (and how: modified, added, deleted, renamed), where each file's section starts and
+//! ends (so a patch can be cut down to the files that apply to the target), and each hunk's
+//! header and context size (for reject messages and fuzz levels).
+//!
+//! Hunks are consumed by their line counts, so a removed line that reads `-- x` (`--- x` in the
+//! diff) is never mistaken for the next file's header. Git's extended headers (`new file mode`,
+//! `rename from`, `GIT binary patch`, ...) and plain `diff -u` output are both understood.
+
+/// How a file section changes its file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Modify,
+    Add,
+    Delete,
+    Rename,
+    Copy,
+}
+
+/// One hunk: its `@@ ... @@` line and how many unchanged lines surround the change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hunk {
+    pub header: String,
+    /// Context lines before the first change.
+    pub leading: u32,
+    /// Context lines after the last change.
+    pub trailing: u32,
+}
+
+/// One file's section of a patch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilePatch {
+    /// The section's text, exactly as in the patch (a filtered patch is these texts joined).
+    pub text: String,
+    /// The path before the change, as the patch names it (with its `a/` prefix if any);
+    /// `None` for an added file.
+    pub old_raw: Option<String>,
+    /// The path after the change; `None` for a deleted file.
+    pub new_raw: Option<String>,
+    /// Whether `old_raw`/`new_raw` came from lines that carry the `a/`/`b/` prefix
+    /// (`---`/`+++`, `diff --git`) rather than from `rename from`-style lines (never prefixed).
+    old_prefixed: bool,
+    new_prefixed: bool,
+    /// A `---` line was read for this section (a second one begins the next plain-diff file).
+    saw_old_line: bool,
+    pub kind: ChangeKind,
+    /// A `Binary files ... differ` line or a `GIT binary patch`.
+    pub binary: bool,
+    pub hunks: Vec<Hunk>,
+}
+
+impl FilePatch {
+    /// The old path with `strip` leading components removed (`None` for added files).
+    pub fn old_path(&self, strip: usize) -> Option<String> {
+        self.old_raw
+            .as_deref()
+            .map(|p| strip_components(p, if self.old_prefixed { strip } else { 0 }))
+    }
+
+    /// The new path with `strip` leading components removed (`None` for deleted files).
+    pub fn new_path(&self, strip: usize) -> Option<String> {
+        self.new_raw
+            .as_deref()
+            .map(|p| strip_components(p, if self.new_prefixed { strip } else { 0 }))
+    }
+
+    /// The path a human calls this file: the new one, or the old one for deletions.
+    pub fn display_path(&self, strip: usize) -> String {
+        self.new_path(strip)
+            .or_else(|| self.old_path(strip))
+            .unwrap_or_default()
+    }
+
+    /// Every path the section names (old and new), stripped.
+    pub fn paths(&self, strip: usize) -> Vec<String> {
+        let mut paths: Vec<String> = self
+            .old_path(strip)
+            .into_iter()
+            .chain(self.new_path(strip))
+            .collect();
+        paths.dedup();
+        paths
+    }
+}
+
+/// A parsed patch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diff {
+    pub files: Vec<FilePatch>,
+}
+
+impl Diff {
+    /// Leading path components to strip: 1 when every prefixed path carries git's `a/` (old)
+    /// or `b/` (new) prefix, as `git diff` writes them; 0 otherwise (`git diff --no-prefix`,
+    /// paths relative to the root already).
+    pub fn strip_level(&self) -> usize {
+        let mut any = false;
+        for f in &self.files {
+            for (raw, prefixed, prefix) in [
+                (&f.old_raw, f.old_prefixed, "a/"),
+                (&f.new_raw, f.new_prefixed, "b/"),
+            ] {
+                if let (Some(raw), true) = (raw, prefixed) {
+                    any = true;
+                    if !raw.starts_with(prefix) {
+                        return 0;
+                    }
+                }
+            }
+        }
+        usize::from(any)
+    }
+
+    /// The largest number of context lines on one side of any hunk (3 for `git diff`): fuzz
+    /// level `n` lets `git apply` drop up to `n` of them.
+    pub fn max_context(&self) -> u32 {
+        self.files
+            .iter()
+            .flat_map(|f| &f.hunks)
+            .map(|h| h.leading.max(h.trailing))
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Parses a unified diff. Text before the first file (a commit message, `git format-patch`
+/// headers) is ignored. Errors name the line where the patch stops making sense.
+pub fn parse(text: &str) -> Result<Diff, String> {
+    let mut files: Vec<FilePatch> = Vec::new();
+    let mut current: Option<FilePatch> = None;
+    // Lines of the hunk being read that are still to come: (old side, new side).
+    let mut remaining: Option<(u32, u32)> = None;
+    // Per hunk: context seen since the last change, and whether a change was seen yet.
+    let mut run_of_context = 0u32;
+    let mut seen_change = false;
+
+    for (index, line) in text.split_inclusive('\n').enumerate() {
+        let number = index + 1;
+        let body = line.trim_end_matches(['\n', '\r']);
+
+        if let Some((old_left, new_left)) = remaining.as_mut() {
+            let file = current.as_mut().expect("a hunk belongs to a file");
+            file.text.push_str(line);
+            let hunk = file.hunks.last_mut().expect("a hunk is open");
+            match body.as_bytes().first() {
+                Some(b' ') | None => {
+                    // An empty line is a context line whose trailing space was stripped (git
+                    // accepts it, so do we).
+                    if *old_left == 0 || *new_left == 0 {
+                        return Err(format!(
+                            "line {number}: hunk `{}` has more lines than its header says",
+                            hunk.header
+                        ));
+                    }
+                    *old_left -= 1;
+                    *new_left -= 1;
+                    run_of_context += 1;
+                    if !seen_change {
+                        hunk.leading += 1;
+                    }
+                }
+                Some(b'-') | Some(b'+') => {
+                    let side = if body.starts_with('-') {
+                        &mut *old_left
+                    } else {
+                        &mut *new_left
+                    };
+                    if *side == 0 {
+                        return Err(format!(
+                            "line {number}: hunk `{}` has more lines than its header says",
+                            hunk.header
+                        ));
+                    }
+                    *side -= 1;
+                    seen_change = true;
+                    run_of_context = 0;
+                }
+                Some(b'\\') => {} // "\ No newline at end of file"
+                _ => {
+                    return Err(format!(
+                        "line {number}: hunk `{}` ends early (expected {} more old and {} more new lines)",
+                        hunk.header, old_left, new_left
+                    ));
+                }
+            }
+            if *old_left == 0 && *new_left == 0 {
+                hunk.trailing = run_of_context;
+                remaining = None;
+            }
+            continue;
+        }
+
+        if let Some(rest) = body.strip_prefix("diff --git ") {
+            files.extend(current.take());
+            let (old, new) = parse_git_header_names(rest);
+            current = Some(FilePatch {
+                text: line.to_string(),
+                old_raw: old,
+                new_raw: new,
+                old_prefixed: true,
+                new_prefixed: true,
+                saw_old_line: false,
+                kind: ChangeKind::Modify,
+                binary: false,
+                hunks: Vec::new(),
+            });
+            continue;
+        }
+        if let Some(rest) = body.strip_prefix("--- ") {
+            // A `---` line after a hunk (or with no file open) begins a plain-diff file.
+            let starts_new = match &current {
+                None => true,
+                Some(f) => f.saw_old_line || !f.hunks.is_empty(),
+            };
+            if starts_new {
+                files.extend(current.take());
+                current = Some(FilePatch {
+                    text: String::new(),
+                    old_raw: None,
+                    new_raw: None,
+                    old_prefixed: true,
+                    new_prefixed: true,
+                    saw_old_line: false,
+                    kind: ChangeKind::Modify,
+                    binary: false,
+                    hunks: Vec::new(),
+                });
+            }
+            let file = current.as_mut().expect("just ensured");
+            file.text.push_str(line);
+            file.saw_old_line = true;
+            match diff_line_name(rest) {
+                Some(name) => {
+                    file.old_raw = Some(name);
+                    file.old_prefixed = true;
+                }
+                None => {
+                    file.old_raw = None;
+                    file.kind = ChangeKind::Add;
+                }
+            }
+            continue;
+        }
+        let Some(file) = current.as_mut() else {
+            continue; // preamble: commit message, format-patch headers
+        };
+        file.text.push_str(line);
+        if let Some(rest) = body.strip_prefix("+++ ") {
+            match diff_line_name(rest) {
+                Some(name) => {
+                    file.new_raw = Some(name);
+                    file.new_prefixed = true;
+                }
+                None => {
+                    file.new_raw = None;
+                    file.kind = ChangeKind::Delete;
+                }
+            }
+        } else if body.starts_with("@@ ") {
+            let (old_count, new_count) = parse_hunk_counts(body)
+                .ok_or_else(|| format!("line {number}: malformed hunk header `{body}`"))?;
+            file.hunks.push(Hunk {
+                header: body.to_string(),
+                leading: 0,
+                trailing: 0,
+            });
+            run_of_context = 0;
+            seen_change = false;
+            if old_count > 0 || new_count > 0 {
+                remaining = Some((old_count, new_count));
+            }
+        } else if body.starts_with("new file mode ") {
+            file.kind = ChangeKind::Add;
+            file.old_raw = None;
+        } else if body.starts_with("deleted file mode ") {
+            file.kind = ChangeKind::Delete;
+            file.new_raw = None;
+        } else if let Some(name) = body.strip_prefix("rename from ") {
+            file.kind = ChangeKind::Rename;
+            file.old_raw = Some(unquote(name));
+            file.old_prefixed = false;
+        } else if let Some(name) = body.strip_prefix("rename to ") {
+            file.kind = ChangeKind::Rename;
+            file.new_raw = Some(unquote(name));
+            file.new_prefixed = false;
+        } else if let Some(name) = body.strip_prefix("copy from ") {
+            file.kind = ChangeKind::Copy;
+            file.old_raw = Some(unquote(name));
+            file.old_prefixed = false;
+        } else if let Some(name) = body.strip_prefix("copy to ") {
+            file.kind = ChangeKind::Copy;
+            file.new_raw = Some(unquote(name));
+            file.new_prefixed = false;
+        } else if body == "GIT binary patch"
+            || (body.starts_with("Binary files ") && body.ends_with(" differ"))
+        {
+            file.binary = true;
+        }
+    }
+    if let Some((old_left, new_left)) = remaining {
+        let file = current.as_ref().expect("a hunk belongs to a file");
+        return Err(format!(
+            "the patch ends inside hunk `{}` of {} ({old_left} old and {new_left} new lines missing)",
+            file.hunks.last().map(|h| h.header.as_str()).unwrap_or("?"),
+            file.display_path(0)
+        ));
+    }
+    files.extend(current);
+    for file in &files {
+        if file.old_raw.is_none() && file.new_raw.is_none() {
+            return Err(format!(
+                "a file section names no path: {}",
+                file.text.lines().next().unwrap_or("")
+            ));
+        }
+    }
+    Ok(Diff { files })
+}
+
+/// The name on a `---`/`+++` line: `None` for `/dev/null`; a trailing tab and timestamp
+/// (plain `diff -u`) removed; C-style quoting undone.
+fn diff_line_name(rest: &str) -> Option<String> {
+    let name = if rest.starts_with('"') {
+        unquote(rest)
+    } else {
+        rest.split('\t').next().unwrap_or(rest).to_string()
+    };
+    (name != "/dev/null").then_some(name)
+}
+
+/// `a/x b/x` from a `diff --git` line. Quoted names are unambiguous; unquoted ones may contain
+/// spaces, so the split that makes both sides name the same file (git's own rule) wins, else
+/// the split at ` b/`.
+fn parse_git_header_names(rest: &str) -> (Option<String>, Option<String>) {
+    if rest.starts_with('"') {
+        let (first, after) = split_quoted(rest);
+        let second = after.trim_start();
+        let second = if second.starts_with('"') {
+            unquote(second)
+        } else {
+            second.to_string()
+        };
+        return (Some(first), Some(second));
+    }
+    if let Some(pos) = rest.find(" \"") {
+        return (
+            Some(rest[..pos].to_string()),
+            Some(unquote(&rest[pos + 1..])),
+        );
+    }
+    let bytes = rest.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b' ' {
+            let (a, b) = (&rest[..i], &rest[i + 1..]);
+            if strip_components(a, 1) == strip_components(b, 1) {
+                return (Some(a.to_string()), Some(b.to_string()));
+            }
+        }
+    }
+    match rest.find(" b/") {
+        Some(pos) => (
+            Some(rest[..pos].to_string()),
+            Some(rest[pos + 1..].to_string()),
+        ),
+        None => (Some(rest.to_string()), Some(rest.to_string())),
+    }
+}
+
+/// Splits `"quoted" rest` into the unquoted name and what follows the closing quote.
+fn split_quoted(text: &str) -> (String, &str) {
+    let mut escaped = false;
+    for (i, c) in text.char_indices().skip(1) {
+        match c {
+            '\\' if !escaped => escaped = true,
+            '"' if !escaped => return (unquote(&text[..=i]), &text[i + 1..]),
+            _ => escaped = false,
+        }
+    }
+    (unquote(text), "")
+}
+
+/// Undoes git's C-style quoting (`"a/t\303\244st\tx"`); unquoted text is returned as is.
+pub fn unquote(text: &str) -> String {
+    let Some(inner) = text.strip_prefix('"') else {
+        return text.to_string();
+    };
+    let mut out: Vec<u8> = Vec::with_capacity(inner.len());
+    let bytes = inner.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => break,
+            b'\\' if i + 1 < bytes.len() => {
+                i += 1;
+                match bytes[i] {
+                    b'n' => out.push(b'\n'),
+                    b't' => out.push(b'\t'),
+                    b'r' => out.push(b'\r'),
+                    b'a' => out.push(7),
+                    b'b' => out.push(8),
+                    b'f' => out.push(12),
+                    b'v' => out.push(11),
+                    d @ b'0'..=b'3'
+                        if i + 2 < bytes.len()
+                            && bytes[i + 1].is_ascii_digit()
+                            && bytes[i + 2].is_ascii_digit() =>
+                    {
+                        let value =
+                            (d - b'0') * 64 + (bytes[i + 1] - b'0') * 8 + (bytes[i + 2] - b'0');
+                        out.push(value);
+                        i += 2;
+                    }
+                    other => out.push(other),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `@@ -a[,b] +c[,d] @@` → `(b, d)`; a missing count means 1.
+fn parse_hunk_counts(header: &str) -> Option<(u32, u32)> {
+    let rest = header.strip_prefix("@@ -")?;
+    let (ranges, _) = rest.split_once(" @@")?;
+    let (old, new) = ranges.split_once(" +")?;
+    let count = |range: &str| -> Option<u32> {
+        match range.split_once(',') {
+            Some((start, count)) => {
+                start.parse::<u64>().ok()?;
+                count.parse().ok()
+            }
+            None => {
+                range.parse::<u64>().ok()?;
+                Some(1)
+            }
+        }
+    };
+    Some((count(old)?, count(new)?))
+}
+
+/// `a/vllm/x.py` with 1 stripped → `vllm/x.py`. Stripping more components than there are
+/// leaves the last one.
+pub fn strip_components(path: &str, strip: usize) -> String {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let keep = parts.len().saturating_sub(strip).max(1).min(parts.len());
+    parts[parts.len() - keep..].join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIT_DIFF: &str = "\
+From 1234 Mon Sep 17 00:00:00 2001
+Subject: [PATCH] faster
+
+diff --git a/vllm/engine.py b/vllm/engine.py
+index e8823e1..9e65d08 100644
+--- a/vllm/engine.py
++++ b/vllm/engine.py
+@@ -2,7 +2,7 @@ def step():
+ 2
+ 3
+ 4
+-5
++five
+ 6
+ 7
+ 8
+@@ -20,4 +20,3 @@ def other():
+ 20
+--- removed line that looks like a header
+ 22
+ 23
+diff --git a/vllm/new.py b/vllm/new.py
+new file mode 100755
+index 0000000..ce01362
+--- /dev/null
++++ b/vllm/new.py
+@@ -0,0 +1 @@
++hello
+diff --git a/vllm/old.py b/vllm/old.py
+deleted file mode 100644
+index ce01362..0000000
+--- a/vllm/old.py
++++ /dev/null
+@@ -1 +0,0 @@
+-hello
+diff --git a/vllm/a.py b/vllm/b.py
+similarity index 100%
+rename from vllm/a.py
+rename to vllm/b.py
+diff --git a/csrc/k.cu b/csrc/k.cu
+index 1..2 100644
+Binary files a/csrc/k.cu and b/csrc/k.cu differ
+-- 
+2.47.3
+";
+
+    #[test]
+    fn git_diff_sections_kinds_and_paths() {
+        let diff = parse(GIT_DIFF).unwrap();
+        assert_eq!(diff.strip_level(), 1);
+        type Summary = (ChangeKind, Option<String>, Option<String>, usize, bool);
+        let summary: Vec<Summary> = diff
+            .files
+            .iter()
+            .map(|f| {
+                (
+                    f.kind,
+                    f.old_path(1),
+                    f.new_path(1),
+                    f.hunks.len(),
+                    f.binary,
+                )
+            })
+            .collect();
+        let s = |x: &str| Some(x.to_string());
+        assert_eq!(
+            summary,
+            vec![
+                (
+                    ChangeKind::Modify,
+                    s("vllm/engine.py"),
+                    s("vllm/engine.py"),
+                    2,
+                    false
+                ),
+                (ChangeKind::Add, None, s("vllm/new.py"), 1, false),
+                (ChangeKind::Delete, s("vllm/old.py"), None, 1, false),
+                (ChangeKind::Rename, s("vllm/a.py"), s("vllm/b.py"), 0, false),
+                (ChangeKind::Modify, s("csrc/k.cu"), s("csrc/k.cu"), 0, true),
+            ]
+        );
+        // The removed line `-- removed ...` stays inside its hunk.
+        assert!(diff.files[0].text.contains("--- removed line"));
+        assert_eq!(
+            diff.files[0].hunks[1],
+            Hunk {
+                header: "@@ -20,4 +20,3 @@ def other():".into(),
+                leading: 1,
+                trailing: 2
+            }
+        );
+        assert_eq!(diff.files[0].hunks[0].leading, 3);
+        assert_eq!(diff.files[0].hunks[0].trailing, 3);
+        assert_eq!(diff.max_context(), 3);
+        // Sections joined give back the patch minus its preamble.
+        let joined: String = diff.files.iter().map(|f| f.text.as_str()).collect();
+        assert_eq!(joined, GIT_DIFF[GIT_DIFF.find("diff --git").unwrap()..]);
+    }
+
+    #[test]
+    fn plain_diff_u_with_timestamps_and_no_prefix() {
+        let text = "\
+--- vllm/x.py\t2024-01-01 00:00:00.000000000 +0000
++++ vllm/x.py\t2024-01-02 00:00:00.000000000 +0000
+@@ -1,2 +1,2 @@
+-a
++b
+ c
+--- vllm/y.py
++++ vllm/y.py
+@@ -1 +1 @@
+-a
++b
+";
+        let diff = parse(text).unwrap();
+        assert_eq!(diff.strip_level(), 0);
+        assert_eq!(diff.files.len(), 2);
+        assert_eq!(diff.files[0].new_path(0).as_deref(), Some("vllm/x.py"));
+        assert_eq!(diff.files[1].old_path(0).as_deref(), Some("vllm/y.py"));
+        assert_eq!(diff.files[0].hunks[0].leading, 0);
+        assert_eq!(diff.files[0].hunks[0].trailing, 1);
+    }
+
+    #[test]
+    fn quoted_names_are_unquoted() {
+        let text = "diff --git \"a/vllm/t\\303\\244st x.py\" \"b/vllm/t\\303\\244st x.py\"\n\
+                    --- \"a/vllm/t\\303\\244st x.py\"\n\
+                    +++ \"b/vllm/t\\303\\244st x.py\"\n\
+                    @@ -1 +1 @@\n-a\n+b\n";
+        let diff = parse(text).unwrap();
+        assert_eq!(diff.files[0].new_path(1).as_deref(), Some("vllm/täst x.py"));
+        assert_eq!(diff.strip_level(), 1);
+    }
+
+    #[test]
+    fn mode_only_change_takes_names_from_the_git_line() {
+        let text =
+            "diff --git a/vllm/my file.sh b/vllm/my file.sh\nold mode 100644\nnew mode 100755\n";
+        let diff = parse(text).unwrap();
+        assert_eq!(
+            diff.files[0].new_path(1).as_deref(),
+            Some("vllm/my file.sh")
+        );
+        assert_eq!(
+            diff.files[0].old_path(1).as_deref(),
+            Some("vllm/my file.sh")
+        );
+    }
+
+    #[test]
+    fn truncated_or_overlong_hunks_are_errors() {
+        let truncated = "--- a/x\n+++ b/x\n@@ -1,3 +1,3 @@\n a\n-b\n";
+        let err = parse(truncated).unwrap_err();
+        assert!(err.contains("ends inside hunk `@@ -1,3 +1,3 @@`"), "{err}");
+        let garbage = "--- a/x\n+++ b/x\n@@ -1,2 +1,2 @@\n a\nGARBAGE\n";
+        let err = parse(garbage).unwrap_err();
+        assert!(err.starts_with("line 5: hunk"), "{err}");
+        let overlong = "--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n-b\n+c\n";
+        // After `-a` the old side is used up; `-b` cannot belong to the hunk... and `+c` would.
+        assert!(
+            parse(overlong)
+                .unwrap_err()
+                .contains("more lines than its header says")
+        );
+    }
+
+    #[test]
+    fn empty_text_has_no_files() {
+        assert!(parse("").unwrap().files.is_empty());
+        assert!(parse("just words\n").unwrap().files.is_empty());
+    }
+
+    #[test]
+    fn strip_components_keeps_at_least_the_file_name() {
+        assert_eq!(strip_components("a/vllm/x.py", 1), "vllm/x.py");
+        assert_eq!(strip_components("a/vllm/x.py", 2), "x.py");
+        assert_eq!(strip_components("x.py", 1), "x.py");
+        assert_eq!(strip_components("vllm/x.py", 0), "vllm/x.py");
+    }
+}

@@ -1,0 +1,150 @@
+//! Recorded results → the report's input: every measurement's metrics or failure, and every
+//! absent arm, read from the journal and the attempt directories.
+use crate::manifest::Campaign;
+use crate::pipeline::expand::{Dag, Target};
+use crate::report::input::{ArmInfo, CommitInfo, Metrics, ReportInput, TrialOutcome, TrialRecord};
+use crate::state::{Event, State};
+
+/// The report input of a campaign from its state directory, with the keys `apply` used (the
+/// GPU model recorded in the state's inventory enters them).
+pub fn load_report_input(campaign: &Campaign) -> std::io::Result<ReportInput> {
+    let state = State::load(&campaign.state_dir)?;
+    let gpu_kind = campaign
+        .resources
+        .gpu_kind
+        .clone()
+        .or_else(|| state.inventory.as_ref().and_then(|i| i.kind()));
+    let dag = crate::pipeline::expand::expand(campaign, gpu_kind.as_deref());
+    Ok(report_input(campaign, &dag, &state, None))
+}
+
+/// Builds the report input from the state; `only` restricts it to one commit (for `compare`).
+pub fn report_input(
+    campaign: &Campaign,
+    dag: &Dag,
+    state: &State,
+    only: Option<usize>,
+) -> ReportInput {
+    let mut trials = Vec::new();
+    for &session_index in dag
+        .sessions
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| only.is_none_or(|c| s.commit == c))
+        .map(|(i, _)| i)
+        .collect::<Vec<_>>()
+        .iter()
+    {
+        let session = &dag.sessions[session_index];
+        let commit = &campaign.commits[session.commit];
+        let arm = &commit.arms[session.arm];
+        for &m in &session.measures {
+            let node = &dag.graph[m];
+            let Target::Point { point, .. } = node.target else {
+                continue;
+            };
+            let Some(entry) = state.get(&node.address) else {
+                continue;
+            };
+            // Only results of the current configuration count: an entry with another key is
+            // a measurement of something else (a changed load, image or server).
+            if entry.key != node.key.hex() {
+                continue;
+            }
+            let outcome = match entry.event {
+                Event::Done => {
+                    let Some(path) = entry.outputs.keys().find(|p| p.ends_with("result.json"))
+                    else {
+                        continue;
+                    };
+                    match std::fs::read_to_string(state.dir.join(path))
+                        .map_err(|e| e.to_string())
+                        .and_then(|t| Metrics::from_json(&t).map_err(|e| e.to_string()))
+                    {
+                        Ok(metrics) => TrialOutcome::Ok(Box::new(metrics)),
+                        Err(e) => TrialOutcome::Failed(crate::failure::Failure::new(
+                            crate::failure::FailureClass::Internal,
+                            format!("result {path} unreadable: {e}"),
+                        )),
+                    }
+                }
+                Event::Failed => TrialOutcome::Failed(entry.failure.clone().unwrap_or_else(|| {
+                    crate::failure::Failure::new(crate::failure::FailureClass::Internal, "failed")
+                })),
+                Event::Started => continue,
+            };
+            let duration_s = entry
+                .info
+                .as_ref()
+                .and_then(|i| i.get("duration_s"))
+                .and_then(|d| d.as_f64())
+                .unwrap_or(0.0);
+            trials.push(TrialRecord {
+                commit: commit.short.clone(),
+                arm: arm.name.clone(),
+                trial: session.trial,
+                point: commit.load.points[point].label(),
+                outcome,
+                timestamp: entry.t.clone(),
+                duration_s,
+                result_path: entry
+                    .outputs
+                    .keys()
+                    .find(|p| p.ends_with("result.json"))
+                    .map(|p| state.dir.join(p)),
+            });
+        }
+    }
+    for (ci, commit) in campaign.commits.iter().enumerate() {
+        if only.is_some_and(|c| c != ci) {
+            continue;
+        }
+        for absent in &commit.absent {
+            trials.push(TrialRecord {
+                commit: commit.short.clone(),
+                arm: absent.arm.clone(),
+                trial: 1,
+                point: commit
+                    .load
+                    .points
+                    .first()
+                    .map(|p| p.label())
+                    .unwrap_or_default(),
+                outcome: TrialOutcome::Absent {
+                    reason: absent.reason.clone(),
+                },
+                timestamp: String::new(),
+                duration_s: 0.0,
+                result_path: None,
+            });
+        }
+    }
+    ReportInput {
+        campaign: campaign.name.clone(),
+        generated_at: crate::util::now_rfc3339(),
+        confidence: campaign.compare.confidence,
+        threshold_pct: campaign.compare.threshold_pct,
+        commits: campaign
+            .commits
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| only.is_none_or(|c| c == *i))
+            .map(|(_, c)| CommitInfo {
+                short: c.short.clone(),
+                human_full: c.human.clone(),
+                parent: c.parent.clone(),
+                model_hf: c.model.hf.clone(),
+                subject: c.subject.clone(),
+            })
+            .collect(),
+        arms: campaign
+            .arms
+            .iter()
+            .map(|a| ArmInfo {
+                name: a.name.clone(),
+                role: a.role,
+            })
+            .collect(),
+        trials,
+    }
+}

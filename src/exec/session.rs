@@ -1,0 +1,489 @@
+//! One server session: start → ready → warmup → measure (each pending load point) → stop.
+//! The server is stopped on every path: success, failure, timeout and cancellation.
+
+use super::context::{Ctx, JournalError};
+use super::live::Activity;
+use crate::failure::{CrashCause, Failure, FailureClass};
+use crate::loadgen::{self, ClientConfig, Dataset, LoadClient, Progress, RunConfig};
+use crate::manifest::model::{Commit, CommitArm, EXE_PLACEHOLDER, PORT_PLACEHOLDER};
+use crate::pipeline::def::StepKind;
+use crate::runtime::{GpuMode, Runtime, ServerHandle, ServerSource, ServerSpec};
+use petgraph::graph::NodeIndex;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where a session's server comes from, once pulls and patches are done.
+#[derive(Debug, Clone)]
+pub struct ResolvedSource {
+    pub source: ServerSource,
+    /// Extra environment (e.g. `PYTHONPATH` for a patched tree).
+    pub env: BTreeMap<String, String>,
+    /// Content identity (image digest / tree path), recorded with results.
+    pub digest: String,
+}
+
+#[derive(Debug, Default)]
+pub struct SessionOutcome {
+    pub measured: usize,
+    pub failed: usize,
+    pub interrupted: bool,
+}
+
+fn node_of(ctx: &Ctx, session: usize, kind: StepKind) -> Option<NodeIndex> {
+    ctx.dag.sessions[session]
+        .nodes
+        .iter()
+        .copied()
+        .find(|n| ctx.dag.graph[*n].kind == kind)
+}
+
+/// Builds the runtime's server spec for a session.
+fn server_spec(
+    ctx: &Ctx,
+    commit: &Commit,
+    arm: &CommitArm,
+    source: &ResolvedSource,
+    gpus: &[u32],
+    log_path: PathBuf,
+    address: &str,
+) -> ServerSpec {
+    let port = match commit.server.runtime {
+        crate::manifest::types::RuntimeKind::Docker => commit.server.port,
+        crate::manifest::types::RuntimeKind::Process => crate::runtime::free_port(),
+    };
+    let argv = arm
+        .argv
+        .iter()
+        .map(|a| {
+            a.replace(PORT_PLACEHOLDER, &port.to_string())
+                .replace(EXE_PLACEHOLDER, &ctx.exe)
+        })
+        .collect();
+    let mut env = arm.env.clone();
+    env.extend(source.env.clone());
+    resolve_env_refs(&mut env, |name| std::env::var(name).ok());
+    let mut labels = BTreeMap::new();
+    labels.insert(
+        crate::runtime::labels::CAMPAIGN.to_string(),
+        ctx.campaign.name.clone(),
+    );
+    labels.insert(
+        crate::runtime::labels::ADDRESS.to_string(),
+        address.to_string(),
+    );
+    labels.insert(crate::runtime::labels::RUN.to_string(), ctx.run_id.clone());
+    let name: String = format!(
+        "isobench-{}-{}-{}",
+        ctx.campaign.name,
+        crate::state::slug(address),
+        ctx.run_id
+    )
+    .chars()
+    .map(|c| {
+        if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+            c
+        } else {
+            '-'
+        }
+    })
+    .collect();
+    ServerSpec {
+        name,
+        labels,
+        source: source.source.clone(),
+        argv,
+        env,
+        gpus: gpus.to_vec(),
+        gpu_mode: if ctx.gpu_env_only {
+            GpuMode::EnvOnly
+        } else {
+            GpuMode::DeviceRequest
+        },
+        port,
+        shm_size: commit.server.shm_size.map(|s| s as i64),
+        ipc: commit.server.ipc.clone(),
+        volumes: commit.server.volumes.clone(),
+        log_path,
+    }
+}
+
+/// `"${NAME}"` takes the value of `NAME` from isobench's own environment at start time, so
+/// secrets (HF_TOKEN, ...) need not be written in manifests and never reach keys, plans or state.
+fn resolve_env_refs(env: &mut BTreeMap<String, String>, lookup: impl Fn(&str) -> Option<String>) {
+    for value in env.values_mut() {
+        if let Some(name) = value.strip_prefix("${").and_then(|v| v.strip_suffix('}')) {
+            *value = lookup(name).unwrap_or_default();
+        }
+    }
+}
+
+pub fn run_config(commit: &Commit, point: &crate::manifest::model::LoadPoint) -> RunConfig {
+    let l = &commit.load;
+    RunConfig {
+        backend: match l.backend {
+            crate::manifest::types::Backend::OpenAiChat => loadgen::Backend::OpenAiChat,
+            crate::manifest::types::Backend::OpenAi => loadgen::Backend::OpenAi,
+        },
+        endpoint: l.endpoint.clone(),
+        model: commit.model.served_name.clone(),
+        max_concurrency: Some(point.concurrency as usize),
+        request_rate: point.rate.as_f64(),
+        burstiness: l.burstiness,
+        ignore_eos: l.ignore_eos,
+        temperature: l.temperature,
+        run_timeout: l.timeout,
+        seed: l.seed,
+        ..RunConfig::default()
+    }
+}
+
+/// Marks every not-yet-finished step of the session failed with `failure` (they were blocked
+/// by it), so the report shows each trial's cause.
+fn fail_rest(ctx: &Ctx, nodes: &[NodeIndex], failure: &Failure) -> Result<usize, JournalError> {
+    for &n in nodes {
+        let mut f = failure.clone();
+        if ctx.dag.graph[n].kind != StepKind::LoadMeasure {
+            f.message = format!("not run: {}", failure.message);
+        }
+        ctx.failed(n, f)?;
+    }
+    Ok(nodes
+        .iter()
+        .filter(|n| ctx.dag.graph[**n].kind == StepKind::LoadMeasure)
+        .count())
+}
+
+/// Classifies a server that exited, from its exit code and log tail.
+async fn crash_failure(runtime: &Runtime, handle: &ServerHandle, during: &str) -> Option<Failure> {
+    let code = runtime.exited(handle).await?;
+    let tail = crate::runtime::read_log_tail(&handle.log_path, 16 * 1024);
+    let cause = CrashCause::from_log(Some(code), &tail);
+    Some(Failure {
+        class: FailureClass::Crashed,
+        cause: Some(cause),
+        message: format!("server exited with code {code} {during}"),
+        sample_log_line: CrashCause::sample_line(&tail),
+        log_path: Some(handle.log_path.display().to_string()),
+    })
+}
+
+/// Runs one session on `gpus`. Journal errors abort; everything else is recorded.
+pub async fn run(
+    ctx: Arc<Ctx>,
+    session_index: usize,
+    gpus: Vec<u32>,
+    source: ResolvedSource,
+    dataset: Arc<Dataset>,
+) -> Result<SessionOutcome, JournalError> {
+    let session = &ctx.dag.sessions[session_index];
+    let commit = &ctx.campaign.commits[session.commit];
+    let arm = &commit.arms[session.arm];
+    let runtime = ctx
+        .runtime(commit.server.runtime)
+        .expect("runtime prepared for every pending session");
+    let label = format!("{} {} #{}", commit.short, arm.name, session.trial);
+    let start = node_of(&ctx, session_index, StepKind::ServerStart);
+    let ready = node_of(&ctx, session_index, StepKind::ServerReady);
+    let warmup = node_of(&ctx, session_index, StepKind::LoadWarmup);
+    let stop = node_of(&ctx, session_index, StepKind::ServerStop);
+    let measures: Vec<NodeIndex> = session
+        .measures
+        .iter()
+        .copied()
+        .filter(|m| ctx.plan.action(*m).executes())
+        .collect();
+    let mut outcome = SessionOutcome::default();
+    let Some(start) = start else {
+        return Ok(outcome);
+    };
+
+    // start
+    let activity = ctx.live.begin(
+        &label,
+        &format!(
+            "starting on GPUs [{}]",
+            gpus.iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    );
+    ctx.started(start)?;
+    let log_path = ctx
+        .attempt_dir(start)
+        .map_err(JournalError)?
+        .join("server.log");
+    let address = ctx.dag.graph[start].address.clone();
+    let spec = server_spec(
+        &ctx,
+        commit,
+        arm,
+        &source,
+        &gpus,
+        log_path.clone(),
+        &address,
+    );
+    let started = tokio::select! {
+        r = runtime.start(&spec) => r,
+        _ = ctx.cancelled_wait() => {
+            outcome.interrupted = true;
+            activity.end(&ctx.live, "interrupted before the server started");
+            // A start cut short can leave a created container: the next apply removes it by label.
+            let _ = runtime.cleanup_leftovers(&ctx.campaign.name).await;
+            return Ok(outcome);
+        }
+    };
+    let handle = match started {
+        Ok(h) => h,
+        Err(f) => {
+            ctx.failed(start, f.clone())?;
+            let rest: Vec<NodeIndex> = [ready, warmup]
+                .into_iter()
+                .flatten()
+                .chain(measures.iter().copied())
+                .chain(stop)
+                .collect();
+            outcome.failed = fail_rest(&ctx, &rest, &f)?;
+            activity.end(&ctx.live, &format!("failed to start: {f}"));
+            return Ok(outcome);
+        }
+    };
+    ctx.done(start, &[], Some(serde_json::json!({"id": handle.id, "base_url": handle.base_url, "gpus": gpus, "server_log": ctx.rel(&log_path), "source": source.digest})))?;
+
+    // Everything after a successful start ends with a stop, whatever happens in between.
+    let body = session_body(
+        &ctx,
+        runtime,
+        &handle,
+        &activity,
+        &label,
+        ready,
+        warmup,
+        &measures,
+        &dataset,
+        commit,
+        &mut outcome,
+    )
+    .await;
+    let stop_result = async {
+        if let Some(stop) = stop {
+            ctx.started(stop)?;
+            match runtime.stop(&handle, Duration::from_secs(10)).await {
+                Ok(()) => ctx.done(stop, &[], None)?,
+                Err(f) => ctx.failed(stop, f)?,
+            }
+        } else {
+            let _ = runtime.stop(&handle, Duration::from_secs(10)).await;
+        }
+        Ok::<(), JournalError>(())
+    }
+    .await;
+    body?;
+    stop_result?;
+    let summary = if outcome.interrupted {
+        "interrupted; server stopped".to_string()
+    } else if outcome.failed > 0 {
+        format!("{} measured, {} failed", outcome.measured, outcome.failed)
+    } else {
+        format!("{} measured", outcome.measured)
+    };
+    activity.end(&ctx.live, &summary);
+    Ok(outcome)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn session_body(
+    ctx: &Ctx,
+    runtime: &Runtime,
+    handle: &ServerHandle,
+    activity: &Activity,
+    label: &str,
+    ready: Option<NodeIndex>,
+    warmup: Option<NodeIndex>,
+    measures: &[NodeIndex],
+    dataset: &Arc<Dataset>,
+    commit: &Commit,
+    outcome: &mut SessionOutcome,
+) -> Result<(), JournalError> {
+    let _ = label;
+    // ready
+    if let Some(ready) = ready {
+        activity.set("waiting for readiness".into());
+        ctx.started(ready)?;
+        let r = tokio::select! {
+            r = runtime.wait_ready(handle, &commit.server.ready_path, commit.server.ready_timeout, commit.server.ready_interval) => r,
+            _ = ctx.cancelled_wait() => { outcome.interrupted = true; return Ok(()); }
+        };
+        match r {
+            Ok(after) => ctx.done(
+                ready,
+                &[],
+                Some(serde_json::json!({"ready_after_s": after.as_secs_f64()})),
+            )?,
+            Err(f) => {
+                ctx.failed(ready, f.clone())?;
+                let rest: Vec<NodeIndex> =
+                    warmup.into_iter().chain(measures.iter().copied()).collect();
+                outcome.failed = fail_rest(ctx, &rest, &f)?;
+                return Ok(());
+            }
+        }
+    }
+    let pool = commit
+        .load
+        .points
+        .iter()
+        .map(|p| p.concurrency as usize)
+        .max()
+        .unwrap_or(1);
+    let client = match LoadClient::new(ClientConfig {
+        base_url: handle.base_url.clone(),
+        pool_size: pool,
+        request_timeout: commit.load.request_timeout,
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            let f = e.to_failure();
+            outcome.failed = fail_rest(
+                ctx,
+                &warmup
+                    .into_iter()
+                    .chain(measures.iter().copied())
+                    .collect::<Vec<_>>(),
+                &f,
+            )?;
+            return Ok(());
+        }
+    };
+    // warmup (opens the pool's connections, so the measurement does not pay for them)
+    if let Some(warmup) = warmup {
+        activity.set(format!("warming up ({} requests)", commit.load.warmup));
+        ctx.started(warmup)?;
+        let point = commit.load.points.first().expect("at least one load point");
+        let warmup_run = run_config(commit, point);
+        let w = tokio::select! {
+            w = client.warmup(dataset, commit.load.warmup as usize, &warmup_run) => w,
+            _ = ctx.cancelled_wait() => { outcome.interrupted = true; return Ok(()); }
+        };
+        match w {
+            Ok(summary) => ctx.done(warmup, &[], serde_json::to_value(&summary).ok())?,
+            Err(e) => {
+                let f = crash_failure(runtime, handle, "during warm-up")
+                    .await
+                    .unwrap_or_else(|| e.to_failure());
+                ctx.failed(warmup, f.clone())?;
+                outcome.failed = fail_rest(ctx, measures, &f)?;
+                return Ok(());
+            }
+        }
+    }
+    // measure each pending load point
+    for (i, &m) in measures.iter().enumerate() {
+        let point_index = match ctx.dag.graph[m].target {
+            crate::pipeline::expand::Target::Point { point, .. } => point,
+            _ => 0,
+        };
+        let point = commit.load.points[point_index];
+        let _permit = match &ctx.isolate {
+            Some(sem) => {
+                activity.set("waiting for the measurement slot (isolate_measure)".into());
+                Some(sem.acquire().await.expect("semaphore open"))
+            }
+            None => None,
+        };
+        ctx.started(m)?;
+        let progress = Arc::new(Progress::new());
+        let run = run_config(commit, &point);
+        let measure = client.run(dataset, &run, Some(progress.clone()));
+        tokio::pin!(measure);
+        let mut ticker = tokio::time::interval(Duration::from_millis(250));
+        let t0 = std::time::Instant::now();
+        let result = loop {
+            tokio::select! {
+                r = &mut measure => break Some(r),
+                _ = ctx.cancelled_wait() => break None,
+                _ = ticker.tick() => {
+                    let secs = t0.elapsed().as_secs_f64().max(1e-3);
+                    activity.set(format!("measuring {}: {}/{} requests, {:.0} tok/s", point.label(), progress.finished(), progress.total(), progress.output_tokens() as f64 / secs));
+                }
+            }
+        };
+        let Some(result) = result else {
+            outcome.interrupted = true;
+            return Ok(());
+        };
+        let failure = match &result {
+            Ok(br) => match crash_failure(runtime, handle, "during the measurement").await {
+                Some(crash) => Some(crash),
+                None => br.failure(),
+            },
+            Err(e) => Some(
+                crash_failure(runtime, handle, "during the measurement")
+                    .await
+                    .unwrap_or_else(|| e.to_failure()),
+            ),
+        };
+        match (failure, result) {
+            (None, Ok(br)) => {
+                let dir = ctx.attempt_dir(m).map_err(JournalError)?;
+                let node = &ctx.dag.graph[m];
+                let session = &ctx.dag.sessions[match node.target {
+                    crate::pipeline::expand::Target::Point { session, .. } => session,
+                    _ => 0,
+                }];
+                let arm = &commit.arms[session.arm];
+                let metadata: Vec<(String, String)> = vec![
+                    ("address".into(), node.address.clone()),
+                    ("campaign".into(), ctx.campaign.name.clone()),
+                    ("commit".into(), commit.human.clone()),
+                    ("parent".into(), commit.parent.clone()),
+                    ("arm".into(), arm.name.clone()),
+                    ("trial".into(), session.trial.to_string()),
+                    ("point".into(), point.label()),
+                    ("model".into(), commit.model.hf.clone()),
+                    ("key".into(), node.key.hex()),
+                    ("run".into(), ctx.run_id.clone()),
+                ];
+                let path = dir.join("result.json");
+                crate::util::fsx::write_atomic(&path, br.to_json_text(true, &metadata).as_bytes())
+                    .map_err(JournalError)?;
+                ctx.done(m, &[path], Some(serde_json::json!({"output_throughput": br.metrics.output_throughput, "completed": br.metrics.completed, "failed": br.metrics.failed})))?;
+                outcome.measured += 1;
+            }
+            (Some(f), _) => {
+                let crashed = f.class == FailureClass::Crashed;
+                ctx.failed(m, f.clone())?;
+                outcome.failed += 1;
+                if crashed {
+                    // No server left to measure the remaining points with.
+                    outcome.failed += fail_rest(ctx, &measures[i + 1..], &f)?;
+                    return Ok(());
+                }
+            }
+            (None, Err(_)) => unreachable!("an error always yields a failure"),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_references_are_filled_at_start() {
+        let mut env = BTreeMap::from([
+            ("HF_TOKEN".to_string(), "${MY_TOKEN}".to_string()),
+            ("PLAIN".to_string(), "1".to_string()),
+            ("UNSET".to_string(), "${NOPE}".to_string()),
+        ]);
+        resolve_env_refs(&mut env, |name| {
+            (name == "MY_TOKEN").then(|| "hf_secret".to_string())
+        });
+        assert_eq!(env["HF_TOKEN"], "hf_secret");
+        assert_eq!(env["PLAIN"], "1");
+        assert_eq!(env["UNSET"], "");
+    }
+}
