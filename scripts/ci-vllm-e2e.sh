@@ -14,7 +14,7 @@
 # (WORK/results) start empty and never touch the checkout.
 #
 # Time on 2 cores: setup ~7 min cold (two venvs, ~3.5 GB each from PyPI), seconds when cached;
-# the campaign 9 server sessions of ~1.5 min each. Environment:
+# the campaign (9 server sessions of ~45 s) ~6 min: 378 s warm on 2026-11-28. Environment:
 #   ISOBENCH_CACHE_DIR   where venvs and model are cached (default ~/.cache/isobench)
 #   ISOBENCH             the isobench binary (default: cargo build --release, then target/release)
 #   KILL_AFTER           measurements to wait for before the kill (default 2)
