@@ -346,6 +346,7 @@ pub async fn apply(
     let mut measured_total = 0u64;
     let mut failed_total = 0u64;
     let mut stop_launching = false;
+    let mut last_idle_notice: Option<String> = None;
     loop {
         if ctx.cancelled() {
             stop_launching = true;
@@ -447,18 +448,20 @@ pub async fn apply(
                 }
                 Err(Shortage::Busy) => i += 1,
                 Err(Shortage::NotIdle(busy)) => {
-                    let since = *waiting_since.entry(s).or_insert_with(|| {
-                        let list = busy
-                            .iter()
-                            .map(|(g, mib)| format!("GPU {g}: {mib} MiB"))
-                            .collect::<Vec<_>>()
-                            .join(", ");
+                    // Said once per distinct situation, not once per waiting session.
+                    let list = busy
+                        .iter()
+                        .map(|(g, mib)| format!("GPU {g}: {mib} MiB"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    if last_idle_notice.as_deref() != Some(list.as_str()) {
                         ctx.live.line(&format!(
                             "waiting for a GPU to read idle ({list} in use; threshold {} MiB)",
                             ctx.campaign.resources.gpu_idle_memory_mib
                         ));
-                        Instant::now()
-                    });
+                        last_idle_notice = Some(list);
+                    }
+                    let since = *waiting_since.entry(s).or_insert_with(Instant::now);
                     if since.elapsed() > idle_wait && running.is_empty() {
                         let list = busy
                             .iter()
