@@ -26,6 +26,8 @@ CI=${CI:-true} cargo test --lib --bins --tests
 cargo test --benches --no-run      # benchmarks compile; run them with `cargo bench`
 if [ "${ISOBENCH_SKIP_VLLM:-0}" != 1 ] && [ -x scripts/ci-vllm-e2e.sh ]; then
   step "real vLLM campaign end to end"
-  scripts/ci-vllm-e2e.sh
+  # The debug build the tests just made is fast enough to drive a CPU vLLM server (its
+  # dependencies are optimised) and saves a release build.
+  ISOBENCH=${ISOBENCH:-${CARGO_TARGET_DIR:-$PWD/target}/debug/isobench} scripts/ci-vllm-e2e.sh
 fi
 step "all tests passed"
