@@ -7,7 +7,7 @@ use super::live::{Live, human_bytes, human_duration};
 use super::patch::{self, PatchedSource};
 use super::session::{self, ResolvedSource, SessionOutcome};
 use crate::failure::{Failure, FailureClass};
-use crate::loadgen::{self, Dataset};
+use crate::loadgen;
 use crate::manifest::Campaign;
 use crate::manifest::model::ArmSource;
 use crate::manifest::types::RuntimeKind;
@@ -102,8 +102,10 @@ fn reference_of(source: &ServerSource) -> String {
     }
 }
 
-/// Builds (once per commit) the dataset every arm of that commit is measured with.
-fn dataset_for(campaign: &Campaign, commit: usize) -> Result<Dataset, Failure> {
+/// Builds (once per commit) the prompts every arm of that commit is measured with, and a
+/// separate set for warm-up: warm-up prompts drawn from the measured set would be answered
+/// from the server's prefix cache when measured, flattering TTFT.
+fn dataset_for(campaign: &Campaign, commit: usize) -> Result<session::Datasets, Failure> {
     let c = &campaign.commits[commit];
     let cfg = loadgen::DatasetConfig {
         input_len: c.load.input_len,
@@ -119,7 +121,15 @@ fn dataset_for(campaign: &Campaign, commit: usize) -> Result<Dataset, Failure> {
         .clone()
         .or_else(|| loadgen::find_tokenizer(&c.model.path))
         .or_else(|| loadgen::find_tokenizer(&c.model.hf));
-    loadgen::build_dataset(&cfg, tokenizer.as_deref()).map_err(|e| e.to_failure())
+    let measure = loadgen::build_dataset(&cfg, tokenizer.as_deref()).map_err(|e| e.to_failure())?;
+    let warmup_cfg = loadgen::DatasetConfig {
+        num_prompts: (c.load.warmup as usize).max(1),
+        seed: c.load.seed ^ 0x9E37_79B9_7F4A_7C15,
+        ..cfg
+    };
+    let warmup =
+        loadgen::build_dataset(&warmup_cfg, tokenizer.as_deref()).map_err(|e| e.to_failure())?;
+    Ok(session::Datasets { measure, warmup })
 }
 
 pub async fn apply(
@@ -316,7 +326,7 @@ pub async fn apply(
     let mut summary = ApplySummary::default();
     let mut images: HashMap<usize, Readiness<ImageInfo>> = HashMap::new();
     let mut patches: HashMap<(usize, usize), Readiness<(ResolvedSource, bool)>> = HashMap::new();
-    let mut datasets: HashMap<usize, Result<Arc<Dataset>, Failure>> = HashMap::new();
+    let mut datasets: HashMap<usize, Result<Arc<session::Datasets>, Failure>> = HashMap::new();
     let pull_slots = Arc::new(Semaphore::new(pull_parallelism));
 
     // Prefetch: every image a pending session needs, in order of first use, bounded in parallel.

@@ -24,6 +24,13 @@ pub struct ResolvedSource {
     pub digest: String,
 }
 
+/// The prompts of one commit: the measured set and a disjoint warm-up set.
+#[derive(Debug)]
+pub struct Datasets {
+    pub measure: Dataset,
+    pub warmup: Dataset,
+}
+
 #[derive(Debug, Default)]
 pub struct SessionOutcome {
     pub measured: usize,
@@ -175,7 +182,7 @@ pub async fn run(
     session_index: usize,
     gpus: Vec<u32>,
     source: ResolvedSource,
-    dataset: Arc<Dataset>,
+    dataset: Arc<Datasets>,
 ) -> Result<SessionOutcome, JournalError> {
     let session = &ctx.dag.sessions[session_index];
     let commit = &ctx.campaign.commits[session.commit];
@@ -303,7 +310,7 @@ async fn session_body(
     ready: Option<NodeIndex>,
     warmup: Option<NodeIndex>,
     measures: &[NodeIndex],
-    dataset: &Arc<Dataset>,
+    dataset: &Arc<Datasets>,
     commit: &Commit,
     outcome: &mut SessionOutcome,
 ) -> Result<(), JournalError> {
@@ -364,7 +371,7 @@ async fn session_body(
         let point = commit.load.points.first().expect("at least one load point");
         let warmup_run = run_config(commit, point);
         let w = tokio::select! {
-            w = client.warmup(dataset, commit.load.warmup as usize, &warmup_run) => w,
+            w = client.warmup(&dataset.warmup, commit.load.warmup as usize, &warmup_run) => w,
             _ = ctx.cancelled_wait() => { outcome.interrupted = true; return Ok(()); }
         };
         match w {
@@ -396,7 +403,7 @@ async fn session_body(
         ctx.started(m)?;
         let progress = Arc::new(Progress::new());
         let run = run_config(commit, &point);
-        let measure = client.run(dataset, &run, Some(progress.clone()));
+        let measure = client.run(&dataset.measure, &run, Some(progress.clone()));
         tokio::pin!(measure);
         let mut ticker = tokio::time::interval(Duration::from_millis(250));
         let t0 = std::time::Instant::now();

@@ -182,9 +182,8 @@ pub struct PerRequest {
 mod tests {
     use super::*;
 
-    const SAMPLE: &str = include_str!(
-        "../../../shared/reference/vllm-cpu/samples/vllm_bench_serve_0.32.0_result.json"
-    );
+    const SAMPLE: &str =
+        include_str!("../../tests/loadgen_fixtures/vllm_bench_serve_0.32.0_result.json");
 
     #[test]
     fn loads_vllm_result_json() {
