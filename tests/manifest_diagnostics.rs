@@ -500,3 +500,23 @@ fn d35_rendered_miette_report_names_file_line_and_help() {
     assert!(rendered.contains("unknown model `qwne`"), "{rendered}");
     assert!(rendered.contains("did you mean `qwen`?"), "{rendered}");
 }
+
+#[test]
+fn d36_duplicate_list_values() {
+    one(
+        &replace(
+            "num_prompts = 10",
+            "num_prompts = 10\nconcurrency = [1, 16, 16]",
+        ),
+        "24:23",
+        "concurrency 16 is listed twice",
+    );
+    one(
+        &replace(
+            "num_prompts = 10",
+            "num_prompts = 10\nrequest_rate = [4.0, \"inf\", 4.0]",
+        ),
+        "24:29",
+        "request_rate 4 is listed twice",
+    );
+}

@@ -367,68 +367,19 @@ pub async fn apply(
             let s = queue[i];
             let sess = &ctx.dag.sessions[s];
             let commit = &ctx.campaign.commits[sess.commit];
-            let arm = &commit.arms[sess.arm];
-            // Image ready?
-            let image_info = match sess.image.and_then(|img| images.get(&img)) {
-                Some(Readiness::Waiting) => {
-                    i += 1;
-                    continue;
-                }
-                Some(Readiness::Failed(f)) => {
-                    let f = f.clone();
-                    failed_total += fail_session(ctx_ref, s, &f)? as u64;
-                    queue.remove(i);
-                    continue;
-                }
-                Some(Readiness::Ready(info)) => info.clone(),
-                None => unreachable!("every pending session's image is being pulled"),
-            };
-            // Patch ready?
-            let resolved = match &arm.source {
-                ArmSource::Patched(spec) => match patches.get(&(sess.commit, sess.arm)) {
-                    None => {
-                        patches.insert((sess.commit, sess.arm), Readiness::Waiting);
-                        let (ctx2, tx2, spec, info) =
-                            (ctx.clone(), tx.clone(), spec.clone(), image_info.clone());
-                        let key = (sess.commit, sess.arm);
-                        tokio::spawn(async move {
-                            let r = build_patch(&ctx2, key, &spec, &info).await;
-                            let _ = tx2.send(Event::Patched(key, r));
-                        });
+            let (resolved, ds) =
+                match prerequisites(&ctx, &tx, s, &images, &mut patches, &mut datasets) {
+                    Prerequisites::Wait => {
                         i += 1;
                         continue;
                     }
-                    Some(Readiness::Waiting) => {
-                        i += 1;
-                        continue;
-                    }
-                    Some(Readiness::Failed(f)) => {
-                        let f = f.clone();
+                    Prerequisites::Failed(f) => {
                         failed_total += fail_session(ctx_ref, s, &f)? as u64;
                         queue.remove(i);
                         continue;
                     }
-                    Some(Readiness::Ready((r, _))) => r.clone(),
-                },
-                root => ResolvedSource {
-                    source: source_of_root(root),
-                    env: BTreeMap::new(),
-                    digest: image_info.digest().to_string(),
-                },
-            };
-            // Dataset (built once per commit, same prompts in every arm).
-            let ds = match datasets
-                .entry(sess.commit)
-                .or_insert_with(|| dataset_for(&ctx.campaign, sess.commit).map(Arc::new))
-            {
-                Ok(ds) => ds.clone(),
-                Err(f) => {
-                    let f = f.clone();
-                    failed_total += fail_session(ctx_ref, s, &f)? as u64;
-                    queue.remove(i);
-                    continue;
-                }
-            };
+                    Prerequisites::Ready(resolved, ds) => (resolved, ds),
+                };
             if running.len() >= max_parallel {
                 break;
             }
@@ -593,6 +544,65 @@ pub async fn apply(
         .collect();
     summary.makespan = t0.elapsed();
     Ok(summary)
+}
+
+/// What a pending session still waits for before it can take GPUs.
+enum Prerequisites {
+    /// Its image is being pulled or its patch built.
+    Wait,
+    /// Its image, patch or dataset could not be had.
+    Failed(Failure),
+    Ready(ResolvedSource, Arc<session::Datasets>),
+}
+
+/// Checks (and starts, for patches) what session `s` needs: its pulled image, its patched
+/// source, and its commit's dataset (built once per commit, the same prompts in every arm).
+fn prerequisites(
+    ctx: &Arc<Ctx>,
+    tx: &mpsc::UnboundedSender<Event>,
+    s: usize,
+    images: &HashMap<usize, Readiness<ImageInfo>>,
+    patches: &mut HashMap<(usize, usize), Readiness<(ResolvedSource, bool)>>,
+    datasets: &mut HashMap<usize, Result<Arc<session::Datasets>, Failure>>,
+) -> Prerequisites {
+    let sess = &ctx.dag.sessions[s];
+    let arm = &ctx.campaign.commits[sess.commit].arms[sess.arm];
+    let image_info = match sess.image.and_then(|img| images.get(&img)) {
+        Some(Readiness::Waiting) => return Prerequisites::Wait,
+        Some(Readiness::Failed(f)) => return Prerequisites::Failed(f.clone()),
+        Some(Readiness::Ready(info)) => info,
+        None => unreachable!("every pending session's image is being pulled"),
+    };
+    let key = (sess.commit, sess.arm);
+    let resolved = match &arm.source {
+        ArmSource::Patched(spec) => match patches.get(&key) {
+            None => {
+                patches.insert(key, Readiness::Waiting);
+                let (ctx2, tx2, spec, info) =
+                    (ctx.clone(), tx.clone(), spec.clone(), image_info.clone());
+                tokio::spawn(async move {
+                    let r = build_patch(&ctx2, key, &spec, &info).await;
+                    let _ = tx2.send(Event::Patched(key, r));
+                });
+                return Prerequisites::Wait;
+            }
+            Some(Readiness::Waiting) => return Prerequisites::Wait,
+            Some(Readiness::Failed(f)) => return Prerequisites::Failed(f.clone()),
+            Some(Readiness::Ready((r, _))) => r.clone(),
+        },
+        root => ResolvedSource {
+            source: source_of_root(root),
+            env: BTreeMap::new(),
+            digest: image_info.digest().to_string(),
+        },
+    };
+    match datasets
+        .entry(sess.commit)
+        .or_insert_with(|| dataset_for(&ctx.campaign, sess.commit).map(Arc::new))
+    {
+        Ok(ds) => Prerequisites::Ready(resolved, ds.clone()),
+        Err(f) => Prerequisites::Failed(f.clone()),
+    }
 }
 
 /// With a disk budget: once the pulled images together exceed it, removes those that no

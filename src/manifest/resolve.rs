@@ -510,54 +510,14 @@ impl<'a> Resolver<'a> {
             }
         }
         if let Some(c) = &l.concurrency {
-            let values = c.to_vec();
-            if values.is_empty() {
-                self.err(
-                    &format!("{p}.concurrency"),
-                    "concurrency list is empty",
-                    "empty",
-                );
-            }
-            for (i, v) in values.iter().enumerate() {
-                if *v == 0 {
-                    let at = if matches!(c, OneOrMany::Many(_)) {
-                        format!("{p}.concurrency[{i}]")
-                    } else {
-                        format!("{p}.concurrency")
-                    };
-                    self.err(&at, "concurrency must be at least 1", "zero");
-                }
-            }
-            let mut seen = HashSet::new();
-            for (i, v) in values.iter().enumerate() {
-                if !seen.insert(v) {
-                    self.err(
-                        &format!("{p}.concurrency[{i}]"),
-                        format!("concurrency {v} is listed twice"),
-                        "duplicate",
-                    );
-                }
-            }
+            self.check_list(&format!("{p}.concurrency"), c, |v| {
+                (*v == 0).then(|| ("concurrency must be at least 1".to_string(), "zero"))
+            });
         }
         if let Some(rates) = &l.request_rate {
-            let values = rates.to_vec();
-            if values.is_empty() {
-                self.err(
-                    &format!("{p}.request_rate"),
-                    "request_rate list is empty",
-                    "empty",
-                );
-            }
-            for (i, v) in values.iter().enumerate() {
-                let at = if matches!(rates, OneOrMany::Many(_)) {
-                    format!("{p}.request_rate[{i}]")
-                } else {
-                    format!("{p}.request_rate")
-                };
-                if let Err(e) = parse_rate(v) {
-                    self.err(&at, e, "bad rate");
-                }
-            }
+            self.check_list(&format!("{p}.request_rate"), rates, |v| {
+                parse_rate(v).err().map(|e| (e, "bad rate"))
+            });
         }
         if let Some(b) = l.burstiness
             && b <= 0.0
@@ -585,6 +545,36 @@ impl<'a> Resolver<'a> {
                 && let Err(e) = util::parse_duration(v)
             {
                 self.err(&format!("{p}.{name}"), e, "not a duration");
+            }
+        }
+    }
+
+    /// A value-or-list field: not empty, every element valid (`check` says what is wrong with
+    /// one), no element twice. Errors point at the element when it is a list.
+    fn check_list<T: PartialEq + std::fmt::Display>(
+        &mut self,
+        path: &str,
+        list: &OneOrMany<T>,
+        check: impl Fn(&T) -> Option<(String, &'static str)>,
+    ) {
+        let values: Vec<&T> = match list {
+            OneOrMany::One(v) => vec![v],
+            OneOrMany::Many(vs) => vs.iter().collect(),
+        };
+        let field = path.rsplit('.').next().unwrap_or(path);
+        if values.is_empty() {
+            self.err(path, format!("{field} list is empty"), "empty");
+        }
+        for (i, v) in values.iter().enumerate() {
+            let at = if matches!(list, OneOrMany::Many(_)) {
+                format!("{path}[{i}]")
+            } else {
+                path.to_string()
+            };
+            if let Some((message, label)) = check(v) {
+                self.err(&at, message, label);
+            } else if values[..i].contains(v) {
+                self.err(&at, format!("{field} {v} is listed twice"), "duplicate");
             }
         }
     }

@@ -241,6 +241,15 @@ pub enum RateValue {
     Text(String),
 }
 
+impl std::fmt::Display for RateValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RateValue::Number(n) => write!(f, "{n}"),
+            RateValue::Text(t) => write!(f, "\"{t}\""),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoadSettings {
