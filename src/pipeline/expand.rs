@@ -37,7 +37,8 @@ pub enum Target {
 #[derive(Debug, Clone)]
 pub struct Node {
     pub address: String,
-    pub step_id: String,
+    /// The pipeline step's id (shared by all nodes of that step).
+    pub step_id: std::sync::Arc<str>,
     pub kind: StepKind,
     pub target: Target,
     pub key: Hash,
@@ -229,7 +230,30 @@ fn key_of(kind: StepKind, components: &[(&'static str, Hash)], upstream: &[Hash]
 /// or recorded by an earlier apply); it is part of every measurement's key.
 pub fn expand(campaign: &Campaign, gpu_kind: Option<&str>) -> Dag {
     let pipeline: &Pipeline = &campaign.pipeline;
-    let mut dag = Dag::default();
+    // Sized up front: a large campaign has tens of thousands of nodes.
+    let sessions: usize = campaign
+        .commits
+        .iter()
+        .map(|c| c.repeats as usize * c.arms.len())
+        .sum();
+    let per_session = pipeline.steps.len()
+        + campaign
+            .commits
+            .iter()
+            .map(|c| c.load.points.len())
+            .max()
+            .unwrap_or(1);
+    let mut dag = Dag {
+        graph: DiGraph::with_capacity(sessions * per_session, sessions * per_session * 2),
+        ..Dag::default()
+    };
+    dag.index.reserve(sessions * per_session);
+    dag.sessions.reserve(sessions);
+    let step_ids: HashMap<StepKind, std::sync::Arc<str>> = pipeline
+        .steps
+        .iter()
+        .map(|s| (s.kind, std::sync::Arc::from(s.id.as_str())))
+        .collect();
     let client = Hash::of(crate::LOADGEN_VERSION.as_bytes());
 
     // Images: one pull per distinct root source.
@@ -262,7 +286,7 @@ pub fn expand(campaign: &Campaign, gpu_kind: Option<&str>) -> Dag {
             let key = key_of(StepKind::ImagePull, &components, &[]);
             let node = Node {
                 address: format!("{step}[{}]", img.label),
-                step_id: step.clone(),
+                step_id: step.as_str().into(),
                 kind: StepKind::ImagePull,
                 target: Target::Image(i),
                 key,
@@ -342,7 +366,7 @@ pub fn expand(campaign: &Campaign, gpu_kind: Option<&str>) -> Dag {
                             "{}[commit={},arm={}]",
                             patch_step.id, commit.short, arm.name
                         ),
-                        step_id: patch_step.id.clone(),
+                        step_id: patch_step.id.as_str().into(),
                         kind: StepKind::ImagePatch,
                         target: Target::Patch {
                             commit: ci,
@@ -409,7 +433,7 @@ pub fn expand(campaign: &Campaign, gpu_kind: Option<&str>) -> Dag {
                             let key = key_of(step.kind, &components, &upstream_keys);
                             let node = Node {
                                 address: format!("{}[{},{}]", step.id, session_label, point_label),
-                                step_id: step.id.clone(),
+                                step_id: step_ids[&step.kind].clone(),
                                 kind: step.kind,
                                 target: Target::Point {
                                     session: session_index,
@@ -431,7 +455,7 @@ pub fn expand(campaign: &Campaign, gpu_kind: Option<&str>) -> Dag {
                         let key = key_of(step.kind, &components, &upstream_keys);
                         let node = Node {
                             address: format!("{}[{}]", step.id, session_label),
-                            step_id: step.id.clone(),
+                            step_id: step_ids[&step.kind].clone(),
                             kind: step.kind,
                             target: Target::Session(session_index),
                             key,
@@ -503,7 +527,7 @@ pub fn expand(campaign: &Campaign, gpu_kind: Option<&str>) -> Dag {
             let key = key_of(StepKind::Compare, &components, &[]);
             let node = Node {
                 address: format!("{}[commit={}]", step.id, commit.short),
-                step_id: step.id.clone(),
+                step_id: step.id.as_str().into(),
                 kind: StepKind::Compare,
                 target: Target::Commit(ci),
                 key,
