@@ -479,3 +479,41 @@ fn secrets_reach_the_server_but_never_the_state_plan_or_results() {
     }
     assert!(no_server_left(&marker));
 }
+
+#[test]
+fn leftovers_are_removed_even_when_nothing_is_left_to_do() {
+    let marker = unique("leftover");
+    let dir = tempfile::tempdir().unwrap();
+    write_servers(dir.path(), &["11111111", "22222222", "33333333"], |c, _| {
+        if c == "33333333" {
+            "ttft_ms = 5.0\nitl_ms = 2.0\nslow_start_s = 30.0\n".into()
+        } else {
+            "ttft_ms = 5.0\nitl_ms = 2.0\n".into()
+        }
+    });
+    let manifest = dir.path().join("m.toml");
+    let m = manifest.to_str().unwrap();
+    std::fs::write(&manifest, campaign_text(&marker, false)).unwrap();
+    assert_eq!(isobench(&["apply", "--plain", m]).status.code(), Some(0));
+    // A third commit whose servers never get ready; kill -9 apply while they start.
+    std::fs::write(&manifest, campaign_text(&marker, true)).unwrap();
+    let state = dir.path().join(".isobench");
+    kill_when(&["apply", "--plain", m], &state, |j| {
+        j.any("started", "ready[commit=33333333")
+    });
+    assert!(
+        !no_server_left(&marker),
+        "the killed run's servers are still up"
+    );
+    // Back to the two finished commits: nothing to do, but the orphaned servers must go.
+    std::fs::write(&manifest, campaign_text(&marker, false)).unwrap();
+    let out = isobench(&["apply", "--plain", m]);
+    assert_eq!(out.status.code(), Some(0), "{}", out.text());
+    assert!(out.text().contains("nothing to do"), "{}", out.text());
+    assert!(
+        out.text().contains("leftover process server"),
+        "{}",
+        out.text()
+    );
+    assert!(no_server_left(&marker));
+}

@@ -1,7 +1,7 @@
 //! `isobench apply`, `isobench state`, `isobench unlock`.
 use crate::exec::{self, ApplyOptions};
 use crate::state::{self, State};
-use miette::{IntoDiagnostic, Result, WrapErr};
+use miette::{IntoDiagnostic, Result};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -182,9 +182,8 @@ pub fn run_state(args: StateArgs) -> Result<ExitCode> {
         } => {
             let campaign = super::plan::load_campaign(&manifest, state.as_deref())?;
             let st = State::load(&campaign.state_dir).into_diagnostic()?;
-            let pattern = glob::Pattern::new(&address.replace('[', "[[]"))
-                .into_diagnostic()
-                .wrap_err("bad address pattern")?;
+            let pattern =
+                crate::plan::address_glob(&address).map_err(|e| miette::miette!("{e}"))?;
             let journal = std::fs::read_to_string(campaign.state_dir.join(state::JOURNAL))
                 .unwrap_or_default();
             let mut found = 0;

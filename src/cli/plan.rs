@@ -71,11 +71,7 @@ pub fn load_campaign(path: &Path, state_override: Option<&Path>) -> Result<Campa
 pub fn parse_globs(globs: &[String]) -> Result<Vec<glob::Pattern>> {
     globs
         .iter()
-        .map(|g| {
-            glob::Pattern::new(&g.replace('[', "[[]"))
-                .into_diagnostic()
-                .wrap_err_with(|| format!("bad --rerun pattern `{g}`"))
-        })
+        .map(|g| plan::address_glob(g).map_err(|e| miette::miette!("{e}")))
         .collect()
 }
 

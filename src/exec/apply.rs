@@ -192,10 +192,7 @@ pub async fn apply(
     let rerun = opts
         .rerun
         .iter()
-        .map(|g| {
-            glob::Pattern::new(&g.replace('[', "[[]"))
-                .map_err(|e| ApplyError::Setup(format!("bad --rerun pattern `{g}`: {e}")))
-        })
+        .map(|g| plan::address_glob(g).map_err(ApplyError::Setup))
         .collect::<Result<Vec<_>, _>>()?;
     let the_plan = plan::plan(&campaign, &dag, &state_before, &PlanOptions { rerun });
     let c = &the_plan.counts;
@@ -225,34 +222,33 @@ pub async fn apply(
         .copied()
         .filter(|n| the_plan.action(*n).executes())
         .collect();
-    if pending_sessions.is_empty() && pending_compares.is_empty() {
-        live.line("nothing to do: every step is cached");
-        return Ok(ApplySummary {
-            nothing_to_do: true,
-            makespan: t0.elapsed(),
-            ..Default::default()
-        });
-    }
-
-    // Runtimes for the sessions that will run; leftovers of earlier runs go first.
-    let kinds: HashSet<RuntimeKind> = pending_sessions
+    // Runtimes: a killed earlier run may have left servers behind even when nothing is left to
+    // do (killed between its last measurement and the stop), so leftovers are removed first,
+    // always. Docker must be reachable only if a pending session needs it.
+    let needs: HashSet<RuntimeKind> = pending_sessions
         .iter()
         .map(|&s| campaign.commits[dag.sessions[s].commit].server.runtime)
         .collect();
-    let docker = if kinds.contains(&RuntimeKind::Docker) {
-        Some(
-            Runtime::docker()
-                .await
-                .map_err(|f| ApplyError::Setup(format!("Docker Engine: {f}")))?,
-        )
+    let used: HashSet<RuntimeKind> = campaign.commits.iter().map(|c| c.server.runtime).collect();
+    let docker = if used.contains(&RuntimeKind::Docker) {
+        match Runtime::docker().await {
+            Ok(d) => Some(d),
+            Err(f) if needs.contains(&RuntimeKind::Docker) => {
+                return Err(ApplyError::Setup(format!("Docker Engine: {f}")));
+            }
+            Err(f) => {
+                live.line(&format!(
+                    "warning: Docker Engine not reachable, leftover containers not checked: {f}"
+                ));
+                None
+            }
+        }
     } else {
         None
     };
-    let process = if kinds.contains(&RuntimeKind::Process) || kinds.is_empty() {
-        Some(Runtime::process(campaign.state_dir.join("processes")))
-    } else {
-        None
-    };
+    let process = used
+        .contains(&RuntimeKind::Process)
+        .then(|| Runtime::process(campaign.state_dir.join("processes")));
     for rt in docker.iter().chain(process.iter()) {
         match rt.cleanup_leftovers(&campaign.name).await {
             Ok(removed) if !removed.is_empty() => live.line(&format!(
@@ -275,6 +271,14 @@ pub async fn apply(
             Ok(_) => {}
             Err(f) => live.line(&format!("warning: could not clean up patch leftovers: {f}")),
         }
+    }
+    if pending_sessions.is_empty() && pending_compares.is_empty() {
+        live.line("nothing to do: every step is cached");
+        return Ok(ApplySummary {
+            nothing_to_do: true,
+            makespan: t0.elapsed(),
+            ..Default::default()
+        });
     }
 
     let (cancel_tx, cancel_rx) = watch::channel(false);

@@ -96,6 +96,13 @@ impl Plan {
     }
 }
 
+/// A glob over node addresses. Addresses contain `[` and `]`, which glob reads as character
+/// classes; here they match themselves, so `measure[commit=015069b0*` means what it says.
+pub fn address_glob(pattern: &str) -> Result<glob::Pattern, String> {
+    glob::Pattern::new(&pattern.replace('[', "[[]"))
+        .map_err(|e| format!("bad address pattern `{pattern}`: {e}"))
+}
+
 /// Options that change what the plan asks for.
 #[derive(Debug, Default, Clone)]
 pub struct PlanOptions {
