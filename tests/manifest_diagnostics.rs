@@ -520,3 +520,54 @@ fn d36_duplicate_list_values() {
         "request_rate 4 is listed twice",
     );
 }
+
+#[test]
+fn d37_model_file_fields_are_templates_with_vars_only() {
+    // A model's files are the same for every commit and arm: `commit.*` is undefined there, and
+    // the error points into the `tokenizer` string.
+    let text = replace(
+        "hf = \"Qwen/Qwen3-1.7B\"",
+        "hf = \"Qwen/Qwen3-1.7B\"\ntokenizer = \"tok/{{ commit.short }}\"",
+    );
+    let col = "tokenizer = \"tok/{{ ".len() + 1;
+    one(
+        &text,
+        &format!("18:{col}"),
+        "template `models.qwen.tokenizer` uses an undefined variable",
+    );
+    // `vars` render; a tokenizer that does not exist is reported under its rendered name.
+    let text = format!(
+        "vars = {{ where = \"nowhere\" }}\n{}",
+        replace(
+            "hf = \"Qwen/Qwen3-1.7B\"",
+            "hf = \"Qwen/Qwen3-1.7B\"\ntokenizer = \"{{ vars.where }}/tok\"",
+        )
+    );
+    one(
+        &text,
+        "19:13",
+        "tokenizer `nowhere/tok` of model `qwen` does not exist",
+    );
+}
+
+#[test]
+fn model_path_template_reaches_the_server_command_and_the_served_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tokenizer.json"), "{}").unwrap();
+    let text = format!(
+        "vars = {{ models = \"{}\" }}\n{}",
+        dir.path().display(),
+        replace(
+            "hf = \"Qwen/Qwen3-1.7B\"",
+            "hf = \"Qwen/Qwen3-1.7B\"\npath = \"{{ vars.models }}/qwen\"\ntokenizer = \"{{ vars.models }}\"",
+        )
+        .replace("serve {{ model.hf }}", "serve {{ model.path }}")
+    );
+    let campaign = load(&text).unwrap_or_else(|e| panic!("{:?}", miette::Report::new(e)));
+    let commit = &campaign.commits[0];
+    let expected = format!("{}/qwen", dir.path().display());
+    assert_eq!(commit.arms[0].argv[1], expected);
+    // vLLM serves under the `--model` it was given unless told otherwise.
+    assert_eq!(commit.model.served_name, expected);
+    assert_eq!(commit.model.tokenizer.as_deref(), Some(dir.path()));
+}

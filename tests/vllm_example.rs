@@ -39,6 +39,13 @@ fn flag_value<'a>(argv: &'a [String], flag: &str) -> &'a str {
 
 #[test]
 fn example_resolves_to_two_releases_and_a_patched_baseline() {
+    // Validation checks that the tokenizer exists: it is built by scripts/setup-vllm-cpu.sh,
+    // which CI runs first (a missing model fails there).
+    let in_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    if !in_ci && !cache_dir().join("models/tiny-llama").exists() {
+        eprintln!("SKIPPED: the tiny model is not built (run scripts/setup-vllm-cpu.sh)");
+        return;
+    }
     let campaign =
         manifest::load_file(&example()).unwrap_or_else(|e| panic!("{:?}", miette::Report::new(e)));
     assert_eq!(campaign.commits.len(), 1);
@@ -123,6 +130,10 @@ fn example_resolves_to_two_releases_and_a_patched_baseline() {
 #[test]
 fn plan_takes_the_cache_directory_from_the_environment() {
     let cache = tempfile::tempdir().unwrap();
+    // The tokenizer must exist for the manifest to validate; the model path is only passed on.
+    let model = cache.path().join("models/tiny-llama");
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::write(model.join("tokenizer.json"), "{}").unwrap();
     let state = tempfile::tempdir().unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_isobench"))
         .args(["plan", "--format", "json", "--state"])

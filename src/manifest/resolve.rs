@@ -83,6 +83,7 @@ pub fn load_str(name: &str, text: &str, manifest_dir: &Path) -> Result<Campaign,
         out,
         manifest_dir: manifest_dir.to_path_buf(),
         templates: Templates::new(),
+        model_files: BTreeMap::new(),
     };
     let campaign = r.resolve(&file);
     r.out.finish()?;
@@ -95,6 +96,21 @@ struct Resolver<'a> {
     out: Collector,
     manifest_dir: PathBuf,
     templates: Templates,
+    /// Rendered file locations of each model (by key), from [`Resolver::check_models`].
+    model_files: BTreeMap<String, ModelFiles>,
+}
+
+/// A model's `path` and `tokenizer` after templating and `~` expansion.
+#[derive(Default, Clone)]
+struct ModelFiles {
+    path: Option<String>,
+    tokenizer: Option<PathBuf>,
+}
+
+/// What model fields may use: they are the same for every commit and arm.
+#[derive(Serialize)]
+struct ModelFieldCtx<'a> {
+    vars: &'a BTreeMap<String, String>,
 }
 
 /// One arm, checked once for the whole campaign.
@@ -161,6 +177,19 @@ impl<'a> Resolver<'a> {
     ) -> &mut super::diag::Diagnostic {
         let span = self.spans.value(path);
         self.out.error(self.source, span, message, label)
+    }
+
+    /// Renders the template written at manifest field `site` (compiled once per site); errors
+    /// are reported against the field's span.
+    fn render_field<S: Serialize>(&mut self, site: &str, template: &str, ctx: S) -> Option<String> {
+        let span = self.spans.value(site);
+        if !self
+            .templates
+            .add(site, template, span, self.source, &mut self.out)
+        {
+            return None;
+        }
+        self.templates.render(site, ctx, self.source, &mut self.out)
     }
 
     fn resolve(&mut self, file: &ManifestFile) -> Option<Campaign> {
@@ -421,13 +450,27 @@ impl<'a> Resolver<'a> {
                     "empty",
                 );
             }
+            // Local files move with the machine (`{{ env("ISOBENCH_CACHE_DIR", "~/.cache") }}`),
+            // so these two fields are templates too.
+            let ctx = ModelFieldCtx { vars: &file.vars };
+            let mut files = ModelFiles::default();
+            if let Some(path) = &model.path {
+                files.path = self
+                    .render_field(&format!("models.{key}.path"), path, &ctx)
+                    .map(|p| util::expand_tilde(&p));
+            }
             if let Some(tok) = &model.tokenizer {
-                let p = self.manifest_dir.join(util::expand_tilde(tok));
-                if !p.exists() {
-                    self.err(&format!("models.{key}.tokenizer"), format!("tokenizer `{tok}` of model `{key}` does not exist ({})", p.display()), "not found")
-                        .with_help("give a `tokenizer.json` or a directory holding one; without it prompts are synthetic text");
+                let site = format!("models.{key}.tokenizer");
+                if let Some(rendered) = self.render_field(&site, tok, &ctx) {
+                    let p = self.manifest_dir.join(util::expand_tilde(&rendered));
+                    if !p.exists() {
+                        self.err(&site, format!("tokenizer `{rendered}` of model `{key}` does not exist ({})", p.display()), "not found")
+                            .with_help("give a `tokenizer.json` or a directory holding one; without it prompts are synthetic text");
+                    }
+                    files.tokenizer = Some(p);
                 }
             }
+            self.model_files.insert(key.clone(), files);
         }
     }
 
@@ -759,23 +802,18 @@ impl<'a> Resolver<'a> {
         let load = self.resolve_load(c.load.as_ref(), &file.load)?;
         let server = self.resolve_server(&server_settings, &p, c.server.is_some(), resources)?;
 
+        let files = self.model_files.get(&c.model).cloned().unwrap_or_default();
+        let path = files.path.unwrap_or_else(|| model_def.hf.clone());
         let model = Model {
             hf: model_def.hf.clone(),
-            path: model_def
-                .path
-                .as_deref()
-                .map(util::expand_tilde)
-                .unwrap_or_else(|| model_def.hf.clone()),
-            tokenizer: model_def
-                .tokenizer
-                .as_deref()
-                .map(|t| self.manifest_dir.join(util::expand_tilde(t))),
-            revision: model_def.revision.clone(),
+            // Unless told otherwise, vLLM serves a model under the name it was started with.
             served_name: model_def
                 .served_name
                 .clone()
-                .or_else(|| model_def.path.clone())
-                .unwrap_or_else(|| model_def.hf.clone()),
+                .unwrap_or_else(|| path.clone()),
+            path,
+            tokenizer: files.tokenizer,
+            revision: model_def.revision.clone(),
         };
         let parent_short: String = c.parent.chars().take(short.len().max(8)).collect();
         let commit_ctx = CommitCtx {
@@ -1031,18 +1069,7 @@ impl<'a> Resolver<'a> {
                 return None;
             }
             let site = format!("{p}.image");
-            if !self.templates.add(
-                &site,
-                image,
-                self.spans.value(&site),
-                self.source,
-                &mut self.out,
-            ) {
-                return None;
-            }
-            let reference = self
-                .templates
-                .render(&site, &ctx, self.source, &mut self.out)?;
+            let reference = self.render_field(&site, image, &ctx)?;
             if let Err(why) = check_image_reference(&reference) {
                 self.err(&site, format!("arm `{}` renders to an invalid image reference `{reference}` for commit {}: {why}", def.name, commit.short), "invalid image reference");
                 return None;
@@ -1065,18 +1092,7 @@ impl<'a> Resolver<'a> {
                 return None;
             }
             let site = format!("{p}.path");
-            if !self.templates.add(
-                &site,
-                path,
-                self.spans.value(&site),
-                self.source,
-                &mut self.out,
-            ) {
-                return None;
-            }
-            let rendered = self
-                .templates
-                .render(&site, &ctx, self.source, &mut self.out)?;
+            let rendered = self.render_field(&site, path, &ctx)?;
             return Some(Ok(ArmSource::Path {
                 root: util::normalize_path(&self.manifest_dir.join(util::expand_tilde(&rendered))),
             }));
@@ -1102,18 +1118,7 @@ impl<'a> Resolver<'a> {
             }
         };
         let site = format!("{p}.patch");
-        if !self.templates.add(
-            &site,
-            patch,
-            self.spans.value(&site),
-            self.source,
-            &mut self.out,
-        ) {
-            return None;
-        }
-        let rendered = self
-            .templates
-            .render(&site, &ctx, self.source, &mut self.out)?;
+        let rendered = self.render_field(&site, patch, &ctx)?;
         let patch_path =
             util::normalize_path(&self.manifest_dir.join(util::expand_tilde(&rendered)));
         let patch_hash = match crate::util::hash::file_hash(&patch_path) {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 
 /// Variables a template may use, for the help line of an undefined-variable error.
-pub const AVAILABLE: &str = "commit.{human,parent,short,parent_short,subject,model}, model.{name,hf,path,tokenizer,revision,served_name}, arm.{name,role,path,image}, images.{repo,registry}, repo, vars.*; in server commands also server.{max_model_len,gpus,vars}, port, isobench (this executable)";
+pub const AVAILABLE: &str = "commit.{human,parent,short,parent_short,subject,model}, model.{name,hf,path,tokenizer,revision,served_name}, arm.{name,role,path,image}, images.{repo,registry}, repo, vars.*; in server commands also server.{max_model_len,gpus,vars}, port, isobench (this executable); models.*.{path,tokenizer} see only vars.*; env(\"NAME\", \"default\") everywhere";
 
 /// Compiled templates keyed by their location in the manifest (e.g. `arms[2].image`).
 pub struct Templates {

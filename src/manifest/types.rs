@@ -126,10 +126,12 @@ pub enum ArmRole {
 pub struct ModelDef {
     /// Hugging Face model id, e.g. `Qwen/Qwen3-1.7B`.
     pub hf: String,
-    /// Local path given to the server instead of the HF id (`{{ model.path }}`).
+    /// Local path given to the server instead of the HF id (`{{ model.path }}`). A template
+    /// that may use `vars.*` and `env("NAME", "default")`; a leading `~` is the home directory.
     #[serde(default)]
     pub path: Option<String>,
-    /// `tokenizer.json` or a directory holding one, for exact prompt lengths.
+    /// `tokenizer.json` or a directory holding one, for exact prompt lengths; relative to the
+    /// manifest's directory. A template like `path`.
     #[serde(default)]
     pub tokenizer: Option<String>,
     /// Model revision (commit or tag on the Hub).

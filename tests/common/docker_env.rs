@@ -88,12 +88,12 @@ pub fn registry() -> String {
     std::env::var("ISOBENCH_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into())
 }
 
-fn in_ci() -> bool {
+pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
 /// Skips (outside CI) or fails (in CI) a test whose real infrastructure is missing.
-fn unavailable(test: &str, why: &str) -> Option<DockerRuntime> {
+pub fn unavailable(test: &str, why: &str) -> Option<DockerRuntime> {
     if in_ci() {
         panic!("{test}: {why} (CI=true: Docker tests must run; see scripts/ci-setup.sh)");
     }
@@ -127,24 +127,36 @@ pub async fn docker_or_skip(test: &str) -> Option<DockerRuntime> {
 fn ensure_sim_images() -> &'static Result<(), String> {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     BUILT.get_or_init(|| {
-        std::thread::spawn(|| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let docker = Docker::connect_with_local_defaults()
-                    .map_err(|e| e.to_string())?
-                    .negotiate_version()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let _lock = CrossProcessLock::acquire("isobench-test-images");
-                build_and_push_sims(&docker).await
-            })
+        on_private_runtime(|docker| async move {
+            let _lock = CrossProcessLock::acquire("isobench-test-images");
+            build_and_push_sims(&docker).await
         })
-        .join()
-        .unwrap_or_else(|_| Err("the image build thread panicked".into()))
     })
+}
+
+/// Runs `build` with an engine connection on a thread and tokio runtime of its own: test images
+/// are shared by all tests of a binary, and each test has its own (possibly ending) runtime.
+pub fn on_private_runtime<F, Fut>(build: F) -> Result<(), String>
+where
+    F: FnOnce(Docker) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    std::thread::spawn(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let docker = Docker::connect_with_local_defaults()
+                .map_err(|e| e.to_string())?
+                .negotiate_version()
+                .await
+                .map_err(|e| e.to_string())?;
+            build(docker).await
+        })
+    })
+    .join()
+    .unwrap_or_else(|_| Err("the image build thread panicked".into()))
 }
 
 async fn build_and_push_sims(docker: &Docker) -> Result<(), String> {

@@ -34,6 +34,8 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use isobench::runtime::docker::DockerRuntime;
 
+use crate::common::docker_env::{on_private_runtime, unavailable};
+
 pub const BASE: &str = "isobench-test/patch-base:sim";
 pub const NO_VLLM: &str = "isobench-test/patch-base:no-vllm";
 pub const PYTHON: &str = "isobench-test/patch-base:python";
@@ -71,28 +73,12 @@ pub const SRC: &str = "/workspace/vllm-src";
 /// Label on both bases, inherited by every image derived from them.
 const TEST_LABEL: &str = "isobench.test=patch-base";
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
 /// The engine with the base images built; `None` (after a `SKIPPED` line) without Docker,
 /// unless `CI=true`, where a missing engine fails the test.
 pub async fn docker_or_skip(test: &str) -> Option<DockerRuntime> {
     let runtime = match DockerRuntime::connect().await {
         Ok(runtime) => runtime,
-        Err(failure) => {
-            if in_ci() {
-                panic!(
-                    "{test}: {} (CI=true: Docker tests must run)",
-                    failure.message
-                );
-            }
-            eprintln!(
-                "SKIPPED {test}: {}; run scripts/ci-setup.sh",
-                failure.message
-            );
-            return None;
-        }
+        Err(failure) => return unavailable(test, &failure.message),
     };
     let built = tokio::task::spawn_blocking(|| base_images().clone())
         .await
@@ -106,23 +92,10 @@ pub async fn docker_or_skip(test: &str) -> Option<DockerRuntime> {
 fn base_images() -> &'static Result<(), String> {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     BUILT.get_or_init(|| {
-        std::thread::spawn(|| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let docker = Docker::connect_with_local_defaults()
-                    .map_err(|e| e.to_string())?
-                    .negotiate_version()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                remove_earlier_images(&docker).await;
-                build_bases(&docker).await
-            })
+        on_private_runtime(|docker| async move {
+            remove_earlier_images(&docker).await;
+            build_bases(&docker).await
         })
-        .join()
-        .unwrap_or_else(|_| Err("the image build thread panicked".into()))
     })
 }
 
