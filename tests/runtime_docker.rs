@@ -22,6 +22,23 @@ const GRACE: Duration = Duration::from_secs(5);
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(100);
 
+/// Makes sure `sim`'s image is local (pulling it from the test registry).
+async fn pull(runtime: &Runtime, sim: Sim) {
+    runtime
+        .ensure_image(&sim.reference(), |_| {})
+        .await
+        .unwrap();
+}
+
+async fn assert_no_container_left(docker: &DockerRuntime, guard: &CampaignGuard) {
+    assert_eq!(
+        containers_of(docker.client(), &guard.campaign).await,
+        Vec::<String>::new(),
+        "containers of campaign {} were left behind",
+        guard.campaign
+    );
+}
+
 fn sim_spec(sim: Sim, campaign: &str, log_dir: &Path) -> ServerSpec {
     let name = format!("{campaign}-{}", sim.tag());
     ServerSpec {
@@ -192,10 +209,7 @@ async fn a_sim_container_starts_answers_streams_its_log_and_is_removed() {
     let logs = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
     let runtime = Runtime::Docker(docker.clone());
-    runtime
-        .ensure_image(&Sim::Fast.reference(), |_| {})
-        .await
-        .unwrap();
+    pull(&runtime, Sim::Fast).await;
 
     let mut spec = sim_spec(Sim::Fast, &guard.campaign, logs.path());
     spec.env
@@ -281,10 +295,7 @@ async fn a_sim_container_starts_answers_streams_its_log_and_is_removed() {
         .stop(&handle, GRACE)
         .await
         .expect("stop is idempotent");
-    assert_eq!(
-        containers_of(docker.client(), &guard.campaign).await,
-        Vec::<String>::new()
-    );
+    assert_no_container_left(&docker, &guard).await;
 }
 
 #[tokio::test]
@@ -295,10 +306,7 @@ async fn a_server_that_dies_at_start_is_crashed_with_cause_and_log_line() {
     let guard = CampaignGuard::new("crash");
     let logs = tempfile::tempdir().unwrap();
     let runtime = Runtime::Docker(docker.clone());
-    runtime
-        .ensure_image(&Sim::CrashAtStart.reference(), |_| {})
-        .await
-        .unwrap();
+    pull(&runtime, Sim::CrashAtStart).await;
     let spec = sim_spec(Sim::CrashAtStart, &guard.campaign, logs.path());
     let handle = runtime.start(&spec).await.unwrap();
     let failure = runtime
@@ -315,10 +323,7 @@ async fn a_server_that_dies_at_start_is_crashed_with_cause_and_log_line() {
     );
     assert_eq!(runtime.exited(&handle).await, Some(1));
     runtime.stop(&handle, GRACE).await.unwrap();
-    assert_eq!(
-        containers_of(docker.client(), &guard.campaign).await,
-        Vec::<String>::new()
-    );
+    assert_no_container_left(&docker, &guard).await;
 }
 
 #[tokio::test]
@@ -329,10 +334,7 @@ async fn a_server_that_never_gets_ready_is_startup_timeout() {
     let guard = CampaignGuard::new("timeout");
     let logs = tempfile::tempdir().unwrap();
     let runtime = Runtime::Docker(docker.clone());
-    runtime
-        .ensure_image(&Sim::NeverReady.reference(), |_| {})
-        .await
-        .unwrap();
+    pull(&runtime, Sim::NeverReady).await;
     let handle = runtime
         .start(&sim_spec(Sim::NeverReady, &guard.campaign, logs.path()))
         .await
@@ -357,10 +359,7 @@ async fn a_server_that_never_gets_ready_is_startup_timeout() {
         "still running: the caller decides"
     );
     runtime.stop(&handle, GRACE).await.unwrap();
-    assert_eq!(
-        containers_of(docker.client(), &guard.campaign).await,
-        Vec::<String>::new()
-    );
+    assert_no_container_left(&docker, &guard).await;
 }
 
 #[tokio::test]
@@ -371,10 +370,7 @@ async fn a_command_missing_from_the_image_is_crashed_and_leaves_nothing() {
     let guard = CampaignGuard::new("nocmd");
     let logs = tempfile::tempdir().unwrap();
     let runtime = Runtime::Docker(docker.clone());
-    runtime
-        .ensure_image(&Sim::Fast.reference(), |_| {})
-        .await
-        .unwrap();
+    pull(&runtime, Sim::Fast).await;
     let mut spec = sim_spec(Sim::Fast, &guard.campaign, logs.path());
     spec.argv = vec!["/usr/bin/python3".into(), "-m".into(), "vllm".into()];
     // docker-init starts, then fails to exec the command: a crash at start like any other.
@@ -387,10 +383,7 @@ async fn a_command_missing_from_the_image_is_crashed_and_leaves_nothing() {
     let line = failure.sample_log_line.unwrap();
     assert!(line.contains("/usr/bin/python3"), "{line}");
     runtime.stop(&handle, GRACE).await.unwrap();
-    assert_eq!(
-        containers_of(docker.client(), &guard.campaign).await,
-        Vec::<String>::new()
-    );
+    assert_no_container_left(&docker, &guard).await;
 
     // Without docker-init the engine itself refuses to start it: still `crashed`, and the
     // container is removed at once.
@@ -412,10 +405,7 @@ async fn a_command_missing_from_the_image_is_crashed_and_leaves_nothing() {
             .unwrap()
             .contains("could not start")
     );
-    assert_eq!(
-        containers_of(docker.client(), &guard.campaign).await,
-        Vec::<String>::new()
-    );
+    assert_no_container_left(&docker, &guard).await;
 }
 
 #[tokio::test]
@@ -426,10 +416,7 @@ async fn gpu_device_requests_are_set_on_the_created_container() {
     let guard = CampaignGuard::new("gpus");
     let logs = tempfile::tempdir().unwrap();
     let runtime = Runtime::Docker(docker.clone());
-    runtime
-        .ensure_image(&Sim::Fast.reference(), |_| {})
-        .await
-        .unwrap();
+    pull(&runtime, Sim::Fast).await;
     let mut spec = sim_spec(Sim::Fast, &guard.campaign, logs.path());
     spec.gpus = vec![1, 3];
     spec.gpu_mode = GpuMode::DeviceRequest;
@@ -464,10 +451,7 @@ async fn gpu_device_requests_are_set_on_the_created_container() {
             "{failure}"
         );
     }
-    assert_eq!(
-        containers_of(docker.client(), &guard.campaign).await,
-        Vec::<String>::new()
-    );
+    assert_no_container_left(&docker, &guard).await;
 }
 
 #[tokio::test]
@@ -479,14 +463,8 @@ async fn cleanup_removes_exactly_the_campaigns_leftover_containers() {
     let other = CampaignGuard::new("other");
     let logs = tempfile::tempdir().unwrap();
     let runtime = Runtime::Docker(docker.clone());
-    runtime
-        .ensure_image(&Sim::Fast.reference(), |_| {})
-        .await
-        .unwrap();
-    runtime
-        .ensure_image(&Sim::CrashAtStart.reference(), |_| {})
-        .await
-        .unwrap();
+    pull(&runtime, Sim::Fast).await;
+    pull(&runtime, Sim::CrashAtStart).await;
 
     // A running server and an exited one, as an interrupted apply leaves them; and another
     // campaign's server that must survive.
