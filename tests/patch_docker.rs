@@ -222,21 +222,13 @@ async fn the_derived_image_serves_faster_by_the_configured_amount() {
                 volumes: Vec::new(),
                 log_path: logs.join(format!("{name}.server.log")),
             };
-            let handle = runtime.start(&spec).await.unwrap();
-            let ready = runtime
-                .wait_ready(
-                    &handle,
-                    "/health",
-                    Duration::from_secs(60),
-                    Duration::from_millis(100),
-                )
-                .await;
-            let result = match ready {
-                Ok(_) => Some(measure(&handle.base_url).await),
-                Err(_) => None,
-            };
-            runtime.stop(&handle, Duration::from_secs(5)).await.unwrap();
-            result.expect("the server became ready")
+            serve_and_measure(
+                &runtime,
+                &spec,
+                Duration::from_secs(60),
+                Duration::from_millis(100),
+            )
+            .await
         }
     };
     let base = serve(BASE.to_string(), "base").await;

@@ -170,6 +170,25 @@ pub async fn measure(base_url: &str) -> loadgen::BenchResult {
     client.run(&dataset, &run, None).await.unwrap()
 }
 
+/// Starts a server, measures it once it is ready, and stops it (also when it never got ready).
+pub async fn serve_and_measure(
+    runtime: &isobench::runtime::Runtime,
+    spec: &isobench::runtime::ServerSpec,
+    ready_timeout: Duration,
+    poll: Duration,
+) -> loadgen::BenchResult {
+    let handle = runtime.start(spec).await.unwrap();
+    let ready = runtime
+        .wait_ready(&handle, "/health", ready_timeout, poll)
+        .await;
+    let result = match ready {
+        Ok(_) => Some(measure(&handle.base_url).await),
+        Err(_) => None,
+    };
+    runtime.stop(&handle, Duration::from_secs(5)).await.unwrap();
+    result.expect("the server became ready")
+}
+
 /// Every file below `dir` with its content hash, inode and mtime: what "untouched" means.
 pub fn snapshot(dir: &Path) -> Vec<(PathBuf, String, u64, i64)> {
     use std::os::unix::fs::MetadataExt;
