@@ -356,15 +356,12 @@ async fn ctrl_c_leaves_no_container_within_10_s() {
     let state = dir.path().join(".isobench");
     let p = path.to_str().unwrap().to_string();
     let (code, elapsed) = tokio::task::spawn_blocking(move || {
-        let mut child = spawn_isobench(&["apply", "--plain", &p]);
-        wait_for(&state, std::time::Duration::from_secs(120), |j| {
-            j.any("started", "measure[")
-        });
-        let t0 = std::time::Instant::now();
-        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-        let status = wait_child(&mut child, std::time::Duration::from_secs(10))
-            .expect("apply exits within 10 s of Ctrl-C");
-        (status.code(), t0.elapsed())
+        ctrl_c_when(
+            &["apply", "--plain", &p],
+            &state,
+            std::time::Duration::from_secs(120),
+            |j| j.any("started", "measure["),
+        )
     })
     .await
     .unwrap();

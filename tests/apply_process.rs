@@ -5,7 +5,7 @@ mod apply_support;
 use apply_support::*;
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// 2 commits × 3 arms × 2 trials on 2 declared GPUs; one server per GPU.
 fn campaign_text(marker: &str, extra_commit: bool) -> String {
@@ -287,16 +287,14 @@ fn ctrl_c_stops_servers_quickly_and_resume_completes() {
     std::fs::write(&manifest, campaign_text(&marker, false)).unwrap();
     let state = dir.path().join(".isobench");
     let m = manifest.to_str().unwrap();
-    let mut child = spawn_isobench(&["apply", "--plain", m]);
-    wait_for(&state, Duration::from_secs(60), |j| {
-        j.any("started", "measure[")
-    });
-    let t0 = Instant::now();
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let status =
-        wait_child(&mut child, Duration::from_secs(10)).expect("apply exits within 10 s of Ctrl-C");
-    assert_eq!(status.code(), Some(130));
-    assert!(t0.elapsed() < Duration::from_secs(10));
+    let (code, elapsed) = ctrl_c_when(
+        &["apply", "--plain", m],
+        &state,
+        Duration::from_secs(60),
+        |j| j.any("started", "measure["),
+    );
+    assert_eq!(code, Some(130));
+    assert!(elapsed < Duration::from_secs(10));
     assert!(no_server_left(&marker), "Ctrl-C left a server running");
     let j = Journal::read(&state);
     assert!(

@@ -91,6 +91,23 @@ pub fn kill_when(args: &[&str], state: &Path, pred: impl Fn(&Journal) -> bool) -
     std::fs::read_to_string(log).unwrap_or_default()
 }
 
+/// Runs isobench, sends SIGINT (Ctrl-C) once the journal satisfies `pred` (waiting up to
+/// `timeout` for it), and gives 10 s to exit; returns the exit code and the time it took.
+pub fn ctrl_c_when(
+    args: &[&str],
+    state: &Path,
+    timeout: Duration,
+    pred: impl Fn(&Journal) -> bool,
+) -> (Option<i32>, Duration) {
+    let mut child = spawn_isobench(args);
+    wait_for(state, timeout, pred);
+    let t0 = Instant::now();
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status =
+        wait_child(&mut child, Duration::from_secs(10)).expect("apply exits within 10 s of Ctrl-C");
+    (status.code(), t0.elapsed())
+}
+
 pub struct Journal {
     pub entries: Vec<serde_json::Value>,
 }
