@@ -419,3 +419,67 @@ async fn cleanup_stops_leftovers_of_the_campaign_and_never_a_reused_pid() {
     assert_eq!(live_members(pgid_of(&bystander)), Vec::<i32>::new());
     assert_eq!(record_files(&fx.records()), Vec::<String>::new());
 }
+
+/// What a run killed between a server's spawn and its pid record leaves: a starting record and
+/// a live server (with a worker in its group) that carries the record's token.
+#[tokio::test]
+async fn cleanup_finds_a_server_killed_before_its_pid_record() {
+    use std::os::unix::process::CommandExt;
+    let fx = Fixture::new();
+    std::fs::create_dir_all(fx.records()).unwrap();
+    let token = format!("test-{}", std::process::id());
+    std::fs::write(
+        fx.records().join(format!("starting-{token}.json")),
+        format!(
+            "{{\"pid\":0,\"start_time\":0,\"name\":\"half-started\",\
+             \"labels\":{{\"isobench.campaign\":\"campaign-z\"}},\"token\":\"{token}\"}}"
+        ),
+    )
+    .unwrap();
+    let mut server = std::process::Command::new("sh")
+        .args(["-c", "sleep 300 & sleep 300; wait"])
+        .env(isobench::runtime::process::SERVER_TOKEN_ENV, &token)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pgid = server.id() as i32;
+    wait_until(
+        "the server and its worker run",
+        Duration::from_secs(10),
+        || live_members(pgid).len() == 3,
+    )
+    .await;
+    // Another campaign's starting record with a token nobody carries: nothing to stop.
+    std::fs::write(
+        fx.records().join("starting-other.json"),
+        "{\"pid\":0,\"start_time\":0,\"name\":\"other\",\
+         \"labels\":{\"isobench.campaign\":\"campaign-y\"},\"token\":\"nobody\"}",
+    )
+    .unwrap();
+
+    let reaper = std::thread::spawn(move || server.wait());
+    assert_eq!(
+        fx.runtime.cleanup_leftovers("campaign-z").await.unwrap(),
+        vec!["half-started".to_string()]
+    );
+    assert_eq!(live_members(pgid), Vec::<i32>::new());
+    reaper.join().unwrap().unwrap();
+    assert_eq!(record_files(&fx.records()), vec!["starting-other.json"]);
+
+    // A normal start leaves only its pid record once it runs, and the server carries a token.
+    let spec = fx.sim_spec("srv-t", "campaign-z", &[]);
+    let handle = fx.runtime.start(&spec).await.unwrap();
+    let pid = pgid_of(&handle);
+    let records = record_files(&fx.records());
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert!(records.iter().any(|r| r.starts_with(&format!("{pid}-"))));
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let prefix = format!("{}=", isobench::runtime::process::SERVER_TOKEN_ENV);
+    assert!(
+        environ
+            .split(|b| *b == 0)
+            .any(|v| v.starts_with(prefix.as_bytes()) && v.len() > prefix.len()),
+        "the server carries its start token"
+    );
+    fx.runtime.stop(&handle, GRACE).await.unwrap();
+}

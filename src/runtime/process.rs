@@ -5,7 +5,10 @@
 //! into the log file (the child writes them itself, so nothing is lost if isobench dies).
 //! Each running server has a pid record (pid + start time from `/proc`) in the records
 //! directory, which is how [`ProcessRuntime::cleanup_leftovers`] finds what an interrupted run
-//! left behind without ever signalling a process that merely reuses the pid.
+//! left behind without ever signalling a process that merely reuses the pid. The pid is only
+//! known after the spawn, so a *starting* record is written before it: it names a token that the
+//! server carries in its environment ([`SERVER_TOKEN_ENV`]), which finds a server whose run was
+//! killed between its spawn and its pid record.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -45,14 +48,36 @@ impl ProcessHandle {
     }
 }
 
+/// Environment variable holding a server's start token (see the module docs).
+pub const SERVER_TOKEN_ENV: &str = "ISOBENCH_SERVER_TOKEN";
+
 /// What the records directory holds per running server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct PidRecord {
+    /// 0 in a starting record (written before the spawn).
     pid: i32,
     /// `/proc/<pid>/stat` field 22: tells our process from a later one with the same pid.
     start_time: u64,
     name: String,
     labels: BTreeMap<String, String>,
+    /// In a starting record: the value of [`SERVER_TOKEN_ENV`] in the server's environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+}
+
+/// A token no other server start shares: this process, a counter, and the time.
+fn new_server_token() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}-{}-{nanos:x}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 impl ProcessRuntime {
@@ -118,6 +143,21 @@ impl ProcessRuntime {
             .try_clone()
             .map_err(|e| log_failure(&spec.log_path, e))?;
 
+        // Recorded before the spawn: a kill -9 between the spawn and the pid record must not
+        // leave a server nobody can find.
+        let token = new_server_token();
+        let starting = self.records_dir.join(format!("starting-{token}.json"));
+        write_record(
+            &starting,
+            &PidRecord {
+                pid: 0,
+                start_time: 0,
+                name: spec.name.clone(),
+                labels: spec.labels.clone(),
+                token: Some(token.clone()),
+            },
+        )?;
+
         let mut command = tokio::process::Command::new(program);
         // GPU indices come from NVML / nvidia-smi, which number GPUs in PCI bus order; CUDA's
         // default order ("fastest first") can differ on mixed hosts, so pin CUDA to bus order
@@ -131,6 +171,7 @@ impl ProcessRuntime {
             .envs(&spec.env)
             // The scheduler owns GPU assignment: the runtime's value wins over the manifest's.
             .env(CUDA_VISIBLE_DEVICES, cuda_visible_devices(&spec.gpus))
+            .env(SERVER_TOKEN_ENV, &token)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
@@ -140,6 +181,7 @@ impl ProcessRuntime {
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(err) => {
+                let _ = std::fs::remove_file(&starting);
                 let line = format!("isobench: cannot start {program}: {err}");
                 append_line(&spec.log_path, &line);
                 let mut failure = Failure::new(
@@ -163,8 +205,12 @@ impl ProcessRuntime {
                 start_time,
                 name: spec.name.clone(),
                 labels: spec.labels.clone(),
+                token: None,
             },
         );
+        if written.is_ok() {
+            let _ = std::fs::remove_file(&starting);
+        }
         let (exit_tx, exit_rx) = watch::channel(None);
         tokio::spawn(async move {
             let code = match child.wait().await {
@@ -189,6 +235,7 @@ impl ProcessRuntime {
         if let Err(failure) = written {
             // Without a record a crash of isobench would leave it unfindable: do not run it.
             let _ = self.stop_process(&handle, Duration::ZERO).await;
+            let _ = std::fs::remove_file(&starting);
             return Err(failure);
         }
         Ok(handle)
@@ -252,10 +299,19 @@ impl ProcessRuntime {
             if record.labels.get(labels::CAMPAIGN).map(String::as_str) != Some(campaign) {
                 continue;
             }
-            if !procfs::live_group_members(record.pid, record.start_time).is_empty() {
+            // A pid record names its group; a starting record is found by its token.
+            let groups: Vec<(i32, u64)> = match &record.token {
+                None => vec![(record.pid, record.start_time)],
+                Some(token) => procfs::groups_with_env(&format!("{SERVER_TOKEN_ENV}={token}")),
+            };
+            let mut found = false;
+            for (pgid, leader_start) in groups {
+                if procfs::live_group_members(pgid, leader_start).is_empty() {
+                    continue;
+                }
+                found = true;
                 let survivors =
-                    procfs::terminate_group(record.pid, record.start_time, self.leftover_grace)
-                        .await;
+                    procfs::terminate_group(pgid, leader_start, self.leftover_grace).await;
                 if !survivors.is_empty() {
                     return Err(Failure::new(
                         FailureClass::Internal,
@@ -265,6 +321,8 @@ impl ProcessRuntime {
                         ),
                     ));
                 }
+            }
+            if found {
                 removed.push(record.name);
             }
             let _ = std::fs::remove_file(&path);
@@ -363,6 +421,7 @@ mod tests {
             start_time: 7,
             name: "srv".into(),
             labels: BTreeMap::from([(labels::CAMPAIGN.to_string(), "c".to_string())]),
+            token: None,
         };
         write_record(&path, &record).unwrap();
         let back: PidRecord = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();

@@ -60,6 +60,31 @@ pub fn live_group_members(pgid: i32, leader_start: u64) -> Vec<i32> {
         .collect()
 }
 
+/// The process groups (pgid, start time of the leader or 0 when it is gone) of the live
+/// processes whose environment holds `entry` (`NAME=value`); processes of other users, whose
+/// environment cannot be read, are not among them.
+pub fn groups_with_env(entry: &str) -> Vec<(i32, u64)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pgids: Vec<i32> = entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == entry.as_bytes()))
+        })
+        .filter_map(stat)
+        .filter(|p| !p.is_zombie())
+        .map(|p| p.pgid)
+        .collect();
+    pgids.sort_unstable();
+    pgids.dedup();
+    pgids
+        .into_iter()
+        .map(|pgid| (pgid, stat(pgid).map_or(0, |leader| leader.start_time)))
+        .collect()
+}
+
 /// Sends `signal` to the group if it still has live members; returns whether it had any.
 pub fn signal_group(pgid: i32, leader_start: u64, signal: i32) -> bool {
     if live_group_members(pgid, leader_start).is_empty() {
