@@ -469,6 +469,12 @@ async fn cleanup_finds_a_server_killed_before_its_pid_record() {
     // A normal start leaves only its pid record once it runs, and the server carries a token.
     let spec = fx.sim_spec("srv-t", "campaign-z", &[]);
     let handle = fx.runtime.start(&spec).await.unwrap();
+    // Read the environment only once the server runs: right after exec the kernel may not have
+    // laid out the new stack yet, and /proc/<pid>/environ then reads empty.
+    fx.runtime
+        .wait_ready(&handle, "/health", READY_TIMEOUT, POLL)
+        .await
+        .unwrap();
     let pid = pgid_of(&handle);
     let records = record_files(&fx.records());
     assert_eq!(records.len(), 2, "{records:?}");
@@ -479,7 +485,12 @@ async fn cleanup_finds_a_server_killed_before_its_pid_record() {
         environ
             .split(|b| *b == 0)
             .any(|v| v.starts_with(prefix.as_bytes()) && v.len() > prefix.len()),
-        "the server carries its start token"
+        "the server carries its start token; its environment names: {:?}",
+        environ
+            .split(|b| *b == 0)
+            .filter_map(|v| v.split(|b| *b == b'=').next())
+            .map(String::from_utf8_lossy)
+            .collect::<Vec<_>>()
     );
     fx.runtime.stop(&handle, GRACE).await.unwrap();
 }
