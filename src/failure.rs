@@ -23,6 +23,12 @@ pub enum FailureClass {
     AllRequestsFailed,
     /// isobench was interrupted (Ctrl-C, SIGTERM) while the step ran.
     Interrupted,
+    /// A cluster job ran past its time limit (Slurm `TIMEOUT`).
+    TimeLimit,
+    /// A cluster job was preempted (Slurm `PREEMPTED`).
+    Preempted,
+    /// A cluster job lost its node (Slurm `NODE_FAIL`, a node set down, a vanished job).
+    NodeFailure,
     /// Anything else (a bug, a full disk, a Docker daemon error).
     Internal,
 }
@@ -39,6 +45,9 @@ impl FailureClass {
             FailureClass::Timeout => "timeout",
             FailureClass::AllRequestsFailed => "all_requests_failed",
             FailureClass::Interrupted => "interrupted",
+            FailureClass::TimeLimit => "time_limit",
+            FailureClass::Preempted => "preempted",
+            FailureClass::NodeFailure => "node_failure",
             FailureClass::Internal => "internal",
         }
     }

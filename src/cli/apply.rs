@@ -36,6 +36,15 @@ pub struct ApplyArgs {
     /// Do not write the report files at the end.
     #[arg(long)]
     pub no_report: bool,
+    /// Where sessions run: `local` or `slurm` (overrides `[cluster] backend`).
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendArg>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendArg {
+    Local,
+    Slurm,
 }
 
 impl ApplyArgs {
@@ -52,6 +61,7 @@ impl ApplyArgs {
             gpu_env_only: false,
             plain,
             no_report: false,
+            backend: None,
         }
     }
 }
@@ -67,7 +77,15 @@ fn parse_gpus(text: &str) -> std::result::Result<GpuList, String> {
 /// Exit codes: 0 every step succeeded (or nothing to do), 1 some step failed or an error,
 /// 130 interrupted (run `apply` again to resume).
 pub async fn run_apply(args: ApplyArgs) -> Result<ExitCode> {
-    let campaign = super::plan::load_campaign(&args.manifest, args.state.as_deref())?;
+    let mut campaign = super::plan::load_campaign(&args.manifest, args.state.as_deref())?;
+    if let Some(b) = args.backend {
+        use crate::manifest::model::ClusterBackend;
+        let c = campaign.cluster.get_or_insert_with(Default::default);
+        c.backend = match b {
+            BackendArg::Local => ClusterBackend::Local,
+            BackendArg::Slurm => ClusterBackend::Slurm,
+        };
+    }
     let results_dir = campaign.results_dir.clone();
     let opts = ApplyOptions {
         state: args.state.clone(),

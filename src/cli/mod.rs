@@ -8,6 +8,7 @@ pub mod demo;
 pub mod plan;
 pub mod report;
 pub mod sim;
+pub mod worker;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -45,6 +46,9 @@ pub enum Command {
     Sim(sim::SimArgs),
     /// Tables, verdicts with confidence, failure breakdown, HTML and seed-compatible files.
     Report(report::ReportArgs),
+    /// Runs one server session inside a Slurm job (started by `apply`; docs/cluster.md).
+    #[command(hide = true)]
+    Worker(worker::WorkerArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -74,6 +78,7 @@ pub fn main() -> ExitCode {
             Command::Bench(args) => bench::run(args).await,
             Command::Sim(args) => sim::run(args).await,
             Command::Report(args) => report::run(args),
+            Command::Worker(args) => worker::run(args).await,
         }
     });
     match result {

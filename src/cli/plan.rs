@@ -115,8 +115,20 @@ pub async fn run_plan(args: PlanArgs) -> Result<ExitCode> {
             render::text(campaign, dag, plan, args.verbose, Style::for_stdout())
         ),
     }
+    // Slurm jobs submitted by an apply that was killed: `apply` follows them, never resubmits.
+    for (token, (record, id)) in crate::exec::cluster::open_jobs(&campaign.state_dir) {
+        eprintln!(
+            "slurm job {} ({token}) for {} was submitted by run {} and is not collected yet: `apply` follows it (no second submission)",
+            id.map_or("?".into(), |i| i.to_string()),
+            record.session,
+            record.run
+        );
+    }
     if args.check_env {
-        let ok = crate::exec::check_env::check(campaign, dag).await;
+        let ok = match campaign.slurm() {
+            Some(settings) => crate::exec::cluster::check_env(campaign, settings).await,
+            None => crate::exec::check_env::check(campaign, dag).await,
+        };
         if !ok {
             return Ok(ExitCode::from(1));
         }

@@ -85,7 +85,7 @@ fn holder(run_id: &str) -> lock::Holder {
     }
 }
 
-fn source_of_root(root: &ArmSource) -> ServerSource {
+pub(crate) fn source_of_root(root: &ArmSource) -> ServerSource {
     match root {
         ArmSource::Image { reference } => ServerSource::Image {
             reference: reference.clone(),
@@ -105,7 +105,10 @@ fn reference_of(source: &ServerSource) -> String {
 /// Builds (once per commit) the prompts every arm of that commit is measured with, and a
 /// separate set for warm-up: warm-up prompts drawn from the measured set would be answered
 /// from the server's prefix cache when measured, flattering TTFT.
-fn dataset_for(campaign: &Campaign, commit: usize) -> Result<session::Datasets, Failure> {
+pub(crate) fn dataset_for(
+    campaign: &Campaign,
+    commit: usize,
+) -> Result<session::Datasets, Failure> {
     let c = &campaign.commits[commit];
     let cfg = loadgen::DatasetConfig {
         input_len: c.load.input_len,
@@ -151,20 +154,25 @@ pub async fn apply(
     let _lock = lock::acquire(&campaign.state_dir, &holder(&run_id))?;
     let live = Live::new(opts.plain);
 
+    // Slurm: the jobs find their GPUs on their nodes (`exec::cluster`); this host needs none.
+    let slurm = campaign.slurm().cloned();
     // GPUs: declared or detected; the model name becomes part of measurement keys.
-    let (inventory, probe) = gpu::detect(
-        &campaign.resources.gpus,
-        opts.gpus.as_deref(),
-        campaign.resources.gpu_kind.as_deref(),
-    )
-    .map_err(ApplyError::Setup)?;
+    let (inventory, probe) = match &slurm {
+        Some(_) => (super::cluster::no_local_gpus(), None),
+        None => gpu::detect(
+            &campaign.resources.gpus,
+            opts.gpus.as_deref(),
+            campaign.resources.gpu_kind.as_deref(),
+        )
+        .map_err(ApplyError::Setup)?,
+    };
     let needs_gpus = campaign
         .commits
         .iter()
         .map(|c| c.server.gpus)
         .max()
         .unwrap_or(0);
-    if needs_gpus > 0 && inventory.gpus.is_empty() {
+    if needs_gpus > 0 && inventory.gpus.is_empty() && slurm.is_none() {
         return Err(ApplyError::Setup(format!(
             "servers ask for {needs_gpus} GPU(s) but none were found ({}); declare them with --gpus 0,1 or `resources.gpus`",
             inventory.source
@@ -189,6 +197,18 @@ pub async fn apply(
         .clone()
         .or_else(|| inventory.kind());
     let dag = crate::pipeline::expand::expand(&campaign, gpu_kind.as_deref());
+    // Slurm: jobs of a killed earlier apply are collected (or followed) before planning.
+    let (state_before, reattach) = match &slurm {
+        Some(_) => {
+            let r = super::cluster::reconcile(&campaign.state_dir, &dag, &live)
+                .await
+                .map_err(ApplyError::Setup)?;
+            let state = State::load(&campaign.state_dir)
+                .map_err(|e| ApplyError::Setup(format!("cannot read the state: {e}")))?;
+            (state, r.running)
+        }
+        None => (state_before, HashMap::new()),
+    };
     let rerun = opts
         .rerun
         .iter()
@@ -229,7 +249,10 @@ pub async fn apply(
         .iter()
         .map(|&s| campaign.commits[dag.sessions[s].commit].server.runtime)
         .collect();
-    let used: HashSet<RuntimeKind> = campaign.commits.iter().map(|c| c.server.runtime).collect();
+    let used: HashSet<RuntimeKind> = match &slurm {
+        Some(_) => HashSet::new(), // servers run (and are cleaned up) inside the jobs
+        None => campaign.commits.iter().map(|c| c.server.runtime).collect(),
+    };
     let docker = if used.contains(&RuntimeKind::Docker) {
         match Runtime::docker().await {
             Ok(d) => Some(d),
@@ -325,6 +348,14 @@ pub async fn apply(
         gpu_env_only,
     });
     let ctx_ref = &ctx;
+    let cluster = match &slurm {
+        Some(settings) => Some(Arc::new(
+            super::cluster::Controller::start(&ctx.campaign, settings, reattach, &opts.rerun)
+                .await
+                .map_err(ApplyError::Setup)?,
+        )),
+        None => None,
+    };
 
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
     let mut summary = ApplySummary::default();
@@ -334,7 +365,8 @@ pub async fn apply(
     let pull_slots = Arc::new(Semaphore::new(pull_parallelism));
 
     // Prefetch: every image a pending session needs, in order of first use, bounded in parallel.
-    for &s in &pending_sessions {
+    // (Slurm: each job gets its image on its node.)
+    for &s in pending_sessions.iter().filter(|_| cluster.is_none()) {
         let Some(image) = ctx.dag.sessions[s].image else {
             continue;
         };
@@ -356,7 +388,11 @@ pub async fn apply(
     let mut done_sessions: HashSet<usize> = HashSet::new();
     let max_parallel = opts
         .max_parallel
-        .unwrap_or(if pool.is_empty() { 1 } else { usize::MAX });
+        .unwrap_or(if pool.is_empty() && cluster.is_none() {
+            1
+        } else {
+            usize::MAX // Slurm queues what does not fit
+        });
     let mut measured_total = 0u64;
     let mut failed_total = 0u64;
     let mut stop_launching = false;
@@ -369,6 +405,20 @@ pub async fn apply(
         let mut i = 0;
         while i < queue.len() && !stop_launching {
             let s = queue[i];
+            if let Some(ctl) = &cluster {
+                if running.len() >= max_parallel {
+                    break;
+                }
+                queue.remove(i);
+                running.insert(s, Vec::new());
+                summary.parallel_peak = summary.parallel_peak.max(running.len());
+                let (ctx2, tx2, ctl2) = (ctx.clone(), tx.clone(), ctl.clone());
+                tokio::spawn(async move {
+                    let r = super::cluster::run_session(ctx2, ctl2, s).await;
+                    let _ = tx2.send(Event::SessionDone(s, Vec::new(), r));
+                });
+                continue;
+            }
             let sess = &ctx.dag.sessions[s];
             let commit = &ctx.campaign.commits[sess.commit];
             let (resolved, ds) =

@@ -1,6 +1,7 @@
 //! Execution: `apply` — scheduler (GPUs, pulls, patches, sessions), journal writes, resume.
 pub mod apply;
 pub mod check_env;
+pub mod cluster;
 pub mod context;
 pub mod gpu;
 pub mod live;

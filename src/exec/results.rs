@@ -18,6 +18,25 @@ pub fn load_report_input(campaign: &Campaign) -> std::io::Result<ReportInput> {
     Ok(report_input(campaign, &dag, &state, None))
 }
 
+/// The cluster node a session ran on, from its `start` entry (`info.slurm.node`, written by
+/// the Slurm controller); `None` for sessions run on this host.
+fn node_of(session: &crate::pipeline::expand::Session, dag: &Dag, state: &State) -> Option<String> {
+    session
+        .nodes
+        .iter()
+        .filter(|n| dag.graph[**n].kind == crate::pipeline::def::StepKind::ServerStart)
+        .filter_map(|n| state.get(&dag.graph[*n].address))
+        .filter_map(|e| {
+            e.info
+                .as_ref()?
+                .get("slurm")?
+                .get("node")?
+                .as_str()
+                .map(String::from)
+        })
+        .next()
+}
+
 /// Builds the report input from the state; `only` restricts it to one commit (for `compare`).
 pub fn report_input(
     campaign: &Campaign,
@@ -92,6 +111,7 @@ pub fn report_input(
                     .keys()
                     .find(|p| p.ends_with("result.json"))
                     .map(|p| state.dir.join(p)),
+                node: node_of(session, dag, state),
             });
         }
     }
@@ -116,6 +136,7 @@ pub fn report_input(
                 timestamp: String::new(),
                 duration_s: 0.0,
                 result_path: None,
+                node: None,
             });
         }
     }

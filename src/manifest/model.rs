@@ -29,6 +29,8 @@ pub struct Campaign {
     pub commits: Vec<Commit>,
     pub resources: ResourceSettings,
     pub compare: CompareSettings,
+    /// `[cluster]` resolved (`None`: no section); see [`Campaign::slurm`].
+    pub cluster: Option<ClusterSettings>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -227,4 +229,82 @@ pub struct ResourceSettings {
 pub struct CompareSettings {
     pub confidence: f64,
     pub threshold_pct: Option<f64>,
+}
+
+/// Where sessions are placed on a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Slurm places every session job.
+    Spread,
+    /// All trials of a commit on one node.
+    SameNode,
+}
+
+/// Where sessions run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterBackend {
+    Local,
+    Slurm,
+}
+
+/// A resolved `[cluster]` section.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    pub backend: ClusterBackend,
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    pub qos: Option<String>,
+    /// `None`: derived per session (see [`ClusterSettings::time_limit_for`]).
+    pub time_limit: Option<Duration>,
+    pub constraint: Option<String>,
+    /// `gpu` or `gpu:<type>`.
+    pub gres: String,
+    pub sbatch_args: Vec<String>,
+    pub placement: Placement,
+    pub retries: u32,
+    pub poll_interval: Duration,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            backend: ClusterBackend::Local,
+            partition: None,
+            account: None,
+            qos: None,
+            time_limit: None,
+            constraint: None,
+            gres: "gpu".into(),
+            sbatch_args: Vec::new(),
+            placement: Placement::Spread,
+            retries: 1,
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Campaign {
+    /// The Slurm settings when sessions run on Slurm.
+    pub fn slurm(&self) -> Option<&ClusterSettings> {
+        self.cluster
+            .as_ref()
+            .filter(|c| c.backend == ClusterBackend::Slurm)
+    }
+}
+
+impl ClusterSettings {
+    /// A session job's time limit: the configured one, else what the session may take at
+    /// most (ready timeout + one load timeout per load point, warm-up included) + 5 minutes.
+    pub fn time_limit_for(&self, commit: &Commit) -> Duration {
+        self.time_limit.unwrap_or_else(|| {
+            commit.server.ready_timeout
+                + commit.load.timeout * (commit.load.points.len() as u32 + 1)
+                + Duration::from_secs(300)
+        })
+    }
+
+    /// `--gres` for `gpus` GPUs (`None` for none).
+    pub fn gres_for(&self, gpus: u32) -> Option<String> {
+        (gpus > 0).then(|| format!("{}:{gpus}", self.gres))
+    }
 }

@@ -209,7 +209,8 @@ impl<'a> Resolver<'a> {
         self.check_models(file);
         self.check_server_settings(&file.server, "server");
         self.check_load_settings(&file.load, "load");
-        let resources = self.resolve_resources(file);
+        let mut resources = self.resolve_resources(file);
+        let cluster = self.resolve_cluster(file, &mut resources);
         if let Some(c) = file.compare.confidence
             && !(c > 0.5 && c < 1.0)
         {
@@ -271,6 +272,7 @@ impl<'a> Resolver<'a> {
                 confidence: file.compare.confidence.unwrap_or(d::CONFIDENCE),
                 threshold_pct: file.compare.threshold_pct,
             },
+            cluster,
         })
     }
 
@@ -691,6 +693,174 @@ impl<'a> Resolver<'a> {
             pull_parallelism: r.pull_parallelism.unwrap_or(d::PULL_PARALLELISM).max(1),
             disk_budget,
         }
+    }
+
+    /// `[cluster]`: every knob checked with its location. A typed GRES (`gpu:h100`) names the
+    /// GPU model for keys unless `resources.gpu_kind` does, so the controller (which has no
+    /// GPUs), the jobs and `report` compute the same keys.
+    fn resolve_cluster(
+        &mut self,
+        file: &ManifestFile,
+        resources: &mut ResourceSettings,
+    ) -> Option<super::model::ClusterSettings> {
+        let c = file.cluster.as_ref()?;
+        let mut out = ClusterSettings::default();
+        match c.backend.as_deref() {
+            None | Some("local") => {}
+            Some("slurm") => out.backend = ClusterBackend::Slurm,
+            Some(other) => {
+                self.err(
+                    "cluster.backend",
+                    format!("unknown cluster backend `{other}`"),
+                    "unknown",
+                )
+                .with_help("use `local` (this host) or `slurm`");
+            }
+        }
+        for (field, value) in [
+            ("partition", &c.partition),
+            ("account", &c.account),
+            ("qos", &c.qos),
+            ("constraint", &c.constraint),
+        ] {
+            if let Some(v) = value
+                && (v.trim().is_empty() || v.chars().any(char::is_whitespace))
+            {
+                self.err(
+                    &format!("cluster.{field}"),
+                    format!("`{field}` must be one word, found {v:?}"),
+                    "not a Slurm name",
+                );
+            }
+        }
+        out.partition = c.partition.clone();
+        out.account = c.account.clone();
+        out.qos = c.qos.clone();
+        out.constraint = c.constraint.clone();
+        if let Some(t) = &c.time_limit {
+            match util::parse_duration(t) {
+                Ok(d) if d.as_secs() >= 60 => out.time_limit = Some(d),
+                Ok(_) => {
+                    self.err(
+                        "cluster.time_limit",
+                        "a Slurm time limit is at least one minute",
+                        "too short",
+                    )
+                    .with_help(
+                        "Slurm counts time limits in whole minutes, e.g. `time_limit = \"2m\"`",
+                    );
+                }
+                Err(e) => {
+                    self.err("cluster.time_limit", e, "not a duration");
+                }
+            }
+        }
+        if let Some(t) = &c.poll_interval {
+            match util::parse_duration(t) {
+                Ok(d) if !d.is_zero() => out.poll_interval = d,
+                Ok(_) => {
+                    self.err("cluster.poll_interval", "must be positive", "zero");
+                }
+                Err(e) => {
+                    self.err("cluster.poll_interval", e, "not a duration");
+                }
+            }
+        }
+        if let Some(g) = &c.gres {
+            let parts: Vec<&str> = g.split(':').collect();
+            let word = |p: &str| {
+                !p.is_empty()
+                    && p.chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch))
+            };
+            if parts.len() > 2 || !parts.iter().all(|p| word(p)) {
+                self.err(
+                    "cluster.gres",
+                    format!("`gres` must be a GRES name or name:type, found {g:?}"),
+                    "not a GRES name",
+                )
+                .with_help("e.g. `gres = \"gpu\"` or `gres = \"gpu:h100\"`; the count comes from `server.gpus`");
+            } else if parts.len() == 2 && parts[1].chars().all(|ch| ch.is_ascii_digit()) {
+                self.err(
+                    "cluster.gres",
+                    format!("`gres` names the GPU type, not a count: {g:?}"),
+                    "a count",
+                )
+                .with_help(
+                    "set the GPUs per session with `server.gpus` (per campaign or per commit)",
+                );
+            } else {
+                out.gres = g.clone();
+                if parts.len() == 2 && resources.gpu_kind.is_none() {
+                    resources.gpu_kind = Some(parts[1].to_string());
+                }
+            }
+        }
+        // Options isobench sets itself would make a job isobench cannot follow or bill.
+        const OWN: &[&str] = &[
+            "--job-name",
+            "-J",
+            "--output",
+            "-o",
+            "--error",
+            "-e",
+            "--gres",
+            "--gpus",
+            "-G",
+            "--time",
+            "-t",
+            "--comment",
+            "--parsable",
+            "--wrap",
+            "--array",
+            "-a",
+            "--nodes",
+            "-N",
+            "--chdir",
+            "-D",
+        ];
+        for (i, a) in c.sbatch_args.iter().flatten().enumerate() {
+            let name = a.split('=').next().unwrap_or(a);
+            if OWN.contains(&name) {
+                self.err(
+                    &format!("cluster.sbatch_args[{i}]"),
+                    format!("`{name}` is set by isobench for every session job"),
+                    "reserved",
+                )
+                .with_help("use `cluster.time_limit`, `cluster.gres` and `server.gpus` instead");
+            } else if !a.starts_with('-') {
+                self.err(
+                    &format!("cluster.sbatch_args[{i}]"),
+                    format!("{a:?} is not an option; write `--name=value` as one element"),
+                    "not an option",
+                );
+            }
+        }
+        out.sbatch_args = c.sbatch_args.clone().unwrap_or_default();
+        match c.placement.as_deref() {
+            None | Some("spread") => {}
+            Some("same-node") => out.placement = Placement::SameNode,
+            Some(other) => {
+                self.err(
+                    "cluster.placement",
+                    format!("unknown placement `{other}`"),
+                    "unknown",
+                )
+                .with_help("use `spread` or `same-node`");
+            }
+        }
+        out.retries = c.retries.unwrap_or(out.retries);
+        if out.backend == ClusterBackend::Slurm
+            && let Some(i) = file.arms.iter().position(|a| a.patch.is_some())
+        {
+            self.err(
+                &format!("arms[{i}].patch"),
+                "patched arms cannot run on the slurm backend yet",
+                "patched arm",
+            )
+            .with_help("build the patched arm into its own image or installation, or use `backend = \"local\"`");
+        }
+        Some(out)
     }
 
     /// Hash syntax, duplicates, and unambiguous short forms (8 characters, longer on a clash).

@@ -56,6 +56,9 @@ pub struct ManifestFile {
     /// How the report compares arms.
     #[serde(default)]
     pub compare: CompareSettings,
+    /// Where sessions run: this host (default) or a Slurm cluster (`docs/cluster.md`).
+    #[serde(default)]
+    pub cluster: Option<ClusterDef>,
     /// The commits under test.
     pub commits: Vec<CommitDef>,
 }
@@ -399,4 +402,47 @@ pub struct CommitDef {
     /// Load overrides for this commit (same for all its arms).
     #[serde(default)]
     pub load: Option<LoadSettings>,
+}
+
+/// `[cluster]`: run every server session as one Slurm job (`docs/cluster.md`). A session's GPU
+/// count is `server.gpus` (per campaign or per commit) and becomes `--gres=<gres>:N`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterDef {
+    /// `local` (this host, default) or `slurm`; `apply --backend` overrides it.
+    #[serde(default)]
+    pub backend: Option<String>,
+    /// Slurm partition (`--partition`); default: the cluster's default partition.
+    #[serde(default)]
+    pub partition: Option<String>,
+    /// `--account`.
+    #[serde(default)]
+    pub account: Option<String>,
+    /// `--qos`.
+    #[serde(default)]
+    pub qos: Option<String>,
+    /// Time limit per session job, e.g. `20m`; default: ready timeout + the load's timeout per
+    /// load point + 5 minutes. Slurm counts whole minutes.
+    #[serde(default)]
+    pub time_limit: Option<String>,
+    /// Node features (`--constraint`), e.g. `h100&ib`.
+    #[serde(default)]
+    pub constraint: Option<String>,
+    /// GRES name of GPUs: `gpu` (default) or typed, e.g. `gpu:h100` (the type then becomes the
+    /// GPU model in cache keys unless `resources.gpu_kind` is set).
+    #[serde(default)]
+    pub gres: Option<String>,
+    /// Extra `sbatch` arguments, passed as they are (e.g. `["--exclusive"]`).
+    #[serde(default)]
+    pub sbatch_args: Option<Vec<String>>,
+    /// `spread` (default: Slurm places every session) or `same-node` (all trials of a commit on
+    /// one node, chosen up front from `sinfo`).
+    #[serde(default)]
+    pub placement: Option<String>,
+    /// Resubmissions of a session lost to preemption or a node failure, per apply (default 1).
+    #[serde(default)]
+    pub retries: Option<u32>,
+    /// How often `squeue` is asked about the jobs (default `1s`).
+    #[serde(default)]
+    pub poll_interval: Option<String>,
 }

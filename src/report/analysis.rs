@@ -173,6 +173,7 @@ fn arm_cell(arm: &ArmEntry, records: &[&TrialRecord], confidence: f64) -> ArmCel
                 duration_s: r.duration_s,
                 failure,
                 result_path: r.result_path.clone(),
+                node: r.node.clone(),
             }
         })
         .collect();

@@ -67,6 +67,9 @@ pub struct TrialRecord {
     pub duration_s: f64,
     #[serde(default)]
     pub result_path: Option<PathBuf>,
+    /// The cluster node the trial's session ran on (Slurm backend; `None` on this host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -125,6 +125,9 @@ pub struct TrialEntry {
     #[schemars(with = "Option<serde_json::Value>")]
     pub failure: Option<Failure>,
     pub result_path: Option<PathBuf>,
+    /// The cluster node the trial ran on (Slurm backend).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -22,6 +22,7 @@ mod port;
 pub mod process;
 mod procfs;
 mod ready;
+pub mod slurm;
 
 pub use logtail::read_log_tail;
 pub use port::free_port;

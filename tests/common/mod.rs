@@ -2,3 +2,4 @@
 #![allow(dead_code)]
 
 pub mod docker_env;
+pub mod slurm_env;

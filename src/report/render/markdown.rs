@@ -108,6 +108,21 @@ pub fn render(report: &Report) -> String {
                 fmt_confidence(report.settings.confidence)
             ));
             draw(&mut out, &tables::arms_table(point));
+            // Cluster campaigns: where each trial ran (placement fairness is checkable).
+            let nodes: Vec<String> = point
+                .arms
+                .iter()
+                .flat_map(|a| {
+                    a.trials.iter().filter_map(move |t| {
+                        t.node
+                            .as_ref()
+                            .map(|n| format!("{} #{} `{}`", a.arm, t.trial, esc(n)))
+                    })
+                })
+                .collect();
+            if !nodes.is_empty() {
+                out.push_str(&format!("Nodes: {}.\n\n", nodes.join(", ")));
+            }
             if !point.comparisons.is_empty() {
                 draw(&mut out, &tables::comparisons_table(point));
             }
