@@ -346,6 +346,19 @@ async fn vanished(id: Option<u64>, dir: &Path) -> JobEnd {
     }
 }
 
+/// Written by the worker (unix ms) the moment Slurm's signal reaches it.
+const SIGNALLED: &str = "signalled";
+/// How long before the worker heard the signal a step failure may still be the signal's doing
+/// (the server, signalled at the same instant, can die first).
+const SIGNAL_SLACK_MS: u64 = 2000;
+
+fn entry_ms(entry: &Entry) -> u64 {
+    humantime::parse_rfc3339_weak(&entry.t)
+        .ok()
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 fn read_outcome(dir: &Path) -> Option<Outcome> {
     serde_json::from_slice(&std::fs::read(dir.join(OUTCOME)).ok()?).ok()
 }
@@ -384,11 +397,31 @@ fn collect(
     let mut started: HashMap<String, u32> = HashMap::new();
     let mut finished: HashMap<String, Event> = HashMap::new();
     let mut result = SessionOutcome::default();
+    // Slurm signals every process of a job (time limit, scancel, preemption, a node going
+    // down), the server too: a step can fail with `crashed` just before (or after) the worker
+    // itself hears the signal. Such failures are the job's end, not the server's fault.
+    let by_signal = classify(&end.state, &end.reason, end.cancelled_by_us);
+    let signalled_ms: Option<u64> = std::fs::read_to_string(dir.join(SIGNALLED))
+        .ok()
+        .and_then(|t| t.trim().parse().ok());
     if let Ok(text) = std::fs::read_to_string(dir.join(state::JOURNAL)) {
         for line in text.lines() {
             let Ok(mut entry) = serde_json::from_str::<Entry>(line) else {
                 continue; // torn by a killed job
             };
+            if entry.event == Event::Failed
+                && let (Some((class, message)), Some(signalled)) = (&by_signal, signalled_ms)
+                && entry_ms(&entry) + SIGNAL_SLACK_MS >= signalled
+            {
+                if *class == FailureClass::Interrupted {
+                    continue; // stays `started`: the next apply runs it again
+                }
+                if let Some(f) = &mut entry.failure {
+                    f.message = format!("{message} (the step saw: {})", f.message);
+                    f.class = *class;
+                    f.cause = None;
+                }
+            }
             if entry.addr == record.session
                 && entry.event == Event::Done
                 && let Some(serde_json::Value::Object(info)) = &mut entry.info
@@ -1107,6 +1140,7 @@ pub async fn worker(args: WorkerArgs) -> Result<u8, String> {
         crate::runtime::cuda_visible_devices(&gpus)
     );
     let (cancel_tx, cancel_rx) = watch::channel(false);
+    let signalled = dir.join(SIGNALLED);
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let (Ok(mut term), Ok(mut int)) = (
@@ -1116,6 +1150,7 @@ pub async fn worker(args: WorkerArgs) -> Result<u8, String> {
             return;
         };
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        let _ = std::fs::write(&signalled, now_ms().to_string());
         eprintln!("worker: signalled (time limit, scancel or preemption): stopping the server");
         let _ = cancel_tx.send(true);
     });
