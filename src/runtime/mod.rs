@@ -1,6 +1,7 @@
 //! Where a server runs: one server's life — get its image, start it, wait until it answers,
 //! watch it, stop it — behind one seam with two backends today (Docker through bollard, a local
-//! process) and room for a Slurm backend later.
+//! process); on a Slurm cluster each session runs as a job (`exec::cluster`, plumbing in
+//! [`slurm`]) that uses these same runtimes on its node.
 //!
 //! The runtime knows nothing about campaigns beyond the labels it is given: the executor renders
 //! a [`ServerSpec`], the runtime turns it into a running server and reports where it listens
