@@ -297,6 +297,31 @@ fn campaign_spreads_over_both_nodes_and_never_shares_a_gpu() {
 }
 
 #[test]
+fn same_node_placement_keeps_each_commits_trials_on_one_node() {
+    let Some(conf) = slurm_or_skip("samenode") else {
+        return;
+    };
+    let _g = CLUSTER.read().unwrap_or_else(|e| e.into_inner());
+    let marker = unique("samenode");
+    // 2 commits × 2 arms × 2 trials: commit 1 → n1, commit 2 → n2 (sorted, taking turns).
+    let c = campaign(&conf, &marker, 2, 2, 30.0, "placement = \"same-node\"\n");
+    let out = c.run(&["apply", "--plain", "--no-report"]);
+    assert_eq!(out.status.code(), Some(0), "{}", out.text());
+    let journal = Journal::read(&c.state);
+    let starts = journal.latest_with_prefix("start[");
+    assert_eq!(starts.len(), 8);
+    for (addr, e) in &starts {
+        let want = if addr.contains("commit=11111111") {
+            "n1"
+        } else {
+            "n2"
+        };
+        assert_eq!(e["info"]["slurm"]["node"], want, "{addr}");
+    }
+    assert!(c.alive_jobs().is_empty());
+}
+
+#[test]
 fn kill_9_then_resume_follows_running_jobs_and_submits_nothing_twice() {
     let Some(conf) = slurm_or_skip("kill9") else {
         return;
