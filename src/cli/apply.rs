@@ -1,5 +1,6 @@
 //! `isobench apply`, `isobench state`, `isobench unlock`.
 use crate::exec::{self, ApplyOptions};
+use crate::report;
 use crate::state::{self, State};
 use miette::{IntoDiagnostic, Result};
 use std::path::PathBuf;
@@ -64,6 +65,25 @@ fn parse_gpus(text: &str) -> std::result::Result<GpuList, String> {
     exec::gpu::parse_gpu_list(text)
 }
 
+/// `compare` nodes write the commit's report as JSON: the CLI hands `apply` this seam so that
+/// `exec` and `report` stay unaware of each other.
+struct ReportComparer;
+
+impl exec::Comparer for ReportComparer {
+    fn compare(
+        &self,
+        campaign: &crate::manifest::Campaign,
+        dag: &crate::pipeline::expand::Dag,
+        state: &crate::state::State,
+        commit: usize,
+    ) -> std::result::Result<Vec<u8>, String> {
+        let input = report::recorded::report_input(campaign, dag, state, Some(commit));
+        let built =
+            report::build(&input, &report::ReportOptions::default()).map_err(|e| e.to_string())?;
+        Ok(report::render(&built, report::Format::Json, false).into_bytes())
+    }
+}
+
 /// Exit codes: 0 every step succeeded (or nothing to do), 1 some step failed or an error,
 /// 130 interrupted (run `apply` again to resume).
 pub async fn run_apply(args: ApplyArgs) -> Result<ExitCode> {
@@ -79,7 +99,7 @@ pub async fn run_apply(args: ApplyArgs) -> Result<ExitCode> {
         isolate_measure: args.isolate_measure,
         gpu_env_only: args.gpu_env_only,
     };
-    let summary = exec::apply(campaign, &opts)
+    let summary = exec::apply(campaign, &opts, std::sync::Arc::new(ReportComparer))
         .await
         .map_err(|e| miette::miette!("{e}"))?;
     if summary.nothing_to_do {

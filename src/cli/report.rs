@@ -115,7 +115,7 @@ pub fn run(args: ReportArgs) -> miette::Result<ExitCode> {
         (Some(path), _) => run_report(&load_input_json(path)?, &args.options()),
         (None, Some(manifest)) => {
             let campaign = super::plan::load_campaign(manifest, args.state.as_deref())?;
-            let input = crate::exec::results::load_report_input(&campaign)
+            let input = crate::report::recorded::load_report_input(&campaign)
                 .into_diagnostic()
                 .wrap_err_with(|| {
                     format!("cannot read the state in {}", campaign.state_dir.display())

@@ -10,8 +10,8 @@ use crate::failure::{Failure, FailureClass};
 use crate::loadgen;
 use crate::manifest::Campaign;
 use crate::manifest::model::ArmSource;
+use crate::manifest::pipeline::StepKind;
 use crate::manifest::types::RuntimeKind;
-use crate::pipeline::def::StepKind;
 use crate::plan::{self, PlanOptions};
 use crate::runtime::{ImageInfo, Runtime, ServerSource};
 use crate::state::{self, State, lock};
@@ -135,6 +135,7 @@ fn dataset_for(campaign: &Campaign, commit: usize) -> Result<session::Datasets, 
 pub async fn apply(
     mut campaign: Campaign,
     opts: &ApplyOptions,
+    comparer: Arc<dyn super::Comparer>,
 ) -> Result<ApplySummary, ApplyError> {
     let t0 = Instant::now();
     if let Some(dir) = &opts.state {
@@ -183,12 +184,7 @@ pub async fn apply(
         crate::util::fsx::write_atomic(&meta, &serde_json::to_vec_pretty(&m).expect("json"))
             .map_err(|e| ApplyError::Setup(format!("cannot write the state: {e}")))?;
     }
-    let gpu_kind = campaign
-        .resources
-        .gpu_kind
-        .clone()
-        .or_else(|| inventory.kind());
-    let dag = crate::pipeline::expand::expand(&campaign, gpu_kind.as_deref());
+    let dag = plan::desired_dag(&campaign, Some(&inventory));
     let rerun = opts
         .rerun
         .iter()
@@ -323,6 +319,7 @@ pub async fn apply(
         isolate,
         exe,
         gpu_env_only,
+        comparer,
     });
     let ctx_ref = &ctx;
 
@@ -335,9 +332,7 @@ pub async fn apply(
 
     // Prefetch: every image a pending session needs, in order of first use, bounded in parallel.
     for &s in &pending_sessions {
-        let Some(image) = ctx.dag.sessions[s].image else {
-            continue;
-        };
+        let image = ctx.dag.sessions[s].image;
         if images.contains_key(&image) {
             continue;
         }
@@ -571,7 +566,7 @@ fn prerequisites(
 ) -> Prerequisites {
     let sess = &ctx.dag.sessions[s];
     let arm = &ctx.campaign.commits[sess.commit].arms[sess.arm];
-    let image_info = match sess.image.and_then(|img| images.get(&img)) {
+    let image_info = match images.get(&sess.image) {
         Some(Readiness::Waiting) => return Prerequisites::Wait,
         Some(Readiness::Failed(f)) => return Prerequisites::Failed(f.clone()),
         Some(Readiness::Ready(info)) => info,
@@ -637,7 +632,7 @@ async fn prune_unneeded(
     let needed: HashSet<usize> = queue
         .iter()
         .chain(running.keys())
-        .filter_map(|s| ctx.dag.sessions[*s].image)
+        .map(|s| ctx.dag.sessions[*s].image)
         .collect();
     let prunable: Vec<usize> = images
         .iter()
@@ -851,13 +846,14 @@ fn run_compare(ctx: &Ctx, node: NodeIndex) -> Result<(), JournalError> {
     };
     ctx.started(node)?;
     let state = State::load(ctx.state_dir())?;
-    let input = super::results::report_input(&ctx.campaign, &ctx.dag, &state, Some(commit));
     let dir = ctx.attempt_dir(node)?;
     let path = dir.join("compare.json");
-    match crate::report::build(&input, &crate::report::ReportOptions::default()) {
-        Ok(report) => {
-            let json = crate::report::render(&report, crate::report::Format::Json, false);
-            crate::util::fsx::write_atomic(&path, json.as_bytes())?;
+    match ctx
+        .comparer
+        .compare(&ctx.campaign, &ctx.dag, &state, commit)
+    {
+        Ok(json) => {
+            crate::util::fsx::write_atomic(&path, &json)?;
             ctx.done(node, &[path], None)
         }
         Err(e) => ctx.failed(

@@ -33,6 +33,8 @@ pub struct Ctx {
     /// This executable, for `{{ isobench }}` in server commands.
     pub exe: String,
     pub gpu_env_only: bool,
+    /// Writes `compare.json` for `compare` nodes (supplied by the caller; see [`super::Comparer`]).
+    pub comparer: std::sync::Arc<dyn super::Comparer>,
 }
 
 /// A journal write failed: the run cannot continue safely.

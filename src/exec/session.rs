@@ -6,7 +6,7 @@ use super::live::Activity;
 use crate::failure::{CrashCause, Failure, FailureClass};
 use crate::loadgen::{self, ClientConfig, Dataset, LoadClient, Progress, RunConfig};
 use crate::manifest::model::{Commit, CommitArm, EXE_PLACEHOLDER, PORT_PLACEHOLDER};
-use crate::pipeline::def::StepKind;
+use crate::manifest::pipeline::StepKind;
 use crate::runtime::{GpuMode, Runtime, ServerHandle, ServerSource, ServerSpec};
 use petgraph::graph::NodeIndex;
 use std::collections::BTreeMap;

@@ -274,10 +274,10 @@ impl<'a> Resolver<'a> {
         })
     }
 
-    fn resolve_pipeline(&mut self, file: &ManifestFile) -> Option<crate::pipeline::def::Pipeline> {
+    fn resolve_pipeline(&mut self, file: &ManifestFile) -> Option<super::pipeline::Pipeline> {
         let reference = file.pipeline.as_deref().unwrap_or(d::PIPELINE);
-        match crate::pipeline::def::locate(reference, &self.manifest_dir) {
-            Ok((origin, text)) => match crate::pipeline::def::parse(&origin, &text) {
+        match super::pipeline::locate(reference, &self.manifest_dir) {
+            Ok((origin, text)) => match super::pipeline::parse(&origin, &text) {
                 Ok(p) => Some(p),
                 Err(e) => {
                     self.out.items.extend(e.diagnostics);

@@ -4,12 +4,24 @@
 pub mod render;
 
 use crate::manifest::model::Campaign;
-use crate::pipeline::def::{Scope, StepKind};
+use crate::manifest::pipeline::{Scope, StepKind};
 use crate::pipeline::expand::{Dag, Node, Target};
-use crate::state::{Event, State};
+use crate::state::{Event, Inventory, State};
 use petgraph::graph::NodeIndex;
 use serde::Serialize;
 use std::collections::BTreeMap;
+
+/// The campaign's DAG as `plan`, `apply` and `report` all see it. The GPU model enters the
+/// measurement keys: the manifest's `resources.gpu_kind` when set, else the model of the GPUs
+/// found (`apply`) or recorded in the state's inventory (`plan`, `report`).
+pub fn desired_dag(campaign: &Campaign, inventory: Option<&Inventory>) -> Dag {
+    let gpu_kind = campaign
+        .resources
+        .gpu_kind
+        .clone()
+        .or_else(|| inventory.and_then(Inventory::kind));
+    crate::pipeline::expand::expand(campaign, gpu_kind.as_deref())
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
