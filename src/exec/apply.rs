@@ -150,6 +150,14 @@ pub async fn apply(
         std::process::id()
     );
     let _lock = lock::acquire(&campaign.state_dir, &holder(&run_id))?;
+    // Holding the lock makes every other run of this state directory dead: its servers, and
+    // only those, are leftovers.
+    let owner = crate::runtime::Owner {
+        state: state::owned::state_id(&campaign.state_dir)
+            .map_err(|e| ApplyError::Setup(format!("cannot read the state id: {e}")))?,
+        run: run_id.clone(),
+        host: lock::hostname(),
+    };
     let live = Live::new(opts.plain);
 
     // GPUs: declared or detected; the model name becomes part of measurement keys.
@@ -246,18 +254,34 @@ pub async fn apply(
         .contains(&RuntimeKind::Process)
         .then(|| Runtime::process(campaign.state_dir.join("processes")));
     for rt in docker.iter().chain(process.iter()) {
-        match rt.cleanup_leftovers(&campaign.name).await {
-            Ok(removed) if !removed.is_empty() => live.line(&format!(
-                "removed {} leftover {} server(s) of an earlier run: {}",
-                removed.len(),
-                rt.kind(),
-                removed.join(", ")
-            )),
-            Ok(_) => {}
+        match rt.cleanup_leftovers(&owner).await {
+            Ok(cleanup) => {
+                if !cleanup.removed.is_empty() {
+                    live.line(&format!(
+                        "removed {} leftover {} server(s) of an earlier run: {}",
+                        cleanup.removed.len(),
+                        rt.kind(),
+                        cleanup.removed.join(", ")
+                    ));
+                }
+                for skipped in &cleanup.skipped {
+                    live.line(&format!("warning: {skipped}"));
+                }
+            }
             Err(f) => live.line(&format!(
                 "warning: could not clean up leftovers ({}): {f}",
                 rt.kind()
             )),
+        }
+        if let Runtime::Docker(d) = rt
+            && let Ok(unowned) = d.unowned_containers(&campaign.name).await
+            && !unowned.is_empty()
+        {
+            live.line(&format!(
+                "warning: container(s) {} of campaign {} were made by an older isobench (no state id) and are not removed automatically; remove them by hand if no older isobench runs",
+                unowned.join(", "),
+                campaign.name
+            ));
         }
         match patch::cleanup_leftovers(rt, &campaign.state_dir.join("patched")).await {
             Ok(removed) if !removed.is_empty() => live.line(&format!(
@@ -310,6 +334,7 @@ pub async fn apply(
         dag,
         plan: the_plan,
         run_id,
+        owner,
         attempts,
         journal: Mutex::new(journal),
         live,
@@ -604,8 +629,12 @@ fn prerequisites(
     }
 }
 
+/// Serialises read-modify-write of `pulled-images.json` between this run's pull tasks.
+static PULLED_IMAGES: Mutex<()> = Mutex::new(());
+
 /// With a disk budget: once the pulled images together exceed it, removes those that no
 /// pending or running session needs any more (a later apply pulls them again if needed).
+/// Only images this state directory pulled (`pulled-images.json`) are ever removed.
 async fn prune_unneeded(
     ctx: &Ctx,
     images: &mut HashMap<usize, Readiness<ImageInfo>>,
@@ -639,10 +668,33 @@ async fn prune_unneeded(
         .filter(|(i, r)| !needed.contains(i) && matches!(r, Readiness::Ready(_)))
         .map(|(i, _)| *i)
         .collect();
+    // Only what this state directory pulled: an image that was here before (a local-only tag,
+    // another campaign's) could not be pulled back by whoever needs it.
+    let pulled = {
+        let _guard = PULLED_IMAGES.lock().unwrap_or_else(|e| e.into_inner());
+        state::owned::pulled_images(ctx.state_dir())
+    };
+    let pulled = match pulled {
+        Ok(pulled) => pulled,
+        Err(e) => {
+            ctx.live.line(&format!(
+                "warning: not pruning: cannot read what was pulled: {e}"
+            ));
+            return;
+        }
+    };
     for image in prunable {
         let ArmSource::Image { reference } = &ctx.dag.images[image].source else {
             continue;
         };
+        let Some(record) = pulled.iter().find(|p| &p.reference == reference) else {
+            continue;
+        };
+        // Re-tagged or re-pulled since: the tag now names an image this state did not pull.
+        let current = docker.client().inspect_image(reference).await.ok();
+        if current.and_then(|i| i.id).as_deref() != Some(record.id.as_str()) {
+            continue;
+        }
         let options = bollard::query_parameters::RemoveImageOptions {
             force: false,
             noprune: false,
@@ -661,6 +713,8 @@ async fn prune_unneeded(
                     image,
                     Readiness::Failed(Failure::new(FailureClass::Internal, "pruned")),
                 );
+                let _guard = PULLED_IMAGES.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = state::owned::forget_pulled(ctx.state_dir(), reference);
             }
             Err(e) => ctx
                 .live
@@ -731,6 +785,19 @@ async fn pull(ctx: &Ctx, image: usize) -> Result<ImageInfo, Failure> {
     };
     match &r {
         Ok(info) => {
+            if info.pulled && kind == RuntimeKind::Docker {
+                // Recorded so `disk_budget` may prune it later, and nothing it did not pull.
+                let _guard = PULLED_IMAGES.lock().unwrap_or_else(|e| e.into_inner());
+                let image = state::owned::PulledImage {
+                    reference: reference.clone(),
+                    id: info.id.clone(),
+                };
+                if let Err(e) = state::owned::record_pulled(ctx.state_dir(), image) {
+                    ctx.live.line(&format!(
+                        "warning: cannot record that {reference} was pulled (it will not be pruned): {e}"
+                    ));
+                }
+            }
             if let Some(n) = journaled {
                 ctx.done(n, &[], Some(serde_json::json!({"id": info.id, "repo_digest": info.repo_digest, "size": info.size, "pulled": info.pulled}))).map_err(journal_err)?;
             }

@@ -21,6 +21,8 @@ pub struct Ctx {
     pub dag: Dag,
     pub plan: Plan,
     pub run_id: String,
+    /// This run's identity (state id, run id, host): labels every server it starts.
+    pub owner: crate::runtime::Owner,
     /// Attempt number each node gets in this run (the state's last + 1; never reused).
     pub attempts: HashMap<NodeIndex, u32>,
     pub journal: Mutex<Journal>,

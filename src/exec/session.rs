@@ -71,7 +71,8 @@ fn server_spec(
     let mut env = arm.env.clone();
     env.extend(source.env.clone());
     resolve_env_refs(&mut env, |name| std::env::var(name).ok());
-    let mut labels = BTreeMap::new();
+    // State id + run + host: what cleanup selects by (the campaign label is for people).
+    let mut labels = ctx.owner.labels();
     labels.insert(
         crate::runtime::labels::CAMPAIGN.to_string(),
         ctx.campaign.name.clone(),
@@ -80,7 +81,6 @@ fn server_spec(
         crate::runtime::labels::ADDRESS.to_string(),
         address.to_string(),
     );
-    labels.insert(crate::runtime::labels::RUN.to_string(), ctx.run_id.clone());
     let name: String = format!(
         "isobench-{}-{}-{}",
         ctx.campaign.name,
@@ -237,8 +237,9 @@ pub async fn run(
         _ = ctx.cancelled_wait() => {
             outcome.interrupted = true;
             activity.end(&ctx.live, "interrupted before the server started");
-            // A start cut short can leave a created container: the next apply removes it by label.
-            let _ = runtime.cleanup_leftovers(&ctx.campaign.name).await;
+            // A start cut short can leave a created container: remove exactly that one (by
+            // name, state and run), never another run's or another state directory's.
+            let _ = runtime.cleanup_cancelled_start(&ctx.owner, &spec).await;
             return Ok(outcome);
         }
     };

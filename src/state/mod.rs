@@ -8,11 +8,15 @@
 //!   attempts/<node>/<n>/ everything attempt n of a node wrote (logs, result.json)
 //!   inventory.json       the GPUs the last apply saw (model name enters measurement keys)
 //!   lock                 held (flock) while apply runs; names the holder
+//!   state-id             random id of this state directory; labels every server it starts
+//!   pulled-images.json   images this state directory pulled (the only ones it may prune)
+//!   processes/           pid records of process-runtime servers
 //! ```
 //! A `kill -9` can at worst leave a torn last journal line, which loading skips: the node it
 //! described is then seen as not started and simply runs again.
 
 pub mod lock;
+pub mod owned;
 
 use crate::failure::Failure;
 use serde::{Deserialize, Serialize};
