@@ -2,6 +2,7 @@
 use crate::exec::{self, ApplyOptions};
 use crate::report;
 use crate::state::{self, State};
+use crate::util::term::err_line;
 use miette::{IntoDiagnostic, Result};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -105,26 +106,27 @@ pub async fn run_apply(args: ApplyArgs) -> Result<ExitCode> {
     if summary.nothing_to_do {
         return Ok(ExitCode::SUCCESS);
     }
-    eprintln!(
+    // Output errors (a closed pipe) are ignored: see `util::term::out`.
+    err_line(&format!(
         "apply: {} measurement(s) done, {} failed, in {} (up to {} server(s) at once)",
         summary.measured,
         summary.failed_nodes.len(),
         exec::live::human_duration(summary.makespan),
         summary.parallel_peak
-    );
+    ));
     for (address, failure) in &summary.failed_nodes {
         let log = failure
             .log_path
             .as_deref()
             .map(|l| format!(" — log: {l}"))
             .unwrap_or_default();
-        eprintln!("  failed {address}: {failure}{log}");
+        err_line(&format!("  failed {address}: {failure}{log}"));
     }
     if summary.interrupted {
-        eprintln!(
+        err_line(&format!(
             "interrupted: run `isobench apply {}` again to resume",
             args.manifest.display()
-        );
+        ));
         return Ok(ExitCode::from(130));
     }
     if !args.no_report {

@@ -88,7 +88,9 @@ pub fn load_input_json(path: &Path) -> miette::Result<ReportInput> {
 pub fn run_report(input: &ReportInput, opts: &ReportOptions) -> miette::Result<ExitCode> {
     let report = report::build(input, opts)?;
     let color = report::render::terminal::use_color_for_stdout(opts.color);
-    print!("{}", report::render(&report, opts.format, color));
+    // Not `print!`: `apply` (which ends with this report) ignores SIGPIPE, and `print!` panics
+    // on a closed pipe.
+    crate::util::term::out(&report::render(&report, opts.format, color));
     let mut written = Vec::new();
     if let Some(dir) = &opts.out_dir {
         written.extend(report::write_all(&report, dir)?);
@@ -102,7 +104,7 @@ pub fn run_report(input: &ReportInput, opts: &ReportOptions) -> miette::Result<E
         );
     }
     for path in written {
-        eprintln!("wrote {}", path.display());
+        crate::util::term::err_line(&format!("wrote {}", path.display()));
     }
     Ok(ExitCode::SUCCESS)
 }

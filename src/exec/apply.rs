@@ -302,12 +302,18 @@ pub async fn apply(
     }
 
     let (cancel_tx, cancel_rx) = watch::channel(false);
-    spawn_signal_handler(cancel_tx);
-    let attempts: HashMap<NodeIndex, u32> = dag
-        .graph
-        .node_indices()
-        .map(|n| (n, state_before.next_attempt(&dag.graph[n].address)))
-        .collect();
+    spawn_signal_handler(cancel_tx.clone());
+    // A node at the counter's end is an error only if it must run (a hand-edited journal).
+    let mut attempts: HashMap<NodeIndex, u32> = HashMap::new();
+    for n in dag.graph.node_indices() {
+        match state_before.next_attempt(&dag.graph[n].address) {
+            Ok(a) => {
+                attempts.insert(n, a);
+            }
+            Err(e) if the_plan.action(n).executes() => return Err(ApplyError::Setup(e)),
+            Err(_) => {}
+        }
+    }
     let journal = state::Journal::open(&campaign.state_dir).map_err(JournalError)?;
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
@@ -345,6 +351,8 @@ pub async fn apply(
         exe,
         gpu_env_only,
         comparer,
+        servers: Mutex::new(HashMap::new()),
+        closed: Mutex::new(HashSet::new()),
     });
     let ctx_ref = &ctx;
 
@@ -365,7 +373,15 @@ pub async fn apply(
         let (ctx2, tx2, slots) = (ctx.clone(), tx.clone(), pull_slots.clone());
         tokio::spawn(async move {
             let _permit = slots.acquire_owned().await.expect("open");
-            let r = pull(&ctx2, image).await;
+            let node = ctx2.dag.pulls.get(image).copied();
+            let task = tokio::spawn({
+                let ctx2 = ctx2.clone();
+                async move { pull(&ctx2, image).await }
+            });
+            let r = match task.await {
+                Ok(r) => r,
+                Err(e) => Err(task_failed(&ctx2, "pull", e, node.into_iter())),
+            };
             let _ = tx2.send(Event::Pulled(image, r));
         });
     }
@@ -381,8 +397,20 @@ pub async fn apply(
     let mut failed_total = 0u64;
     let mut stop_launching = false;
     let mut last_idle_notice: Option<String> = None;
+    // A journal write failed (disk full...): nothing more can be recorded, so nothing new
+    // starts and running sessions are cancelled; apply returns the error only once every
+    // session has stopped its server.
+    let mut fatal: Option<JournalError> = None;
+    let abort = |e: JournalError, fatal: &mut Option<JournalError>| {
+        if fatal.is_none() {
+            ctx.live
+                .line(&format!("error: {e}; stopping every server, then exiting"));
+            let _ = cancel_tx.send(true);
+            *fatal = Some(e);
+        }
+    };
     loop {
-        if ctx.cancelled() {
+        if ctx.cancelled() || fatal.is_some() {
             stop_launching = true;
         }
         // Launch what can run, in interleaved order; later sessions may backfill free GPUs.
@@ -398,7 +426,10 @@ pub async fn apply(
                         continue;
                     }
                     Prerequisites::Failed(f) => {
-                        failed_total += fail_session(ctx_ref, s, &f)? as u64;
+                        match fail_session(ctx_ref, s, &f) {
+                            Ok(n) => failed_total += n as u64,
+                            Err(e) => abort(e, &mut fatal),
+                        }
                         queue.remove(i);
                         continue;
                     }
@@ -415,7 +446,7 @@ pub async fn apply(
                     queue.remove(i);
                     let (ctx2, tx2) = (ctx.clone(), tx.clone());
                     tokio::spawn(async move {
-                        let r = session::run(ctx2, s, gpus.clone(), resolved, ds).await;
+                        let r = supervise_session(ctx2, s, gpus.clone(), resolved, ds).await;
                         let _ = tx2.send(Event::SessionDone(s, gpus, r));
                     });
                 }
@@ -428,7 +459,10 @@ pub async fn apply(
                             pool.len()
                         ),
                     );
-                    failed_total += fail_session(ctx_ref, s, &f)? as u64;
+                    match fail_session(ctx_ref, s, &f) {
+                        Ok(n) => failed_total += n as u64,
+                        Err(e) => abort(e, &mut fatal),
+                    }
                     queue.remove(i);
                 }
                 Err(Shortage::Busy) => i += 1,
@@ -460,7 +494,10 @@ pub async fn apply(
                                 human_duration(idle_wait)
                             ),
                         );
-                        failed_total += fail_session(ctx_ref, s, &f)? as u64;
+                        match fail_session(ctx_ref, s, &f) {
+                            Ok(n) => failed_total += n as u64,
+                            Err(e) => abort(e, &mut fatal),
+                        }
                         queue.remove(i);
                     } else {
                         i += 1;
@@ -521,7 +558,13 @@ pub async fn apply(
                 if let Some(budget) = ctx.campaign.resources.disk_budget {
                     prune_unneeded(ctx_ref, &mut images, &queue, &running, budget).await;
                 }
-                let outcome = r?;
+                let outcome = match r {
+                    Ok(outcome) => outcome,
+                    Err(e) => {
+                        abort(e, &mut fatal);
+                        continue;
+                    }
+                };
                 measured_total += outcome.measured as u64;
                 failed_total += outcome.failed as u64;
                 summary.measured += outcome.measured;
@@ -537,6 +580,11 @@ pub async fn apply(
     }
     ctx.live
         .totals(measured_total, total_measures as u64, 0, failed_total);
+    if let Some(e) = fatal {
+        sweep_servers(ctx_ref).await;
+        ctx.live.finish();
+        return Err(e.into());
+    }
     summary.interrupted |= ctx.cancelled();
 
     // Compare each commit whose measurements changed (cheap; reads the results just written).
@@ -568,6 +616,115 @@ pub async fn apply(
         .collect();
     summary.makespan = t0.elapsed();
     Ok(summary)
+}
+
+/// Runs a session as its own task and reports its end whatever happens: a panic in the task
+/// becomes an `internal` failure of the session's unfinished nodes, and a server the task
+/// left running (panic, journal error) is stopped here. Without this, a panicked session never
+/// reported back and apply waited for it forever, its server running.
+async fn supervise_session(
+    ctx: Arc<Ctx>,
+    s: usize,
+    gpus: Vec<u32>,
+    resolved: ResolvedSource,
+    ds: Arc<session::Datasets>,
+) -> Result<SessionOutcome, JournalError> {
+    let task = tokio::spawn(session::run(ctx.clone(), s, gpus, resolved, ds));
+    let joined = task.await;
+    if let Some(handle) = ctx.forget_server(s) {
+        let commit = &ctx.campaign.commits[ctx.dag.sessions[s].commit];
+        if let Some(runtime) = ctx.runtime(commit.server.runtime) {
+            let _ = runtime.stop(&handle, Duration::from_secs(10)).await;
+            ctx.live
+                .line(&format!("stopped server {} of a failed session", handle.id));
+        }
+    }
+    match joined {
+        Ok(r) => r,
+        Err(e) => {
+            let sess = &ctx.dag.sessions[s];
+            let nodes: Vec<NodeIndex> = sess
+                .nodes
+                .iter()
+                .chain(sess.measures.iter())
+                .copied()
+                .filter(|n| ctx.plan.action(*n).executes())
+                .collect();
+            let f = task_failed(&ctx, "session", e, std::iter::empty());
+            let mut outcome = SessionOutcome::default();
+            for n in nodes {
+                if ctx.is_closed(n) {
+                    continue;
+                }
+                ctx.failed(n, f.clone())?;
+                if ctx.dag.graph[n].kind == StepKind::LoadMeasure {
+                    outcome.failed += 1;
+                }
+            }
+            Ok(outcome)
+        }
+    }
+}
+
+/// A pull, patch or session task that panicked (or was cancelled): an `internal` failure,
+/// journaled for `nodes` not yet closed by the task itself (best effort: the journal may be
+/// what failed).
+fn task_failed(
+    ctx: &Ctx,
+    what: &str,
+    e: tokio::task::JoinError,
+    nodes: impl Iterator<Item = NodeIndex>,
+) -> Failure {
+    let why = if e.is_panic() {
+        let payload = e.into_panic();
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_string())
+    } else {
+        e.to_string()
+    };
+    let f = Failure::new(
+        FailureClass::Internal,
+        format!("internal error: the {what} task failed: {why}"),
+    );
+    ctx.live.line(&format!("{f}"));
+    for n in nodes {
+        if ctx.plan.action(n).executes() && !ctx.is_closed(n) {
+            let _ = ctx.failed(n, f.clone());
+        }
+    }
+    f
+}
+
+/// After a fatal error: stops every server this campaign still has (sessions have ended, so
+/// none is in use), including one a task started but never got to record.
+async fn sweep_servers(ctx: &Ctx) {
+    let left: Vec<(usize, crate::runtime::ServerHandle)> = ctx
+        .servers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .drain()
+        .collect();
+    for (s, handle) in left {
+        let commit = &ctx.campaign.commits[ctx.dag.sessions[s].commit];
+        if let Some(runtime) = ctx.runtime(commit.server.runtime) {
+            let _ = runtime.stop(&handle, Duration::from_secs(10)).await;
+        }
+    }
+    for rt in ctx.docker.iter().chain(ctx.process.iter()) {
+        if let Ok(removed) = rt.cleanup_leftovers(&ctx.campaign.name).await
+            && !removed.is_empty()
+        {
+            ctx.live.line(&format!(
+                "removed {} {} server(s) left by failed tasks: {}",
+                removed.len(),
+                rt.kind(),
+                removed.join(", ")
+            ));
+        }
+    }
 }
 
 /// What a pending session still waits for before it can take GPUs.
@@ -605,7 +762,15 @@ fn prerequisites(
                 let (ctx2, tx2, spec, info) =
                     (ctx.clone(), tx.clone(), spec.clone(), image_info.clone());
                 tokio::spawn(async move {
-                    let r = build_patch(&ctx2, key, &spec, &info).await;
+                    let node = ctx2.dag.patches.get(&key).copied();
+                    let task = tokio::spawn({
+                        let ctx2 = ctx2.clone();
+                        async move { build_patch(&ctx2, key, &spec, &info).await }
+                    });
+                    let r = match task.await {
+                        Ok(r) => r,
+                        Err(e) => Err(task_failed(&ctx2, "patch", e, node.into_iter())),
+                    };
                     let _ = tx2.send(Event::Patched(key, r));
                 });
                 return Prerequisites::Wait;
@@ -945,8 +1110,8 @@ fn spawn_signal_handler(cancel: watch::Sender<bool>) {
             }
             count += 1;
             if count == 1 {
-                eprintln!(
-                    "\ninterrupted: stopping servers (press Ctrl-C again to exit at once; leftovers are removed by the next apply)"
+                crate::util::term::err_line(
+                    "\ninterrupted: stopping servers (press Ctrl-C again to exit at once; leftovers are removed by the next apply)",
                 );
                 let _ = cancel.send(true);
             } else {

@@ -258,38 +258,44 @@ pub async fn run(
             return Ok(outcome);
         }
     };
-    ctx.done(start, &[], Some(serde_json::json!({"id": handle.id, "base_url": handle.base_url, "gpus": gpus, "server_log": ctx.rel(&log_path), "source": source.digest})))?;
-
-    // Everything after a successful start ends with a stop, whatever happens in between.
-    let body = session_body(
-        &ctx,
-        runtime,
-        &handle,
-        &activity,
-        &label,
-        ready,
-        warmup,
-        &measures,
-        &dataset,
-        commit,
-        &mut outcome,
-    )
-    .await;
-    let stop_result = async {
-        if let Some(stop) = stop {
-            ctx.started(stop)?;
-            match runtime.stop(&handle, Duration::from_secs(10)).await {
-                Ok(()) => ctx.done(stop, &[], None)?,
-                Err(f) => ctx.failed(stop, f)?,
-            }
-        } else {
-            let _ = runtime.stop(&handle, Duration::from_secs(10)).await;
-        }
-        Ok::<(), JournalError>(())
+    // From here on the server runs: it is recorded (so the scheduler can stop it should this
+    // task panic) and everything, journal errors included, ends with the stop below.
+    ctx.record_server(session_index, &handle);
+    let body = async {
+        ctx.done(start, &[], Some(serde_json::json!({"id": handle.id, "base_url": handle.base_url, "gpus": gpus, "server_log": ctx.rel(&log_path), "source": source.digest})))?;
+        session_body(
+            &ctx,
+            runtime,
+            &handle,
+            &activity,
+            &label,
+            ready,
+            warmup,
+            &measures,
+            &dataset,
+            commit,
+            &mut outcome,
+        )
+        .await
     }
     .await;
-    body?;
-    stop_result?;
+    // The stop happens even when its `started` cannot be journaled (disk full): a server left
+    // running is worse than a stop the journal does not show.
+    let stop_started = stop.map(|n| (n, ctx.started(n)));
+    let stopped = runtime.stop(&handle, Duration::from_secs(10)).await;
+    ctx.forget_server(session_index);
+    let stop_result = match stop_started {
+        Some((n, Ok(()))) => match stopped {
+            Ok(()) => ctx.done(n, &[], None),
+            Err(f) => ctx.failed(n, f),
+        },
+        Some((_, Err(e))) => Err(e),
+        None => Ok(()),
+    };
+    if let Err(e) = body.and(stop_result) {
+        activity.end(&ctx.live, &format!("server stopped; {e}"));
+        return Err(e);
+    }
     let summary = if outcome.interrupted {
         "interrupted; server stopped".to_string()
     } else if outcome.failed > 0 {
