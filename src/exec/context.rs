@@ -88,6 +88,8 @@ impl Ctx {
 
     fn append(&self, entry: &crate::state::Entry) -> Result<(), JournalError> {
         self.journal.lock().expect("journal lock").append(entry)?;
+        // Every transition passes here: the event stream sees exactly what the journal does.
+        self.live.event(entry);
         Ok(())
     }
 
