@@ -38,6 +38,19 @@ pub struct ApplyArgs {
     /// Do not write the report files at the end.
     #[arg(long)]
     pub no_report: bool,
+    /// Machine-readable progress: `jsonl` prints one JSON object per node transition on stdout
+    /// (the journal's entries) and a final `apply_finished` object; the live view is off and
+    /// the report is written to files only. Schema: docs/events.md.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub events: Option<EventsFormat>,
+    #[command(flatten)]
+    pub target: super::plan::TargetArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EventsFormat {
+    /// One JSON object per line.
+    Jsonl,
 }
 
 impl ApplyArgs {
@@ -54,6 +67,8 @@ impl ApplyArgs {
             gpu_env_only: false,
             plain,
             no_report: false,
+            events: None,
+            target: Default::default(),
         }
     }
 }
@@ -88,7 +103,13 @@ impl exec::Comparer for ReportComparer {
 /// Exit codes: 0 every step succeeded (or nothing to do), 1 some step failed or an error,
 /// 130 interrupted (run `apply` again to resume).
 pub async fn run_apply(args: ApplyArgs) -> Result<ExitCode> {
-    let campaign = super::plan::load_campaign(&args.manifest, args.state.as_deref())?;
+    let mut campaign = super::plan::load_campaign(&args.manifest, args.state.as_deref())?;
+    let targeted = crate::plan::select::apply(&mut campaign, &args.target.selection())
+        .map_err(|e| miette::miette!("{e}"))?;
+    if let Some(t) = &targeted {
+        eprintln!("{}", t.line());
+    }
+    let events = args.events.is_some();
     let results_dir = campaign.results_dir.clone();
     let opts = ApplyOptions {
         state: args.state.clone(),
@@ -99,10 +120,31 @@ pub async fn run_apply(args: ApplyArgs) -> Result<ExitCode> {
         plain: args.plain,
         isolate_measure: args.isolate_measure,
         gpu_env_only: args.gpu_env_only,
+        targeted: targeted.is_some(),
+        events,
     };
     let summary = exec::apply(campaign, &opts, std::sync::Arc::new(ReportComparer))
         .await
         .map_err(|e| miette::miette!("{e}"))?;
+    let code: u8 = if summary.interrupted {
+        130
+    } else if summary.failed_nodes.is_empty() {
+        0
+    } else {
+        1
+    };
+    if events {
+        // The stream's last object: how the run ended (the exit code follows it).
+        let failed: Vec<&str> = summary
+            .failed_nodes
+            .iter()
+            .map(|(a, _)| a.as_str())
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"v": 1, "t": crate::util::now_rfc3339(), "event": "apply_finished", "measured": summary.measured, "failed": failed, "interrupted": summary.interrupted, "nothing_to_do": summary.nothing_to_do, "exit_code": code})
+        );
+    }
     if summary.nothing_to_do {
         return Ok(ExitCode::SUCCESS);
     }
@@ -135,14 +177,15 @@ pub async fn run_apply(args: ApplyArgs) -> Result<ExitCode> {
             args.state.clone(),
             results_dir,
         );
-        // The terminal report goes to stdout; files to the results directory.
-        super::report::run(report)?;
+        // The terminal report goes to stdout (unless stdout carries events); files to the
+        // results directory.
+        if events {
+            super::report::write_files(report)?;
+        } else {
+            super::report::run(report)?;
+        }
     }
-    Ok(if summary.failed_nodes.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(ExitCode::from(code))
 }
 
 #[derive(Debug, clap::Args)]
@@ -155,15 +198,23 @@ pub struct StateArgs {
 pub enum StateCommand {
     /// Every recorded node: its last event, attempt and time.
     List {
+        /// The campaign manifest.
         manifest: PathBuf,
+        /// State directory (default: the manifest's `state`, else `.isobench` next to it).
         #[arg(long)]
         state: Option<PathBuf>,
+        /// Output format: `text` (one line per node) or `json` (an array of the latest
+        /// journal entry per node, in journal order).
+        #[arg(long, value_enum, default_value = "text")]
+        format: super::plan::PlanFormat,
     },
     /// What happened to one node: its journal entries, failure, files and logs.
     Show {
+        /// The campaign manifest.
         manifest: PathBuf,
         /// Node address (globs allowed).
         address: String,
+        /// State directory (default: the manifest's `state`, else `.isobench` next to it).
         #[arg(long)]
         state: Option<PathBuf>,
     },
@@ -171,9 +222,21 @@ pub enum StateCommand {
 
 pub fn run_state(args: StateArgs) -> Result<ExitCode> {
     match args.command {
-        StateCommand::List { manifest, state } => {
+        StateCommand::List {
+            manifest,
+            state,
+            format,
+        } => {
             let campaign = super::plan::load_campaign(&manifest, state.as_deref())?;
             let st = State::load(&campaign.state_dir).into_diagnostic()?;
+            if matches!(format, super::plan::PlanFormat::Json) {
+                let entries: Vec<&state::Entry> = st.order.iter().map(|a| &st.latest[a]).collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&entries).into_diagnostic()?
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             for addr in &st.order {
                 let e = &st.latest[addr];
                 let cause = e
@@ -260,7 +323,9 @@ pub fn run_state(args: StateArgs) -> Result<ExitCode> {
 
 #[derive(Debug, clap::Args)]
 pub struct UnlockArgs {
+    /// The campaign manifest whose state directory is locked.
     pub manifest: PathBuf,
+    /// State directory (default: the manifest's `state`, else `.isobench` next to it).
     #[arg(long)]
     pub state: Option<PathBuf>,
     /// Clear the lock even if a process seems to hold it.

@@ -1,5 +1,5 @@
 //! Command line: thin — parse arguments, call the library, render.
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 
 pub mod apply;
@@ -26,7 +26,7 @@ pub enum Command {
     /// apply it: baseline vs human vs agent, with a report.
     Demo(demo::DemoArgs),
     /// Show what `apply` would do: every node with an action and a reason. Touches nothing.
-    /// Exit code: 0 nothing to do, 2 changes pending, 1 error.
+    /// Exit code: 0 success, 1 error; with `--detailed-exitcode` 2 when changes are pending.
     Plan(plan::PlanArgs),
     /// Run the plan: only what is not done yet. After a crash or Ctrl-C, run it again to resume.
     /// Exit code: 0 all succeeded, 1 a step failed, 130 interrupted.
@@ -45,6 +45,22 @@ pub enum Command {
     Sim(sim::SimArgs),
     /// Tables, verdicts with confidence, failure breakdown, HTML and seed-compatible files.
     Report(report::ReportArgs),
+    /// Print a shell completion script: `isobench completions bash > /etc/bash_completion.d/isobench`.
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print a man page (roff): `isobench man > isobench.1`, `isobench man apply > isobench-apply.1`.
+    Man {
+        /// The subcommand whose page to print (default: the overview page).
+        subcommand: Option<String>,
+    },
+}
+
+/// The clap definition as a `clap::Command` (for completions, the man page and tests).
+pub fn command() -> clap::Command {
+    Cli::command()
 }
 
 pub fn main() -> ExitCode {
@@ -80,6 +96,11 @@ pub fn main() -> ExitCode {
             Command::Bench(args) => bench::run(args).await,
             Command::Sim(args) => sim::run(args).await,
             Command::Report(args) => report::run(args),
+            Command::Completions { shell } => {
+                clap_complete::generate(shell, &mut command(), "isobench", &mut std::io::stdout());
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Man { subcommand } => man_page(subcommand.as_deref()),
         }
     });
     match result {
@@ -89,4 +110,34 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `isobench man [SUBCOMMAND]`: the page generated from the clap definitions.
+fn man_page(subcommand: Option<&str>) -> miette::Result<ExitCode> {
+    let cmd = command();
+    let page = match subcommand {
+        None => cmd,
+        Some(name) => {
+            let Some(sub) = cmd.find_subcommand(name) else {
+                let names: Vec<&str> = cmd.get_subcommands().map(|s| s.get_name()).collect();
+                return Err(miette::miette!(
+                    "no subcommand `{name}`; valid: {}",
+                    names.join(", ")
+                ));
+            };
+            // The page is named like git's: `isobench-apply(1)`.
+            // (Leaked: clap takes `'static` names without its `string` feature; once per run.)
+            let page_name: &'static str = Box::leak(format!("isobench-{name}").into_boxed_str());
+            sub.clone().name(page_name)
+        }
+    };
+    let mut out = Vec::new();
+    clap_mangen::Man::new(page)
+        .render(&mut out)
+        .map_err(|e| miette::miette!("{e}"))?;
+    use std::io::Write;
+    std::io::stdout()
+        .write_all(&out)
+        .map_err(|e| miette::miette!("{e}"))?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -109,6 +109,36 @@ pub fn run_report(input: &ReportInput, opts: &ReportOptions) -> miette::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
+/// The report's files only (nothing on stdout): for `apply --events`, whose stdout is the
+/// event stream.
+pub fn write_files(args: ReportArgs) -> miette::Result<ExitCode> {
+    let Some(manifest) = &args.manifest else {
+        return Err(miette::miette!("write_files needs a manifest"));
+    };
+    let campaign = super::plan::load_campaign(manifest, args.state.as_deref())?;
+    let input = crate::exec::results::load_report_input(&campaign)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot read the state in {}", campaign.state_dir.display()))?;
+    let opts = args.options();
+    let report = report::build(&input, &opts)?;
+    let mut written = Vec::new();
+    if let Some(dir) = &opts.out_dir {
+        written.extend(report::write_all(&report, dir)?);
+    }
+    if let Some(dir) = &opts.seed_results_dir {
+        let files = report::seed::seed_files(&report, &input, opts.seed_point.as_deref());
+        written.extend(
+            report::seed::write_seed_files(dir, &files)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("cannot write seed files under {}", dir.display()))?,
+        );
+    }
+    for path in written {
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `isobench report MANIFEST` reads the manifest's state directory; `--input-json` a saved input.
 /// With a manifest, report files and seed-compatible files go to the manifest's `results`
 /// directory unless `--out` / `--seed-results` say otherwise.

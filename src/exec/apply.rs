@@ -40,6 +40,10 @@ pub struct ApplyOptions {
     pub isolate_measure: bool,
     /// Pass only `CUDA_VISIBLE_DEVICES` to docker servers (no NVIDIA device request).
     pub gpu_env_only: bool,
+    /// The campaign was narrowed by `--commit`/`--arm` (see `plan::select`).
+    pub targeted: bool,
+    /// One JSON object per node transition on stdout, no live view (`--events jsonl`).
+    pub events: bool,
 }
 
 #[derive(Debug, Default)]
@@ -158,7 +162,11 @@ pub async fn apply(
         run: run_id.clone(),
         host: lock::hostname(),
     };
-    let live = Live::new(opts.plain);
+    let live = if opts.events {
+        Live::events()
+    } else {
+        Live::new(opts.plain)
+    };
 
     // GPUs: declared or detected; the model name becomes part of measurement keys.
     let (inventory, probe) = gpu::detect(
@@ -198,7 +206,15 @@ pub async fn apply(
         .iter()
         .map(|g| plan::address_glob(g).map_err(ApplyError::Setup))
         .collect::<Result<Vec<_>, _>>()?;
-    let the_plan = plan::plan(&campaign, &dag, &state_before, &PlanOptions { rerun });
+    let the_plan = plan::plan(
+        &campaign,
+        &dag,
+        &state_before,
+        &PlanOptions {
+            rerun,
+            targeted: opts.targeted,
+        },
+    );
     let c = &the_plan.counts;
     live.line(&format!(
         "plan: {} to run, {} to rerun, {} incomplete, {} cached, {} orphaned; {} arm(s) absent · GPUs: {} ({})",

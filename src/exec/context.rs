@@ -104,6 +104,8 @@ impl Ctx {
 
     fn append(&self, entry: &crate::state::Entry) -> Result<(), JournalError> {
         lock(&self.journal).append(entry)?;
+        // Every transition passes here: the event stream sees exactly what the journal does.
+        self.live.event(entry);
         Ok(())
     }
 

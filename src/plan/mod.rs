@@ -2,6 +2,7 @@
 //! reason; plus nodes the state knows but the manifest no longer wants (orphaned).
 
 pub mod render;
+pub mod select;
 
 use crate::manifest::model::Campaign;
 use crate::manifest::pipeline::{Scope, StepKind};
@@ -120,6 +121,9 @@ pub fn address_glob(pattern: &str) -> Result<glob::Pattern, String> {
 pub struct PlanOptions {
     /// Address globs to run again even if cached (`--rerun 'measure[commit=015069b0*'`).
     pub rerun: Vec<glob::Pattern>,
+    /// The campaign was narrowed by `--commit`/`--arm`: recorded nodes outside it are not
+    /// orphans, just not targeted, and are left out.
+    pub targeted: bool,
 }
 
 fn component_phrase(name: &str) -> &str {
@@ -301,6 +305,7 @@ pub fn plan(campaign: &Campaign, dag: &Dag, state: &State, opts: &PlanOptions) -
     let mut orphaned: Vec<Planned> = state
         .order
         .iter()
+        .filter(|_| !opts.targeted)
         .filter(|addr| !dag.index.contains_key(*addr))
         .map(|addr| {
             let e = &state.latest[addr];
