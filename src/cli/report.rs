@@ -116,7 +116,7 @@ pub fn write_files(args: ReportArgs) -> miette::Result<ExitCode> {
         return Err(miette::miette!("write_files needs a manifest"));
     };
     let campaign = super::plan::load_campaign(manifest, args.state.as_deref())?;
-    let input = crate::exec::results::load_report_input(&campaign)
+    let input = crate::report::recorded::load_report_input(&campaign)
         .into_diagnostic()
         .wrap_err_with(|| format!("cannot read the state in {}", campaign.state_dir.display()))?;
     let opts = args.options();

@@ -730,7 +730,7 @@ async fn sweep_servers(ctx: &Ctx) {
         }
     }
     for rt in ctx.docker.iter().chain(ctx.process.iter()) {
-        if let Ok(removed) = rt.cleanup_leftovers(&ctx.campaign.name).await
+        if let Ok(removed) = rt.cleanup_this_run(&ctx.owner).await
             && !removed.is_empty()
         {
             ctx.live.line(&format!(

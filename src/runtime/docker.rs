@@ -477,12 +477,10 @@ impl DockerRuntime {
     pub(super) async fn cleanup_named(
         &self,
         owner: &Owner,
-        name: &str,
+        name: Option<&str>,
     ) -> Result<Vec<String>, Failure> {
         let mut removed = Vec::new();
-        for (id, container_name, container_labels) in
-            self.owned_containers(owner, Some(name)).await?
-        {
+        for (id, container_name, container_labels) in self.owned_containers(owner, name).await? {
             if owner.judge(&container_labels) == Ownership::ThisRun {
                 self.terminate(&id, Duration::ZERO).await;
                 self.remove_checked(&id).await?;

@@ -359,8 +359,18 @@ impl Runtime {
         spec: &ServerSpec,
     ) -> Result<Vec<String>, Failure> {
         match self {
-            Runtime::Docker(d) => d.cleanup_named(owner, &spec.name).await,
-            Runtime::Process(p) => p.cleanup_named(owner, &spec.name).await,
+            Runtime::Docker(d) => d.cleanup_named(owner, Some(&spec.name)).await,
+            Runtime::Process(p) => p.cleanup_named(owner, Some(&spec.name)).await,
+        }
+    }
+
+    /// Removes every server this run (`owner`'s run) started and has not stopped. Only for when
+    /// no session of the run is in flight any more (after a fatal error): it cannot tell a live
+    /// session's server from a forgotten one. Returns the names removed.
+    pub async fn cleanup_this_run(&self, owner: &Owner) -> Result<Vec<String>, Failure> {
+        match self {
+            Runtime::Docker(d) => d.cleanup_named(owner, None).await,
+            Runtime::Process(p) => p.cleanup_named(owner, None).await,
         }
     }
 }

@@ -316,12 +316,12 @@ impl ProcessRuntime {
     pub(super) async fn cleanup_named(
         &self,
         owner: &Owner,
-        name: &str,
+        name: Option<&str>,
     ) -> Result<Vec<String>, Failure> {
         let mut skipped = Vec::new();
         let mut removed = Vec::new();
         for (path, record) in self.records(&mut skipped)? {
-            if record.name == name
+            if name.is_none_or(|n| record.name == n)
                 && owner.judge(&record.labels) == Ownership::ThisRun
                 && self.stop_recorded(&path, &record, &mut skipped).await?
             {
