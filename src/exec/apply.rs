@@ -417,6 +417,8 @@ pub async fn apply(
     // starts and running sessions are cancelled; apply returns the error only once every
     // session has stopped its server.
     let mut fatal: Option<JournalError> = None;
+    // A task panicked before recording its server: sweep the campaign's servers at the end.
+    let mut sweep = false;
     let abort = |e: JournalError, fatal: &mut Option<JournalError>| {
         if fatal.is_none() {
             ctx.live
@@ -581,6 +583,7 @@ pub async fn apply(
                         continue;
                     }
                 };
+                sweep |= outcome.unrecorded_server;
                 measured_total += outcome.measured as u64;
                 failed_total += outcome.failed as u64;
                 summary.measured += outcome.measured;
@@ -600,6 +603,9 @@ pub async fn apply(
         sweep_servers(ctx_ref).await;
         ctx.live.finish();
         return Err(e.into());
+    }
+    if sweep {
+        sweep_servers(ctx_ref).await;
     }
     summary.interrupted |= ctx.cancelled();
 
@@ -667,7 +673,15 @@ async fn supervise_session(
                 .filter(|n| ctx.plan.action(*n).executes())
                 .collect();
             let f = task_failed(&ctx, "session", e, std::iter::empty());
-            let mut outcome = SessionOutcome::default();
+            let start = sess
+                .nodes
+                .iter()
+                .copied()
+                .find(|n| ctx.dag.graph[*n].kind == StepKind::ServerStart);
+            let mut outcome = SessionOutcome {
+                unrecorded_server: start.is_some_and(|n| !ctx.is_closed(n)),
+                ..SessionOutcome::default()
+            };
             for n in nodes {
                 if ctx.is_closed(n) {
                     continue;
@@ -714,8 +728,8 @@ fn task_failed(
     f
 }
 
-/// After a fatal error: stops every server this campaign still has (sessions have ended, so
-/// none is in use), including one a task started but never got to record.
+/// After a fatal error or a panic: stops every server this campaign still has (sessions have
+/// ended, so none is in use), including one a task started but never got to record.
 async fn sweep_servers(ctx: &Ctx) {
     let left: Vec<(usize, crate::runtime::ServerHandle)> = ctx
         .servers

@@ -36,6 +36,9 @@ pub struct SessionOutcome {
     pub measured: usize,
     pub failed: usize,
     pub interrupted: bool,
+    /// The task panicked before its server was recorded (e.g. inside the runtime's `start`):
+    /// a server may run that only a sweep by campaign label finds.
+    pub unrecorded_server: bool,
 }
 
 fn node_of(ctx: &Ctx, session: usize, kind: StepKind) -> Option<NodeIndex> {
