@@ -416,29 +416,9 @@ mod tests {
         args: BenchArgs,
     }
 
+    /// Flags as in vLLM (defaults: see `defaults_are_vllm_bench_serves`).
     #[test]
-    fn defaults_are_the_seeds_and_flags_parse_like_vllm() {
-        let args = Wrapper::parse_from(["x", "--model", "m"]).args;
-        let run = args.run_config("m".into()).unwrap();
-        assert_eq!(run.endpoint, "/v1/chat/completions");
-        assert_eq!(
-            (
-                run.max_concurrency,
-                run.request_rate.is_infinite(),
-                run.ignore_eos
-            ),
-            (Some(16), true, true)
-        );
-        assert_eq!(
-            (
-                args.random_input_len,
-                args.random_output_len,
-                args.num_prompts,
-                args.num_warmups
-            ),
-            (512, 64, 100, 10)
-        );
-
+    fn flags_parse_like_vllm() {
         let args = Wrapper::parse_from([
             "x",
             "--backend",
