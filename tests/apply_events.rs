@@ -88,6 +88,28 @@ fn selected_agent_arm_runs_alone_with_an_event_stream() {
         .collect();
     assert_eq!(&journaled[..], transitions);
 
+    // `state list --format json`: the latest entry per node, in journal order.
+    let listed = Command::new(env!("CARGO_BIN_EXE_isobench"))
+        .args(["state", "list", "quickstart.toml", "--format", "json"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(listed.status.success());
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).unwrap();
+    let mut latest: Vec<&serde_json::Value> = Vec::new();
+    for e in transitions {
+        latest.retain(|x| x["addr"] != e["addr"]);
+        latest.push(e);
+    }
+    latest.sort_by_key(|e| {
+        transitions
+            .iter()
+            .position(|x| x["addr"] == e["addr"])
+            .unwrap()
+    });
+    assert_eq!(listed.iter().collect::<Vec<_>>(), latest);
+    assert!(listed.iter().all(|e| e["event"] == "done"));
+
     // The seed files of the run: the seed's timestamp format, integer counts, and a duration
     // of the whole run (server start to stop), longer than its measuring window.
     let results = dir.path().join("results/quickstart");

@@ -434,6 +434,7 @@ mod tests {
         args: BenchArgs,
     }
 
+    /// Flags as in vLLM (defaults: see `defaults_are_vllm_bench_serves`).
     #[test]
     fn flags_parse_like_vllm() {
         let args = Wrapper::parse_from([

@@ -39,7 +39,12 @@ pub enum Command {
     Validate(plan::ValidateArgs),
     /// Print the manifest JSON Schema (for editors; also in schemas/manifest.schema.json).
     Schema,
-    /// Run the load generator alone against a running server (flags as in `vllm bench serve`).
+    /// Run the load generator alone against a running server: a drop-in for `vllm bench serve`.
+    ///
+    /// Flags and defaults are vLLM's (`--backend openai`, `--num-prompts 1000`, random
+    /// 1024/128 tokens, no concurrency limit, no warm-up, EOS respected). Campaigns do not use
+    /// these defaults: a manifest's `[load]` keeps the seed's (openai-chat, 512/64 tokens, 100
+    /// prompts, concurrency 16, 10 warm-ups, EOS ignored).
     Bench(bench::BenchArgs),
     /// Serve an OpenAI-compatible simulator with exactly configured timing and faults.
     Sim(sim::SimArgs),
