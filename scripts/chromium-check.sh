@@ -3,7 +3,7 @@
 # writes what a test needs to judge it:
 #   OUT/dom.html        the DOM after loading (--dump-dom)
 #   OUT/console.log     every console message the page produced (errors, warnings, logs)
-#   OUT/screenshot.png  a screenshot (WINDOW=WIDTH,HEIGHT, default 1400,4000)
+#   OUT/screenshot.png  a screenshot (WINDOW=WIDTH,HEIGHT, default 1400,4000; also the DOM's window)
 #   OUT/chromium.log    Chromium's own log
 # Usage: scripts/chromium-check.sh PAGE.html OUT_DIR    Exit 2: Chromium is not installed.
 set -euo pipefail
@@ -21,7 +21,7 @@ flags=(--headless --no-sandbox --disable-gpu --disable-dev-shm-usage --no-first-
        --hide-scrollbars --user-data-dir="$profile")
 # Console messages appear in Chromium's log as "...:CONSOLE(line)] "message", source: ..." (or
 # ":CONSOLE:line]" in newer builds) when logging to stderr at verbosity 0.
-timeout 120 "$browser" "${flags[@]}" --enable-logging=stderr --v=0 --dump-dom "$url" \
+timeout 120 "$browser" "${flags[@]}" --window-size="${WINDOW:-1400,4000}" --enable-logging=stderr --v=0 --dump-dom "$url" \
   > "$out/dom.html" 2> "$out/chromium.log"
 grep -E ':CONSOLE[:(]' "$out/chromium.log" > "$out/console.log" || true
 timeout 120 "$browser" "${flags[@]}" --window-size="${WINDOW:-1400,4000}" \

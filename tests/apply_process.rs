@@ -515,3 +515,98 @@ fn leftovers_are_removed_even_when_nothing_is_left_to_do() {
     );
     assert!(no_server_left(&marker));
 }
+
+/// `/proc/<pid>/stat` field 22 (start time).
+fn start_time_of(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    fields[22 - 3].parse().unwrap()
+}
+
+/// Issue 17 item 11: garbage pid records of this state directory — pid 0 (`kill(0)` signals
+/// the caller's own group, which `apply` shares with this test), pid 1, this test's pid and
+/// group, an unrelated `sleep` with its real start time — are reported and deleted by `apply`,
+/// and nothing is signalled: the `sleep` lives on and `apply` completes.
+#[test]
+fn garbage_pid_records_are_reported_and_never_signalled() {
+    use std::os::unix::process::CommandExt;
+    let marker = unique("garbage");
+    let dir = tempfile::tempdir().unwrap();
+    write_servers(dir.path(), &["11111111", "22222222"], fast);
+    let manifest = dir.path().join("m.toml");
+    std::fs::write(&manifest, campaign_text(&marker, false)).unwrap();
+    let state = dir.path().join(".isobench");
+    let records = state.join("processes");
+    std::fs::create_dir_all(&records).unwrap();
+    let state_id = isobench::state::owned::state_id(&state).unwrap();
+    let mut sleep = Command::new("sleep")
+        .arg("300")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let sleep_pid = sleep.id() as i32;
+    let own_pid = std::process::id() as i32;
+    // SAFETY: getpgrp has no preconditions.
+    let own_pgid = unsafe { libc::getpgrp() };
+    let record = |file: &str, pid: i32, start_time: u64| {
+        let text = serde_json::json!({
+            "pid": pid,
+            "start_time": start_time,
+            "name": file,
+            "labels": {
+                "isobench.campaign": format!("apply-{marker}"),
+                "isobench.state": state_id,
+                "isobench.run": "an-earlier-run",
+                "isobench.host": isobench::state::lock::hostname(),
+            },
+        });
+        std::fs::write(records.join(format!("{file}.json")), text.to_string()).unwrap();
+    };
+    record("pid-zero", 0, 0);
+    record("pid-one", 1, start_time_of(1));
+    record("own-pid", own_pid, start_time_of(own_pid));
+    record("own-group", own_pgid, start_time_of(own_pgid));
+    record("unrelated-sleep", sleep_pid, start_time_of(sleep_pid));
+
+    let out = isobench(&["apply", "--plain", manifest.to_str().unwrap()]);
+    let text = out.text();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        sleep.try_wait().unwrap().is_none(),
+        "the unrelated sleep was signalled: {text}"
+    );
+    for file in [
+        "pid-zero",
+        "pid-one",
+        "own-pid",
+        "own-group",
+        "unrelated-sleep",
+    ] {
+        assert!(
+            text.lines().any(|l| l.contains("warning: pid record")
+                && l.contains(&format!("{file}.json"))
+                && l.contains("not signalled")),
+            "{file} not reported:\n{text}"
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(&records)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "records left: {left:?}");
+    assert!(
+        Journal::read(&state)
+            .latest_with_prefix("measure[")
+            .values()
+            .all(|e| e["event"] == "done")
+    );
+    assert!(no_server_left(&marker));
+    sleep.kill().unwrap();
+    sleep.wait().unwrap();
+}

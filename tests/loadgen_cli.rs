@@ -46,6 +46,9 @@ async fn prints_vllms_summary_and_saves_the_result() {
         "2",
         "--metric-percentiles",
         "50,99",
+        // vLLM's default leaves E2EL out of the percentiles; ask for it.
+        "--percentile-metrics",
+        "ttft,tpot,itl,e2el",
         "--goodput",
         "ttft:1000",
         "--save-result",

@@ -2,7 +2,7 @@
 
 use isobench::exec::record;
 use isobench::manifest;
-use isobench::pipeline::def::StepKind;
+use isobench::manifest::pipeline::StepKind;
 use isobench::pipeline::expand::{self, Dag};
 use isobench::plan::{self, Action, PlanOptions};
 use isobench::state::{Event, Journal, State};
@@ -198,12 +198,19 @@ fn adding_a_commit_runs_exactly_its_nodes() {
     }
     // 2 pulls, 2 arms × 2 trials × 5 steps, 1 compare.
     assert_eq!(pending.len(), 2 + 20 + 1);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_isobench"))
-        .arg("plan")
-        .arg(f.path())
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
+    let plan = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_isobench"))
+            .arg("plan")
+            .args(extra)
+            .arg(f.path())
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    };
+    // As `terraform plan`: 0 on success (so `set -e` scripts go on), 2 for pending changes only
+    // with `--detailed-exitcode`.
+    assert_eq!(plan(&[]).status.code(), Some(0));
+    let out = plan(&["--detailed-exitcode"]);
     assert_eq!(out.status.code(), Some(2));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -415,7 +422,7 @@ fn concurrency_list_expands_inside_one_session() {
 fn json_and_dot_outputs() {
     let f = Fixture::new(MANIFEST);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_isobench"))
-        .args(["plan", "--format", "json"])
+        .args(["plan", "--format", "json", "--detailed-exitcode"])
         .arg(f.path())
         .output()
         .unwrap();
@@ -477,31 +484,56 @@ fn shipped_manifests_are_valid() {
         p.counts.absent_arms, 44,
         "no agent patches are shipped: every agent arm is absent"
     );
-    // The per-commit override reaches exactly that commit's server command.
-    let c = campaign
-        .commits
-        .iter()
-        .find(|c| c.short == "22d33bac")
-        .unwrap();
-    assert!(
-        c.arms[0]
-            .argv
-            .windows(2)
-            .any(|w| w == ["--max-model-len", "2048"]),
-        "{:?}",
-        c.arms[0].argv
+    // The 70B model cannot fit one GPU: its commit's servers get 4 GPUs and the command passes
+    // them to vLLM as tensor parallelism; every other commit keeps 1 GPU and the seed's 4096.
+    let has = |c: &isobench::manifest::model::Commit, a: &str, b: &str| {
+        c.arms[0].argv.windows(2).any(|w| w == [a, b])
+    };
+    for c in &campaign.commits {
+        let gpus = if c.model.hf == "meta-llama/Llama-2-70b-hf" {
+            4
+        } else {
+            1
+        };
+        assert_eq!(c.server.gpus, gpus, "{}", c.short);
+        assert!(
+            has(c, "--tensor-parallel-size", &gpus.to_string()),
+            "{}: {:?}",
+            c.short,
+            c.arms[0].argv
+        );
+        assert!(has(c, "--max-model-len", "4096"), "{}", c.short);
+    }
+    assert_eq!(
+        campaign
+            .commits
+            .iter()
+            .filter(|c| c.server.gpus == 4)
+            .count(),
+        1
     );
-    let other = campaign
-        .commits
-        .iter()
-        .find(|c| c.short == "015069b0")
-        .unwrap();
+    // The seed's results layout by default.
     assert!(
-        other.arms[0]
-            .argv
-            .windows(2)
-            .any(|w| w == ["--max-model-len", "4096"])
+        campaign
+            .results_dir
+            .ends_with("manifests/iso_bench_results_3way_claude_code"),
+        "{}",
+        campaign.results_dir.display()
     );
+    // The generator and the manifest agree.
+    let generated = std::process::Command::new("python3")
+        .arg(root.join("scripts/gen-3way-manifest.py"))
+        .arg(root.join("../shared/data/iso-bench-vllm-commits.csv"))
+        .output();
+    if let Ok(out) = generated
+        && out.status.success()
+    {
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            std::fs::read_to_string(root.join("manifests/3way.toml")).unwrap(),
+            "manifests/3way.toml is not what scripts/gen-3way-manifest.py writes"
+        );
+    }
     // The examples name local files that their set-up scripts create under `~` (the vLLM
     // example's tokenizer): validate them against a home where those exist, so the verdict
     // does not depend on whether this machine ran the set-up.
@@ -533,6 +565,43 @@ fn shipped_manifests_are_valid() {
     assert!(examples >= 3, "only {examples} example manifests found");
 }
 
+/// Shipped manifests start with the schema directive taplo / Even Better TOML read
+/// (`#:schema <relative path>`), pointing at the committed schema, and still load.
+#[test]
+fn shipped_manifests_carry_the_editor_schema_directive() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let schema = root
+        .join("schemas/manifest.schema.json")
+        .canonicalize()
+        .unwrap();
+    let mut manifests = vec![root.join("manifests/3way.toml")];
+    for entry in std::fs::read_dir(root.join("examples")).unwrap().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "toml") {
+            manifests.push(entry.path());
+        }
+    }
+    for path in &manifests {
+        let text = std::fs::read_to_string(path).unwrap();
+        let first = text.lines().next().unwrap_or_default();
+        let target = first
+            .strip_prefix("#:schema ")
+            .unwrap_or_else(|| panic!("{}: first line is {first:?}", path.display()));
+        assert_eq!(
+            path.parent()
+                .unwrap()
+                .join(target)
+                .canonicalize()
+                .ok()
+                .as_ref(),
+            Some(&schema),
+            "{}: {target}",
+            path.display()
+        );
+    }
+    // The loader takes the directive (a TOML comment) as it is.
+    manifest::load_file(&root.join("manifests/3way.toml")).unwrap();
+}
+
 #[test]
 fn committed_schema_is_current() {
     let committed = std::fs::read_to_string(
@@ -544,4 +613,139 @@ fn committed_schema_is_current() {
         committed.trim_end() == current.trim_end(),
         "schemas/manifest.schema.json is stale: run `cargo run -- schema > schemas/manifest.schema.json`"
     );
+}
+
+fn plan_json_with(f: &Fixture, extra: &[&str]) -> (Option<i32>, serde_json::Value, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_isobench"))
+        .args(["plan", "--format", "json"])
+        .args(extra)
+        .arg(f.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.code(), json, stderr)
+}
+
+fn addresses(plan: &serde_json::Value) -> Vec<String> {
+    plan["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["address"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The seed's single-commit mode: `--commit 11111111 --arm human` plans exactly that arm's
+/// pull and sessions, nothing of the baseline (a human-only run does not need its image).
+#[test]
+fn commit_and_arm_selectors_plan_only_the_selected_arm() {
+    let f = Fixture::new(MANIFEST);
+    let (code, plan, stderr) = plan_json_with(&f, &["--commit", "1111", "--arm", "human"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let addrs = addresses(&plan);
+    assert_eq!(
+        addrs.len(),
+        1 + 2 * 5,
+        "one pull + 2 trials × start/ready/warmup/measure/stop: {addrs:#?}"
+    );
+    assert!(
+        addrs.contains(
+            &"pull[image=acme/vllm:1111111111111111111111111111111111111111]".to_string()
+        )
+    );
+    assert!(
+        addrs
+            .iter()
+            .all(|a| a.starts_with("pull[") || a.contains("commit=11111111,arm=human")),
+        "{addrs:#?}"
+    );
+    assert!(!addrs.iter().any(|a| a.contains("baseline")), "{addrs:#?}");
+    assert_eq!(plan["target"]["commits"], serde_json::json!(["11111111"]));
+    assert_eq!(plan["target"]["arms"], serde_json::json!(["human"]));
+    assert_eq!(plan["target"]["total_commits"], 2);
+    assert_eq!(plan["target"]["compare_skipped"], true);
+
+    // An agent arm still gets its own base image pull and its patch, not the baseline's runs.
+    let (_, plan, _) = plan_json_with(&f, &["--commit", "11111111", "--arm", "agent-x"]);
+    let addrs = addresses(&plan);
+    assert!(addrs.contains(&"pull[image=acme/vllm:baseline-aaaaaaaaaaaa]".to_string()));
+    assert!(addrs.contains(&"patch[commit=11111111,arm=agent-x]".to_string()));
+    assert!(
+        !addrs.iter().any(|a| a.contains("arm=baseline")),
+        "{addrs:#?}"
+    );
+
+    // Repeatable flags; the short name selects as well as a hash prefix; without --arm every
+    // arm of the selected commits, and the compare too.
+    let (_, plan, _) = plan_json_with(&f, &["--commit", "22222222", "--commit", "1111111111"]);
+    assert_eq!(
+        plan["summary"]["run"], 56,
+        "both commits: the whole campaign"
+    );
+    assert_eq!(plan["target"]["compare_skipped"], false);
+    let (_, plan, _) = plan_json_with(&f, &["--arm", "human", "--arm", "baseline"]);
+    let addrs = addresses(&plan);
+    assert!(addrs.iter().any(|a| a.contains("arm=baseline")));
+    assert!(!addrs.iter().any(|a| a.contains("agent-x")));
+    assert!(!addrs.iter().any(|a| a.starts_with("compare[")));
+
+    // The text plan says what is targeted in its first line.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_isobench"))
+        .args(["plan", "--commit", "1111", "--arm", "human"])
+        .arg(f.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(
+            "Targeting 1 of 2 commit(s) (11111111), 1 of 3 arm(s) (human); per-commit compare skipped (it needs every arm): other nodes are not planned.\n"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn unknown_selectors_fail_with_the_valid_values() {
+    let f = Fixture::new(MANIFEST);
+    // miette wraps long messages and draws a margin: compare the words.
+    let words = |s: &str| {
+        s.replace('│', " ")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let (code, _, stderr) = plan_json_with(&f, &["--commit", "deadbeef"]);
+    let stderr = words(&stderr);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains(
+            "--commit `deadbeef` matches no commit of the manifest; valid: 11111111, 22222222"
+        ),
+        "{stderr}"
+    );
+    let (code, _, stderr) = plan_json_with(&f, &["--arm", "codex"]);
+    let stderr = words(&stderr);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains(
+            "--arm `codex` is not an arm of the manifest; valid: baseline, human, agent-x"
+        ),
+        "{stderr}"
+    );
+}
+
+/// With a selection, recorded nodes of other commits are not "orphaned" (they are still in the
+/// manifest), and cached nodes of the selection stay cached.
+#[test]
+fn a_selection_does_not_orphan_the_rest() {
+    let f = Fixture::new(MANIFEST);
+    f.mark_all_done();
+    let (code, plan, stderr) = plan_json_with(&f, &["--commit", "2222", "--arm", "human"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(plan["summary"]["orphaned"], 0);
+    assert_eq!(plan["orphaned"].as_array().unwrap().len(), 0);
+    assert_eq!(plan["summary"]["run"], 0);
+    assert_eq!(plan["summary"]["cached"], 11);
 }

@@ -49,9 +49,16 @@ fn report_from_saved_input_writes_every_format() {
             .is_file()
     );
     let stderr = String::from_utf8(run.stderr).unwrap();
+    let wrote: Vec<&str> = stderr.lines().filter(|l| l.starts_with("wrote ")).collect();
+    let raw = wrote
+        .iter()
+        .filter(|l| l.contains("/docker_benchmark_results/"))
+        .count();
+    // 4 report files, 17 seed files, and one raw file per trial run: aaaaaaaa 4 arms × 3,
+    // bbbbbbbb 3 arms × 3 (codex absent), cccccccc 3 × 1, dddddddd 3 × 3 at its first point.
     assert_eq!(
-        stderr.lines().filter(|l| l.starts_with("wrote ")).count(),
-        4 + 17,
+        (wrote.len() - raw, raw),
+        (4 + 17, 12 + 9 + 3 + 9),
         "{stderr}"
     );
 

@@ -17,10 +17,16 @@ struct Loaded {
 /// Loads `page` in Chromium; `None` (after a `SKIPPED` line) when Chromium is not installed and
 /// this is not CI, where a missing browser fails the test like missing Docker does.
 fn load_in_chromium(test: &str, page: &Path, out: &Path) -> Option<Loaded> {
+    load_in_chromium_at(test, page, out, "1400,4000")
+}
+
+/// As [`load_in_chromium`], with the browser window `WIDTH,HEIGHT`.
+fn load_in_chromium_at(test: &str, page: &Path, out: &Path, window: &str) -> Option<Loaded> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/chromium-check.sh");
     let run = Command::new(&script)
         .arg(page)
         .arg(out)
+        .env("WINDOW", window)
         .output()
         .expect("run scripts/chromium-check.sh");
     let in_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
@@ -145,4 +151,79 @@ fn html_report_loads_cleanly_with_its_charts() {
         "a blank page compresses to a few KB; got {} bytes",
         loaded.screenshot.len()
     );
+}
+
+/// Measures, in the browser, every chart text against its SVG's viewBox and the page width, and
+/// writes the ones that stick out into `<pre id="clipped">` for `--dump-dom` to carry back.
+const CLIP_PROBE: &str = r#"<pre id="clipped"></pre><script>
+(function () {
+  var bad = [];
+  var page = document.documentElement.clientWidth;
+  document.querySelectorAll('svg.chart').forEach(function (svg) {
+    var vb = svg.viewBox.baseVal;
+    var box = svg.getBoundingClientRect();
+    if (box.right > page + 0.5) bad.push('chart wider than the page: ' + svg.getAttribute('aria-label'));
+    svg.querySelectorAll('text').forEach(function (t) {
+      var b = t.getBBox();
+      if (b.x < vb.x - 0.5 || b.x + b.width > vb.x + vb.width + 0.5 ||
+          b.y < vb.y - 0.5 || b.y + b.height > vb.y + vb.height + 0.5) {
+        bad.push(t.textContent + ' [' + b.x.toFixed(1) + '..' + (b.x + b.width).toFixed(1) +
+                 ' of 0..' + vb.width + ']');
+      }
+    });
+  });
+  document.getElementById('clipped').textContent = 'CLIPPED:' + JSON.stringify(bad);
+})();
+</script>"#;
+
+/// The charts' titles ("throughput (tok/s), median with interval"), arm labels and row labels
+/// fit their charts, and the charts fit the page, at a desktop and a phone width. The probe
+/// is checked to catch a clipped title first (a negative control).
+#[test]
+fn no_chart_text_is_clipped_at_common_widths() {
+    let dir = artifacts("report_html_clipping");
+    // The seed's 3-way shape (baseline, human, one agent): the narrowest throughput charts.
+    let mut three_way = report_common::campaign();
+    three_way.arms.retain(|a| a.name != "codex");
+    three_way.trials.retain(|t| t.arm != "codex");
+    let r = report::build(&three_way, &ReportOptions::default()).unwrap();
+    let html = report::render(&r, Format::Html, false);
+    let probed = html.replace("</body>", &format!("{CLIP_PROBE}</body>"));
+    assert_ne!(
+        probed, html,
+        "the page has a </body> to put the probe before"
+    );
+    let clipped = |page: &Path, out: &Path, window: &str| -> Option<Vec<String>> {
+        let loaded = load_in_chromium_at("no_chart_text_is_clipped", page, out, window)?;
+        let at = loaded.dom.find("CLIPPED:").expect("the probe ran");
+        let json = &loaded.dom[at + "CLIPPED:".len()..];
+        let json = &json[..json.find("</pre>").unwrap()];
+        Some(serde_json::from_str(&json.replace("&amp;", "&").replace("&quot;", "\"")).unwrap())
+    };
+    // Negative control: a 120-pixel chart with a long title is reported.
+    let control = dir.join("control.html");
+    std::fs::write(
+        &control,
+        format!("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><link rel=\"icon\" href=\"data:,\"></head><body><svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart\" width=\"120\" height=\"40\" viewBox=\"0 0 120 40\"><text x=\"4\" y=\"14\" style=\"font-size:12px\">throughput (tok/s), median with interval</text></svg>{CLIP_PROBE}</body></html>"),
+    )
+    .unwrap();
+    let Some(found) = clipped(&control, &dir.join("control"), "1400,900") else {
+        return;
+    };
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].starts_with("throughput (tok/s), median with interval"));
+
+    let page = dir.join("report.html");
+    std::fs::write(&page, &probed).unwrap();
+    for (name, window) in [
+        ("desktop", "1400,4000"),
+        ("laptop", "1024,4000"),
+        ("phone", "390,4000"),
+    ] {
+        let found = clipped(&page, &dir.join(name), window).expect("Chromium ran above");
+        assert!(
+            found.is_empty(),
+            "{name} ({window}): clipped chart text: {found:#?}"
+        );
+    }
 }

@@ -308,7 +308,7 @@ phase_parallel() {
   local state=$WORK/state-parallel
   rm -rf "$state" "$WORK/samples-parallel"
   phase_begin plan
-  "$BIN" plan "$MANIFEST" --state "$state" > "$WORK/plan-parallel.txt" 2>&1
+  "$BIN" plan --detailed-exitcode "$MANIFEST" --state "$state" > "$WORK/plan-parallel.txt" 2>&1
   local rc=$?
   tail -3 "$WORK/plan-parallel.txt"
   # 2 = changes pending, the expected answer for a fresh state directory.

@@ -1,6 +1,8 @@
 //! `isobench apply`, `isobench state`, `isobench unlock`.
 use crate::exec::{self, ApplyOptions};
+use crate::report;
 use crate::state::{self, State};
+use crate::util::term::err_line;
 use miette::{IntoDiagnostic, Result};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +38,13 @@ pub struct ApplyArgs {
     /// Do not write the report files at the end.
     #[arg(long)]
     pub no_report: bool,
+    /// Machine-readable progress: `jsonl` prints one JSON object per node transition on stdout
+    /// (the journal's entries) and a final `apply_finished` object; the live view is off and
+    /// the report is written to files only. Schema: docs/events.md.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub events: Option<EventsFormat>,
+    #[command(flatten)]
+    pub target: super::plan::TargetArgs,
     /// Where sessions run: `local` or `slurm` (overrides `[cluster] backend`).
     #[arg(long, value_enum)]
     pub backend: Option<BackendArg>,
@@ -45,6 +54,12 @@ pub struct ApplyArgs {
 pub enum BackendArg {
     Local,
     Slurm,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EventsFormat {
+    /// One JSON object per line.
+    Jsonl,
 }
 
 impl ApplyArgs {
@@ -61,6 +76,8 @@ impl ApplyArgs {
             gpu_env_only: false,
             plain,
             no_report: false,
+            events: None,
+            target: Default::default(),
             backend: None,
         }
     }
@@ -72,6 +89,25 @@ pub type GpuList = Vec<u32>;
 
 fn parse_gpus(text: &str) -> std::result::Result<GpuList, String> {
     exec::gpu::parse_gpu_list(text)
+}
+
+/// `compare` nodes write the commit's report as JSON: the CLI hands `apply` this seam so that
+/// `exec` and `report` stay unaware of each other.
+struct ReportComparer;
+
+impl exec::Comparer for ReportComparer {
+    fn compare(
+        &self,
+        campaign: &crate::manifest::Campaign,
+        dag: &crate::pipeline::expand::Dag,
+        state: &crate::state::State,
+        commit: usize,
+    ) -> std::result::Result<Vec<u8>, String> {
+        let input = report::recorded::report_input(campaign, dag, state, Some(commit));
+        let built =
+            report::build(&input, &report::ReportOptions::default()).map_err(|e| e.to_string())?;
+        Ok(report::render(&built, report::Format::Json, false).into_bytes())
+    }
 }
 
 /// Exit codes: 0 every step succeeded (or nothing to do), 1 some step failed or an error,
@@ -86,6 +122,12 @@ pub async fn run_apply(args: ApplyArgs) -> Result<ExitCode> {
             BackendArg::Slurm => ClusterBackend::Slurm,
         };
     }
+    let targeted = crate::plan::select::apply(&mut campaign, &args.target.selection())
+        .map_err(|e| miette::miette!("{e}"))?;
+    if let Some(t) = &targeted {
+        eprintln!("{}", t.line());
+    }
+    let events = args.events.is_some();
     let results_dir = campaign.results_dir.clone();
     let opts = ApplyOptions {
         state: args.state.clone(),
@@ -96,33 +138,55 @@ pub async fn run_apply(args: ApplyArgs) -> Result<ExitCode> {
         plain: args.plain,
         isolate_measure: args.isolate_measure,
         gpu_env_only: args.gpu_env_only,
+        targeted: targeted.is_some(),
+        events,
     };
-    let summary = exec::apply(campaign, &opts)
+    let summary = exec::apply(campaign, &opts, std::sync::Arc::new(ReportComparer))
         .await
         .map_err(|e| miette::miette!("{e}"))?;
+    let code: u8 = if summary.interrupted {
+        130
+    } else if summary.failed_nodes.is_empty() {
+        0
+    } else {
+        1
+    };
+    if events {
+        // The stream's last object: how the run ended (the exit code follows it).
+        let failed: Vec<&str> = summary
+            .failed_nodes
+            .iter()
+            .map(|(a, _)| a.as_str())
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"v": 1, "t": crate::util::now_rfc3339(), "event": "apply_finished", "measured": summary.measured, "failed": failed, "interrupted": summary.interrupted, "nothing_to_do": summary.nothing_to_do, "exit_code": code})
+        );
+    }
     if summary.nothing_to_do {
         return Ok(ExitCode::SUCCESS);
     }
-    eprintln!(
+    // Output errors (a closed pipe) are ignored: see `util::term::out`.
+    err_line(&format!(
         "apply: {} measurement(s) done, {} failed, in {} (up to {} server(s) at once)",
         summary.measured,
         summary.failed_nodes.len(),
         exec::live::human_duration(summary.makespan),
         summary.parallel_peak
-    );
+    ));
     for (address, failure) in &summary.failed_nodes {
         let log = failure
             .log_path
             .as_deref()
             .map(|l| format!(" — log: {l}"))
             .unwrap_or_default();
-        eprintln!("  failed {address}: {failure}{log}");
+        err_line(&format!("  failed {address}: {failure}{log}"));
     }
     if summary.interrupted {
-        eprintln!(
+        err_line(&format!(
             "interrupted: run `isobench apply {}` again to resume",
             args.manifest.display()
-        );
+        ));
         return Ok(ExitCode::from(130));
     }
     if !args.no_report {
@@ -131,14 +195,15 @@ pub async fn run_apply(args: ApplyArgs) -> Result<ExitCode> {
             args.state.clone(),
             results_dir,
         );
-        // The terminal report goes to stdout; files to the results directory.
-        super::report::run(report)?;
+        // The terminal report goes to stdout (unless stdout carries events); files to the
+        // results directory.
+        if events {
+            super::report::write_files(report)?;
+        } else {
+            super::report::run(report)?;
+        }
     }
-    Ok(if summary.failed_nodes.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(ExitCode::from(code))
 }
 
 #[derive(Debug, clap::Args)]
@@ -151,15 +216,23 @@ pub struct StateArgs {
 pub enum StateCommand {
     /// Every recorded node: its last event, attempt and time.
     List {
+        /// The campaign manifest.
         manifest: PathBuf,
+        /// State directory (default: the manifest's `state`, else `.isobench` next to it).
         #[arg(long)]
         state: Option<PathBuf>,
+        /// Output format: `text` (one line per node) or `json` (an array of the latest
+        /// journal entry per node, in journal order).
+        #[arg(long, value_enum, default_value = "text")]
+        format: super::plan::PlanFormat,
     },
     /// What happened to one node: its journal entries, failure, files and logs.
     Show {
+        /// The campaign manifest.
         manifest: PathBuf,
         /// Node address (globs allowed).
         address: String,
+        /// State directory (default: the manifest's `state`, else `.isobench` next to it).
         #[arg(long)]
         state: Option<PathBuf>,
     },
@@ -167,9 +240,21 @@ pub enum StateCommand {
 
 pub fn run_state(args: StateArgs) -> Result<ExitCode> {
     match args.command {
-        StateCommand::List { manifest, state } => {
+        StateCommand::List {
+            manifest,
+            state,
+            format,
+        } => {
             let campaign = super::plan::load_campaign(&manifest, state.as_deref())?;
             let st = State::load(&campaign.state_dir).into_diagnostic()?;
+            if matches!(format, super::plan::PlanFormat::Json) {
+                let entries: Vec<&state::Entry> = st.order.iter().map(|a| &st.latest[a]).collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&entries).into_diagnostic()?
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             for addr in &st.order {
                 let e = &st.latest[addr];
                 let cause = e
@@ -256,7 +341,9 @@ pub fn run_state(args: StateArgs) -> Result<ExitCode> {
 
 #[derive(Debug, clap::Args)]
 pub struct UnlockArgs {
+    /// The campaign manifest whose state directory is locked.
     pub manifest: PathBuf,
+    /// State directory (default: the manifest's `state`, else `.isobench` next to it).
     #[arg(long)]
     pub state: Option<PathBuf>,
     /// Clear the lock even if a process seems to hold it.

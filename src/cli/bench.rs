@@ -9,21 +9,27 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Flags are named as in `vllm bench serve` where the concept is the same.
+/// Flags are named as in `vllm bench serve` where the concept is the same, and their defaults
+/// are vLLM's (0.31: `--backend openai`, `--num-prompts 1000`, random 1024/128 tokens, no
+/// concurrency limit, no warm-up, EOS respected), so it is a drop-in. Campaigns do not use these
+/// defaults: a manifest's `[load]` defaults are the seed's (openai-chat, 512/64 tokens,
+/// 100 prompts, concurrency 16, 10 warm-ups, ignore EOS).
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// Server base URL, e.g. http://127.0.0.1:8000 (overrides --host/--port).
     #[arg(long)]
     pub base_url: Option<String>,
+    /// Server host (without --base-url).
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
+    /// Server port (without --base-url).
     #[arg(long, default_value_t = 8000)]
     pub port: u16,
     /// API path [default: /v1/chat/completions for openai-chat, /v1/completions for openai].
     #[arg(long)]
     pub endpoint: Option<String>,
-    /// openai-chat or openai (completions; `vllm` is accepted as an alias).
-    #[arg(long, default_value = "openai-chat", value_parser = Backend::parse)]
+    /// openai (completions; `vllm` is accepted as an alias) or openai-chat.
+    #[arg(long, default_value = "openai", value_parser = Backend::parse)]
     pub backend: Backend,
     /// Model (also used to find the tokenizer); default: the first one on /v1/models.
     #[arg(long)]
@@ -37,9 +43,11 @@ pub struct BenchArgs {
     /// Only `random` is supported.
     #[arg(long, default_value = "random", value_parser = ["random"])]
     pub dataset_name: String,
-    #[arg(long, default_value_t = 512)]
+    /// Prompt length in tokens.
+    #[arg(long, default_value_t = 1024)]
     pub random_input_len: u32,
-    #[arg(long, default_value_t = 64)]
+    /// Output length in tokens.
+    #[arg(long, default_value_t = 128)]
     pub random_output_len: u32,
     /// Lengths are drawn from [L·(1−r), L·(1+r)].
     #[arg(long, default_value_t = 0.0)]
@@ -47,10 +55,11 @@ pub struct BenchArgs {
     /// Tokens of a random prefix shared by every prompt.
     #[arg(long, default_value_t = 0)]
     pub random_prefix_len: u32,
-    #[arg(long, default_value_t = 100)]
+    /// Measured requests.
+    #[arg(long, default_value_t = 1000)]
     pub num_prompts: usize,
     /// Requests in flight at most (0 = unlimited).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 0)]
     pub max_concurrency: usize,
     /// Requests per second, or inf (all released at once).
     #[arg(long, default_value = "inf")]
@@ -58,21 +67,23 @@ pub struct BenchArgs {
     /// Gamma shape of arrival gaps (1 = Poisson); only with a finite rate.
     #[arg(long, default_value_t = 1.0)]
     pub burstiness: f64,
-    #[arg(long, default_value_t = 10)]
+    /// Warm-up requests before the measured run (not counted).
+    #[arg(long, default_value_t = 0)]
     pub num_warmups: usize,
     /// Seed of the dataset and the arrival times.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Ask the server to ignore EOS (fixed output length). On by default.
+    /// Ask the server to ignore EOS (fixed output length). Off by default, as in vLLM.
     #[arg(long, overrides_with = "no_ignore_eos")]
     pub ignore_eos: bool,
-    /// Let the model stop at EOS.
+    /// Let the model stop at EOS (the default).
     #[arg(long, overrides_with = "ignore_eos")]
     pub no_ignore_eos: bool,
+    /// Sampling temperature (0: greedy, vLLM's default).
     #[arg(long, default_value_t = 0.0)]
     pub temperature: f64,
     /// Metrics printed with percentiles: ttft,tpot,itl,e2el,client_queue_time,e2el_including_client_queue.
-    #[arg(long, default_value = "ttft,tpot,itl,e2el")]
+    #[arg(long, default_value = "ttft,tpot,itl")]
     pub percentile_metrics: String,
     /// Percentiles, e.g. 50,90,99.
     #[arg(long, default_value = "99")]
@@ -86,8 +97,10 @@ pub struct BenchArgs {
     /// Also write per-request data (lists like vLLM's, plus raw records under `isobench`).
     #[arg(long)]
     pub save_detailed: bool,
+    /// Directory of the result JSON [default: the current directory].
     #[arg(long)]
     pub result_dir: Option<PathBuf>,
+    /// File name of the result JSON [default: vLLM's `<backend>-<rate>qps[-concurrency<N>]-<model>-<date>.json`].
     #[arg(long)]
     pub result_filename: Option<String>,
     /// KEY=VALUE pairs stored in the result.
@@ -99,19 +112,38 @@ pub struct BenchArgs {
     /// Limit for the whole measured run; open requests are cut and counted as failed.
     #[arg(long, default_value = "600", value_parser = parse_duration)]
     pub timeout: Duration,
-    /// Retry a first test request this long until the server answers (0 skips the check).
-    #[arg(long, default_value_t = 600)]
+    /// Retry a first test request this long until the server answers (0, the default as in
+    /// vLLM, skips the check).
+    #[arg(long, default_value_t = 0, value_parser = parse_ready_seconds)]
     pub ready_check_timeout_sec: u64,
     /// No progress bar.
     #[arg(long)]
     pub disable_tqdm: bool,
 }
 
+/// Seconds (`90`, `0.5`) or humantime (`90s`, `10m`), at most `util::MAX_DURATION`: the run's
+/// deadline is `Instant::now() + timeout`, which must not overflow.
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    if let Ok(seconds) = text.parse::<f64>() {
-        return Duration::try_from_secs_f64(seconds).map_err(|err| err.to_string());
-    }
-    humantime::parse_duration(text).map_err(|err| format!("`{text}`: {err}"))
+    let d = match text.parse::<f64>() {
+        Ok(seconds) => Duration::try_from_secs_f64(seconds).map_err(|err| {
+            format!(
+                "`{text}`: {err}; at most {} s",
+                crate::util::MAX_DURATION.as_secs()
+            )
+        })?,
+        Err(_) => humantime::parse_duration(text).map_err(|err| format!("`{text}`: {err}"))?,
+    };
+    crate::util::check_duration(text, d)
+}
+
+/// `--ready-check-timeout-sec`: whole seconds, at most `util::MAX_DURATION`.
+fn parse_ready_seconds(text: &str) -> Result<u64, String> {
+    let secs: u64 = text
+        .trim()
+        .parse()
+        .map_err(|e| format!("`{text}` is not a whole number of seconds: {e}"))?;
+    crate::util::check_duration(text, Duration::from_secs(secs))?;
+    Ok(secs)
 }
 
 fn parse_list(text: &str, what: &str) -> Result<Vec<String>, String> {
@@ -168,7 +200,7 @@ impl BenchArgs {
             max_concurrency: (self.max_concurrency > 0).then_some(self.max_concurrency),
             request_rate: self.request_rate,
             burstiness: self.burstiness,
-            ignore_eos: !self.no_ignore_eos || self.ignore_eos,
+            ignore_eos: self.ignore_eos && !self.no_ignore_eos,
             temperature: self.temperature,
             run_timeout: self.timeout,
             seed: self.seed,
@@ -402,29 +434,9 @@ mod tests {
         args: BenchArgs,
     }
 
+    /// Flags as in vLLM (defaults: see `defaults_are_vllm_bench_serves`).
     #[test]
-    fn defaults_are_the_seeds_and_flags_parse_like_vllm() {
-        let args = Wrapper::parse_from(["x", "--model", "m"]).args;
-        let run = args.run_config("m".into()).unwrap();
-        assert_eq!(run.endpoint, "/v1/chat/completions");
-        assert_eq!(
-            (
-                run.max_concurrency,
-                run.request_rate.is_infinite(),
-                run.ignore_eos
-            ),
-            (Some(16), true, true)
-        );
-        assert_eq!(
-            (
-                args.random_input_len,
-                args.random_output_len,
-                args.num_prompts,
-                args.num_warmups
-            ),
-            (512, 64, 100, 10)
-        );
-
+    fn flags_parse_like_vllm() {
         let args = Wrapper::parse_from([
             "x",
             "--backend",
@@ -462,9 +474,74 @@ mod tests {
     }
 
     #[test]
+    fn durations_beyond_the_maximum_are_refused() {
+        // Each would overflow `Instant::now() + timeout` (a panic) if accepted.
+        for flags in [
+            ["--timeout", "1e12"],
+            ["--timeout", "500000000000y"],
+            ["--request-timeout", "8d"],
+            ["--ready-check-timeout-sec", "18446744073709551615"],
+        ] {
+            let err = Wrapper::try_parse_from(["x", flags[0], flags[1]])
+                .err()
+                .unwrap_or_else(|| panic!("{flags:?} accepted"))
+                .to_string();
+            assert!(err.contains("at most"), "{flags:?}: {err}");
+        }
+        let ok = Wrapper::try_parse_from(["x", "--timeout", "7d"]).unwrap();
+        assert_eq!(ok.args.timeout, crate::util::MAX_DURATION);
+    }
+
+    #[test]
     fn python_float_formatting() {
         assert_eq!(python_float(f64::INFINITY), "inf");
         assert_eq!(python_float(10.0), "10.0");
         assert_eq!(python_float(2.5), "2.5");
+    }
+}
+
+#[cfg(test)]
+mod default_tests {
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> super::BenchArgs {
+        let mut argv = vec!["isobench", "bench"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Bench(b) => b,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    /// A drop-in for `vllm bench serve`: its defaults (checked against vLLM 0.31's
+    /// `vllm/benchmarks/serve.py` and `datasets.py`), not the seed's campaign settings.
+    #[test]
+    fn defaults_are_vllm_bench_serves() {
+        let b = parse(&[]);
+        assert_eq!(b.backend, crate::loadgen::Backend::parse("openai").unwrap());
+        assert_eq!(b.num_prompts, 1000);
+        assert_eq!((b.random_input_len, b.random_output_len), (1024, 128));
+        assert_eq!(b.max_concurrency, 0, "no limit");
+        assert_eq!(b.num_warmups, 0);
+        assert_eq!(b.ready_check_timeout_sec, 0);
+        assert_eq!(b.percentile_metrics, "ttft,tpot,itl");
+        assert_eq!(b.metric_percentiles, "99");
+        assert!(b.request_rate.is_infinite());
+        let run = b.run_config("m".into()).unwrap();
+        assert!(!run.ignore_eos, "vLLM respects EOS unless --ignore-eos");
+        assert_eq!(run.endpoint, "/v1/completions");
+        assert!(
+            parse(&["--ignore-eos"])
+                .run_config("m".into())
+                .unwrap()
+                .ignore_eos
+        );
+        assert!(
+            !parse(&["--ignore-eos", "--no-ignore-eos"])
+                .run_config("m".into())
+                .unwrap()
+                .ignore_eos
+        );
     }
 }

@@ -1,5 +1,5 @@
 //! Command line: thin — parse arguments, call the library, render.
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 
 pub mod apply;
@@ -27,7 +27,7 @@ pub enum Command {
     /// apply it: baseline vs human vs agent, with a report.
     Demo(demo::DemoArgs),
     /// Show what `apply` would do: every node with an action and a reason. Touches nothing.
-    /// Exit code: 0 nothing to do, 2 changes pending, 1 error.
+    /// Exit code: 0 success, 1 error; with `--detailed-exitcode` 2 when changes are pending.
     Plan(plan::PlanArgs),
     /// Run the plan: only what is not done yet. After a crash or Ctrl-C, run it again to resume.
     /// Exit code: 0 all succeeded, 1 a step failed, 130 interrupted.
@@ -40,22 +40,49 @@ pub enum Command {
     Validate(plan::ValidateArgs),
     /// Print the manifest JSON Schema (for editors; also in schemas/manifest.schema.json).
     Schema,
-    /// Run the load generator alone against a running server (flags as in `vllm bench serve`).
+    /// Run the load generator alone against a running server: a drop-in for `vllm bench serve`.
+    ///
+    /// Flags and defaults are vLLM's (`--backend openai`, `--num-prompts 1000`, random
+    /// 1024/128 tokens, no concurrency limit, no warm-up, EOS respected). Campaigns do not use
+    /// these defaults: a manifest's `[load]` keeps the seed's (openai-chat, 512/64 tokens, 100
+    /// prompts, concurrency 16, 10 warm-ups, EOS ignored).
     Bench(bench::BenchArgs),
     /// Serve an OpenAI-compatible simulator with exactly configured timing and faults.
     Sim(sim::SimArgs),
     /// Tables, verdicts with confidence, failure breakdown, HTML and seed-compatible files.
     Report(report::ReportArgs),
+    /// Print a shell completion script: `isobench completions bash > /etc/bash_completion.d/isobench`.
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print a man page (roff): `isobench man > isobench.1`, `isobench man apply > isobench-apply.1`.
+    Man {
+        /// The subcommand whose page to print (default: the overview page).
+        subcommand: Option<String>,
+    },
     /// Runs one server session inside a Slurm job (started by `apply`; docs/cluster.md).
     #[command(hide = true)]
     Worker(worker::WorkerArgs),
 }
 
+/// The clap definition as a `clap::Command` (for completions, the man page and tests).
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
 pub fn main() -> ExitCode {
-    // Die quietly on a closed pipe (`isobench plan ... | head`), like other Unix tools.
-    // SAFETY: resetting a signal disposition at start-up, before any thread exists.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
+    // Die quietly on a closed pipe (`isobench plan ... | head`), like other Unix tools — but
+    // not `apply`/`demo`: killed by SIGPIPE mid-campaign they would leave servers running.
+    // They keep Rust's default (SIGPIPE ignored) and write through `util::term::{out,
+    // err_line}`, which ignore EPIPE. Servers they spawn get the default disposition back
+    // (std's `Command` resets SIGPIPE in the child).
+    if !matches!(cli.command, Command::Apply(_) | Command::Demo(_)) {
+        // SAFETY: resetting a signal disposition at start-up, before any thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -79,6 +106,11 @@ pub fn main() -> ExitCode {
             Command::Sim(args) => sim::run(args).await,
             Command::Report(args) => report::run(args),
             Command::Worker(args) => worker::run(args).await,
+            Command::Completions { shell } => {
+                clap_complete::generate(shell, &mut command(), "isobench", &mut std::io::stdout());
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Man { subcommand } => man_page(subcommand.as_deref()),
         }
     });
     match result {
@@ -88,4 +120,34 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `isobench man [SUBCOMMAND]`: the page generated from the clap definitions.
+fn man_page(subcommand: Option<&str>) -> miette::Result<ExitCode> {
+    let cmd = command();
+    let page = match subcommand {
+        None => cmd,
+        Some(name) => {
+            let Some(sub) = cmd.find_subcommand(name) else {
+                let names: Vec<&str> = cmd.get_subcommands().map(|s| s.get_name()).collect();
+                return Err(miette::miette!(
+                    "no subcommand `{name}`; valid: {}",
+                    names.join(", ")
+                ));
+            };
+            // The page is named like git's: `isobench-apply(1)`.
+            // (Leaked: clap takes `'static` names without its `string` feature; once per run.)
+            let page_name: &'static str = Box::leak(format!("isobench-{name}").into_boxed_str());
+            sub.clone().name(page_name)
+        }
+    };
+    let mut out = Vec::new();
+    clap_mangen::Man::new(page)
+        .render(&mut out)
+        .map_err(|e| miette::miette!("{e}"))?;
+    use std::io::Write;
+    std::io::stdout()
+        .write_all(&out)
+        .map_err(|e| miette::miette!("{e}"))?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,7 @@
 //! `isobench plan`, `isobench validate`, `isobench schema`.
 use crate::manifest::{self, Campaign};
-use crate::pipeline::expand::{self, Dag};
+use crate::pipeline::expand::Dag;
+use crate::plan::select::{self, Selection, Targeted};
 use crate::plan::{self, Plan, PlanOptions, render};
 use crate::state::State;
 use crate::util::term::Style;
@@ -43,6 +44,34 @@ pub struct PlanArgs {
     /// Also check the environment: Docker reachable, NVIDIA runtime, images present, GPUs.
     #[arg(long)]
     pub check_env: bool,
+    /// Exit 2 when changes are pending (0 when there is nothing to do), as Terraform's
+    /// `-detailed-exitcode`; without it `plan` exits 0 on success, so `set -e` scripts work.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// `--commit` / `--arm`, shared by `plan` and `apply`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TargetArgs {
+    /// Only this commit: a prefix of its human commit hash or its short name (repeatable;
+    /// the seed's single-commit mode, Terraform's `-target`).
+    #[arg(long = "commit", value_name = "HASH")]
+    pub commits: Vec<String>,
+    /// Only this arm, by name (repeatable). Its own pull and patch still run; other arms are
+    /// neither run nor required (a human-only run needs no baseline image).
+    #[arg(long = "arm", value_name = "NAME")]
+    pub arms: Vec<String>,
+}
+
+impl TargetArgs {
+    pub fn selection(&self) -> Selection {
+        Selection {
+            commits: self.commits.clone(),
+            arms: self.arms.clone(),
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -58,6 +87,8 @@ pub struct Planned {
     pub dag: Dag,
     pub state: State,
     pub plan: Plan,
+    /// What `--commit`/`--arm` selected, when given.
+    pub targeted: Option<Targeted>,
 }
 
 pub fn load_campaign(path: &Path, state_override: Option<&Path>) -> Result<Campaign> {
@@ -75,20 +106,23 @@ pub fn parse_globs(globs: &[String]) -> Result<Vec<glob::Pattern>> {
         .collect()
 }
 
-/// Loads the campaign, expands it, and diffs it against the state. Pure: reads files only.
-pub fn make_plan(path: &Path, state_override: Option<&Path>, rerun: &[String]) -> Result<Planned> {
-    let campaign = load_campaign(path, state_override)?;
+/// Loads the campaign (narrowed to `target`), expands it, and diffs it against the state.
+/// Pure: reads files only.
+pub fn make_plan(
+    path: &Path,
+    state_override: Option<&Path>,
+    rerun: &[String],
+    target: &Selection,
+) -> Result<Planned> {
+    let mut campaign = load_campaign(path, state_override)?;
+    let targeted = select::apply(&mut campaign, target).map_err(|e| miette::miette!("{e}"))?;
     let state = State::load(&campaign.state_dir)
         .into_diagnostic()
         .wrap_err_with(|| format!("cannot read the state in {}", campaign.state_dir.display()))?;
-    let gpu_kind = campaign
-        .resources
-        .gpu_kind
-        .clone()
-        .or_else(|| state.inventory.as_ref().and_then(|i| i.kind()));
-    let dag = expand::expand(&campaign, gpu_kind.as_deref());
+    let dag = plan::desired_dag(&campaign, state.inventory.as_ref());
     let opts = PlanOptions {
         rerun: parse_globs(rerun)?,
+        targeted: targeted.is_some(),
     };
     let plan = plan::plan(&campaign, &dag, &state, &opts);
     Ok(Planned {
@@ -96,24 +130,48 @@ pub fn make_plan(path: &Path, state_override: Option<&Path>, rerun: &[String]) -
         dag,
         state,
         plan,
+        targeted,
     })
 }
 
 pub async fn run_plan(args: PlanArgs) -> Result<ExitCode> {
-    let planned = make_plan(&args.manifest, args.state.as_deref(), &args.rerun)?;
+    let planned = make_plan(
+        &args.manifest,
+        args.state.as_deref(),
+        &args.rerun,
+        &args.target.selection(),
+    )?;
     let Planned {
         campaign,
         dag,
         plan,
+        targeted,
         ..
     } = &planned;
     match (args.graph, args.format) {
         (Some(GraphFormat::Dot), _) => print!("{}", render::dot(dag, plan)),
-        (None, PlanFormat::Json) => println!("{}", render::json(campaign, dag, plan)),
-        (None, PlanFormat::Text) => print!(
-            "{}",
-            render::text(campaign, dag, plan, args.verbose, Style::for_stdout())
-        ),
+        (None, PlanFormat::Json) => {
+            let text = render::json(campaign, dag, plan);
+            match targeted {
+                None => println!("{text}"),
+                Some(t) => {
+                    // `target`: what `--commit`/`--arm` selected (absent for the whole campaign).
+                    let mut json: serde_json::Value =
+                        serde_json::from_str(&text).into_diagnostic()?;
+                    json["target"] = serde_json::to_value(t).into_diagnostic()?;
+                    println!("{}", serde_json::to_string_pretty(&json).into_diagnostic()?);
+                }
+            }
+        }
+        (None, PlanFormat::Text) => {
+            if let Some(t) = targeted {
+                println!("{}\n", Style::for_stdout().yellow(&t.line()));
+            }
+            print!(
+                "{}",
+                render::text(campaign, dag, plan, args.verbose, Style::for_stdout())
+            )
+        }
     }
     // Slurm jobs submitted by an apply that was killed: `apply` follows them, never resubmits.
     for (token, (record, id)) in crate::exec::cluster::open_jobs(&campaign.state_dir) {
@@ -133,8 +191,8 @@ pub async fn run_plan(args: PlanArgs) -> Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     }
-    // Exit codes as `terraform plan -detailed-exitcode`: 0 nothing to do, 2 changes pending.
-    Ok(if plan.counts.pending() > 0 {
+    // As `terraform plan`: 0 on success; with `--detailed-exitcode`, 2 when changes are pending.
+    Ok(if args.detailed_exitcode && plan.counts.pending() > 0 {
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS

@@ -88,13 +88,45 @@ pub fn load_input_json(path: &Path) -> miette::Result<ReportInput> {
 pub fn run_report(input: &ReportInput, opts: &ReportOptions) -> miette::Result<ExitCode> {
     let report = report::build(input, opts)?;
     let color = report::render::terminal::use_color_for_stdout(opts.color);
-    print!("{}", report::render(&report, opts.format, color));
+    // Not `print!`: `apply` (which ends with this report) ignores SIGPIPE, and `print!` panics
+    // on a closed pipe.
+    crate::util::term::out(&report::render(&report, opts.format, color));
     let mut written = Vec::new();
     if let Some(dir) = &opts.out_dir {
         written.extend(report::write_all(&report, dir)?);
     }
     if let Some(dir) = &opts.seed_results_dir {
         let files = report::seed::seed_files(&report, input, opts.seed_point.as_deref());
+        written.extend(
+            report::seed::write_seed_files(dir, &files)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("cannot write seed files under {}", dir.display()))?,
+        );
+    }
+    for path in written {
+        crate::util::term::err_line(&format!("wrote {}", path.display()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The report's files only (nothing on stdout): for `apply --events`, whose stdout is the
+/// event stream.
+pub fn write_files(args: ReportArgs) -> miette::Result<ExitCode> {
+    let Some(manifest) = &args.manifest else {
+        return Err(miette::miette!("write_files needs a manifest"));
+    };
+    let campaign = super::plan::load_campaign(manifest, args.state.as_deref())?;
+    let input = crate::report::recorded::load_report_input(&campaign)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot read the state in {}", campaign.state_dir.display()))?;
+    let opts = args.options();
+    let report = report::build(&input, &opts)?;
+    let mut written = Vec::new();
+    if let Some(dir) = &opts.out_dir {
+        written.extend(report::write_all(&report, dir)?);
+    }
+    if let Some(dir) = &opts.seed_results_dir {
+        let files = report::seed::seed_files(&report, &input, opts.seed_point.as_deref());
         written.extend(
             report::seed::write_seed_files(dir, &files)
                 .into_diagnostic()
@@ -115,7 +147,7 @@ pub fn run(args: ReportArgs) -> miette::Result<ExitCode> {
         (Some(path), _) => run_report(&load_input_json(path)?, &args.options()),
         (None, Some(manifest)) => {
             let campaign = super::plan::load_campaign(manifest, args.state.as_deref())?;
-            let input = crate::exec::results::load_report_input(&campaign)
+            let input = crate::report::recorded::load_report_input(&campaign)
                 .into_diagnostic()
                 .wrap_err_with(|| {
                     format!("cannot read the state in {}", campaign.state_dir.display())

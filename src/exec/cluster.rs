@@ -22,7 +22,7 @@ use super::live::{Activity, human_duration};
 use super::session::{self, ResolvedSource, SessionOutcome};
 use crate::failure::{Failure, FailureClass};
 use crate::manifest::model::{Campaign, ClusterSettings, Placement};
-use crate::pipeline::def::StepKind;
+use crate::manifest::pipeline::StepKind;
 use crate::pipeline::expand::Dag;
 use crate::runtime::slurm::{self, JobInfo};
 use crate::state::{self, Entry, Event, Journal, State};
@@ -499,10 +499,12 @@ fn collect(
         let Some(&n) = dag.index.get(&addr) else {
             continue;
         };
-        let attempt = started
-            .get(&addr)
-            .copied()
-            .unwrap_or_else(|| state.next_attempt(&addr));
+        let attempt = match started.get(&addr) {
+            Some(a) => *a,
+            None => state
+                .next_attempt(&addr)
+                .map_err(|e| JournalError(std::io::Error::other(e)))?,
+        };
         let mut f = Failure::new(class, message.clone());
         if log.exists() {
             f.log_path = Some(
@@ -1061,6 +1063,15 @@ pub struct WorkerArgs {
     pub rerun: Vec<String>,
 }
 
+/// A worker runs no `compare` node (the controller does, once the jobs are collected).
+struct NoCompare;
+
+impl super::Comparer for NoCompare {
+    fn compare(&self, _: &Campaign, _: &Dag, _: &State, _: usize) -> Result<Vec<u8>, String> {
+        Err("a Slurm worker runs no compare step".into())
+    }
+}
+
 /// The GPUs Slurm bound to this job: `CUDA_VISIBLE_DEVICES` (set by Slurm's gres/gpu plugin),
 /// else `SLURM_JOB_GPUS`; empty without GPUs.
 pub fn bound_gpus(env: impl Fn(&str) -> Option<String>) -> Result<Vec<u32>, String> {
@@ -1079,14 +1090,23 @@ pub async fn worker(args: WorkerArgs) -> Result<u8, String> {
     campaign.state_dir = args.state.clone();
     let dir = job_dir(&args.state, &args.token);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let dag = crate::pipeline::expand::expand(&campaign, campaign.resources.gpu_kind.as_deref());
+    // The same DAG as the controller's: its inventory has no GPUs (`no_local_gpus`).
+    let dag = crate::plan::desired_dag(&campaign, None);
     let state = State::load(&args.state).map_err(|e| e.to_string())?;
     let rerun = args
         .rerun
         .iter()
         .map(|g| crate::plan::address_glob(g))
         .collect::<Result<Vec<_>, _>>()?;
-    let the_plan = crate::plan::plan(&campaign, &dag, &state, &crate::plan::PlanOptions { rerun });
+    let the_plan = crate::plan::plan(
+        &campaign,
+        &dag,
+        &state,
+        &crate::plan::PlanOptions {
+            rerun,
+            ..Default::default()
+        },
+    );
     let s = dag
         .sessions
         .iter()
@@ -1201,8 +1221,15 @@ pub async fn worker(args: WorkerArgs) -> Result<u8, String> {
     let attempts = dag
         .graph
         .node_indices()
-        .map(|n| (n, state.next_attempt(&dag.graph[n].address)))
-        .collect();
+        .map(|n| Ok((n, state.next_attempt(&dag.graph[n].address)?)))
+        .collect::<Result<HashMap<_, _>, String>>()?;
+    // The controller's run: servers carry its labels, like those of a local apply.
+    let owner = crate::runtime::Owner {
+        state: crate::state::owned::state_id(&args.state)
+            .map_err(|e| format!("cannot read the state id: {e}"))?,
+        run: args.run.clone(),
+        host: crate::state::lock::hostname(),
+    };
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "isobench".into());
@@ -1222,6 +1249,10 @@ pub async fn worker(args: WorkerArgs) -> Result<u8, String> {
         isolate: None,
         exe,
         gpu_env_only,
+        owner,
+        comparer: Arc::new(NoCompare),
+        servers: Mutex::new(HashMap::new()),
+        closed: Mutex::new(HashSet::new()),
     });
     let runtime = ctx.runtime(kind).expect("prepared above");
     // The image (or installation) on this node; journals the pull node as a local apply does.
@@ -1229,9 +1260,7 @@ pub async fn worker(args: WorkerArgs) -> Result<u8, String> {
         crate::runtime::ServerSource::Image { reference } => reference.clone(),
         crate::runtime::ServerSource::Path { root } => root.display().to_string(),
     };
-    let pull_node = ctx.dag.sessions[s]
-        .image
-        .and_then(|i| ctx.dag.pulls.get(i).copied());
+    let pull_node = ctx.dag.pulls.get(ctx.dag.sessions[s].image).copied();
     let journaled_pull = pull_node.filter(|n| ctx.plan.action(*n).executes());
     if let Some(n) = journaled_pull {
         ctx.started(n).map_err(|e| e.to_string())?;

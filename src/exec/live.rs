@@ -12,6 +12,8 @@ pub struct Live {
     totals: Option<ProgressBar>,
     started: Instant,
     lock: Mutex<()>,
+    /// `apply --events jsonl`: every node transition as one JSON line on stdout.
+    events: bool,
 }
 
 /// One active node's line.
@@ -78,6 +80,32 @@ impl Live {
             totals,
             started: Instant::now(),
             lock: Mutex::new(()),
+            events: false,
+        }
+    }
+
+    /// The event stream (`apply --events jsonl`): no live view; human lines go to stderr as
+    /// plain timestamped lines, and stdout carries one JSON object per transition.
+    pub fn events() -> Live {
+        Live {
+            events: true,
+            ..Live::new(true)
+        }
+    }
+
+    /// A node transition, as the journal records it (same object, same schema; see
+    /// docs/events.md). Printed only in event-stream mode.
+    pub fn event(&self, entry: &crate::state::Entry) {
+        if !self.events {
+            return;
+        }
+        let _g = self.lock.lock();
+        if let Ok(line) = serde_json::to_string(entry) {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            // A closed stdout must not stop the campaign: the journal has the record.
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
         }
     }
 
@@ -88,7 +116,8 @@ impl Live {
             Some(mp) => {
                 let _ = mp.println(msg);
             }
-            None => eprintln!("[{}] {msg}", clock()),
+            // Never `eprintln!`: it panics when stderr is a closed pipe (`apply 2>&1 | head`).
+            None => crate::util::term::err_line(&format!("[{}] {msg}", clock())),
         }
     }
 

@@ -67,6 +67,14 @@ pub struct TrialRecord {
     pub duration_s: f64,
     #[serde(default)]
     pub result_path: Option<PathBuf>,
+    /// Wall time of the whole run this trial belongs to: from the server's start to its stop
+    /// (the seed's `duration_s`, which timed the whole `docker run`), seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_s: Option<f64>,
+    /// The container image the arm ran (for an agent arm, the base image its patch applies to),
+    /// the seed's `docker_image`; none for a process runtime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     /// The cluster node the trial's session ran on (Slurm backend; `None` on this host).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,

@@ -23,7 +23,7 @@ code{font-size:12px;background:#f3f3f3;padding:0 3px;border-radius:3px}
 .charts{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}
 nav a{margin-right:10px;font-family:monospace}
 details{margin:4px 0 12px}
-svg.chart{background:#fff;border:1px solid #eee}
+svg.chart{background:#fff;border:1px solid #eee;max-width:100%;height:auto}
 svg .title{font-size:12px;font-weight:600;fill:#333}svg .tick,svg .value{font-size:10px;fill:#555}
 svg .label{font-size:11px;fill:#222}svg .missing{font-size:11px;fill:#b3261e}
 svg .grid{stroke:#eee}svg .axis{stroke:#888}svg .whisker{stroke:#222;stroke-width:1.3}

@@ -140,11 +140,26 @@ fn verdict_class(v: Verdict) -> &'static str {
 
 const FONT_GAP: f64 = 14.0;
 
+/// A generous estimate of a text's rendered width at `font_px` (0.62 em per character covers
+/// bold system-ui digits and lower case), so charts are sized to hold their own titles and labels
+/// instead of clipping them at the SVG edge.
+pub fn text_width(text: &str, font_px: f64) -> f64 {
+    text.chars().count() as f64 * font_px * 0.62
+}
+
 /// Vertical bars of one metric per arm (median), interval whiskers and one dot per trial.
 /// Arms without data get a labelled empty slot, so a failure is visible, not missing.
 pub fn bars_by_arm(cells: &[(usize, &ArmCell)], key: &str, unit: &str, label: &str) -> String {
-    let (w, h) = (60.0 + 70.0 * cells.len() as f64, 230.0);
+    let title = format!("{label} ({unit}), median with interval");
     let (left, right, top, bottom) = (52.0, 8.0, 22.0, 44.0);
+    // Wide enough for the title and for each arm's name under its bar.
+    let slot_w = cells
+        .iter()
+        .map(|(_, c)| text_width(&c.arm, 11.0) + 10.0)
+        .fold(70.0, f64::max);
+    let w =
+        (left + right + slot_w * cells.len() as f64).max(left + text_width(&title, 12.0) + right);
+    let h = 230.0;
     let plot_h = h - top - bottom;
     let summaries: Vec<Option<&Summary>> = cells
         .iter()
@@ -166,13 +181,7 @@ pub fn bars_by_arm(cells: &[(usize, &ArmCell)], key: &str, unit: &str, label: &s
         })
         .fold(0.0, f64::max);
     let mut svg = Svg::new(w, h);
-    svg.text(
-        left,
-        14.0,
-        "start",
-        "title",
-        &format!("{label} ({unit}), median with interval"),
-    );
+    svg.text(left, 14.0, "start", "title", &title);
     let y_of = |v: f64| top + plot_h * (1.0 - if max > 0.0 { v / max } else { 0.0 });
     for t in ticks(0.0, max, 4) {
         let y = y_of(t);
@@ -236,8 +245,13 @@ pub fn bars_by_arm(cells: &[(usize, &ArmCell)], key: &str, unit: &str, label: &s
 /// with interval whiskers and colour by verdict.
 pub fn diff_bars(rows: &[(String, &MetricDiff)], title: &str) -> String {
     let row_h = 20.0;
-    let (left, right, top, bottom) = (150.0, 70.0, 26.0, 30.0);
-    let w = 640.0;
+    let (right, top, bottom) = (70.0, 26.0, 30.0);
+    // Row labels are right-aligned before the plot: make room for the longest.
+    let left = rows
+        .iter()
+        .map(|(l, _)| text_width(l, 11.0) + 12.0)
+        .fold(150.0, f64::max);
+    let w = (left + 420.0 + right).max(8.0 + text_width(title, 12.0) + 8.0);
     let h = top + bottom + row_h * rows.len().max(1) as f64;
     let ext = rows
         .iter()
@@ -303,8 +317,12 @@ pub fn boxes_by_arm(cells: &[(usize, &ArmCell)], key: &str, title: &str) -> Opti
         return None;
     }
     let row_h = 26.0;
-    let (left, right, top, bottom) = (110.0, 16.0, 24.0, 30.0);
-    let w = 420.0;
+    let (right, top, bottom) = (16.0, 24.0, 30.0);
+    let left = rows
+        .iter()
+        .map(|(_, c, _)| text_width(&c.arm, 11.0) + 12.0)
+        .fold(110.0, f64::max);
+    let w = (left + 294.0 + right).max(8.0 + text_width(title, 12.0) + 8.0);
     let h = top + bottom + row_h * rows.len() as f64;
     let max = rows.iter().map(|(_, _, d)| d.p99).fold(0.0, f64::max);
     let x_of = |v: f64| left + (w - left - right) * if max > 0.0 { v.min(max) / max } else { 0.0 };

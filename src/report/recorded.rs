@@ -1,20 +1,15 @@
 //! Recorded results → the report's input: every measurement's metrics or failure, and every
 //! absent arm, read from the journal and the attempt directories.
+use super::input::{ArmInfo, CommitInfo, Metrics, ReportInput, TrialOutcome, TrialRecord};
 use crate::manifest::Campaign;
 use crate::pipeline::expand::{Dag, Target};
-use crate::report::input::{ArmInfo, CommitInfo, Metrics, ReportInput, TrialOutcome, TrialRecord};
 use crate::state::{Event, State};
 
 /// The report input of a campaign from its state directory, with the keys `apply` used (the
 /// GPU model recorded in the state's inventory enters them).
 pub fn load_report_input(campaign: &Campaign) -> std::io::Result<ReportInput> {
     let state = State::load(&campaign.state_dir)?;
-    let gpu_kind = campaign
-        .resources
-        .gpu_kind
-        .clone()
-        .or_else(|| state.inventory.as_ref().and_then(|i| i.kind()));
-    let dag = crate::pipeline::expand::expand(campaign, gpu_kind.as_deref());
+    let dag = crate::plan::desired_dag(campaign, state.inventory.as_ref());
     Ok(report_input(campaign, &dag, &state, None))
 }
 
@@ -24,7 +19,7 @@ fn node_of(session: &crate::pipeline::expand::Session, dag: &Dag, state: &State)
     session
         .nodes
         .iter()
-        .filter(|n| dag.graph[**n].kind == crate::pipeline::def::StepKind::ServerStart)
+        .filter(|n| dag.graph[**n].kind == crate::manifest::pipeline::StepKind::ServerStart)
         .filter_map(|n| state.get(&dag.graph[*n].address))
         .filter_map(|e| {
             e.info
@@ -45,6 +40,7 @@ pub fn report_input(
     only: Option<usize>,
 ) -> ReportInput {
     let mut trials = Vec::new();
+    let started = started_times(state);
     for &session_index in dag
         .sessions
         .iter()
@@ -57,6 +53,11 @@ pub fn report_input(
         let session = &dag.sessions[session_index];
         let commit = &campaign.commits[session.commit];
         let arm = &commit.arms[session.arm];
+        let run_s = session_wall_s(dag, state, &started, &session.nodes);
+        let image = match arm.source.root() {
+            crate::manifest::model::ArmSource::Image { reference } => Some(reference.clone()),
+            _ => None,
+        };
         for &m in &session.measures {
             let node = &dag.graph[m];
             let Target::Point { point, .. } = node.target else {
@@ -111,6 +112,8 @@ pub fn report_input(
                     .keys()
                     .find(|p| p.ends_with("result.json"))
                     .map(|p| state.dir.join(p)),
+                run_s,
+                image: image.clone(),
                 node: node_of(session, dag, state),
             });
         }
@@ -136,6 +139,8 @@ pub fn report_input(
                 timestamp: String::new(),
                 duration_s: 0.0,
                 result_path: None,
+                run_s: None,
+                image: None,
                 node: None,
             });
         }
@@ -168,4 +173,48 @@ pub fn report_input(
             .collect(),
         trials,
     }
+}
+
+/// The time of the latest `started` event per address (the state keeps only the latest entry
+/// per address, which for a finished step is its `done`).
+fn started_times(state: &State) -> std::collections::HashMap<String, String> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(text) = std::fs::read_to_string(state.dir.join(crate::state::JOURNAL)) else {
+        return out;
+    };
+    for line in text.lines() {
+        if let Ok(e) = serde_json::from_str::<crate::state::Entry>(line)
+            && e.event == Event::Started
+        {
+            out.insert(e.addr, e.t);
+        }
+    }
+    out
+}
+
+/// A session's wall time, as the seed's `duration_s` (the whole `docker run`): from its first
+/// step's start to its last step's end (normally `start` to `stop`). `None` when not recorded.
+fn session_wall_s(
+    dag: &Dag,
+    state: &State,
+    started: &std::collections::HashMap<String, String>,
+    nodes: &[petgraph::graph::NodeIndex],
+) -> Option<f64> {
+    let parse = |t: &str| humantime::parse_rfc3339_weak(t).ok();
+    let mut begin: Option<std::time::SystemTime> = None;
+    let mut end: Option<std::time::SystemTime> = None;
+    for &n in nodes {
+        let addr = &dag.graph[n].address;
+        if let Some(b) = started.get(addr).and_then(|t| parse(t)) {
+            begin = Some(begin.map_or(b, |x| x.min(b)));
+        }
+        if let Some(e) = state
+            .get(addr)
+            .filter(|e| e.event != Event::Started)
+            .and_then(|e| parse(&e.t))
+        {
+            end = Some(end.map_or(e, |x| x.max(e)));
+        }
+    }
+    end?.duration_since(begin?).ok().map(|d| d.as_secs_f64())
 }
