@@ -52,7 +52,9 @@ pub struct ApplyArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendArg {
+    /// Sessions on this host's GPUs.
     Local,
+    /// One Slurm job per session (`[cluster]` settings; docs/cluster.md).
     Slurm,
 }
 
