@@ -68,6 +68,7 @@ fn parse_gpus(text: &str) -> std::result::Result<GpuList, String> {
 /// 130 interrupted (run `apply` again to resume).
 pub async fn run_apply(args: ApplyArgs) -> Result<ExitCode> {
     let campaign = super::plan::load_campaign(&args.manifest, args.state.as_deref())?;
+    super::plan::print_warnings(&campaign);
     let results_dir = campaign.results_dir.clone();
     let opts = ApplyOptions {
         state: args.state.clone(),
@@ -98,6 +99,8 @@ pub async fn run_apply(args: ApplyArgs) -> Result<ExitCode> {
             .as_deref()
             .map(|l| format!(" — log: {l}"))
             .unwrap_or_default();
+        // Failure messages quote the server: shown with control characters made visible.
+        let failure = crate::util::term::printable(&failure.to_string()).into_owned();
         eprintln!("  failed {address}: {failure}{log}");
     }
     if summary.interrupted {
@@ -202,9 +205,10 @@ pub fn run_state(args: StateArgs) -> Result<ExitCode> {
                             e.run
                         );
                         if let Some(f) = &e.failure {
-                            println!("    failure: {f}");
+                            let shown = |s: &str| crate::util::term::printable(s).into_owned();
+                            println!("    failure: {}", shown(&f.to_string()));
                             if let Some(l) = &f.sample_log_line {
-                                println!("    log line: {l}");
+                                println!("    log line: {}", shown(l));
                             }
                             if let Some(p) = &f.log_path {
                                 println!("    log: {}", campaign.state_dir.join(p).display());
