@@ -375,19 +375,27 @@ async fn ctrl_c_leaves_no_container_within_10_s() {
     );
 }
 
+/// Issue 17 item 7: `disk_budget` prunes only images this state directory pulled. A local-only
+/// tag (which nobody could pull back) survives even when no session needs it any more.
 #[tokio::test(flavor = "multi_thread")]
 async fn disk_budget_prunes_images_no_pending_session_needs() {
     let Some(docker) = docker_env::docker_or_skip("apply disk budget").await else {
         return;
     };
     let guard = CampaignGuard::new("apply-prune");
+    // Commit 1 runs on an image this state pulls, commit 2 on a local-only tag; a tiny budget
+    // forces pruning of everything no pending session needs.
+    let pulled = docker_env::push_sim_copy(docker.client(), Sim::Fast)
+        .await
+        .unwrap();
+    let local = format!("isobench-test-local/sim:{}", docker_env::unique_suffix());
+    docker_env::tag_image(docker.client(), &Sim::Slow.reference(), &local)
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.toml");
-    // Commit 1 runs on the fast image, commit 2 on the slow one; a tiny budget forces pruning.
-    let image = format!(
-        "{}/isobench-test/sim:{{% if commit.human[-4:] == 'a000' %}}fast{{% else %}}slow{{% endif %}}",
-        docker_env::registry()
-    );
+    let image =
+        format!("{{% if commit.human[-4:] == 'a000' %}}{pulled}{{% else %}}{local}{{% endif %}}");
     let text = manifest(
         &guard.campaign,
         &[("baseline", &image), ("human", &image)],
@@ -403,16 +411,116 @@ async fn disk_budget_prunes_images_no_pending_session_needs() {
         .unwrap();
     let text = out.text();
     assert_eq!(out.status.code(), Some(0), "{text}");
-    assert!(
-        text.contains(&format!("pruned {}", Sim::Fast.reference())),
-        "{text}"
-    );
+    assert!(text.contains(&format!("pruned {pulled}")), "{text}");
+    assert!(!text.contains(&format!("pruned {local}")), "{text}");
     let j = Journal::read(&dir.path().join(".isobench"));
     assert!(
         j.latest_with_prefix("measure[")
             .values()
             .all(|e| e["event"] == "done")
     );
-    let inspect = docker.client().inspect_image(&Sim::Fast.reference()).await;
-    assert!(inspect.is_err(), "the fast image should be gone");
+    assert!(
+        docker.client().inspect_image(&pulled).await.is_err(),
+        "the pulled image should be gone"
+    );
+    assert!(
+        docker.client().inspect_image(&local).await.is_ok(),
+        "the local-only image was pruned: it was never pulled and cannot be pulled back"
+    );
+    docker_env::remove_local_image(docker.client(), &local).await;
+}
+
+/// Issue 17 item 3: two state directories run campaigns of the same name on one engine at once.
+/// The second apply's cleanup removes its own state directory's leftovers (of a run killed
+/// with SIGKILL) and never the other's live servers: both complete, no crash is recorded.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_state_directories_with_one_campaign_name_leave_each_other_alone() {
+    let Some(docker) = docker_env::docker_or_skip("apply two states").await else {
+        return;
+    };
+    let guard = CampaignGuard::new("apply-owners");
+    let slow = Sim::Slow.reference();
+    let text = manifest(
+        &guard.campaign,
+        &[("baseline", &slow), ("human", &slow)],
+        1,
+        "",
+    )
+    .replace("num_prompts = 16", "num_prompts = 96");
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for dir in [&dir_a, &dir_b] {
+        std::fs::write(dir.path().join("m.toml"), &text).unwrap();
+    }
+    let (state_a, state_b) = (
+        dir_a.path().join(".isobench"),
+        dir_b.path().join(".isobench"),
+    );
+    let m_a = dir_a.path().join("m.toml").to_str().unwrap().to_string();
+    let m_b = dir_b.path().join("m.toml").to_str().unwrap().to_string();
+
+    // 1. A run of A killed mid-measurement leaves its servers running.
+    let (st, m) = (state_a.clone(), m_a.clone());
+    tokio::task::spawn_blocking(move || {
+        kill_when(&["apply", "--plain", &m], &st, |j| {
+            j.any("started", "measure[")
+        })
+    })
+    .await
+    .unwrap();
+    let a_leftovers = docker_env::containers_of(docker.client(), &guard.campaign).await;
+    assert!(!a_leftovers.is_empty(), "the killed run left no server");
+
+    // 2. B runs; while it measures, A resumes (and cleans up first).
+    let (st, m) = (state_b.clone(), m_b.clone());
+    let (b_code, a_out) = tokio::task::spawn_blocking(move || {
+        let (mut b, b_log) = spawn_isobench_logged(&["apply", "--plain", &m]);
+        wait_for(&st, std::time::Duration::from_secs(120), |j| {
+            j.any("started", "measure[")
+        });
+        let a = isobench(&["apply", "--plain", &m_a]);
+        let b_status = wait_child(&mut b, std::time::Duration::from_secs(180));
+        let b_text = std::fs::read_to_string(b_log).unwrap_or_default();
+        ((b_status.and_then(|s| s.code()), b_text), a)
+    })
+    .await
+    .unwrap();
+    let a_text = a_out.text();
+    assert_eq!(a_out.status.code(), Some(0), "A:\n{a_text}");
+    assert_eq!(b_code.0, Some(0), "B:\n{}\nA:\n{a_text}", b_code.1);
+    assert!(
+        a_text.contains(&format!(
+            "removed {} leftover docker server(s)",
+            a_leftovers.len()
+        )),
+        "{a_text}"
+    );
+    for leftover in &a_leftovers {
+        assert!(
+            a_text.contains(leftover.as_str()),
+            "{leftover} not removed: {a_text}"
+        );
+    }
+    for (name, state) in [("A", &state_a), ("B", &state_b)] {
+        let j = Journal::read(state);
+        let measures = j.latest_with_prefix("measure[");
+        assert_eq!(measures.len(), 4, "{name}: {measures:#?}");
+        assert!(
+            measures.values().all(|e| e["event"] == "done"),
+            "{name}: {measures:#?}"
+        );
+        // Only the killed run's own steps may have failed; B none at all.
+        if name == "B" {
+            assert_eq!(
+                j.count_event_prefix("failed", ""),
+                0,
+                "B recorded a failure"
+            );
+        }
+    }
+    assert!(
+        docker_env::containers_of(docker.client(), &guard.campaign)
+            .await
+            .is_empty(),
+        "a container was left"
+    );
 }

@@ -750,3 +750,133 @@ async fn a_patch_with_nothing_for_an_installed_package_is_the_base_plus_labels()
     assert!(!fx.image_exists(&fx.tag(&spec)).await);
     fx.assert_no_helpers(&spec).await;
 }
+
+/// Issue 17: the hostile corpus (`tests/fuzz_corpus/patch`) through the Docker runtime. Its
+/// paths lead from the scratch directory (cache at `<tmp>/cache`) to a victim on this host,
+/// and from the image's target to a file the image has (`/opt/venv/.../vllm/sim.toml`): the
+/// pre-image extraction used to write the image's copy over the host's file. Every patch is
+/// refused before the engine is asked for anything, nothing on the host changes, and no
+/// image is built.
+#[tokio::test]
+async fn the_hostile_corpus_changes_nothing_on_the_host() {
+    let Some(fx) = Fixture::new("patch_hostile", BASE).await else {
+        return;
+    };
+    let tmp = fx.dir.path();
+    let victim = plant_victim(tmp);
+    let before = snapshot(&tmp.join("venv"));
+    for (name, text) in hostile_corpus(&victim) {
+        let spec = fx.spec(&name, &text);
+        let failure = build_patched(
+            &fx.runtime,
+            &spec,
+            &fx.base,
+            &ServerSource::Image {
+                reference: fx.reference.clone(),
+            },
+            &tmp.join("cache"),
+            &fx.log(&name),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            failure.class,
+            FailureClass::PatchFailed,
+            "{name}: {failure}"
+        );
+        assert!(
+            failure.message.contains("not a usable unified diff: line "),
+            "{name}: {}",
+            failure.message
+        );
+        assert!(!fx.image_exists(&fx.tag(&spec)).await, "{name}");
+        fx.assert_no_helpers(&spec).await;
+    }
+    assert_eq!(snapshot(&tmp.join("venv")), before);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), BASE_SIM_TOML);
+}
+
+/// A base image whose package holds `vllm/shared -> /elsewhere`: a patch to
+/// `vllm/shared/x.txt` would be COPYed through the link into `/elsewhere` of the derived
+/// image. It is refused naming the link, and no image is built.
+#[tokio::test]
+async fn a_path_through_a_link_in_the_image_is_refused() {
+    let Some(fx) = Fixture::new("patch_image_link", BASE).await else {
+        return;
+    };
+    // The linked base: BASE plus the link and its target, from a context holding a symlink.
+    let linked = "isobench-test/patch-base:linked";
+    let mut builder = tar::Builder::new(Vec::new());
+    let dockerfile = format!("FROM {BASE}\nCOPY site/ {SITE}/\nCOPY elsewhere/ /elsewhere/\n");
+    for (name, bytes) in [
+        ("Dockerfile", dockerfile.as_bytes()),
+        ("elsewhere/x.txt", b"ORIGINAL\n".as_slice()),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, name, bytes).unwrap();
+    }
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Symlink);
+    header.set_size(0);
+    header.set_mode(0o777);
+    builder
+        .append_link(&mut header, "site/vllm/shared", "/elsewhere")
+        .unwrap();
+    let context = builder.into_inner().unwrap();
+    let options = bollard::query_parameters::BuildImageOptions {
+        dockerfile: "Dockerfile".into(),
+        t: Some(linked.to_string()),
+        rm: true,
+        forcerm: true,
+        ..Default::default()
+    };
+    let mut stream = fx.docker().build_image(
+        options,
+        None,
+        Some(bollard::body_full(bytes::Bytes::from(context))),
+    );
+    while let Some(event) = futures_util::StreamExt::next(&mut stream).await {
+        let info = event.unwrap();
+        assert!(info.error.is_none(), "{:?}", info.error);
+    }
+    let base = fx.runtime.ensure_image(linked, |_| {}).await.unwrap();
+    let patch = git_diff(
+        &[("vllm/shared/x.txt", "ORIGINAL\n")],
+        &[("vllm/shared/x.txt", Some("AGENT\n"))],
+    );
+    let spec = patch_spec(
+        &fx.dir.path().join("patches"),
+        "linked",
+        &patch,
+        ArmSource::Image {
+            reference: linked.to_string(),
+        },
+    );
+    let failure = build_patched(
+        &fx.runtime,
+        &spec,
+        &base,
+        &ServerSource::Image {
+            reference: linked.to_string(),
+        },
+        &fx.dir.path().join("state/patched"),
+        &fx.log("linked"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(failure.class, FailureClass::PatchFailed, "{failure}");
+    assert!(
+        failure
+            .message
+            .contains("`vllm/shared/x.txt` goes through the symbolic link `vllm/shared`"),
+        "{}",
+        failure.message
+    );
+    let tag = derived_image_tag(linked, &base.id, &spec);
+    assert!(!fx.image_exists(&tag).await, "no image is built");
+    let file = read_image_file(fx.docker(), linked, "/elsewhere/x.txt").await;
+    assert_eq!(file.unwrap().bytes, b"ORIGINAL\n");
+}

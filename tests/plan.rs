@@ -2,7 +2,7 @@
 
 use isobench::exec::record;
 use isobench::manifest;
-use isobench::pipeline::def::StepKind;
+use isobench::manifest::pipeline::StepKind;
 use isobench::pipeline::expand::{self, Dag};
 use isobench::plan::{self, Action, PlanOptions};
 use isobench::state::{Event, Journal, State};

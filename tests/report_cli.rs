@@ -56,7 +56,11 @@ fn report_from_saved_input_writes_every_format() {
         .count();
     // 4 report files, 17 seed files, and one raw file per trial run: aaaaaaaa 4 arms × 3,
     // bbbbbbbb 3 arms × 3 (codex absent), cccccccc 3 × 1, dddddddd 3 × 3 at its first point.
-    assert_eq!((wrote.len() - raw, raw), (4 + 17, 12 + 9 + 3 + 9), "{stderr}");
+    assert_eq!(
+        (wrote.len() - raw, raw),
+        (4 + 17, 12 + 9 + 3 + 9),
+        "{stderr}"
+    );
 
     // Auto colour: a pipe gets none, and NO_COLOR is respected either way.
     let plain = isobench()

@@ -95,7 +95,7 @@ gpus = [0, 1]
     assert_eq!(out.status.code(), Some(0), "{}", out.text());
 
     let campaign = isobench::manifest::load_file(&path).unwrap();
-    let mut input = isobench::exec::results::load_report_input(&campaign).unwrap();
+    let mut input = isobench::report::recorded::load_report_input(&campaign).unwrap();
     let all = input.clone();
     input
         .trials

@@ -15,7 +15,8 @@ use common::docker_env::{
 use isobench::failure::{CrashCause, FailureClass};
 use isobench::runtime::docker::{DockerOptions, DockerRuntime};
 use isobench::runtime::{
-    Availability, GpuMode, PullProgress, Runtime, ServerSource, ServerSpec, free_port, labels,
+    Availability, GpuMode, Owner, PullProgress, Runtime, ServerSource, ServerSpec, free_port,
+    labels,
 };
 
 const GRACE: Duration = Duration::from_secs(5);
@@ -39,18 +40,40 @@ async fn assert_no_container_left(docker: &DockerRuntime, guard: &CampaignGuard)
     );
 }
 
+/// A state directory's owner identity for run `run` on this host.
+fn owner(state: &str, run: &str) -> Owner {
+    Owner {
+        state: state.to_string(),
+        run: run.to_string(),
+        host: isobench::state::lock::hostname(),
+    }
+}
+
 fn sim_spec(sim: Sim, campaign: &str, log_dir: &Path) -> ServerSpec {
-    let name = format!("{campaign}-{}", sim.tag());
+    owned_spec(
+        sim,
+        campaign,
+        &owner(&format!("state-{campaign}"), "run-1"),
+        &format!("{campaign}-{}", sim.tag()),
+        log_dir,
+    )
+}
+
+/// A sim server named `name`, labelled with `campaign` and `owner`'s identity, as
+/// `exec::session` labels them.
+fn owned_spec(sim: Sim, campaign: &str, owner: &Owner, name: &str, log_dir: &Path) -> ServerSpec {
+    let name = name.to_string();
+    let mut spec_labels = owner.labels();
+    spec_labels.extend([
+        (labels::CAMPAIGN.to_string(), campaign.to_string()),
+        (
+            labels::ADDRESS.to_string(),
+            format!("start[arm={}]", sim.tag()),
+        ),
+    ]);
     ServerSpec {
         name: name.clone(),
-        labels: BTreeMap::from([
-            (labels::CAMPAIGN.to_string(), campaign.to_string()),
-            (
-                labels::ADDRESS.to_string(),
-                format!("start[arm={}]", sim.tag()),
-            ),
-            (labels::RUN.to_string(), "run-1".to_string()),
-        ]),
+        labels: spec_labels,
         source: ServerSource::Image {
             reference: sim.reference(),
         },
@@ -247,6 +270,14 @@ async fn a_sim_container_starts_answers_streams_its_log_and_is_removed() {
     let container_labels = config.labels.unwrap();
     assert_eq!(container_labels[labels::CAMPAIGN], guard.campaign);
     assert_eq!(container_labels[labels::RUN], "run-1");
+    assert_eq!(
+        container_labels[labels::STATE],
+        format!("state-{}", guard.campaign)
+    );
+    assert_eq!(
+        container_labels[labels::HOST],
+        isobench::state::lock::hostname()
+    );
     assert_eq!(container_labels[labels::NAME], spec.name);
     let env = config.env.unwrap();
     assert!(
@@ -454,58 +485,122 @@ async fn gpu_device_requests_are_set_on_the_created_container() {
     assert_no_container_left(&docker, &guard).await;
 }
 
+/// Issue 17 item 3: two state directories may run campaigns of one name on one engine at once.
+/// Cleanup selects by the state id: it removes this state directory's leftovers of earlier runs
+/// (running or exited) and nothing else — not another state directory's server of the same
+/// campaign name, not this run's own server, not one started by this state directory on
+/// another host, not an unlabelled one of an older isobench.
 #[tokio::test]
-async fn cleanup_removes_exactly_the_campaigns_leftover_containers() {
+async fn cleanup_removes_only_this_state_directorys_leftovers() {
     let Some(docker) = docker_or_skip("cleanup").await else {
         return;
     };
-    let leftover = CampaignGuard::new("leftover");
-    let other = CampaignGuard::new("other");
+    let guard = CampaignGuard::new("owners"); // one campaign name for every container below
     let logs = tempfile::tempdir().unwrap();
     let runtime = Runtime::Docker(docker.clone());
     pull(&runtime, Sim::Fast).await;
     pull(&runtime, Sim::CrashAtStart).await;
+    let campaign = &guard.campaign;
+    let state_a = format!("a-{campaign}");
+    let state_b = format!("b-{campaign}");
+    let earlier = owner(&state_a, "run-1");
+    let current = owner(&state_a, "run-2");
+    let elsewhere = Owner {
+        host: "another-host".into(),
+        ..owner(&state_a, "run-0")
+    };
+    let (rt, log_dir) = (&runtime, logs.path());
+    let start = move |sim: Sim, owner: &Owner, name: &str| {
+        let spec = owned_spec(sim, campaign, owner, &format!("{campaign}-{name}"), log_dir);
+        async move { rt.start(&spec).await }
+    };
+    // An interrupted earlier run of state A: a running and an exited server.
+    let running = start(Sim::Fast, &earlier, "a1-running").await.unwrap();
+    let exited = start(Sim::CrashAtStart, &earlier, "a1-exited")
+        .await
+        .unwrap();
+    // State B (same campaign name) is running right now.
+    let b_server = start(Sim::Fast, &owner(&state_b, "run-1"), "b1")
+        .await
+        .unwrap();
+    // State A's current run already started a server; and one of A's started on another host.
+    let own = start(Sim::Fast, &current, "a2-own").await.unwrap();
+    let remote = start(Sim::Fast, &elsewhere, "a0-remote").await.unwrap();
+    // A container of an older isobench: only the campaign label.
+    let mut old_spec = sim_spec(Sim::Fast, campaign, logs.path());
+    old_spec.name = format!("{campaign}-old");
+    old_spec.labels = BTreeMap::from([(labels::CAMPAIGN.to_string(), campaign.clone())]);
+    let old = runtime.start(&old_spec).await.unwrap();
 
-    // A running server and an exited one, as an interrupted apply leaves them; and another
-    // campaign's server that must survive.
-    let running = runtime
-        .start(&sim_spec(Sim::Fast, &leftover.campaign, logs.path()))
-        .await
-        .unwrap();
-    let exited = runtime
-        .start(&sim_spec(
-            Sim::CrashAtStart,
-            &leftover.campaign,
-            logs.path(),
-        ))
-        .await
-        .unwrap();
-    let bystander = runtime
-        .start(&sim_spec(Sim::Fast, &other.campaign, logs.path()))
-        .await
-        .unwrap();
+    let mut cleanup = runtime.cleanup_leftovers(&current).await.unwrap();
+    cleanup.removed.sort();
     let mut expected = vec![running.name.clone(), exited.name.clone()];
     expected.sort();
-
-    let mut removed = runtime.cleanup_leftovers(&leftover.campaign).await.unwrap();
-    removed.sort();
-    assert_eq!(removed, expected);
+    assert_eq!(cleanup.removed, expected);
+    assert_eq!(cleanup.skipped.len(), 1, "{:?}", cleanup.skipped);
+    assert!(
+        cleanup.skipped[0].contains(&remote.name) && cleanup.skipped[0].contains("another-host"),
+        "{:?}",
+        cleanup.skipped
+    );
+    let mut left = containers_of(docker.client(), campaign).await;
+    left.sort();
+    let mut survivors = vec![
+        b_server.name.clone(),
+        own.name.clone(),
+        remote.name.clone(),
+        old.name.clone(),
+    ];
+    survivors.sort();
+    assert_eq!(left, survivors);
+    for handle in [&b_server, &own, &remote, &old] {
+        assert_eq!(
+            runtime.exited(handle).await,
+            None,
+            "{} was stopped",
+            handle.name
+        );
+    }
     assert_eq!(
-        containers_of(docker.client(), &leftover.campaign).await,
+        docker.unowned_containers(campaign).await.unwrap(),
+        vec![old.name.clone()]
+    );
+    // Idempotent.
+    assert_eq!(
+        runtime.cleanup_leftovers(&current).await.unwrap().removed,
         Vec::<String>::new()
     );
-    assert_eq!(
-        containers_of(docker.client(), &other.campaign).await,
-        vec![bystander.name.clone()]
+
+    // A cancelled start's cleanup removes only this run's container of that name.
+    let b_spec = owned_spec(
+        Sim::Fast,
+        campaign,
+        &owner(&state_b, "run-1"),
+        &b_server.name,
+        logs.path(),
     );
     assert_eq!(
-        runtime.cleanup_leftovers(&leftover.campaign).await.unwrap(),
+        runtime
+            .cleanup_cancelled_start(&current, &b_spec)
+            .await
+            .unwrap(),
         Vec::<String>::new()
     );
-
-    runtime.stop(&bystander, GRACE).await.unwrap();
+    let own_spec = owned_spec(Sim::Fast, campaign, &current, &own.name, logs.path());
     assert_eq!(
-        containers_of(docker.client(), &other.campaign).await,
+        runtime
+            .cleanup_cancelled_start(&current, &own_spec)
+            .await
+            .unwrap(),
+        vec![own.name.clone()]
+    );
+    assert_eq!(runtime.exited(&b_server).await, None);
+
+    for handle in [&b_server, &remote, &old] {
+        runtime.stop(handle, GRACE).await.unwrap();
+    }
+    assert_eq!(
+        containers_of(docker.client(), campaign).await,
         Vec::<String>::new()
     );
 }

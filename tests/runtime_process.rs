@@ -4,8 +4,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use isobench::failure::{CrashCause, FailureClass};
+use isobench::runtime::process::SERVER_TOKEN_ENV;
 use isobench::runtime::{
-    GpuMode, Runtime, ServerHandle, ServerSource, ServerSpec, free_port, labels,
+    GpuMode, Owner, Runtime, ServerHandle, ServerSource, ServerSpec, free_port, labels,
 };
 
 const ISOBENCH: &str = env!("CARGO_BIN_EXE_isobench");
@@ -16,13 +17,56 @@ const POLL: Duration = Duration::from_millis(50);
 struct Fixture {
     dir: tempfile::TempDir,
     runtime: Runtime,
+    /// The identity of the "earlier run" that starts servers (run-1 of a fresh state id).
+    owner: Owner,
 }
 
 impl Fixture {
     fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let runtime = Runtime::process(dir.path().join("processes"));
-        Fixture { dir, runtime }
+        let owner = Owner {
+            state: isobench::state::owned::state_id(dir.path()).unwrap(),
+            run: "run-1".to_string(),
+            host: isobench::state::lock::hostname(),
+        };
+        Fixture {
+            dir,
+            runtime,
+            owner,
+        }
+    }
+
+    /// The next run of the same state directory: the one that cleans up.
+    fn later(&self) -> Owner {
+        Owner {
+            run: "run-2".to_string(),
+            ..self.owner.clone()
+        }
+    }
+
+    /// A record as the runtime writes it, for `owner`, labelled `campaign`.
+    fn write_record(
+        &self,
+        file: &str,
+        owner: &Owner,
+        pid: i32,
+        start_time: u64,
+        token: Option<&str>,
+    ) {
+        let mut record_labels = owner.labels();
+        record_labels.insert(labels::CAMPAIGN.to_string(), "campaign-x".to_string());
+        let mut record = serde_json::json!({
+            "pid": pid,
+            "start_time": start_time,
+            "name": file.trim_end_matches(".json"),
+            "labels": record_labels,
+        });
+        if let Some(token) = token {
+            record["token"] = token.into();
+        }
+        std::fs::create_dir_all(self.records()).unwrap();
+        std::fs::write(self.records().join(file), record.to_string()).unwrap();
     }
 
     fn records(&self) -> PathBuf {
@@ -47,9 +91,11 @@ impl Fixture {
     }
 
     fn spec(&self, name: &str, campaign: &str, port: u16, argv: Vec<String>) -> ServerSpec {
+        let mut spec_labels = self.owner.labels();
+        spec_labels.insert(labels::CAMPAIGN.to_string(), campaign.to_string());
         ServerSpec {
             name: name.to_string(),
-            labels: BTreeMap::from([(labels::CAMPAIGN.to_string(), campaign.to_string())]),
+            labels: spec_labels,
             source: ServerSource::Path {
                 root: self.dir.path().to_path_buf(),
             },
@@ -337,8 +383,20 @@ async fn a_missing_program_or_tree_fails_without_leaving_anything() {
     assert!(!found.pulled);
 }
 
+/// `/proc/<pid>/stat` field 22 (start time).
+fn start_time_of(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    fields[22 - 3].parse().unwrap()
+}
+
 #[tokio::test]
-async fn cleanup_stops_leftovers_of_the_campaign_and_never_a_reused_pid() {
+async fn cleanup_stops_leftovers_of_this_state_and_never_a_reused_pid() {
     let fx = Fixture::new();
     // An "earlier run" that died without stopping its servers: handles dropped, processes live.
     let earlier = Runtime::process(fx.records());
@@ -350,10 +408,26 @@ async fn cleanup_stops_leftovers_of_the_campaign_and_never_a_reused_pid() {
             .unwrap();
         leftovers.push(pgid_of(&handle));
     }
-    let bystander = earlier
-        .start(&fx.sim_spec("other", "campaign-y", &[]))
-        .await
-        .unwrap();
+    // The same campaign name, but another state directory's server (its record here only to
+    // prove that selection is by state id), and a server of the cleaning run itself.
+    let mut other_spec = fx.sim_spec("other", "campaign-x", &[]);
+    other_spec.labels.extend(
+        Owner {
+            state: "another-state".to_string(),
+            ..fx.owner.clone()
+        }
+        .labels(),
+    );
+    let bystander = earlier.start(&other_spec).await.unwrap();
+    let mut own_spec = fx.sim_spec("own", "campaign-x", &[]);
+    own_spec.labels.extend(fx.later().labels());
+    let own = earlier.start(&own_spec).await.unwrap();
+    for handle in [&bystander, &own] {
+        fx.runtime
+            .wait_ready(handle, "/health", READY_TIMEOUT, POLL)
+            .await
+            .unwrap();
+    }
     for pgid in &leftovers {
         wait_until("the leftover runs", Duration::from_secs(10), || {
             !live_members(*pgid).is_empty()
@@ -371,21 +445,18 @@ async fn cleanup_stops_leftovers_of_the_campaign_and_never_a_reused_pid() {
             .spawn()
             .unwrap()
     };
-    let fake = |pid: u32| {
-        format!(
-            "{{\"pid\":{pid},\"start_time\":1,\"name\":\"ghost-{pid}\",\
-             \"labels\":{{\"isobench.campaign\":\"campaign-x\"}}}}"
-        )
-    };
-    let stranger_pid = stranger.id();
-    std::fs::write(
-        fx.records().join(format!("{stranger_pid}-1.json")),
-        fake(stranger_pid),
-    )
-    .unwrap();
-    std::fs::write(fx.records().join("999999999-1.json"), fake(999_999_999)).unwrap();
+    let stranger_pid = stranger.id() as i32;
+    fx.write_record(
+        &format!("{stranger_pid}-1.json"),
+        &fx.owner,
+        stranger_pid,
+        1,
+        Some("t1"),
+    );
+    fx.write_record("999999999-1.json", &fx.owner, 999_999_999, 1, Some("t2"));
 
-    let mut removed = fx.runtime.cleanup_leftovers("campaign-x").await.unwrap();
+    let cleanup = fx.runtime.cleanup_leftovers(&fx.later()).await.unwrap();
+    let mut removed = cleanup.removed.clone();
     removed.sort();
     assert_eq!(removed, vec!["left-1".to_string(), "left-2".to_string()]);
     for pgid in &leftovers {
@@ -395,29 +466,160 @@ async fn cleanup_stops_leftovers_of_the_campaign_and_never_a_reused_pid() {
         stranger.try_wait().unwrap().is_none(),
         "a reused pid was signalled"
     );
+    assert!(
+        cleanup
+            .skipped
+            .iter()
+            .any(|s| s.contains(&format!("pid {stranger_pid} runs but does not carry"))),
+        "{:?}",
+        cleanup.skipped
+    );
     stranger.kill().unwrap();
     stranger.wait().unwrap();
-    let remaining = record_files(&fx.records());
-    assert_eq!(
-        remaining.len(),
-        1,
-        "only the other campaign's record stays: {remaining:?}"
+    let mut remaining = record_files(&fx.records());
+    let mut expected = vec![format!("{}-", bystander.id), format!("{}-", own.id)];
+    remaining.sort();
+    expected.sort();
+    assert_eq!(remaining.len(), 2, "{remaining:?}");
+    for (file, prefix) in remaining.iter().zip(&expected) {
+        assert!(file.starts_with(prefix), "{remaining:?}");
+    }
+    for handle in [&bystander, &own] {
+        assert!(
+            !live_members(pgid_of(handle)).is_empty(),
+            "{} was stopped",
+            handle.name
+        );
+        fx.runtime.stop(handle, GRACE).await.unwrap();
+    }
+    assert_eq!(record_files(&fx.records()), Vec::<String>::new());
+}
+
+/// Issue 17 item 11: garbage pid records — pid 0 (`kill(0)` would signal isobench's own
+/// group), pid 1, isobench's own pid and group, an unrelated process with its real start time,
+/// a token carried by a process in isobench's own group — are reported, deleted and never
+/// signalled.
+#[tokio::test]
+async fn garbage_records_are_reported_and_never_signalled() {
+    use std::os::unix::process::CommandExt;
+    let fx = Fixture::new();
+    let own_pid = std::process::id() as i32;
+    // SAFETY: getpgrp has no preconditions.
+    let own_pgid = unsafe { libc::getpgrp() };
+    // Unrelated processes: one leading its own group (as a server would), one in ours, and one
+    // in ours that even carries a token.
+    let mut leader = std::process::Command::new("sleep")
+        .arg("300")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let mut member = std::process::Command::new("sleep")
+        .arg("300")
+        .spawn()
+        .unwrap();
+    let mut carrier = std::process::Command::new("sleep")
+        .arg("300")
+        .env(SERVER_TOKEN_ENV, "carried-in-our-group")
+        .spawn()
+        .unwrap();
+    let (leader_pid, member_pid) = (leader.id() as i32, member.id() as i32);
+    let carrier_pid = carrier.id() as i32;
+    wait_until(
+        "the carrier shows its environment",
+        Duration::from_secs(10),
+        || {
+            std::fs::read(format!("/proc/{carrier_pid}/environ"))
+                .is_ok_and(|e| String::from_utf8_lossy(&e).contains("carried-in-our-group"))
+        },
+    )
+    .await;
+    let o = &fx.owner;
+    fx.write_record("zero.json", o, 0, 0, None);
+    fx.write_record("zero-tok.json", o, 0, 7, Some("zero-tok"));
+    fx.write_record("init.json", o, 1, start_time_of(1), Some("init"));
+    fx.write_record(
+        "self.json",
+        o,
+        own_pid,
+        start_time_of(own_pid),
+        Some("self"),
     );
-    assert!(
-        remaining[0].starts_with(&format!("{}-", bystander.id)),
-        "{remaining:?}"
+    fx.write_record(
+        "group.json",
+        o,
+        own_pgid,
+        start_time_of(own_pgid),
+        Some("group"),
     );
-    assert!(
-        !live_members(pgid_of(&bystander)).is_empty(),
-        "another campaign's server survives"
+    fx.write_record(
+        "leader.json",
+        o,
+        leader_pid,
+        start_time_of(leader_pid),
+        None,
+    );
+    fx.write_record(
+        "leader-tok.json",
+        o,
+        leader_pid,
+        start_time_of(leader_pid),
+        Some("nope"),
+    );
+    fx.write_record(
+        "member.json",
+        o,
+        member_pid,
+        start_time_of(member_pid),
+        Some("nope2"),
+    );
+    fx.write_record(
+        "starting-carried.json",
+        o,
+        0,
+        0,
+        Some("carried-in-our-group"),
     );
 
-    assert_eq!(
-        fx.runtime.cleanup_leftovers("campaign-y").await.unwrap(),
-        vec!["other".to_string()]
+    let cleanup = fx.runtime.cleanup_leftovers(&fx.later()).await.unwrap();
+    assert_eq!(cleanup.removed, Vec::<String>::new());
+    for (child, what) in [
+        (&mut leader, "an unrelated group leader"),
+        (&mut member, "a process of our own group"),
+        (&mut carrier, "a token carrier in our own group"),
+    ] {
+        assert!(child.try_wait().unwrap().is_none(), "{what} was signalled");
+    }
+    // Every record is reported (which record, and why) and deleted.
+    for file in [
+        "zero.json",
+        "zero-tok.json",
+        "init.json",
+        "self.json",
+        "group.json",
+        "leader.json",
+        "leader-tok.json",
+        "member.json",
+        "starting-carried.json",
+    ] {
+        assert!(
+            cleanup.skipped.iter().any(|s| s.contains(file)),
+            "{file} not reported: {:#?}",
+            cleanup.skipped
+        );
+    }
+    assert!(
+        cleanup
+            .skipped
+            .iter()
+            .any(|s| s.contains("starting-carried.json") && s.contains("own")),
+        "{:#?}",
+        cleanup.skipped
     );
-    assert_eq!(live_members(pgid_of(&bystander)), Vec::<i32>::new());
     assert_eq!(record_files(&fx.records()), Vec::<String>::new());
+    for mut child in [leader, member, carrier] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
 }
 
 /// What a run killed between a server's spawn and its pid record leaves: a starting record and
@@ -428,14 +630,13 @@ async fn cleanup_finds_a_server_killed_before_its_pid_record() {
     let fx = Fixture::new();
     std::fs::create_dir_all(fx.records()).unwrap();
     let token = format!("test-{}", std::process::id());
-    std::fs::write(
-        fx.records().join(format!("starting-{token}.json")),
-        format!(
-            "{{\"pid\":0,\"start_time\":0,\"name\":\"half-started\",\
-             \"labels\":{{\"isobench.campaign\":\"campaign-z\"}},\"token\":\"{token}\"}}"
-        ),
-    )
-    .unwrap();
+    fx.write_record(
+        &format!("starting-{token}.json"),
+        &fx.owner,
+        0,
+        0,
+        Some(&token),
+    );
     let mut server = std::process::Command::new("sh")
         .args(["-c", "sleep 300 & sleep 300; wait"])
         .env(isobench::runtime::process::SERVER_TOKEN_ENV, &token)
@@ -449,18 +650,21 @@ async fn cleanup_finds_a_server_killed_before_its_pid_record() {
         || live_members(pgid).len() == 3,
     )
     .await;
-    // Another campaign's starting record with a token nobody carries: nothing to stop.
-    std::fs::write(
-        fx.records().join("starting-other.json"),
-        "{\"pid\":0,\"start_time\":0,\"name\":\"other\",\
-         \"labels\":{\"isobench.campaign\":\"campaign-y\"},\"token\":\"nobody\"}",
-    )
-    .unwrap();
+    // Another state directory's starting record: not ours, left alone.
+    let other_state = Owner {
+        state: "another-state".to_string(),
+        ..fx.owner.clone()
+    };
+    fx.write_record("starting-other.json", &other_state, 0, 0, Some("nobody"));
 
     let reaper = std::thread::spawn(move || server.wait());
     assert_eq!(
-        fx.runtime.cleanup_leftovers("campaign-z").await.unwrap(),
-        vec!["half-started".to_string()]
+        fx.runtime
+            .cleanup_leftovers(&fx.later())
+            .await
+            .unwrap()
+            .removed,
+        vec![format!("starting-{token}")]
     );
     assert_eq!(live_members(pgid), Vec::<i32>::new());
     reaper.join().unwrap().unwrap();

@@ -29,13 +29,19 @@ async fn vllm_cpu_image_serves_a_benchmark_through_the_docker_runtime() {
 
     let campaign = format!("vllm-docker-test-{}", std::process::id());
     let logs = tempfile::tempdir().unwrap();
+    let owner = isobench::runtime::Owner {
+        state: format!("state-{campaign}"),
+        run: "run-1".to_string(),
+        host: isobench::state::lock::hostname(),
+    };
     let spec = ServerSpec {
         name: format!("{campaign}-server"),
-        labels: BTreeMap::from([
-            (labels::CAMPAIGN.to_string(), campaign.clone()),
-            (labels::ADDRESS.to_string(), "start[arm=human]".to_string()),
-            (labels::RUN.to_string(), "run-1".to_string()),
-        ]),
+        labels: {
+            let mut l = owner.labels();
+            l.insert(labels::CAMPAIGN.to_string(), campaign.clone());
+            l.insert(labels::ADDRESS.to_string(), "start[arm=human]".to_string());
+            l
+        },
         source: ServerSource::Image {
             reference: IMAGE.to_string(),
         },
@@ -106,8 +112,13 @@ async fn vllm_cpu_image_serves_a_benchmark_through_the_docker_runtime() {
         .stop(&handle, Duration::from_secs(20))
         .await
         .expect("container stops and is removed");
-    let leftovers = runtime.cleanup_leftovers(&campaign).await.unwrap();
-    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+    // A later run of the same state would find nothing left.
+    let later = isobench::runtime::Owner {
+        run: "run-2".to_string(),
+        ..owner
+    };
+    let leftovers = runtime.cleanup_leftovers(&later).await.unwrap();
+    assert!(leftovers.removed.is_empty(), "left behind: {leftovers:?}");
 
     let result = outcome.unwrap_or_else(|e| {
         let log = std::fs::read_to_string(logs.path().join("server.log")).unwrap_or_default();

@@ -1,6 +1,8 @@
 //! `isobench apply`, `isobench state`, `isobench unlock`.
 use crate::exec::{self, ApplyOptions};
+use crate::report;
 use crate::state::{self, State};
+use crate::util::term::err_line;
 use miette::{IntoDiagnostic, Result};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -79,6 +81,25 @@ fn parse_gpus(text: &str) -> std::result::Result<GpuList, String> {
     exec::gpu::parse_gpu_list(text)
 }
 
+/// `compare` nodes write the commit's report as JSON: the CLI hands `apply` this seam so that
+/// `exec` and `report` stay unaware of each other.
+struct ReportComparer;
+
+impl exec::Comparer for ReportComparer {
+    fn compare(
+        &self,
+        campaign: &crate::manifest::Campaign,
+        dag: &crate::pipeline::expand::Dag,
+        state: &crate::state::State,
+        commit: usize,
+    ) -> std::result::Result<Vec<u8>, String> {
+        let input = report::recorded::report_input(campaign, dag, state, Some(commit));
+        let built =
+            report::build(&input, &report::ReportOptions::default()).map_err(|e| e.to_string())?;
+        Ok(report::render(&built, report::Format::Json, false).into_bytes())
+    }
+}
+
 /// Exit codes: 0 every step succeeded (or nothing to do), 1 some step failed or an error,
 /// 130 interrupted (run `apply` again to resume).
 pub async fn run_apply(args: ApplyArgs) -> Result<ExitCode> {
@@ -102,7 +123,7 @@ pub async fn run_apply(args: ApplyArgs) -> Result<ExitCode> {
         targeted: targeted.is_some(),
         events,
     };
-    let summary = exec::apply(campaign, &opts)
+    let summary = exec::apply(campaign, &opts, std::sync::Arc::new(ReportComparer))
         .await
         .map_err(|e| miette::miette!("{e}"))?;
     let code: u8 = if summary.interrupted {
@@ -127,26 +148,27 @@ pub async fn run_apply(args: ApplyArgs) -> Result<ExitCode> {
     if summary.nothing_to_do {
         return Ok(ExitCode::SUCCESS);
     }
-    eprintln!(
+    // Output errors (a closed pipe) are ignored: see `util::term::out`.
+    err_line(&format!(
         "apply: {} measurement(s) done, {} failed, in {} (up to {} server(s) at once)",
         summary.measured,
         summary.failed_nodes.len(),
         exec::live::human_duration(summary.makespan),
         summary.parallel_peak
-    );
+    ));
     for (address, failure) in &summary.failed_nodes {
         let log = failure
             .log_path
             .as_deref()
             .map(|l| format!(" — log: {l}"))
             .unwrap_or_default();
-        eprintln!("  failed {address}: {failure}{log}");
+        err_line(&format!("  failed {address}: {failure}{log}"));
     }
     if summary.interrupted {
-        eprintln!(
+        err_line(&format!(
             "interrupted: run `isobench apply {}` again to resume",
             args.manifest.display()
-        );
+        ));
         return Ok(ExitCode::from(130));
     }
     if !args.no_report {

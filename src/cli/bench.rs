@@ -114,18 +114,36 @@ pub struct BenchArgs {
     pub timeout: Duration,
     /// Retry a first test request this long until the server answers (0, the default as in
     /// vLLM, skips the check).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = parse_ready_seconds)]
     pub ready_check_timeout_sec: u64,
     /// No progress bar.
     #[arg(long)]
     pub disable_tqdm: bool,
 }
 
+/// Seconds (`90`, `0.5`) or humantime (`90s`, `10m`), at most `util::MAX_DURATION`: the run's
+/// deadline is `Instant::now() + timeout`, which must not overflow.
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    if let Ok(seconds) = text.parse::<f64>() {
-        return Duration::try_from_secs_f64(seconds).map_err(|err| err.to_string());
-    }
-    humantime::parse_duration(text).map_err(|err| format!("`{text}`: {err}"))
+    let d = match text.parse::<f64>() {
+        Ok(seconds) => Duration::try_from_secs_f64(seconds).map_err(|err| {
+            format!(
+                "`{text}`: {err}; at most {} s",
+                crate::util::MAX_DURATION.as_secs()
+            )
+        })?,
+        Err(_) => humantime::parse_duration(text).map_err(|err| format!("`{text}`: {err}"))?,
+    };
+    crate::util::check_duration(text, d)
+}
+
+/// `--ready-check-timeout-sec`: whole seconds, at most `util::MAX_DURATION`.
+fn parse_ready_seconds(text: &str) -> Result<u64, String> {
+    let secs: u64 = text
+        .trim()
+        .parse()
+        .map_err(|e| format!("`{text}` is not a whole number of seconds: {e}"))?;
+    crate::util::check_duration(text, Duration::from_secs(secs))?;
+    Ok(secs)
 }
 
 fn parse_list(text: &str, what: &str) -> Result<Vec<String>, String> {
@@ -453,6 +471,25 @@ mod tests {
             args.metadata_pairs().unwrap(),
             vec![("a".into(), "1".into()), ("b".into(), "two".into())]
         );
+    }
+
+    #[test]
+    fn durations_beyond_the_maximum_are_refused() {
+        // Each would overflow `Instant::now() + timeout` (a panic) if accepted.
+        for flags in [
+            ["--timeout", "1e12"],
+            ["--timeout", "500000000000y"],
+            ["--request-timeout", "8d"],
+            ["--ready-check-timeout-sec", "18446744073709551615"],
+        ] {
+            let err = Wrapper::try_parse_from(["x", flags[0], flags[1]])
+                .err()
+                .unwrap_or_else(|| panic!("{flags:?} accepted"))
+                .to_string();
+            assert!(err.contains("at most"), "{flags:?}: {err}");
+        }
+        let ok = Wrapper::try_parse_from(["x", "--timeout", "7d"]).unwrap();
+        assert_eq!(ok.args.timeout, crate::util::MAX_DURATION);
     }
 
     #[test]

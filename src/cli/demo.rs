@@ -58,10 +58,10 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         }
     }
     let manifest = args.dir.join("quickstart.toml");
-    eprintln!(
+    crate::util::term::err_line(&format!(
         "demo campaign in {} — plan it with `isobench plan {}`",
         args.dir.display(),
         manifest.display()
-    );
+    ));
     super::apply::run_apply(super::apply::ApplyArgs::simple(manifest, args.plain)).await
 }

@@ -69,10 +69,16 @@ pub fn command() -> clap::Command {
 }
 
 pub fn main() -> ExitCode {
-    // Die quietly on a closed pipe (`isobench plan ... | head`), like other Unix tools.
-    // SAFETY: resetting a signal disposition at start-up, before any thread exists.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
+    // Die quietly on a closed pipe (`isobench plan ... | head`), like other Unix tools — but
+    // not `apply`/`demo`: killed by SIGPIPE mid-campaign they would leave servers running.
+    // They keep Rust's default (SIGPIPE ignored) and write through `util::term::{out,
+    // err_line}`, which ignore EPIPE. Servers they spawn get the default disposition back
+    // (std's `Command` resets SIGPIPE in the child).
+    if !matches!(cli.command, Command::Apply(_) | Command::Demo(_)) {
+        // SAFETY: resetting a signal disposition at start-up, before any thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

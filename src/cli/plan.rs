@@ -1,6 +1,6 @@
 //! `isobench plan`, `isobench validate`, `isobench schema`.
 use crate::manifest::{self, Campaign};
-use crate::pipeline::expand::{self, Dag};
+use crate::pipeline::expand::Dag;
 use crate::plan::select::{self, Selection, Targeted};
 use crate::plan::{self, Plan, PlanOptions, render};
 use crate::state::State;
@@ -119,12 +119,7 @@ pub fn make_plan(
     let state = State::load(&campaign.state_dir)
         .into_diagnostic()
         .wrap_err_with(|| format!("cannot read the state in {}", campaign.state_dir.display()))?;
-    let gpu_kind = campaign
-        .resources
-        .gpu_kind
-        .clone()
-        .or_else(|| state.inventory.as_ref().and_then(|i| i.kind()));
-    let dag = expand::expand(&campaign, gpu_kind.as_deref());
+    let dag = plan::desired_dag(&campaign, state.inventory.as_ref());
     let opts = PlanOptions {
         rerun: parse_globs(rerun)?,
         targeted: targeted.is_some(),

@@ -88,7 +88,9 @@ pub fn load_input_json(path: &Path) -> miette::Result<ReportInput> {
 pub fn run_report(input: &ReportInput, opts: &ReportOptions) -> miette::Result<ExitCode> {
     let report = report::build(input, opts)?;
     let color = report::render::terminal::use_color_for_stdout(opts.color);
-    print!("{}", report::render(&report, opts.format, color));
+    // Not `print!`: `apply` (which ends with this report) ignores SIGPIPE, and `print!` panics
+    // on a closed pipe.
+    crate::util::term::out(&report::render(&report, opts.format, color));
     let mut written = Vec::new();
     if let Some(dir) = &opts.out_dir {
         written.extend(report::write_all(&report, dir)?);
@@ -102,7 +104,7 @@ pub fn run_report(input: &ReportInput, opts: &ReportOptions) -> miette::Result<E
         );
     }
     for path in written {
-        eprintln!("wrote {}", path.display());
+        crate::util::term::err_line(&format!("wrote {}", path.display()));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -114,7 +116,7 @@ pub fn write_files(args: ReportArgs) -> miette::Result<ExitCode> {
         return Err(miette::miette!("write_files needs a manifest"));
     };
     let campaign = super::plan::load_campaign(manifest, args.state.as_deref())?;
-    let input = crate::exec::results::load_report_input(&campaign)
+    let input = crate::report::recorded::load_report_input(&campaign)
         .into_diagnostic()
         .wrap_err_with(|| format!("cannot read the state in {}", campaign.state_dir.display()))?;
     let opts = args.options();
@@ -145,7 +147,7 @@ pub fn run(args: ReportArgs) -> miette::Result<ExitCode> {
         (Some(path), _) => run_report(&load_input_json(path)?, &args.options()),
         (None, Some(manifest)) => {
             let campaign = super::plan::load_campaign(manifest, args.state.as_deref())?;
-            let input = crate::exec::results::load_report_input(&campaign)
+            let input = crate::report::recorded::load_report_input(&campaign)
                 .into_diagnostic()
                 .wrap_err_with(|| {
                     format!("cannot read the state in {}", campaign.state_dir.display())

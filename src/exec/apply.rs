@@ -10,8 +10,8 @@ use crate::failure::{Failure, FailureClass};
 use crate::loadgen;
 use crate::manifest::Campaign;
 use crate::manifest::model::ArmSource;
+use crate::manifest::pipeline::StepKind;
 use crate::manifest::types::RuntimeKind;
-use crate::pipeline::def::StepKind;
 use crate::plan::{self, PlanOptions};
 use crate::runtime::{ImageInfo, Runtime, ServerSource};
 use crate::state::{self, State, lock};
@@ -139,6 +139,7 @@ fn dataset_for(campaign: &Campaign, commit: usize) -> Result<session::Datasets, 
 pub async fn apply(
     mut campaign: Campaign,
     opts: &ApplyOptions,
+    comparer: Arc<dyn super::Comparer>,
 ) -> Result<ApplySummary, ApplyError> {
     let t0 = Instant::now();
     if let Some(dir) = &opts.state {
@@ -153,6 +154,14 @@ pub async fn apply(
         std::process::id()
     );
     let _lock = lock::acquire(&campaign.state_dir, &holder(&run_id))?;
+    // Holding the lock makes every other run of this state directory dead: its servers, and
+    // only those, are leftovers.
+    let owner = crate::runtime::Owner {
+        state: state::owned::state_id(&campaign.state_dir)
+            .map_err(|e| ApplyError::Setup(format!("cannot read the state id: {e}")))?,
+        run: run_id.clone(),
+        host: lock::hostname(),
+    };
     let live = if opts.events {
         Live::events()
     } else {
@@ -191,12 +200,7 @@ pub async fn apply(
         crate::util::fsx::write_atomic(&meta, &serde_json::to_vec_pretty(&m).expect("json"))
             .map_err(|e| ApplyError::Setup(format!("cannot write the state: {e}")))?;
     }
-    let gpu_kind = campaign
-        .resources
-        .gpu_kind
-        .clone()
-        .or_else(|| inventory.kind());
-    let dag = crate::pipeline::expand::expand(&campaign, gpu_kind.as_deref());
+    let dag = plan::desired_dag(&campaign, Some(&inventory));
     let rerun = opts
         .rerun
         .iter()
@@ -266,18 +270,34 @@ pub async fn apply(
         .contains(&RuntimeKind::Process)
         .then(|| Runtime::process(campaign.state_dir.join("processes")));
     for rt in docker.iter().chain(process.iter()) {
-        match rt.cleanup_leftovers(&campaign.name).await {
-            Ok(removed) if !removed.is_empty() => live.line(&format!(
-                "removed {} leftover {} server(s) of an earlier run: {}",
-                removed.len(),
-                rt.kind(),
-                removed.join(", ")
-            )),
-            Ok(_) => {}
+        match rt.cleanup_leftovers(&owner).await {
+            Ok(cleanup) => {
+                if !cleanup.removed.is_empty() {
+                    live.line(&format!(
+                        "removed {} leftover {} server(s) of an earlier run: {}",
+                        cleanup.removed.len(),
+                        rt.kind(),
+                        cleanup.removed.join(", ")
+                    ));
+                }
+                for skipped in &cleanup.skipped {
+                    live.line(&format!("warning: {skipped}"));
+                }
+            }
             Err(f) => live.line(&format!(
                 "warning: could not clean up leftovers ({}): {f}",
                 rt.kind()
             )),
+        }
+        if let Runtime::Docker(d) = rt
+            && let Ok(unowned) = d.unowned_containers(&campaign.name).await
+            && !unowned.is_empty()
+        {
+            live.line(&format!(
+                "warning: container(s) {} of campaign {} were made by an older isobench (no state id) and are not removed automatically; remove them by hand if no older isobench runs",
+                unowned.join(", "),
+                campaign.name
+            ));
         }
         match patch::cleanup_leftovers(rt, &campaign.state_dir.join("patched")).await {
             Ok(removed) if !removed.is_empty() => live.line(&format!(
@@ -298,12 +318,18 @@ pub async fn apply(
     }
 
     let (cancel_tx, cancel_rx) = watch::channel(false);
-    spawn_signal_handler(cancel_tx);
-    let attempts: HashMap<NodeIndex, u32> = dag
-        .graph
-        .node_indices()
-        .map(|n| (n, state_before.next_attempt(&dag.graph[n].address)))
-        .collect();
+    spawn_signal_handler(cancel_tx.clone());
+    // A node at the counter's end is an error only if it must run (a hand-edited journal).
+    let mut attempts: HashMap<NodeIndex, u32> = HashMap::new();
+    for n in dag.graph.node_indices() {
+        match state_before.next_attempt(&dag.graph[n].address) {
+            Ok(a) => {
+                attempts.insert(n, a);
+            }
+            Err(e) if the_plan.action(n).executes() => return Err(ApplyError::Setup(e)),
+            Err(_) => {}
+        }
+    }
     let journal = state::Journal::open(&campaign.state_dir).map_err(JournalError)?;
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
@@ -330,6 +356,7 @@ pub async fn apply(
         dag,
         plan: the_plan,
         run_id,
+        owner,
         attempts,
         journal: Mutex::new(journal),
         live,
@@ -339,6 +366,9 @@ pub async fn apply(
         isolate,
         exe,
         gpu_env_only,
+        comparer,
+        servers: Mutex::new(HashMap::new()),
+        closed: Mutex::new(HashSet::new()),
     });
     let ctx_ref = &ctx;
 
@@ -351,9 +381,7 @@ pub async fn apply(
 
     // Prefetch: every image a pending session needs, in order of first use, bounded in parallel.
     for &s in &pending_sessions {
-        let Some(image) = ctx.dag.sessions[s].image else {
-            continue;
-        };
+        let image = ctx.dag.sessions[s].image;
         if images.contains_key(&image) {
             continue;
         }
@@ -361,7 +389,15 @@ pub async fn apply(
         let (ctx2, tx2, slots) = (ctx.clone(), tx.clone(), pull_slots.clone());
         tokio::spawn(async move {
             let _permit = slots.acquire_owned().await.expect("open");
-            let r = pull(&ctx2, image).await;
+            let node = ctx2.dag.pulls.get(image).copied();
+            let task = tokio::spawn({
+                let ctx2 = ctx2.clone();
+                async move { pull(&ctx2, image).await }
+            });
+            let r = match task.await {
+                Ok(r) => r,
+                Err(e) => Err(task_failed(&ctx2, "pull", e, node.into_iter())),
+            };
             let _ = tx2.send(Event::Pulled(image, r));
         });
     }
@@ -377,8 +413,20 @@ pub async fn apply(
     let mut failed_total = 0u64;
     let mut stop_launching = false;
     let mut last_idle_notice: Option<String> = None;
+    // A journal write failed (disk full...): nothing more can be recorded, so nothing new
+    // starts and running sessions are cancelled; apply returns the error only once every
+    // session has stopped its server.
+    let mut fatal: Option<JournalError> = None;
+    let abort = |e: JournalError, fatal: &mut Option<JournalError>| {
+        if fatal.is_none() {
+            ctx.live
+                .line(&format!("error: {e}; stopping every server, then exiting"));
+            let _ = cancel_tx.send(true);
+            *fatal = Some(e);
+        }
+    };
     loop {
-        if ctx.cancelled() {
+        if ctx.cancelled() || fatal.is_some() {
             stop_launching = true;
         }
         // Launch what can run, in interleaved order; later sessions may backfill free GPUs.
@@ -394,7 +442,10 @@ pub async fn apply(
                         continue;
                     }
                     Prerequisites::Failed(f) => {
-                        failed_total += fail_session(ctx_ref, s, &f)? as u64;
+                        match fail_session(ctx_ref, s, &f) {
+                            Ok(n) => failed_total += n as u64,
+                            Err(e) => abort(e, &mut fatal),
+                        }
                         queue.remove(i);
                         continue;
                     }
@@ -411,7 +462,7 @@ pub async fn apply(
                     queue.remove(i);
                     let (ctx2, tx2) = (ctx.clone(), tx.clone());
                     tokio::spawn(async move {
-                        let r = session::run(ctx2, s, gpus.clone(), resolved, ds).await;
+                        let r = supervise_session(ctx2, s, gpus.clone(), resolved, ds).await;
                         let _ = tx2.send(Event::SessionDone(s, gpus, r));
                     });
                 }
@@ -424,7 +475,10 @@ pub async fn apply(
                             pool.len()
                         ),
                     );
-                    failed_total += fail_session(ctx_ref, s, &f)? as u64;
+                    match fail_session(ctx_ref, s, &f) {
+                        Ok(n) => failed_total += n as u64,
+                        Err(e) => abort(e, &mut fatal),
+                    }
                     queue.remove(i);
                 }
                 Err(Shortage::Busy) => i += 1,
@@ -456,7 +510,10 @@ pub async fn apply(
                                 human_duration(idle_wait)
                             ),
                         );
-                        failed_total += fail_session(ctx_ref, s, &f)? as u64;
+                        match fail_session(ctx_ref, s, &f) {
+                            Ok(n) => failed_total += n as u64,
+                            Err(e) => abort(e, &mut fatal),
+                        }
                         queue.remove(i);
                     } else {
                         i += 1;
@@ -517,7 +574,13 @@ pub async fn apply(
                 if let Some(budget) = ctx.campaign.resources.disk_budget {
                     prune_unneeded(ctx_ref, &mut images, &queue, &running, budget).await;
                 }
-                let outcome = r?;
+                let outcome = match r {
+                    Ok(outcome) => outcome,
+                    Err(e) => {
+                        abort(e, &mut fatal);
+                        continue;
+                    }
+                };
                 measured_total += outcome.measured as u64;
                 failed_total += outcome.failed as u64;
                 summary.measured += outcome.measured;
@@ -533,6 +596,11 @@ pub async fn apply(
     }
     ctx.live
         .totals(measured_total, total_measures as u64, 0, failed_total);
+    if let Some(e) = fatal {
+        sweep_servers(ctx_ref).await;
+        ctx.live.finish();
+        return Err(e.into());
+    }
     summary.interrupted |= ctx.cancelled();
 
     // Compare each commit whose measurements changed (cheap; reads the results just written).
@@ -566,6 +634,115 @@ pub async fn apply(
     Ok(summary)
 }
 
+/// Runs a session as its own task and reports its end whatever happens: a panic in the task
+/// becomes an `internal` failure of the session's unfinished nodes, and a server the task
+/// left running (panic, journal error) is stopped here. Without this, a panicked session never
+/// reported back and apply waited for it forever, its server running.
+async fn supervise_session(
+    ctx: Arc<Ctx>,
+    s: usize,
+    gpus: Vec<u32>,
+    resolved: ResolvedSource,
+    ds: Arc<session::Datasets>,
+) -> Result<SessionOutcome, JournalError> {
+    let task = tokio::spawn(session::run(ctx.clone(), s, gpus, resolved, ds));
+    let joined = task.await;
+    if let Some(handle) = ctx.forget_server(s) {
+        let commit = &ctx.campaign.commits[ctx.dag.sessions[s].commit];
+        if let Some(runtime) = ctx.runtime(commit.server.runtime) {
+            let _ = runtime.stop(&handle, Duration::from_secs(10)).await;
+            ctx.live
+                .line(&format!("stopped server {} of a failed session", handle.id));
+        }
+    }
+    match joined {
+        Ok(r) => r,
+        Err(e) => {
+            let sess = &ctx.dag.sessions[s];
+            let nodes: Vec<NodeIndex> = sess
+                .nodes
+                .iter()
+                .chain(sess.measures.iter())
+                .copied()
+                .filter(|n| ctx.plan.action(*n).executes())
+                .collect();
+            let f = task_failed(&ctx, "session", e, std::iter::empty());
+            let mut outcome = SessionOutcome::default();
+            for n in nodes {
+                if ctx.is_closed(n) {
+                    continue;
+                }
+                ctx.failed(n, f.clone())?;
+                if ctx.dag.graph[n].kind == StepKind::LoadMeasure {
+                    outcome.failed += 1;
+                }
+            }
+            Ok(outcome)
+        }
+    }
+}
+
+/// A pull, patch or session task that panicked (or was cancelled): an `internal` failure,
+/// journaled for `nodes` not yet closed by the task itself (best effort: the journal may be
+/// what failed).
+fn task_failed(
+    ctx: &Ctx,
+    what: &str,
+    e: tokio::task::JoinError,
+    nodes: impl Iterator<Item = NodeIndex>,
+) -> Failure {
+    let why = if e.is_panic() {
+        let payload = e.into_panic();
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_string())
+    } else {
+        e.to_string()
+    };
+    let f = Failure::new(
+        FailureClass::Internal,
+        format!("internal error: the {what} task failed: {why}"),
+    );
+    ctx.live.line(&format!("{f}"));
+    for n in nodes {
+        if ctx.plan.action(n).executes() && !ctx.is_closed(n) {
+            let _ = ctx.failed(n, f.clone());
+        }
+    }
+    f
+}
+
+/// After a fatal error: stops every server this campaign still has (sessions have ended, so
+/// none is in use), including one a task started but never got to record.
+async fn sweep_servers(ctx: &Ctx) {
+    let left: Vec<(usize, crate::runtime::ServerHandle)> = ctx
+        .servers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .drain()
+        .collect();
+    for (s, handle) in left {
+        let commit = &ctx.campaign.commits[ctx.dag.sessions[s].commit];
+        if let Some(runtime) = ctx.runtime(commit.server.runtime) {
+            let _ = runtime.stop(&handle, Duration::from_secs(10)).await;
+        }
+    }
+    for rt in ctx.docker.iter().chain(ctx.process.iter()) {
+        if let Ok(removed) = rt.cleanup_this_run(&ctx.owner).await
+            && !removed.is_empty()
+        {
+            ctx.live.line(&format!(
+                "removed {} {} server(s) left by failed tasks: {}",
+                removed.len(),
+                rt.kind(),
+                removed.join(", ")
+            ));
+        }
+    }
+}
+
 /// What a pending session still waits for before it can take GPUs.
 enum Prerequisites {
     /// Its image is being pulled or its patch built.
@@ -587,7 +764,7 @@ fn prerequisites(
 ) -> Prerequisites {
     let sess = &ctx.dag.sessions[s];
     let arm = &ctx.campaign.commits[sess.commit].arms[sess.arm];
-    let image_info = match sess.image.and_then(|img| images.get(&img)) {
+    let image_info = match images.get(&sess.image) {
         Some(Readiness::Waiting) => return Prerequisites::Wait,
         Some(Readiness::Failed(f)) => return Prerequisites::Failed(f.clone()),
         Some(Readiness::Ready(info)) => info,
@@ -601,7 +778,15 @@ fn prerequisites(
                 let (ctx2, tx2, spec, info) =
                     (ctx.clone(), tx.clone(), spec.clone(), image_info.clone());
                 tokio::spawn(async move {
-                    let r = build_patch(&ctx2, key, &spec, &info).await;
+                    let node = ctx2.dag.patches.get(&key).copied();
+                    let task = tokio::spawn({
+                        let ctx2 = ctx2.clone();
+                        async move { build_patch(&ctx2, key, &spec, &info).await }
+                    });
+                    let r = match task.await {
+                        Ok(r) => r,
+                        Err(e) => Err(task_failed(&ctx2, "patch", e, node.into_iter())),
+                    };
                     let _ = tx2.send(Event::Patched(key, r));
                 });
                 return Prerequisites::Wait;
@@ -625,8 +810,12 @@ fn prerequisites(
     }
 }
 
+/// Serialises read-modify-write of `pulled-images.json` between this run's pull tasks.
+static PULLED_IMAGES: Mutex<()> = Mutex::new(());
+
 /// With a disk budget: once the pulled images together exceed it, removes those that no
 /// pending or running session needs any more (a later apply pulls them again if needed).
+/// Only images this state directory pulled (`pulled-images.json`) are ever removed.
 async fn prune_unneeded(
     ctx: &Ctx,
     images: &mut HashMap<usize, Readiness<ImageInfo>>,
@@ -653,17 +842,40 @@ async fn prune_unneeded(
     let needed: HashSet<usize> = queue
         .iter()
         .chain(running.keys())
-        .filter_map(|s| ctx.dag.sessions[*s].image)
+        .map(|s| ctx.dag.sessions[*s].image)
         .collect();
     let prunable: Vec<usize> = images
         .iter()
         .filter(|(i, r)| !needed.contains(i) && matches!(r, Readiness::Ready(_)))
         .map(|(i, _)| *i)
         .collect();
+    // Only what this state directory pulled: an image that was here before (a local-only tag,
+    // another campaign's) could not be pulled back by whoever needs it.
+    let pulled = {
+        let _guard = PULLED_IMAGES.lock().unwrap_or_else(|e| e.into_inner());
+        state::owned::pulled_images(ctx.state_dir())
+    };
+    let pulled = match pulled {
+        Ok(pulled) => pulled,
+        Err(e) => {
+            ctx.live.line(&format!(
+                "warning: not pruning: cannot read what was pulled: {e}"
+            ));
+            return;
+        }
+    };
     for image in prunable {
         let ArmSource::Image { reference } = &ctx.dag.images[image].source else {
             continue;
         };
+        let Some(record) = pulled.iter().find(|p| &p.reference == reference) else {
+            continue;
+        };
+        // Re-tagged or re-pulled since: the tag now names an image this state did not pull.
+        let current = docker.client().inspect_image(reference).await.ok();
+        if current.and_then(|i| i.id).as_deref() != Some(record.id.as_str()) {
+            continue;
+        }
         let options = bollard::query_parameters::RemoveImageOptions {
             force: false,
             noprune: false,
@@ -682,6 +894,8 @@ async fn prune_unneeded(
                     image,
                     Readiness::Failed(Failure::new(FailureClass::Internal, "pruned")),
                 );
+                let _guard = PULLED_IMAGES.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = state::owned::forget_pulled(ctx.state_dir(), reference);
             }
             Err(e) => ctx
                 .live
@@ -752,6 +966,19 @@ async fn pull(ctx: &Ctx, image: usize) -> Result<ImageInfo, Failure> {
     };
     match &r {
         Ok(info) => {
+            if info.pulled && kind == RuntimeKind::Docker {
+                // Recorded so `disk_budget` may prune it later, and nothing it did not pull.
+                let _guard = PULLED_IMAGES.lock().unwrap_or_else(|e| e.into_inner());
+                let image = state::owned::PulledImage {
+                    reference: reference.clone(),
+                    id: info.id.clone(),
+                };
+                if let Err(e) = state::owned::record_pulled(ctx.state_dir(), image) {
+                    ctx.live.line(&format!(
+                        "warning: cannot record that {reference} was pulled (it will not be pruned): {e}"
+                    ));
+                }
+            }
             if let Some(n) = journaled {
                 ctx.done(n, &[], Some(serde_json::json!({"id": info.id, "repo_digest": info.repo_digest, "size": info.size, "pulled": info.pulled}))).map_err(journal_err)?;
             }
@@ -867,13 +1094,14 @@ fn run_compare(ctx: &Ctx, node: NodeIndex) -> Result<(), JournalError> {
     };
     ctx.started(node)?;
     let state = State::load(ctx.state_dir())?;
-    let input = super::results::report_input(&ctx.campaign, &ctx.dag, &state, Some(commit));
     let dir = ctx.attempt_dir(node)?;
     let path = dir.join("compare.json");
-    match crate::report::build(&input, &crate::report::ReportOptions::default()) {
-        Ok(report) => {
-            let json = crate::report::render(&report, crate::report::Format::Json, false);
-            crate::util::fsx::write_atomic(&path, json.as_bytes())?;
+    match ctx
+        .comparer
+        .compare(&ctx.campaign, &ctx.dag, &state, commit)
+    {
+        Ok(json) => {
+            crate::util::fsx::write_atomic(&path, &json)?;
             ctx.done(node, &[path], None)
         }
         Err(e) => ctx.failed(
@@ -898,8 +1126,8 @@ fn spawn_signal_handler(cancel: watch::Sender<bool>) {
             }
             count += 1;
             if count == 1 {
-                eprintln!(
-                    "\ninterrupted: stopping servers (press Ctrl-C again to exit at once; leftovers are removed by the next apply)"
+                crate::util::term::err_line(
+                    "\ninterrupted: stopping servers (press Ctrl-C again to exit at once; leftovers are removed by the next apply)",
                 );
                 let _ = cancel.send(true);
             } else {

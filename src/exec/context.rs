@@ -8,10 +8,10 @@ use crate::manifest::model::Campaign;
 use crate::manifest::types::RuntimeKind;
 use crate::pipeline::expand::Dag;
 use crate::plan::Plan;
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, ServerHandle};
 use crate::state::{Event, Journal};
 use petgraph::graph::NodeIndex;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use tokio::sync::{Semaphore, watch};
@@ -21,6 +21,8 @@ pub struct Ctx {
     pub dag: Dag,
     pub plan: Plan,
     pub run_id: String,
+    /// This run's identity (state id, run id, host): labels every server it starts.
+    pub owner: crate::runtime::Owner,
     /// Attempt number each node gets in this run (the state's last + 1; never reused).
     pub attempts: HashMap<NodeIndex, u32>,
     pub journal: Mutex<Journal>,
@@ -33,6 +35,20 @@ pub struct Ctx {
     /// This executable, for `{{ isobench }}` in server commands.
     pub exe: String,
     pub gpu_env_only: bool,
+    /// Writes `compare.json` for `compare` nodes (supplied by the caller; see [`super::Comparer`]).
+    pub comparer: std::sync::Arc<dyn super::Comparer>,
+    /// Servers started by sessions and not yet stopped, by session: if a session's task
+    /// panics or returns early, the scheduler stops what is left here.
+    pub servers: Mutex<HashMap<usize, ServerHandle>>,
+    /// Nodes whose `done` or `failed` this run has written: a task that panicked leaves the
+    /// rest of its nodes to be marked failed by the scheduler.
+    pub closed: Mutex<HashSet<NodeIndex>>,
+}
+
+/// A poisoned lock only means another task panicked while holding it; the data (a journal
+/// handle, a map) is still sound, and one panicked session must not take down the others.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A journal write failed: the run cannot continue safely.
@@ -87,14 +103,30 @@ impl Ctx {
     }
 
     fn append(&self, entry: &crate::state::Entry) -> Result<(), JournalError> {
-        self.journal.lock().expect("journal lock").append(entry)?;
+        lock(&self.journal).append(entry)?;
         // Every transition passes here: the event stream sees exactly what the journal does.
         self.live.event(entry);
         Ok(())
     }
 
+    /// Records the server a session started (until [`Ctx::forget_server`]).
+    pub fn record_server(&self, session: usize, handle: &ServerHandle) {
+        lock(&self.servers).insert(session, handle.clone());
+    }
+
+    /// The session's server has been stopped (or is being stopped by the caller).
+    pub fn forget_server(&self, session: usize) -> Option<ServerHandle> {
+        lock(&self.servers).remove(&session)
+    }
+
+    /// Whether this run has written `done` or `failed` for the node.
+    pub fn is_closed(&self, node: NodeIndex) -> bool {
+        lock(&self.closed).contains(&node)
+    }
+
     /// `started`: written before the step has any effect.
     pub fn started(&self, node: NodeIndex) -> Result<(), JournalError> {
+        test_panic_hook(&self.dag.graph[node].address);
         self.append(&record::entry(
             &self.dag.graph[node],
             Event::Started,
@@ -126,7 +158,9 @@ impl Ctx {
             })
             .collect::<BTreeMap<_, _>>();
         entry.info = info;
-        self.append(&entry)
+        self.append(&entry)?;
+        lock(&self.closed).insert(node);
+        Ok(())
     }
 
     pub fn failed(&self, node: NodeIndex, mut failure: Failure) -> Result<(), JournalError> {
@@ -138,6 +172,23 @@ impl Ctx {
             self.attempt(node),
             &self.run_id,
             failure,
-        ))
+        ))?;
+        lock(&self.closed).insert(node);
+        Ok(())
     }
 }
+
+/// Test hook, compiled into debug builds only (the tests' binary): with
+/// `ISOBENCH_TEST_PANIC_AT=<node address>`, the task running that node panics as the node
+/// starts. No input can make a task panic once durations are bounded, yet the scheduler's
+/// handling of a panicked task (an `internal` failure, its server stopped, apply ending) must
+/// stay tested; release builds carry no such hook.
+#[cfg(debug_assertions)]
+fn test_panic_hook(address: &str) {
+    if std::env::var("ISOBENCH_TEST_PANIC_AT").is_ok_and(|at| at == address) {
+        panic!("ISOBENCH_TEST_PANIC_AT: panicking at {address}");
+    }
+}
+
+#[cfg(not(debug_assertions))]
+fn test_panic_hook(_address: &str) {}

@@ -116,7 +116,8 @@ impl Live {
             Some(mp) => {
                 let _ = mp.println(msg);
             }
-            None => eprintln!("[{}] {msg}", clock()),
+            // Never `eprintln!`: it panics when stderr is a closed pipe (`apply 2>&1 | head`).
+            None => crate::util::term::err_line(&format!("[{}] {msg}", clock())),
         }
     }
 

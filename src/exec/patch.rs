@@ -191,7 +191,9 @@ impl PatchInput {
         let diff = diff::parse(&text).map_err(|err| {
             Failure::new(
                 FailureClass::PatchFailed,
-                format!("patch file {name} is not a valid unified diff: {err}"),
+                // Also the message for unsafe paths and symlink modes, which `parse` refuses
+                // so that nothing downstream ever sees them.
+                format!("patch file {name} is not a usable unified diff: {err}"),
             )
         })?;
         if diff.files.is_empty() && !text.trim().is_empty() {
@@ -549,6 +551,30 @@ pub(crate) fn collect_changes(
         }
     }
     Ok(changes)
+}
+
+/// The directories `rel` (a checked, target-relative path) goes through below the target,
+/// shortest first: `vllm/a/b.py` → `vllm`, `vllm/a`.
+pub(crate) fn parent_dirs(rel: &str) -> Vec<&str> {
+    rel.match_indices('/').map(|(i, _)| &rel[..i]).collect()
+}
+
+/// The failure for a patch path that goes through (or is) a symbolic link in the target. The
+/// rule is strict (any link, not only links that leave the target): a link is followed by
+/// whoever writes through it, and the process runtime's copy keeps the install's links, so a
+/// write through one could change the original install or anything else on the host.
+pub(crate) fn link_failure(patch_name: &str, rel: &str, link: &str, place: &str) -> Failure {
+    let what = if link == rel {
+        format!("`{rel}` is a symbolic link in {place}")
+    } else {
+        format!("`{rel}` goes through the symbolic link `{link}` in {place}")
+    };
+    Failure::new(
+        FailureClass::PatchFailed,
+        format!(
+            "patch {patch_name} changes {what}; patches may only change regular files reached without links"
+        ),
+    )
 }
 
 /// `vllm/engine.py` → the prefix its compiled caches carry in `vllm/__pycache__/`

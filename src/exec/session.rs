@@ -6,7 +6,7 @@ use super::live::Activity;
 use crate::failure::{CrashCause, Failure, FailureClass};
 use crate::loadgen::{self, ClientConfig, Dataset, LoadClient, Progress, RunConfig};
 use crate::manifest::model::{Commit, CommitArm, EXE_PLACEHOLDER, PORT_PLACEHOLDER};
-use crate::pipeline::def::StepKind;
+use crate::manifest::pipeline::StepKind;
 use crate::runtime::{GpuMode, Runtime, ServerHandle, ServerSource, ServerSpec};
 use petgraph::graph::NodeIndex;
 use std::collections::BTreeMap;
@@ -71,7 +71,8 @@ fn server_spec(
     let mut env = arm.env.clone();
     env.extend(source.env.clone());
     resolve_env_refs(&mut env, |name| std::env::var(name).ok());
-    let mut labels = BTreeMap::new();
+    // State id + run + host: what cleanup selects by (the campaign label is for people).
+    let mut labels = ctx.owner.labels();
     labels.insert(
         crate::runtime::labels::CAMPAIGN.to_string(),
         ctx.campaign.name.clone(),
@@ -80,7 +81,6 @@ fn server_spec(
         crate::runtime::labels::ADDRESS.to_string(),
         address.to_string(),
     );
-    labels.insert(crate::runtime::labels::RUN.to_string(), ctx.run_id.clone());
     let name: String = format!(
         "isobench-{}-{}-{}",
         ctx.campaign.name,
@@ -237,8 +237,9 @@ pub async fn run(
         _ = ctx.cancelled_wait() => {
             outcome.interrupted = true;
             activity.end(&ctx.live, "interrupted before the server started");
-            // A start cut short can leave a created container: the next apply removes it by label.
-            let _ = runtime.cleanup_leftovers(&ctx.campaign.name).await;
+            // A start cut short can leave a created container: remove exactly that one (by
+            // name, state and run), never another run's or another state directory's.
+            let _ = runtime.cleanup_cancelled_start(&ctx.owner, &spec).await;
             return Ok(outcome);
         }
     };
@@ -257,38 +258,44 @@ pub async fn run(
             return Ok(outcome);
         }
     };
-    ctx.done(start, &[], Some(serde_json::json!({"id": handle.id, "base_url": handle.base_url, "gpus": gpus, "server_log": ctx.rel(&log_path), "source": source.digest})))?;
-
-    // Everything after a successful start ends with a stop, whatever happens in between.
-    let body = session_body(
-        &ctx,
-        runtime,
-        &handle,
-        &activity,
-        &label,
-        ready,
-        warmup,
-        &measures,
-        &dataset,
-        commit,
-        &mut outcome,
-    )
-    .await;
-    let stop_result = async {
-        if let Some(stop) = stop {
-            ctx.started(stop)?;
-            match runtime.stop(&handle, Duration::from_secs(10)).await {
-                Ok(()) => ctx.done(stop, &[], None)?,
-                Err(f) => ctx.failed(stop, f)?,
-            }
-        } else {
-            let _ = runtime.stop(&handle, Duration::from_secs(10)).await;
-        }
-        Ok::<(), JournalError>(())
+    // From here on the server runs: it is recorded (so the scheduler can stop it should this
+    // task panic) and everything, journal errors included, ends with the stop below.
+    ctx.record_server(session_index, &handle);
+    let body = async {
+        ctx.done(start, &[], Some(serde_json::json!({"id": handle.id, "base_url": handle.base_url, "gpus": gpus, "server_log": ctx.rel(&log_path), "source": source.digest})))?;
+        session_body(
+            &ctx,
+            runtime,
+            &handle,
+            &activity,
+            &label,
+            ready,
+            warmup,
+            &measures,
+            &dataset,
+            commit,
+            &mut outcome,
+        )
+        .await
     }
     .await;
-    body?;
-    stop_result?;
+    // The stop happens even when its `started` cannot be journaled (disk full): a server left
+    // running is worse than a stop the journal does not show.
+    let stop_started = stop.map(|n| (n, ctx.started(n)));
+    let stopped = runtime.stop(&handle, Duration::from_secs(10)).await;
+    ctx.forget_server(session_index);
+    let stop_result = match stop_started {
+        Some((n, Ok(()))) => match stopped {
+            Ok(()) => ctx.done(n, &[], None),
+            Err(f) => ctx.failed(n, f),
+        },
+        Some((_, Err(e))) => Err(e),
+        None => Ok(()),
+    };
+    if let Err(e) = body.and(stop_result) {
+        activity.end(&ctx.live, &format!("server stopped; {e}"));
+        return Err(e);
+    }
     let summary = if outcome.interrupted {
         "interrupted; server stopped".to_string()
     } else if outcome.failed > 0 {

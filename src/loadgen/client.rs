@@ -332,10 +332,14 @@ impl LoadClient {
             tokio::spawn(async move {
                 for index in 0..n {
                     if let Some(offsets) = &offsets {
-                        let due = t0 + Duration::from_secs_f64(offsets[index]);
-                        if due > deadline {
+                        // A tiny rate gives offsets beyond any clock (even `inf`), where
+                        // `from_secs_f64` and `Instant + Duration` would panic: past the deadline.
+                        let due = Duration::try_from_secs_f64(offsets[index])
+                            .ok()
+                            .and_then(|d| t0.checked_add(d));
+                        let Some(due) = due.filter(|due| *due <= deadline) else {
                             break;
-                        }
+                        };
                         tokio::time::sleep_until(due).await;
                     }
                     let released_at = t0.elapsed().as_secs_f64();

@@ -5,6 +5,7 @@
 pub mod defaults;
 pub mod diag;
 pub mod model;
+pub mod pipeline;
 pub mod resolve;
 pub mod schema_check;
 pub mod spans;

@@ -22,7 +22,7 @@ pub struct Campaign {
     pub description: Option<String>,
     pub manifest_path: PathBuf,
     pub manifest_dir: PathBuf,
-    pub pipeline: crate::pipeline::def::Pipeline,
+    pub pipeline: super::pipeline::Pipeline,
     pub results_dir: PathBuf,
     pub state_dir: PathBuf,
     pub arms: Vec<ArmInfo>,

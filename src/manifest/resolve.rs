@@ -274,10 +274,10 @@ impl<'a> Resolver<'a> {
         })
     }
 
-    fn resolve_pipeline(&mut self, file: &ManifestFile) -> Option<crate::pipeline::def::Pipeline> {
+    fn resolve_pipeline(&mut self, file: &ManifestFile) -> Option<super::pipeline::Pipeline> {
         let reference = file.pipeline.as_deref().unwrap_or(d::PIPELINE);
-        match crate::pipeline::def::locate(reference, &self.manifest_dir) {
-            Ok((origin, text)) => match crate::pipeline::def::parse(&origin, &text) {
+        match super::pipeline::locate(reference, &self.manifest_dir) {
+            Ok((origin, text)) => match super::pipeline::parse(&origin, &text) {
                 Ok(p) => Some(p),
                 Err(e) => {
                     self.out.items.extend(e.diagnostics);
@@ -489,7 +489,7 @@ impl<'a> Resolver<'a> {
                 if let Some(v) = value
                     && let Err(e) = util::parse_duration(v)
                 {
-                    self.err(&format!("{p}.ready.{name}"), e, "not a duration");
+                    self.err(&format!("{p}.ready.{name}"), e.clone(), duration_label(&e));
                 }
             }
         }
@@ -587,7 +587,7 @@ impl<'a> Resolver<'a> {
             if let Some(v) = value
                 && let Err(e) = util::parse_duration(v)
             {
-                self.err(&format!("{p}.{name}"), e, "not a duration");
+                self.err(&format!("{p}.{name}"), e.clone(), duration_label(&e));
             }
         }
     }
@@ -669,7 +669,7 @@ impl<'a> Resolver<'a> {
             match util::parse_duration(r.gpu_idle_wait.as_deref().unwrap_or(d::GPU_IDLE_WAIT)) {
                 Ok(v) => v,
                 Err(e) => {
-                    self.err("resources.gpu_idle_wait", e, "not a duration");
+                    self.err("resources.gpu_idle_wait", e.clone(), duration_label(&e));
                     std::time::Duration::from_secs(120)
                 }
             };
@@ -1399,6 +1399,15 @@ pub fn check_image_reference(reference: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The span label of a bad duration: unreadable, or beyond `util::MAX_DURATION`.
+fn duration_label(message: &str) -> &'static str {
+    if message.contains("too long") {
+        "too long"
+    } else {
+        "not a duration"
+    }
 }
 
 #[cfg(test)]

@@ -358,7 +358,8 @@ pub struct Resources {
     #[serde(default)]
     #[schemars(range(min = 1))]
     pub pull_parallelism: Option<u32>,
-    /// Disk budget for pulled images, e.g. `200g`; images no pending step needs are pruned.
+    /// Disk budget for pulled images, e.g. `200g`; images this state directory pulled that no
+    /// pending step needs are pruned (never one that was on the host before).
     #[serde(default)]
     pub disk_budget: Option<String>,
 }

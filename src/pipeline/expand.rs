@@ -7,8 +7,8 @@
 //! and the keys of what it depends on. Ports, container names, GPU indices, times and the state
 //! directory never enter a key.
 
-use super::def::{Pipeline, Scope, StepKind};
 use crate::manifest::model::{ArmSource, Campaign, Commit, CommitArm, LoadPoint};
+use crate::manifest::pipeline::{Pipeline, Scope, StepDef, StepKind};
 use crate::util::hash::{Hash, Hasher};
 use petgraph::graph::{DiGraph, NodeIndex};
 use std::collections::HashMap;
@@ -59,7 +59,8 @@ pub struct Session {
     pub commit: usize,
     pub arm: usize,
     pub trial: u32,
-    pub image: Option<usize>,
+    /// Index into [`Dag::images`]: the root (pulled or checked) source of the session's arm.
+    pub image: usize,
     pub nodes: Vec<NodeIndex>,
     pub measures: Vec<NodeIndex>,
 }
@@ -229,326 +230,386 @@ fn key_of(kind: StepKind, components: &[(&'static str, Hash)], upstream: &[Hash]
 /// Expands `campaign` through its pipeline. `gpu_kind` is the GPU model when known (declared,
 /// or recorded by an earlier apply); it is part of every measurement's key.
 pub fn expand(campaign: &Campaign, gpu_kind: Option<&str>) -> Dag {
-    let pipeline: &Pipeline = &campaign.pipeline;
-    // Sized up front: a large campaign has tens of thousands of nodes.
-    let sessions: usize = campaign
-        .commits
-        .iter()
-        .map(|c| c.repeats as usize * c.arms.len())
-        .sum();
-    let per_session = pipeline.steps.len()
-        + campaign
+    let mut x = Expansion::new(campaign, gpu_kind);
+    x.add_images();
+    for ci in 0..campaign.commits.len() {
+        x.add_commit(ci);
+    }
+    x.dag
+}
+
+/// The state of one expansion: the DAG being built and what every commit shares.
+struct Expansion<'a> {
+    campaign: &'a Campaign,
+    pipeline: &'a Pipeline,
+    gpu_kind: Option<&'a str>,
+    dag: Dag,
+    /// Root source → index into `dag.images`.
+    image_index: HashMap<ArmSource, usize>,
+    step_ids: HashMap<StepKind, std::sync::Arc<str>>,
+    /// The steps each session goes through (session and point scoped), in pipeline order.
+    session_steps: Vec<StepDef>,
+    client: Hash,
+}
+
+/// The key components shared by every node of one commit.
+struct CommitParts {
+    model: Hash,
+    gpu: Hash,
+    load_session: Hash,
+    /// Per load point: its load component and address label.
+    point_loads: Vec<(Hash, String)>,
+    /// Per arm: (image, server, patch chain).
+    arms: Vec<(Hash, Hash, Option<Hash>)>,
+}
+
+impl<'a> Expansion<'a> {
+    fn new(campaign: &'a Campaign, gpu_kind: Option<&'a str>) -> Self {
+        let pipeline = &campaign.pipeline;
+        // Sized up front: a large campaign has tens of thousands of nodes.
+        let sessions: usize = campaign
             .commits
             .iter()
-            .map(|c| c.load.points.len())
-            .max()
-            .unwrap_or(1);
-    let mut dag = Dag {
-        graph: DiGraph::with_capacity(sessions * per_session, sessions * per_session * 2),
-        ..Dag::default()
-    };
-    dag.index.reserve(sessions * per_session);
-    dag.sessions.reserve(sessions);
-    let step_ids: HashMap<StepKind, std::sync::Arc<str>> = pipeline
-        .steps
-        .iter()
-        .map(|s| (s.kind, std::sync::Arc::from(s.id.as_str())))
-        .collect();
-    let client = Hash::of(crate::LOADGEN_VERSION.as_bytes());
-
-    // Images: one pull per distinct root source.
-    let mut image_index: HashMap<ArmSource, usize> = HashMap::new();
-    let pull_step = pipeline.step(StepKind::ImagePull).map(|s| s.id.clone());
-    for commit in &campaign.commits {
-        for arm in &commit.arms {
-            let root = arm.source.root().clone();
-            if !image_index.contains_key(&root) {
-                let label = match &root {
-                    ArmSource::Image { reference } => format!("image={reference}"),
-                    ArmSource::Path { root } => format!(
-                        "path={}",
-                        crate::util::portable_path(root, &campaign.manifest_dir)
-                    ),
-                    ArmSource::Patched(_) => unreachable!("root() follows patches"),
-                };
-                image_index.insert(root.clone(), dag.images.len());
-                dag.images.push(ImageRef {
-                    source: root,
-                    label,
-                });
-            }
+            .map(|c| c.repeats as usize * c.arms.len())
+            .sum();
+        let per_session = pipeline.steps.len()
+            + campaign
+                .commits
+                .iter()
+                .map(|c| c.load.points.len())
+                .max()
+                .unwrap_or(1);
+        let mut dag = Dag {
+            graph: DiGraph::with_capacity(sessions * per_session, sessions * per_session * 2),
+            ..Dag::default()
+        };
+        dag.index.reserve(sessions * per_session);
+        dag.sessions.reserve(sessions);
+        Expansion {
+            campaign,
+            pipeline,
+            gpu_kind,
+            dag,
+            image_index: HashMap::new(),
+            step_ids: pipeline
+                .steps
+                .iter()
+                .map(|s| (s.kind, std::sync::Arc::from(s.id.as_str())))
+                .collect(),
+            session_steps: pipeline
+                .steps
+                .iter()
+                .filter(|s| matches!(s.kind.scope(), Scope::Session | Scope::Point))
+                .cloned()
+                .collect(),
+            client: Hash::of(crate::LOADGEN_VERSION.as_bytes()),
         }
     }
-    if let Some(step) = &pull_step {
-        for i in 0..dag.images.len() {
-            let img = dag.images[i].clone();
-            let components = vec![("image", source_hash(&img.source, &campaign.manifest_dir))];
-            let key = key_of(StepKind::ImagePull, &components, &[]);
-            let node = Node {
-                address: format!("{step}[{}]", img.label),
-                step_id: step.as_str().into(),
-                kind: StepKind::ImagePull,
-                target: Target::Image(i),
-                key,
-                components,
-            };
-            let idx = add(&mut dag, node);
-            dag.pulls.push(idx);
-        }
-    }
-    let pull_of = |dag: &Dag, image: usize| -> Option<NodeIndex> { dag.pulls.get(image).copied() };
 
-    let gpu_component = |commit: &Commit| {
-        Hasher::new()
-            .field("count", &commit.server.gpus.to_string())
-            .field("kind", gpu_kind.unwrap_or(""))
-            .finish()
-    };
-    let session_steps: Vec<_> = pipeline
-        .steps
-        .iter()
-        .filter(|s| s.kind.scope() == Scope::Session || s.kind.scope() == Scope::Point)
-        .cloned()
-        .collect();
-    let depends = |from: StepKind, to: StepKind| -> bool {
-        match (pipeline.step(from), pipeline.step(to)) {
+    /// Whether the pipeline runs step `to` after step `from`.
+    fn depends(&self, from: StepKind, to: StepKind) -> bool {
+        match (self.pipeline.step(from), self.pipeline.step(to)) {
             (Some(f), Some(t)) => t.after.contains(&f.id),
             _ => false,
         }
-    };
+    }
 
-    for (ci, commit) in campaign.commits.iter().enumerate() {
-        let model_c = model_hash(commit, &campaign.manifest_dir);
-        let gpu_c = gpu_component(commit);
-        let load_session_c = load_hash(commit, None);
-        let mut commit_measure_keys: Vec<Hash> = Vec::new();
-        // Per-commit and per-arm parts are the same for every trial: hash them once.
-        let point_loads: Vec<(Hash, String)> = commit
-            .load
-            .points
-            .iter()
-            .map(|p| (load_hash(commit, Some(p)), p.label()))
-            .collect();
-        let arm_parts: Vec<(Hash, Hash, Option<Hash>)> = commit
-            .arms
-            .iter()
-            .map(|arm| {
-                (
-                    source_hash(arm.source.root(), &campaign.manifest_dir),
-                    server_hash(commit, arm),
-                    patch_chain_hash(&arm.source),
-                )
-            })
-            .collect();
-        let mut commit_nodes: Vec<NodeIndex> = Vec::new();
+    fn pull_of(&self, image: usize) -> Option<NodeIndex> {
+        self.dag.pulls.get(image).copied()
+    }
 
-        // Patches: one per (commit, patched arm).
-        if let Some(patch_step) = pipeline.step(StepKind::ImagePatch) {
-            for (ai, arm) in commit.arms.iter().enumerate() {
-                if let ArmSource::Patched(p) = &arm.source {
-                    let components = vec![
-                        ("image", source_hash(&p.base, &campaign.manifest_dir)),
-                        ("patch", p.patch_hash),
-                    ];
-                    let image = image_index[arm.source.root()];
-                    let upstream: Vec<Hash> = if depends(StepKind::ImagePull, StepKind::ImagePatch)
-                    {
-                        pull_of(&dag, image)
-                            .map(|n| dag.graph[n].key)
-                            .into_iter()
-                            .collect()
-                    } else {
-                        vec![]
-                    };
-                    let key = key_of(StepKind::ImagePatch, &components, &upstream);
-                    let node = Node {
-                        address: format!(
-                            "{}[commit={},arm={}]",
-                            patch_step.id, commit.short, arm.name
-                        ),
-                        step_id: patch_step.id.as_str().into(),
-                        kind: StepKind::ImagePatch,
-                        target: Target::Patch {
-                            commit: ci,
-                            arm: ai,
-                        },
-                        key,
-                        components,
-                    };
-                    let idx = add(&mut dag, node);
-                    if depends(StepKind::ImagePull, StepKind::ImagePatch)
-                        && let Some(pull) = pull_of(&dag, image)
-                    {
-                        dag.graph.add_edge(pull, idx, ());
-                    }
-                    dag.patches.insert((ci, ai), idx);
-                    commit_nodes.push(idx);
-                }
+    /// One image per distinct root source, and one pull node per image.
+    fn add_images(&mut self) {
+        let manifest_dir = &self.campaign.manifest_dir;
+        for arm in self.campaign.commits.iter().flat_map(|c| &c.arms) {
+            let root = arm.source.root();
+            if self.image_index.contains_key(root) {
+                continue;
             }
+            let label = match root {
+                ArmSource::Image { reference } => format!("image={reference}"),
+                ArmSource::Path { root } => {
+                    format!("path={}", crate::util::portable_path(root, manifest_dir))
+                }
+                ArmSource::Patched(_) => unreachable!("root() follows patches"),
+            };
+            self.image_index.insert(root.clone(), self.dag.images.len());
+            self.dag.images.push(ImageRef {
+                source: root.clone(),
+                label,
+            });
         }
-
-        // Sessions, trial-major so arms interleave: A B C A B C.
-        for trial in 1..=commit.repeats {
-            for (ai, arm) in commit.arms.iter().enumerate() {
-                let image = image_index[arm.source.root()];
-                let session_index = dag.sessions.len();
-                // The image is the root (pulled) source; a patch chain is its own component so a
-                // changed patch reads as "patch changed".
-                let (image_c, server_c, patch_c) = arm_parts[ai];
-                let trial_c = Hash::of(trial.to_string().as_bytes());
-                let mut upstream_keys: Vec<Hash> = Vec::new();
-                if let Some(pull) = pull_of(&dag, image) {
-                    upstream_keys.push(dag.graph[pull].key);
-                }
-                if let Some(patch) = dag.patches.get(&(ci, ai)) {
-                    upstream_keys.push(dag.graph[*patch].key);
-                }
-                let mut session = Session {
-                    commit: ci,
-                    arm: ai,
-                    trial,
-                    image: Some(image),
-                    nodes: Vec::new(),
-                    measures: Vec::new(),
-                };
-                let session_label =
-                    format!("commit={},arm={},trial={}", commit.short, arm.name, trial);
-                let mut by_kind: HashMap<StepKind, Vec<NodeIndex>> = HashMap::new();
-                for step in &session_steps {
-                    let mut base_components = vec![
-                        ("image", image_c),
-                        ("server", server_c),
-                        ("model", model_c),
-                        ("client", client),
-                        ("gpu", gpu_c),
-                        ("trial", trial_c),
-                    ];
-                    if let Some(patch) = patch_c {
-                        base_components.push(("patch", patch));
-                    }
-                    if step.kind == StepKind::LoadMeasure {
-                        for (pi, (load_c, point_label)) in point_loads.iter().enumerate() {
-                            let mut components = base_components.clone();
-                            components.push(("load", *load_c));
-                            let key = key_of(step.kind, &components, &upstream_keys);
-                            let node = Node {
-                                address: format!("{}[{},{}]", step.id, session_label, point_label),
-                                step_id: step_ids[&step.kind].clone(),
-                                kind: step.kind,
-                                target: Target::Point {
-                                    session: session_index,
-                                    point: pi,
-                                },
-                                key,
-                                components,
-                            };
-                            let idx = add(&mut dag, node);
-                            commit_measure_keys.push(key);
-                            session.measures.push(idx);
-                            by_kind.entry(step.kind).or_default().push(idx);
-                        }
-                    } else {
-                        let mut components = base_components;
-                        if step.kind == StepKind::LoadWarmup {
-                            components.push(("load", load_session_c));
-                        }
-                        let key = key_of(step.kind, &components, &upstream_keys);
-                        let node = Node {
-                            address: format!("{}[{}]", step.id, session_label),
-                            step_id: step_ids[&step.kind].clone(),
-                            kind: step.kind,
-                            target: Target::Session(session_index),
-                            key,
-                            components,
-                        };
-                        let idx = add(&mut dag, node);
-                        session.nodes.push(idx);
-                        by_kind.entry(step.kind).or_default().push(idx);
-                    }
-                }
-                // Edges inside the session, from the pipeline's `after` lists.
-                for step in &session_steps {
-                    for dep in &step.after {
-                        let Some(dep_step) = pipeline.steps.iter().find(|s| &s.id == dep) else {
-                            continue;
-                        };
-                        match dep_step.kind.scope() {
-                            Scope::Image => {
-                                if let Some(pull) = pull_of(&dag, image) {
-                                    for &to in by_kind.get(&step.kind).into_iter().flatten() {
-                                        dag.graph.add_edge(pull, to, ());
-                                    }
-                                }
-                            }
-                            Scope::Patch => {
-                                if let Some(&patch) = dag.patches.get(&(ci, ai)) {
-                                    for &to in by_kind.get(&step.kind).into_iter().flatten() {
-                                        dag.graph.add_edge(patch, to, ());
-                                    }
-                                }
-                            }
-                            Scope::Session | Scope::Point => {
-                                let froms =
-                                    by_kind.get(&dep_step.kind).cloned().unwrap_or_default();
-                                let tos = by_kind.get(&step.kind).cloned().unwrap_or_default();
-                                let pointwise = dep_step.kind.scope() == Scope::Point
-                                    && step.kind.scope() == Scope::Point;
-                                for (fi, &from) in froms.iter().enumerate() {
-                                    for (ti, &to) in tos.iter().enumerate() {
-                                        if !pointwise || fi == ti {
-                                            dag.graph.add_edge(from, to, ());
-                                        }
-                                    }
-                                }
-                            }
-                            Scope::Commit => {}
-                        }
-                    }
-                }
-                commit_nodes.extend(session.nodes.iter().copied());
-                commit_nodes.extend(session.measures.iter().copied());
-                dag.sessions.push(session);
-            }
-        }
-
-        // Compare: one per commit, after the steps it names.
-        if let Some(step) = pipeline.step(StepKind::Compare) {
-            commit_measure_keys.sort();
-            let components = vec![
-                ("model", model_c),
-                ("measures", {
-                    let mut h = Hasher::new();
-                    for k in &commit_measure_keys {
-                        h.hash("m", k);
-                    }
-                    h.finish()
-                }),
-            ];
-            let key = key_of(StepKind::Compare, &components, &[]);
+        let Some(step) = self.pipeline.step(StepKind::ImagePull) else {
+            return;
+        };
+        for i in 0..self.dag.images.len() {
+            let img = &self.dag.images[i];
+            let components = vec![("image", source_hash(&img.source, manifest_dir))];
             let node = Node {
-                address: format!("{}[commit={}]", step.id, commit.short),
+                address: format!("{}[{}]", step.id, img.label),
                 step_id: step.id.as_str().into(),
-                kind: StepKind::Compare,
-                target: Target::Commit(ci),
-                key,
+                kind: StepKind::ImagePull,
+                target: Target::Image(i),
+                key: key_of(StepKind::ImagePull, &components, &[]),
                 components,
             };
-            let idx = add(&mut dag, node);
-            let dep_kinds: Vec<StepKind> = step
-                .after
-                .iter()
-                .filter_map(|a| pipeline.steps.iter().find(|s| &s.id == a))
-                .map(|s| s.kind)
-                .collect();
-            for &n in &commit_nodes {
-                if dep_kinds.contains(&dag.graph[n].kind) {
-                    dag.graph.add_edge(n, idx, ());
-                }
-            }
-            dag.compares.insert(ci, idx);
+            let idx = add(&mut self.dag, node);
+            self.dag.pulls.push(idx);
         }
     }
-    dag
+
+    /// A commit's patches, sessions (trial-major so arms interleave: A B C A B C) and compare.
+    fn add_commit(&mut self, ci: usize) {
+        let commit = &self.campaign.commits[ci];
+        let manifest_dir = &self.campaign.manifest_dir;
+        // Per-commit and per-arm parts are the same for every trial: hash them once.
+        let parts = CommitParts {
+            model: model_hash(commit, manifest_dir),
+            gpu: Hasher::new()
+                .field("count", &commit.server.gpus.to_string())
+                .field("kind", self.gpu_kind.unwrap_or(""))
+                .finish(),
+            load_session: load_hash(commit, None),
+            point_loads: commit
+                .load
+                .points
+                .iter()
+                .map(|p| (load_hash(commit, Some(p)), p.label()))
+                .collect(),
+            arms: commit
+                .arms
+                .iter()
+                .map(|arm| {
+                    (
+                        source_hash(arm.source.root(), manifest_dir),
+                        server_hash(commit, arm),
+                        patch_chain_hash(&arm.source),
+                    )
+                })
+                .collect(),
+        };
+        let mut commit_nodes = self.add_patches(ci);
+        let mut measure_keys: Vec<Hash> = Vec::new();
+        for trial in 1..=commit.repeats {
+            for ai in 0..commit.arms.len() {
+                let session = self.add_session(ci, ai, trial, &parts);
+                commit_nodes.extend(session.nodes.iter().copied());
+                commit_nodes.extend(session.measures.iter().copied());
+                measure_keys.extend(session.measures.iter().map(|&m| self.dag.graph[m].key));
+                self.dag.sessions.push(session);
+            }
+        }
+        self.add_compare(ci, &parts, measure_keys, &commit_nodes);
+    }
+
+    /// One patch node per patched arm of the commit; returns the nodes added.
+    fn add_patches(&mut self, ci: usize) -> Vec<NodeIndex> {
+        let Some(patch_step) = self.pipeline.step(StepKind::ImagePatch) else {
+            return Vec::new();
+        };
+        let commit = &self.campaign.commits[ci];
+        let after_pull = self.depends(StepKind::ImagePull, StepKind::ImagePatch);
+        let mut added = Vec::new();
+        for (ai, arm) in commit.arms.iter().enumerate() {
+            let ArmSource::Patched(p) = &arm.source else {
+                continue;
+            };
+            let components = vec![
+                ("image", source_hash(&p.base, &self.campaign.manifest_dir)),
+                ("patch", p.patch_hash),
+            ];
+            let pull = self
+                .pull_of(self.image_index[arm.source.root()])
+                .filter(|_| after_pull);
+            let upstream: Vec<Hash> = pull.map(|n| self.dag.graph[n].key).into_iter().collect();
+            let node = Node {
+                address: format!(
+                    "{}[commit={},arm={}]",
+                    patch_step.id, commit.short, arm.name
+                ),
+                step_id: patch_step.id.as_str().into(),
+                kind: StepKind::ImagePatch,
+                target: Target::Patch {
+                    commit: ci,
+                    arm: ai,
+                },
+                key: key_of(StepKind::ImagePatch, &components, &upstream),
+                components,
+            };
+            let idx = add(&mut self.dag, node);
+            if let Some(pull) = pull {
+                self.dag.graph.add_edge(pull, idx, ());
+            }
+            self.dag.patches.insert((ci, ai), idx);
+            added.push(idx);
+        }
+        added
+    }
+
+    /// The nodes of one (commit, arm, trial) session and the edges among them; the session is
+    /// returned for the caller to push, so its index is `dag.sessions.len()`.
+    fn add_session(&mut self, ci: usize, ai: usize, trial: u32, parts: &CommitParts) -> Session {
+        let commit = &self.campaign.commits[ci];
+        let arm = &commit.arms[ai];
+        let image = self.image_index[arm.source.root()];
+        let session_index = self.dag.sessions.len();
+        // The image is the root (pulled) source; a patch chain is its own component so a
+        // changed patch reads as "patch changed".
+        let (image_c, server_c, patch_c) = parts.arms[ai];
+        let mut base_components = vec![
+            ("image", image_c),
+            ("server", server_c),
+            ("model", parts.model),
+            ("client", self.client),
+            ("gpu", parts.gpu),
+            ("trial", Hash::of(trial.to_string().as_bytes())),
+        ];
+        if let Some(patch) = patch_c {
+            base_components.push(("patch", patch));
+        }
+        let upstream: Vec<Hash> = self
+            .pull_of(image)
+            .into_iter()
+            .chain(self.dag.patches.get(&(ci, ai)).copied())
+            .map(|n| self.dag.graph[n].key)
+            .collect();
+        let mut session = Session {
+            commit: ci,
+            arm: ai,
+            trial,
+            image,
+            nodes: Vec::new(),
+            measures: Vec::new(),
+        };
+        let label = format!("commit={},arm={},trial={}", commit.short, arm.name, trial);
+        let mut by_kind: HashMap<StepKind, Vec<NodeIndex>> = HashMap::new();
+        for si in 0..self.session_steps.len() {
+            let kind = self.session_steps[si].kind;
+            // A measure node per load point; one node per session for the other steps.
+            let points: Vec<(Option<usize>, Hash, String)> = if kind == StepKind::LoadMeasure {
+                parts
+                    .point_loads
+                    .iter()
+                    .enumerate()
+                    .map(|(pi, (load, point))| (Some(pi), *load, format!("{label},{point}")))
+                    .collect()
+            } else {
+                vec![(None, parts.load_session, label.clone())]
+            };
+            for (point, load_c, address_args) in points {
+                let mut components = base_components.clone();
+                if matches!(kind, StepKind::LoadMeasure | StepKind::LoadWarmup) {
+                    components.push(("load", load_c));
+                }
+                let node = Node {
+                    address: format!("{}[{address_args}]", self.session_steps[si].id),
+                    step_id: self.step_ids[&kind].clone(),
+                    kind,
+                    target: match point {
+                        Some(point) => Target::Point {
+                            session: session_index,
+                            point,
+                        },
+                        None => Target::Session(session_index),
+                    },
+                    key: key_of(kind, &components, &upstream),
+                    components,
+                };
+                let idx = add(&mut self.dag, node);
+                if point.is_some() {
+                    session.measures.push(idx);
+                } else {
+                    session.nodes.push(idx);
+                }
+                by_kind.entry(kind).or_default().push(idx);
+            }
+        }
+        self.add_session_edges(ci, ai, image, &by_kind);
+        session
+    }
+
+    /// Edges into and inside one session, from the pipeline's `after` lists.
+    fn add_session_edges(
+        &mut self,
+        ci: usize,
+        ai: usize,
+        image: usize,
+        by_kind: &HashMap<StepKind, Vec<NodeIndex>>,
+    ) {
+        let no_nodes = Vec::new();
+        for step in &self.session_steps {
+            let tos = by_kind.get(&step.kind).unwrap_or(&no_nodes);
+            for dep in &step.after {
+                let Some(dep_step) = self.pipeline.steps.iter().find(|s| &s.id == dep) else {
+                    continue;
+                };
+                let froms: Vec<NodeIndex> = match dep_step.kind.scope() {
+                    Scope::Image => self.pull_of(image).into_iter().collect(),
+                    Scope::Patch => self
+                        .dag
+                        .patches
+                        .get(&(ci, ai))
+                        .copied()
+                        .into_iter()
+                        .collect(),
+                    Scope::Session | Scope::Point => {
+                        by_kind.get(&dep_step.kind).cloned().unwrap_or_default()
+                    }
+                    Scope::Commit => Vec::new(),
+                };
+                // Point to point (e.g. measure after measure) pairs the same load point only.
+                let pointwise =
+                    dep_step.kind.scope() == Scope::Point && step.kind.scope() == Scope::Point;
+                for (fi, &from) in froms.iter().enumerate() {
+                    for (ti, &to) in tos.iter().enumerate() {
+                        if !pointwise || fi == ti {
+                            self.dag.graph.add_edge(from, to, ());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One compare node per commit, after the steps it names; keyed by the commit's measures.
+    fn add_compare(
+        &mut self,
+        ci: usize,
+        parts: &CommitParts,
+        mut measure_keys: Vec<Hash>,
+        commit_nodes: &[NodeIndex],
+    ) {
+        let Some(step) = self.pipeline.step(StepKind::Compare) else {
+            return;
+        };
+        measure_keys.sort();
+        let mut measures = Hasher::new();
+        for k in &measure_keys {
+            measures.hash("m", k);
+        }
+        let components = vec![("model", parts.model), ("measures", measures.finish())];
+        let node = Node {
+            address: format!("{}[commit={}]", step.id, self.campaign.commits[ci].short),
+            step_id: step.id.as_str().into(),
+            kind: StepKind::Compare,
+            target: Target::Commit(ci),
+            key: key_of(StepKind::Compare, &components, &[]),
+            components,
+        };
+        let idx = add(&mut self.dag, node);
+        let dep_kinds: Vec<StepKind> = step
+            .after
+            .iter()
+            .filter_map(|a| self.pipeline.steps.iter().find(|s| &s.id == a))
+            .map(|s| s.kind)
+            .collect();
+        for &n in commit_nodes {
+            if dep_kinds.contains(&self.dag.graph[n].kind) {
+                self.dag.graph.add_edge(n, idx, ());
+            }
+        }
+        self.dag.compares.insert(ci, idx);
+    }
 }
 
 fn add(dag: &mut Dag, node: Node) -> NodeIndex {

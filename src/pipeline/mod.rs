@@ -1,3 +1,3 @@
-//! Pipelines (`pipelines/*.toml`) and the expansion of a campaign into a DAG of steps.
-pub mod def;
+//! The expansion of a campaign into a DAG of steps (the step graphs themselves, `pipelines/*.toml`,
+//! are read with the manifest: `manifest::pipeline`).
 pub mod expand;

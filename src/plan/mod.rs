@@ -5,12 +5,24 @@ pub mod render;
 pub mod select;
 
 use crate::manifest::model::Campaign;
-use crate::pipeline::def::{Scope, StepKind};
+use crate::manifest::pipeline::{Scope, StepKind};
 use crate::pipeline::expand::{Dag, Node, Target};
-use crate::state::{Event, State};
+use crate::state::{Event, Inventory, State};
 use petgraph::graph::NodeIndex;
 use serde::Serialize;
 use std::collections::BTreeMap;
+
+/// The campaign's DAG as `plan`, `apply` and `report` all see it. The GPU model enters the
+/// measurement keys: the manifest's `resources.gpu_kind` when set, else the model of the GPUs
+/// found (`apply`) or recorded in the state's inventory (`plan`, `report`).
+pub fn desired_dag(campaign: &Campaign, inventory: Option<&Inventory>) -> Dag {
+    let gpu_kind = campaign
+        .resources
+        .gpu_kind
+        .clone()
+        .or_else(|| inventory.and_then(Inventory::kind));
+    crate::pipeline::expand::expand(campaign, gpu_kind.as_deref())
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -146,6 +158,31 @@ fn rerun_reason(node: &Node, recorded: &BTreeMap<String, String>) -> String {
     }
 }
 
+/// Whether the files a done entry recorded still hold what it wrote: a deleted or edited
+/// `result.json` must be measured again, not reported as cached. Costs one read and hash of
+/// each recorded file (a result is a few KB).
+fn outputs_problem(state: &State, e: &crate::state::Entry) -> Option<String> {
+    for (rel, digest) in &e.outputs {
+        let name = std::path::Path::new(rel)
+            .file_name()
+            .map_or_else(|| rel.clone(), |n| n.to_string_lossy().into_owned());
+        let what = if name == "result.json" {
+            "result".to_string()
+        } else {
+            name
+        };
+        match crate::util::hash::file_hash(&state.dir.join(rel)) {
+            Ok(h) if h.hex() == *digest => {}
+            Ok(_) => return Some(format!("{what} changed")),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                return Some(format!("{what} missing"));
+            }
+            Err(err) => return Some(format!("{what} unreadable: {err}")),
+        }
+    }
+    None
+}
+
 /// Diffs the DAG against the state.
 pub fn plan(campaign: &Campaign, dag: &Dag, state: &State, opts: &PlanOptions) -> Plan {
     let _ = campaign;
@@ -186,7 +223,12 @@ pub fn plan(campaign: &Campaign, dag: &Dag, state: &State, opts: &PlanOptions) -
                             )
                         }
                     }
-                    Event::Done if e.key == node.key.hex() => (Action::Cached, String::new()),
+                    Event::Done if e.key == node.key.hex() => match outputs_problem(state, e) {
+                        Some(why) if node.kind == StepKind::LoadMeasure => {
+                            (Action::Incomplete, why)
+                        }
+                        _ => (Action::Cached, String::new()),
+                    },
                     Event::Done => (Action::Rerun, rerun_reason(node, &e.components)),
                 },
             }

@@ -4,7 +4,7 @@
 //! patches included — and nothing else is planned, run or required: a human-only run needs no
 //! baseline image.
 use crate::manifest::model::Campaign;
-use crate::pipeline::def::StepKind;
+use crate::manifest::pipeline::StepKind;
 
 /// What `--commit` and `--arm` asked for (empty: everything).
 #[derive(Debug, Clone, Default)]

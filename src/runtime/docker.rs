@@ -20,8 +20,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
 use super::{
-    Availability, CUDA_VISIBLE_DEVICES, GpuMode, HandleInner, ImageInfo, PullProgress,
-    ServerHandle, ServerSource, ServerSpec, cuda_visible_devices, free_port, labels,
+    Availability, CUDA_VISIBLE_DEVICES, Cleanup, GpuMode, HandleInner, ImageInfo, Owner, Ownership,
+    PullProgress, ServerHandle, ServerSource, ServerSpec, cuda_visible_devices, free_port, labels,
 };
 use crate::failure::{CrashCause, Failure, FailureClass};
 
@@ -448,14 +448,62 @@ impl DockerRuntime {
         self.remove_checked(&handle.id).await
     }
 
-    pub(super) async fn cleanup_leftovers(&self, campaign: &str) -> Result<Vec<String>, Failure> {
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![format!("{}={campaign}", labels::CAMPAIGN)],
-        )]);
+    /// See [`super::Runtime::cleanup_leftovers`]. Lists by the state label (the engine
+    /// filters), then judges each container's full identity.
+    pub(super) async fn cleanup_leftovers(&self, owner: &Owner) -> Result<Cleanup, Failure> {
+        let mut cleanup = Cleanup::default();
+        for container in self.owned_containers(owner, None).await? {
+            let (id, name, container_labels) = container;
+            match owner.judge(&container_labels) {
+                Ownership::EarlierRun => {
+                    self.terminate(&id, self.options.leftover_grace).await;
+                    self.remove_checked(&id).await?;
+                    cleanup.removed.push(name);
+                }
+                Ownership::OtherHost => cleanup.skipped.push(format!(
+                    "container {name} of this state directory was started on host {}; not removed from here",
+                    container_labels
+                        .get(labels::HOST)
+                        .map_or("(unknown)", String::as_str)
+                )),
+                // This run's servers are live; other states cannot match the filter.
+                Ownership::ThisRun | Ownership::OtherState | Ownership::Unowned => {}
+            }
+        }
+        Ok(cleanup)
+    }
+
+    /// See [`super::Runtime::cleanup_cancelled_start`].
+    pub(super) async fn cleanup_named(
+        &self,
+        owner: &Owner,
+        name: Option<&str>,
+    ) -> Result<Vec<String>, Failure> {
+        let mut removed = Vec::new();
+        for (id, container_name, container_labels) in self.owned_containers(owner, name).await? {
+            if owner.judge(&container_labels) == Ownership::ThisRun {
+                self.terminate(&id, Duration::ZERO).await;
+                self.remove_checked(&id).await?;
+                removed.push(container_name);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// `(id, name, labels)` of every container, running or not, labelled with `owner`'s state
+    /// id (and with `name` as [`labels::NAME`] if given).
+    async fn owned_containers(
+        &self,
+        owner: &Owner,
+        name: Option<&str>,
+    ) -> Result<Vec<(String, String, BTreeMap<String, String>)>, Failure> {
+        let mut selectors = vec![format!("{}={}", labels::STATE, owner.state)];
+        if let Some(name) = name {
+            selectors.push(format!("{}={name}", labels::NAME));
+        }
         let options = ListContainersOptions {
             all: true,
-            filters: Some(filters),
+            filters: Some(HashMap::from([("label".to_string(), selectors)])),
             ..Default::default()
         };
         let containers = self
@@ -463,19 +511,49 @@ impl DockerRuntime {
             .list_containers(Some(options))
             .await
             .map_err(|e| internal("listing leftover containers", e))?;
-        let mut removed = Vec::new();
-        for container in containers {
-            let Some(id) = container.id else { continue };
-            let name = container
-                .names
-                .and_then(|names| names.into_iter().next())
-                .map(|n| n.trim_start_matches('/').to_string())
-                .unwrap_or_else(|| id.clone());
-            self.terminate(&id, self.options.leftover_grace).await;
-            self.remove_checked(&id).await?;
-            removed.push(name);
-        }
-        Ok(removed)
+        Ok(containers
+            .into_iter()
+            .filter_map(|container| {
+                let id = container.id?;
+                let name = container
+                    .names
+                    .and_then(|names| names.into_iter().next())
+                    .map(|n| n.trim_start_matches('/').to_string())
+                    .unwrap_or_else(|| id.clone());
+                let container_labels: BTreeMap<String, String> =
+                    container.labels.unwrap_or_default().into_iter().collect();
+                Some((id, name, container_labels))
+            })
+            .collect())
+    }
+
+    /// Names of containers that carry an isobench campaign label but no state id: made by an
+    /// isobench older than state ids. Nobody can prove whose they are, so they are only
+    /// reported (`apply` warns); remove them by hand once no old isobench runs.
+    pub async fn unowned_containers(&self, campaign: &str) -> Result<Vec<String>, Failure> {
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([(
+                "label".to_string(),
+                vec![format!("{}={campaign}", labels::CAMPAIGN)],
+            )])),
+            ..Default::default()
+        };
+        let containers = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| internal("listing containers", e))?;
+        Ok(containers
+            .into_iter()
+            .filter(|c| {
+                c.labels
+                    .as_ref()
+                    .is_none_or(|l| !l.contains_key(labels::STATE))
+            })
+            .filter_map(|c| c.names?.into_iter().next())
+            .map(|n| n.trim_start_matches('/').to_string())
+            .collect())
     }
 
     /// SIGTERM, up to `grace` for the container to exit, then SIGKILL. Errors are ignored: the

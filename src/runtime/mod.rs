@@ -28,14 +28,86 @@ pub use port::free_port;
 
 /// Label keys isobench puts on what it starts (containers; pid records for processes).
 pub mod labels {
-    /// The campaign's name: [`super::Runtime::cleanup_leftovers`] selects by it.
+    /// The campaign's name. For people and `docker ps` only: two state directories may run
+    /// campaigns of one name at once, so nothing is ever selected for removal by it.
     pub const CAMPAIGN: &str = "isobench.campaign";
     /// The node address of the session that started the server.
     pub const ADDRESS: &str = "isobench.address";
     /// The id of the `apply` run that started it.
     pub const RUN: &str = "isobench.run";
+    /// The persistent random id of the state directory whose run started it (`<state>/state-id`):
+    /// [`super::Runtime::cleanup_leftovers`] selects by it.
+    pub const STATE: &str = "isobench.state";
+    /// The host whose isobench started it.
+    pub const HOST: &str = "isobench.host";
     /// The server's [`super::ServerSpec::name`]; added by the runtime.
     pub const NAME: &str = "isobench.name";
+}
+
+/// Who started a server: a state directory, one `apply` run in it, on one host. Servers carry it
+/// as the labels [`labels::STATE`], [`labels::RUN`] and [`labels::HOST`]; cleanup touches only
+/// servers whose owner it proves to be this state directory (see `docs/runtimes.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// The state directory's persistent random id (`state::state_id`).
+    pub state: String,
+    /// This `apply` run's id.
+    pub run: String,
+    /// This host's name.
+    pub host: String,
+}
+
+impl Owner {
+    /// The three identity labels, to add to a [`ServerSpec`]'s labels.
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (labels::STATE.to_string(), self.state.clone()),
+            (labels::RUN.to_string(), self.run.clone()),
+            (labels::HOST.to_string(), self.host.clone()),
+        ])
+    }
+
+    /// What `labels` (of a container or a pid record) say about their owner relative to this
+    /// one. Only [`Ownership::EarlierRun`] may be removed as a leftover.
+    pub fn judge(&self, labels: &BTreeMap<String, String>) -> Ownership {
+        let get = |k: &str| labels.get(k).map(String::as_str);
+        match (get(labels::STATE), get(labels::HOST), get(labels::RUN)) {
+            (None, _, _) => Ownership::Unowned,
+            (Some(state), _, _) if state != self.state => Ownership::OtherState,
+            (Some(_), host, _) if host != Some(self.host.as_str()) => Ownership::OtherHost,
+            (Some(_), _, run) if run == Some(self.run.as_str()) => Ownership::ThisRun,
+            _ => Ownership::EarlierRun,
+        }
+    }
+}
+
+/// See [`Owner::judge`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ownership {
+    /// Started by another run of this state directory on this host. The caller holds the state
+    /// directory's lock, so that run has ended: a leftover.
+    EarlierRun,
+    /// Started by this very run: live, never a leftover.
+    ThisRun,
+    /// This state directory's, but started on another host (a state directory on a shared
+    /// file system): its run may be alive there.
+    OtherHost,
+    /// Another state directory's (maybe a campaign of the same name): not ours.
+    OtherState,
+    /// No state id: labelled by an isobench older than state ids. Nobody can prove whose it is,
+    /// so nobody removes it automatically.
+    Unowned,
+}
+
+/// What [`Runtime::cleanup_leftovers`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cleanup {
+    /// Names of the servers it stopped and removed.
+    pub removed: Vec<String>,
+    /// What it saw but left alone or could not trust, one line each (for a warning): invalid
+    /// pid records (deleted, never signalled), servers of this state directory from another
+    /// host, records it cannot prove to be ours.
+    pub skipped: Vec<String>,
 }
 
 /// The environment variable that pins a server to its GPUs.
@@ -265,13 +337,40 @@ impl Runtime {
         }
     }
 
-    /// Removes what earlier runs of `campaign` left behind: Docker containers labelled with it,
-    /// or processes recorded for it (a pid whose start time no longer matches is never
-    /// signalled). Returns the names of what it removed.
-    pub async fn cleanup_leftovers(&self, campaign: &str) -> Result<Vec<String>, Failure> {
+    /// Removes what earlier runs of `owner`'s state directory on this host left behind: Docker
+    /// containers labelled with its state id and another run, or processes recorded so (only
+    /// groups that still carry their start token are signalled). Call it only while holding
+    /// the state directory's lock: that is what makes every other run of it dead. Servers of
+    /// other state directories, of this run, of other hosts and unlabelled ones are never
+    /// touched.
+    pub async fn cleanup_leftovers(&self, owner: &Owner) -> Result<Cleanup, Failure> {
         match self {
-            Runtime::Docker(d) => d.cleanup_leftovers(campaign).await,
-            Runtime::Process(p) => p.cleanup_leftovers(campaign).await,
+            Runtime::Docker(d) => d.cleanup_leftovers(owner).await,
+            Runtime::Process(p) => p.cleanup_leftovers(owner).await,
+        }
+    }
+
+    /// Removes whatever a cancelled [`Runtime::start`] of `spec` may have left (Docker: a
+    /// created container), selected by the spec's name *and* `owner`'s state and run, so it
+    /// can only hit this run's own server. Returns the names removed.
+    pub async fn cleanup_cancelled_start(
+        &self,
+        owner: &Owner,
+        spec: &ServerSpec,
+    ) -> Result<Vec<String>, Failure> {
+        match self {
+            Runtime::Docker(d) => d.cleanup_named(owner, Some(&spec.name)).await,
+            Runtime::Process(p) => p.cleanup_named(owner, Some(&spec.name)).await,
+        }
+    }
+
+    /// Removes every server this run (`owner`'s run) started and has not stopped. Only for when
+    /// no session of the run is in flight any more (after a fatal error): it cannot tell a live
+    /// session's server from a forgotten one. Returns the names removed.
+    pub async fn cleanup_this_run(&self, owner: &Owner) -> Result<Vec<String>, Failure> {
+        match self {
+            Runtime::Docker(d) => d.cleanup_named(owner, None).await,
+            Runtime::Process(p) => p.cleanup_named(owner, None).await,
         }
     }
 }
@@ -293,6 +392,47 @@ mod tests {
         assert_eq!(cuda_visible_devices(&[]), "");
         assert_eq!(cuda_visible_devices(&[3]), "3");
         assert_eq!(cuda_visible_devices(&[2, 0, 1]), "2,0,1");
+    }
+
+    #[test]
+    fn only_earlier_runs_of_this_state_on_this_host_are_leftovers() {
+        let me = Owner {
+            state: "s1".into(),
+            run: "r2".into(),
+            host: "h".into(),
+        };
+        let judge = |state: Option<&str>, run: Option<&str>, host: Option<&str>| {
+            let mut l = BTreeMap::from([(labels::CAMPAIGN.to_string(), "same-name".to_string())]);
+            for (k, v) in [
+                (labels::STATE, state),
+                (labels::RUN, run),
+                (labels::HOST, host),
+            ] {
+                if let Some(v) = v {
+                    l.insert(k.to_string(), v.to_string());
+                }
+            }
+            me.judge(&l)
+        };
+        assert_eq!(
+            judge(Some("s1"), Some("r1"), Some("h")),
+            Ownership::EarlierRun
+        );
+        assert_eq!(judge(Some("s1"), None, Some("h")), Ownership::EarlierRun);
+        assert_eq!(judge(Some("s1"), Some("r2"), Some("h")), Ownership::ThisRun);
+        assert_eq!(
+            judge(Some("s1"), Some("r1"), Some("h2")),
+            Ownership::OtherHost
+        );
+        assert_eq!(judge(Some("s1"), Some("r1"), None), Ownership::OtherHost);
+        assert_eq!(
+            judge(Some("s2"), Some("r1"), Some("h")),
+            Ownership::OtherState
+        );
+        assert_eq!(judge(None, Some("r1"), Some("h")), Ownership::Unowned);
+        let mut with_owner = me.labels();
+        with_owner.insert(labels::CAMPAIGN.into(), "x".into());
+        assert_eq!(me.judge(&with_owner), Ownership::ThisRun);
     }
 
     #[test]

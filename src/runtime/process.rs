@@ -3,12 +3,13 @@
 //! The server leads its own process group (`setpgid(0, 0)`), so stopping it reaches every
 //! worker it spawned. `CUDA_VISIBLE_DEVICES` is set to its GPUs; stdout and stderr go straight
 //! into the log file (the child writes them itself, so nothing is lost if isobench dies).
-//! Each running server has a pid record (pid + start time from `/proc`) in the records
-//! directory, which is how [`ProcessRuntime::cleanup_leftovers`] finds what an interrupted run
-//! left behind without ever signalling a process that merely reuses the pid. The pid is only
-//! known after the spawn, so a *starting* record is written before it: it names a token that the
-//! server carries in its environment ([`SERVER_TOKEN_ENV`]), which finds a server whose run was
-//! killed between its spawn and its pid record.
+//! Each running server has a pid record (pid + start time from `/proc`, its owner labels and a
+//! start token) in the records directory, which is how [`ProcessRuntime::cleanup_leftovers`]
+//! finds what an interrupted run left behind. The token is in the server's environment
+//! ([`SERVER_TOKEN_ENV`]) and inherited by its workers: cleanup signals only groups that carry
+//! it, so a reused pid, a garbage record or isobench's own group is never signalled. The pid is
+//! only known after the spawn, so a *starting* record with the token is written before it,
+//! which finds a server whose run was killed between its spawn and its pid record.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -19,8 +20,8 @@ use tokio::sync::watch;
 
 use super::procfs;
 use super::{
-    Availability, CUDA_VISIBLE_DEVICES, HandleInner, ImageInfo, ServerHandle, ServerSource,
-    ServerSpec, cuda_visible_devices, labels,
+    Availability, CUDA_VISIBLE_DEVICES, Cleanup, HandleInner, ImageInfo, Owner, Ownership,
+    ServerHandle, ServerSource, ServerSpec, cuda_visible_devices, labels,
 };
 use crate::failure::{CrashCause, Failure, FailureClass};
 
@@ -60,7 +61,8 @@ struct PidRecord {
     start_time: u64,
     name: String,
     labels: BTreeMap<String, String>,
-    /// In a starting record: the value of [`SERVER_TOKEN_ENV`] in the server's environment.
+    /// The value of [`SERVER_TOKEN_ENV`] in the server's environment: cleanup signals only
+    /// groups that carry it. Records without one (older isobench) are never signalled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     token: Option<String>,
 }
@@ -205,7 +207,7 @@ impl ProcessRuntime {
                 start_time,
                 name: spec.name.clone(),
                 labels: spec.labels.clone(),
-                token: None,
+                token: Some(token.clone()),
             },
         );
         if written.is_ok() {
@@ -271,7 +273,67 @@ impl ProcessRuntime {
         Ok(())
     }
 
-    pub(super) async fn cleanup_leftovers(&self, campaign: &str) -> Result<Vec<String>, Failure> {
+    /// See [`super::Runtime::cleanup_leftovers`]. Every record of an earlier run of this state
+    /// directory on this host is checked before anything is signalled (see [`check_record`]);
+    /// records of other states, hosts or of older isobench versions are left alone.
+    pub(super) async fn cleanup_leftovers(&self, owner: &Owner) -> Result<Cleanup, Failure> {
+        let mut cleanup = Cleanup::default();
+        for (path, record) in self.records(&mut cleanup.skipped)? {
+            match owner.judge(&record.labels) {
+                Ownership::EarlierRun => {}
+                Ownership::ThisRun | Ownership::OtherState => continue,
+                Ownership::OtherHost => {
+                    cleanup.skipped.push(format!(
+                        "pid record {} is of host {}; not touched from here",
+                        path.display(),
+                        record
+                            .labels
+                            .get(labels::HOST)
+                            .map_or("(unknown)", String::as_str)
+                    ));
+                    continue;
+                }
+                Ownership::Unowned => {
+                    cleanup.skipped.push(format!(
+                        "pid record {} was written by an older isobench (no state id); not signalled, check pid {} yourself",
+                        path.display(),
+                        record.pid
+                    ));
+                    continue;
+                }
+            }
+            if self
+                .stop_recorded(&path, &record, &mut cleanup.skipped)
+                .await?
+            {
+                cleanup.removed.push(record.name);
+            }
+        }
+        Ok(cleanup)
+    }
+
+    /// See [`super::Runtime::cleanup_cancelled_start`].
+    pub(super) async fn cleanup_named(
+        &self,
+        owner: &Owner,
+        name: Option<&str>,
+    ) -> Result<Vec<String>, Failure> {
+        let mut skipped = Vec::new();
+        let mut removed = Vec::new();
+        for (path, record) in self.records(&mut skipped)? {
+            if name.is_none_or(|n| record.name == n)
+                && owner.judge(&record.labels) == Ownership::ThisRun
+                && self.stop_recorded(&path, &record, &mut skipped).await?
+            {
+                removed.push(record.name);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Every readable record with its path; files that are not records are reported in
+    /// `skipped` and left in place (not ours to interpret).
+    fn records(&self, skipped: &mut Vec<String>) -> Result<Vec<(PathBuf, PidRecord)>, Failure> {
         let entries = match std::fs::read_dir(&self.records_dir) {
             Ok(entries) => entries,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -285,50 +347,124 @@ impl ProcessRuntime {
                 ));
             }
         };
-        let mut removed = Vec::new();
+        let mut records = Vec::new();
         for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
             if path.extension().is_none_or(|ext| ext != "json") {
                 continue;
             }
-            let Some(record) = std::fs::read(&path)
+            match std::fs::read(&path)
                 .ok()
                 .and_then(|b| serde_json::from_slice::<PidRecord>(&b).ok())
-            else {
-                continue; // torn or foreign file: not ours to interpret
-            };
-            if record.labels.get(labels::CAMPAIGN).map(String::as_str) != Some(campaign) {
-                continue;
+            {
+                Some(record) => records.push((path, record)),
+                None => skipped.push(format!(
+                    "{} is not a pid record; left alone",
+                    path.display()
+                )),
             }
-            // A pid record names its group; a starting record is found by its token.
-            let groups: Vec<(i32, u64)> = match &record.token {
-                None => vec![(record.pid, record.start_time)],
-                Some(token) => procfs::groups_with_env(&format!("{SERVER_TOKEN_ENV}={token}")),
-            };
-            let mut found = false;
-            for (pgid, leader_start) in groups {
-                if procfs::live_group_members(pgid, leader_start).is_empty() {
-                    continue;
-                }
-                found = true;
-                let survivors =
-                    procfs::terminate_group(pgid, leader_start, self.leftover_grace).await;
-                if !survivors.is_empty() {
-                    return Err(Failure::new(
-                        FailureClass::Internal,
-                        format!(
-                            "leftover processes {survivors:?} of server {} survived SIGKILL",
-                            record.name
-                        ),
-                    ));
-                }
-            }
-            if found {
-                removed.push(record.name);
-            }
-            let _ = std::fs::remove_file(&path);
         }
-        Ok(removed)
+        Ok(records)
     }
+
+    /// Stops the process groups a record stands for, after [`check_record`], and deletes the
+    /// record. Returns whether anything was running. An invalid record is deleted without
+    /// signalling anything and reported in `skipped`.
+    async fn stop_recorded(
+        &self,
+        path: &Path,
+        record: &PidRecord,
+        skipped: &mut Vec<String>,
+    ) -> Result<bool, Failure> {
+        let check = check_record(record);
+        skipped.extend(
+            check
+                .problems
+                .iter()
+                .map(|p| format!("pid record {}: {p}; not signalled", path.display())),
+        );
+        let mut found = false;
+        for (pgid, leader_start) in check.groups {
+            found = true;
+            let survivors = procfs::terminate_group(pgid, leader_start, self.leftover_grace).await;
+            if !survivors.is_empty() {
+                return Err(Failure::new(
+                    FailureClass::Internal,
+                    format!(
+                        "leftover processes {survivors:?} of server {} survived SIGKILL",
+                        record.name
+                    ),
+                ));
+            }
+        }
+        let _ = std::fs::remove_file(path);
+        Ok(found)
+    }
+}
+
+/// What [`check_record`] allows to be signalled, and why anything else is not.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct RecordCheck {
+    /// `(pgid, leader start time or 0)` of the groups that provably belong to the record.
+    groups: Vec<(i32, u64)>,
+    /// Why the record, or a group it seems to name, is not trusted.
+    problems: Vec<String>,
+}
+
+/// Decides which process groups a record may make isobench signal. Only groups that carry the
+/// record's start token ([`SERVER_TOKEN_ENV`], which isobench put into the server's
+/// environment) qualify: the leader alive and carrying it (it leads its own group, since the
+/// group id is its pid), or the leader gone and every live member carrying it. Never group 0
+/// or 1, and never isobench's own group (`kill(0)` or `kill(-own)` would signal isobench
+/// itself). A record without a token, or naming pid ≤ 1 or isobench itself, is invalid.
+fn check_record(record: &PidRecord) -> RecordCheck {
+    let mut check = RecordCheck::default();
+    let own_pid = std::process::id() as i32;
+    let own_pgid = procfs::own_pgid();
+    let Some(token) = record.token.as_deref().filter(|t| !t.is_empty()) else {
+        check
+            .problems
+            .push(format!("no start token (pid {})", record.pid));
+        return check;
+    };
+    let is_starting = record.pid == 0 && record.start_time == 0;
+    if !is_starting && (record.pid <= 1 || record.pid == own_pid || record.pid == own_pgid) {
+        check.problems.push(format!(
+            "invalid pid {} (≤ 1, or isobench itself)",
+            record.pid
+        ));
+        return check;
+    }
+    let entry = format!("{SERVER_TOKEN_ENV}={token}");
+    for (pgid, leader_start) in procfs::groups_with_env(&entry) {
+        if pgid <= 1 || pgid == own_pgid {
+            check.problems.push(format!(
+                "a process carrying its token is in group {pgid} (isobench's own or the system's)"
+            ));
+            continue;
+        }
+        let leader_ok =
+            procfs::stat(pgid).is_some_and(|p| !p.is_zombie()) && procfs::env_has(pgid, &entry);
+        let members = procfs::live_group_members(pgid, leader_start);
+        let all_members_ok = members.iter().all(|&pid| procfs::env_has(pid, &entry));
+        if leader_ok || (procfs::stat(pgid).is_none_or(|p| p.is_zombie()) && all_members_ok) {
+            check.groups.push((pgid, leader_start));
+        } else {
+            check.problems.push(format!(
+                "group {pgid} holds a process carrying its token, but the group was not started by the server"
+            ));
+        }
+    }
+    // A pid record whose pid runs without the token: the pid was reused, or the record lies.
+    if !is_starting
+        && procfs::stat(record.pid).is_some_and(|p| !p.is_zombie())
+        && !check.groups.iter().any(|(pgid, _)| *pgid == record.pid)
+    {
+        check.problems.push(format!(
+            "pid {} runs but does not carry the record's start token (not a server isobench started)",
+            record.pid
+        ));
+    }
+    check
 }
 
 /// 128 + signal for a signal death, as Docker and shells report it.

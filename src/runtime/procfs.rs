@@ -60,6 +60,13 @@ pub fn live_group_members(pgid: i32, leader_start: u64) -> Vec<i32> {
         .collect()
 }
 
+/// Whether the environment of process `pid` holds `entry` (`NAME=value`); `false` when it
+/// cannot be read.
+pub fn env_has(pid: i32, entry: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == entry.as_bytes()))
+}
+
 /// The process groups (pgid, start time of the leader or 0 when it is gone) of the live
 /// processes whose environment holds `entry` (`NAME=value`); processes of other users, whose
 /// environment cannot be read, are not among them.
@@ -69,10 +76,7 @@ pub fn groups_with_env(entry: &str) -> Vec<(i32, u64)> {
     };
     let mut pgids: Vec<i32> = entries
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == entry.as_bytes()))
-        })
+        .filter(|pid| env_has(*pid, entry))
         .filter_map(stat)
         .filter(|p| !p.is_zombie())
         .map(|p| p.pgid)
@@ -86,13 +90,24 @@ pub fn groups_with_env(entry: &str) -> Vec<(i32, u64)> {
 }
 
 /// Sends `signal` to the group if it still has live members; returns whether it had any.
+/// Never signals group 0 or 1 or isobench's own group: `kill(0, ..)` and `kill(-own, ..)`
+/// would hit isobench itself, `kill(-1, ..)` every process it may signal.
 pub fn signal_group(pgid: i32, leader_start: u64, signal: i32) -> bool {
+    if pgid <= 1 || pgid == own_pgid() {
+        return false;
+    }
     if live_group_members(pgid, leader_start).is_empty() {
         return false;
     }
     // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
     unsafe { libc::kill(-pgid, signal) };
     true
+}
+
+/// isobench's own process group.
+pub fn own_pgid() -> i32 {
+    // SAFETY: getpgrp has no preconditions.
+    unsafe { libc::getpgrp() }
 }
 
 /// SIGTERM to the group, up to `grace` for it to exit, then SIGKILL and up to 5 s more.

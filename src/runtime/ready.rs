@@ -28,7 +28,11 @@ pub(super) async fn wait_ready(
     interval: Duration,
 ) -> Result<Duration, Failure> {
     let url = join_url(&handle.base_url, path);
-    let deadline = Instant::now() + timeout;
+    // Validation bounds `timeout`; saturating anyway, as an overflow here panics a session task.
+    let now = Instant::now();
+    let deadline = now
+        .checked_add(timeout)
+        .unwrap_or(now + crate::util::MAX_DURATION);
     let mut last_answer = String::from("no answer yet");
     loop {
         if let Some(code) = runtime.exited(handle).await {

@@ -8,11 +8,15 @@
 //!   attempts/<node>/<n>/ everything attempt n of a node wrote (logs, result.json)
 //!   inventory.json       the GPUs the last apply saw (model name enters measurement keys)
 //!   lock                 held (flock) while apply runs; names the holder
+//!   state-id             random id of this state directory; labels every server it starts
+//!   pulled-images.json   images this state directory pulled (the only ones it may prune)
+//!   processes/           pid records of process-runtime servers
 //! ```
 //! A `kill -9` can at worst leave a torn last journal line, which loading skips: the node it
 //! described is then seen as not started and simply runs again.
 
 pub mod lock;
+pub mod owned;
 
 use crate::failure::Failure;
 use serde::{Deserialize, Serialize};
@@ -150,27 +154,42 @@ impl State {
         self.latest.get(address)
     }
 
-    /// The next attempt number for a node (attempts are never reused).
-    pub fn next_attempt(&self, address: &str) -> u32 {
-        self.latest.get(address).map_or(1, |e| e.attempt + 1)
+    /// The next attempt number for a node (attempts are never reused). A recorded attempt at
+    /// `u32::MAX` (only a hand-edited journal gets there) is an error, not a wrap to 0 that
+    /// would reuse attempt directories (or a panic in a debug build).
+    pub fn next_attempt(&self, address: &str) -> Result<u32, String> {
+        match self.latest.get(address) {
+            None => Ok(1),
+            Some(e) => e.attempt.checked_add(1).ok_or_else(|| {
+                format!(
+                    "{address}: the journal records attempt {}, the largest possible; no further attempt can be numbered (was {} edited by hand? remove that line to run the node again)",
+                    e.attempt,
+                    self.dir.join(JOURNAL).display()
+                )
+            }),
+        }
     }
 }
 
 /// Appends entries to the journal, one fsynced line each.
 pub struct Journal {
     file: std::fs::File,
+    /// The file may end inside a line: a torn line from a crash, or a write that failed part
+    /// way (disk full). The next entry then starts with a newline, so it never glues onto the
+    /// torn bytes (which loading skips) and stays readable itself.
+    torn: bool,
 }
 
 impl Journal {
     pub fn open(dir: &Path) -> std::io::Result<Journal> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(JOURNAL);
-        let mut file = std::fs::OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .read(true)
             .open(&path)?;
-        // A torn last line (crash mid-write) must not glue onto the next entry.
+        let mut torn = false;
         let len = file.metadata()?.len();
         if len > 0 {
             use std::io::{Read, Seek, SeekFrom};
@@ -178,17 +197,22 @@ impl Journal {
             let mut reader = std::fs::File::open(&path)?;
             reader.seek(SeekFrom::End(-1))?;
             reader.read_exact(&mut last)?;
-            if last[0] != b'\n' {
-                file.write_all(b"\n")?;
-            }
+            torn = last[0] != b'\n';
         }
-        Ok(Journal { file })
+        Ok(Journal { file, torn })
     }
 
     pub fn append(&mut self, entry: &Entry) -> std::io::Result<()> {
-        let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
+        let mut line = Vec::with_capacity(512);
+        if self.torn {
+            line.push(b'\n');
+        }
+        serde_json::to_writer(&mut line, entry).map_err(std::io::Error::other)?;
         line.push(b'\n');
+        // Until this write is known complete, the file may end mid-line.
+        self.torn = true;
         self.file.write_all(&line)?;
+        self.torn = false;
         self.file.sync_data()
     }
 }
@@ -258,8 +282,34 @@ mod tests {
         assert_eq!(s.get("b").unwrap().event, Event::Started);
         assert_eq!(s.get("c").unwrap().attempt, 2);
         assert_eq!(s.skipped_lines, 1);
-        assert_eq!(s.next_attempt("c"), 3);
-        assert_eq!(s.next_attempt("zzz"), 1);
+        assert_eq!(s.next_attempt("c"), Ok(3));
+        assert_eq!(s.next_attempt("zzz"), Ok(1));
+    }
+
+    /// A writer whose file ends mid-line (a write cut short, e.g. by a full disk) starts its
+    /// next entry on a fresh line.
+    #[test]
+    fn an_append_after_a_torn_write_starts_a_fresh_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        j.append(&entry("a", Event::Started, 1)).unwrap();
+        // What a write that failed part way leaves: the journal's own handle, its flag set.
+        j.file.write_all(b"{\"v\":1,\"addr\":\"a\",\"ev").unwrap();
+        j.torn = true;
+        j.append(&entry("a", Event::Done, 1)).unwrap();
+        let s = State::load(dir.path()).unwrap();
+        assert_eq!(s.get("a").unwrap().event, Event::Done);
+        assert_eq!(s.skipped_lines, 1);
+    }
+
+    #[test]
+    fn attempt_counter_at_its_maximum_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        j.append(&entry("a", Event::Failed, u32::MAX)).unwrap();
+        let s = State::load(dir.path()).unwrap();
+        let e = s.next_attempt("a").unwrap_err();
+        assert!(e.contains("attempt 4294967295"), "{e}");
     }
 
     #[test]

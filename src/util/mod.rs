@@ -5,11 +5,30 @@ pub mod term;
 
 use std::time::Duration;
 
-/// Parses `300s`, `5m`, `1h 30m`, `500ms` (humantime syntax).
+/// The longest duration any setting accepts (manifest and CLI). Deadlines are computed as
+/// `Instant::now() + duration`, which panics on overflow (`500000000000y` did, inside a session
+/// task); a week is far beyond any real readiness wait, run or interval.
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Parses `300s`, `5m`, `1h 30m`, `500ms` (humantime syntax), at most [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| {
+    let d = humantime::parse_duration(text.trim()).map_err(|e| {
         format!("`{text}` is not a duration ({e}); write e.g. `300s`, `5m` or `500ms`")
-    })
+    })?;
+    check_duration(text, d)
+}
+
+/// Refuses a duration above [`MAX_DURATION`], saying the maximum.
+pub fn check_duration(text: &str, d: Duration) -> Result<Duration, String> {
+    if d > MAX_DURATION {
+        return Err(format!(
+            "`{}` is too long: durations are at most {} ({} s)",
+            text.trim(),
+            humantime::format_duration(MAX_DURATION),
+            MAX_DURATION.as_secs()
+        ));
+    }
+    Ok(d)
 }
 
 /// Parses a size such as `16g`, `512m`, `1.5GiB` or a plain byte count into bytes.
@@ -130,6 +149,10 @@ mod tests {
         assert_eq!(parse_duration("300s").unwrap(), Duration::from_secs(300));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert!(parse_duration("300 seconds please").is_err());
+        assert_eq!(parse_duration("7d").unwrap(), MAX_DURATION);
+        let e = parse_duration("500000000000y").unwrap_err();
+        assert!(e.contains("at most 7days"), "{e}");
+        assert!(parse_duration("8d").is_err());
     }
 
     #[test]

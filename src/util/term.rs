@@ -46,3 +46,20 @@ impl Style {
         self.paint("1", s)
     }
 }
+
+/// Writes `text` to stdout, ignoring errors. `apply` ignores SIGPIPE so that a closed pipe
+/// (`isobench apply … | head`) cannot kill it mid-campaign with servers running; `print!`
+/// would then panic on EPIPE instead, so the campaign's output goes through here.
+pub fn out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+}
+
+/// Like [`out`], for stderr (a line; the newline is added).
+pub fn err_line(text: &str) {
+    use std::io::Write;
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(stderr, "{text}");
+}

@@ -23,7 +23,7 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 use isobench::runtime::docker::DockerRuntime;
-use isobench::runtime::labels;
+use isobench::runtime::{Runtime, labels};
 
 /// Port the sim listens on inside its container.
 pub const SIM_PORT: u16 = 8000;
@@ -359,6 +359,41 @@ pub async fn push_payload_image(
     let digest = push(docker, &reference).await?;
     remove_local_image(docker, &reference).await;
     Ok((reference, digest))
+}
+
+/// Tags the local image `source` (pulled first if needed) as `target` (`repo:tag`).
+pub async fn tag_image(docker: &Docker, source: &str, target: &str) -> Result<(), String> {
+    if docker.inspect_image(source).await.is_err() {
+        let runtime = DockerRuntime::connect().await.map_err(|f| f.message)?;
+        Runtime::Docker(runtime)
+            .ensure_image(source, |_| {})
+            .await
+            .map_err(|f| format!("pulling {source}: {f}"))?;
+    }
+    let (repo, tag) = target.rsplit_once(':').expect("a tag");
+    let options = bollard::query_parameters::TagImageOptions {
+        repo: Some(repo.to_string()),
+        tag: Some(tag.to_string()),
+    };
+    docker
+        .tag_image(source, Some(options))
+        .await
+        .map_err(|e| format!("tagging {source} as {target}: {e}"))
+}
+
+/// `sim`'s image pushed under a tag never used before and then untagged here, so an apply
+/// really pulls it (its layers are shared with `sim`'s, so the pull is quick).
+pub async fn push_sim_copy(docker: &Docker, sim: Sim) -> Result<String, String> {
+    let reference = format!(
+        "{}/isobench-test/sim-copy:{}-{}",
+        registry(),
+        sim.tag(),
+        unique_suffix()
+    );
+    tag_image(docker, &sim.reference(), &reference).await?;
+    push(docker, &reference).await?;
+    remove_local_image(docker, &reference).await;
+    Ok(reference)
 }
 
 /// Unique enough for names and tags within and across test runs.

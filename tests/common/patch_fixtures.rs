@@ -245,3 +245,37 @@ pub fn assert_faster_by_the_configured_amount(
         );
     }
 }
+
+/// Where the hostile corpus (`tests/fuzz_corpus/patch/*.diff`) aims, relative to a test's temp
+/// directory: its paths climb from `<tmp>/<x>/lib/python3.11/site-packages/vllm` (the process
+/// fixture's target, and the scratch `pre/vllm` of a cache at `<tmp>/cache`) up to `<tmp>`.
+pub const VICTIM_REL: &str = "venv/lib/python3.11/site-packages/vllm/sim.toml";
+
+/// The hostile patches, `(file name, text)`, sorted, with `@VICTIM@` replaced by `victim` (an
+/// absolute path).
+pub fn hostile_corpus(victim: &Path) -> Vec<(String, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_corpus/patch");
+    let mut out: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "diff"))
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                text.replace("@VICTIM@", &victim.display().to_string()),
+            )
+        })
+        .collect();
+    out.sort();
+    assert!(out.len() >= 10, "the corpus is in {}", dir.display());
+    out
+}
+
+/// A victim directory `<tmp>/venv` outside every target, with the file the corpus aims at.
+pub fn plant_victim(tmp: &Path) -> PathBuf {
+    let victim = tmp.join(VICTIM_REL);
+    write(&victim, BASE_SIM_TOML);
+    write(&tmp.join("venv/victim.txt"), "VICTIM\n");
+    victim
+}

@@ -47,6 +47,13 @@ pub struct FilePatch {
     /// A `Binary files ... differ` line or a `GIT binary patch`.
     pub binary: bool,
     pub hunks: Vec<Hunk>,
+    /// Every name a header line of the section gives, with its line number: all of them are
+    /// checked by [`check_path`], since `git apply` may act on any of them.
+    named: Vec<(usize, String)>,
+    /// The names on the `diff --git` line and its line number, to compare with `---`/`+++`.
+    git_names: Option<(usize, String, Option<String>, Option<String>)>,
+    /// Every `... mode <octal>` line: (line number, the line).
+    modes: Vec<(usize, String)>,
 }
 
 impl FilePatch {
@@ -195,14 +202,21 @@ pub fn parse(text: &str) -> Result<Diff, String> {
             let (old, new) = parse_git_header_names(rest);
             current = Some(FilePatch {
                 text: line.to_string(),
-                old_raw: old,
-                new_raw: new,
+                old_raw: old.clone(),
+                new_raw: new.clone(),
                 old_prefixed: true,
                 new_prefixed: true,
                 saw_old_line: false,
                 kind: ChangeKind::Modify,
                 binary: false,
                 hunks: Vec::new(),
+                named: old
+                    .iter()
+                    .chain(new.iter())
+                    .map(|n| (number, n.clone()))
+                    .collect(),
+                git_names: Some((number, rest.to_string(), old, new)),
+                modes: Vec::new(),
             });
             continue;
         }
@@ -224,6 +238,9 @@ pub fn parse(text: &str) -> Result<Diff, String> {
                     kind: ChangeKind::Modify,
                     binary: false,
                     hunks: Vec::new(),
+                    named: Vec::new(),
+                    git_names: None,
+                    modes: Vec::new(),
                 });
             }
             let file = current.as_mut().expect("just ensured");
@@ -231,6 +248,7 @@ pub fn parse(text: &str) -> Result<Diff, String> {
             file.saw_old_line = true;
             match diff_line_name(rest) {
                 Some(name) => {
+                    file.named.push((number, name.clone()));
                     file.old_raw = Some(name);
                     file.old_prefixed = true;
                 }
@@ -248,6 +266,7 @@ pub fn parse(text: &str) -> Result<Diff, String> {
         if let Some(rest) = body.strip_prefix("+++ ") {
             match diff_line_name(rest) {
                 Some(name) => {
+                    file.named.push((number, name.clone()));
                     file.new_raw = Some(name);
                     file.new_prefixed = true;
                 }
@@ -272,25 +291,38 @@ pub fn parse(text: &str) -> Result<Diff, String> {
         } else if body.starts_with("new file mode ") {
             file.kind = ChangeKind::Add;
             file.old_raw = None;
+            file.modes.push((number, body.to_string()));
         } else if body.starts_with("deleted file mode ") {
             file.kind = ChangeKind::Delete;
             file.new_raw = None;
+            file.modes.push((number, body.to_string()));
+        } else if body.starts_with("old mode ") || body.starts_with("new mode ") {
+            file.modes.push((number, body.to_string()));
         } else if let Some(name) = body.strip_prefix("rename from ") {
             file.kind = ChangeKind::Rename;
             file.old_raw = Some(unquote(name));
             file.old_prefixed = false;
+            file.named.push((number, unquote(name)));
         } else if let Some(name) = body.strip_prefix("rename to ") {
             file.kind = ChangeKind::Rename;
             file.new_raw = Some(unquote(name));
             file.new_prefixed = false;
+            file.named.push((number, unquote(name)));
         } else if let Some(name) = body.strip_prefix("copy from ") {
             file.kind = ChangeKind::Copy;
             file.old_raw = Some(unquote(name));
             file.old_prefixed = false;
+            file.named.push((number, unquote(name)));
         } else if let Some(name) = body.strip_prefix("copy to ") {
             file.kind = ChangeKind::Copy;
             file.new_raw = Some(unquote(name));
             file.new_prefixed = false;
+            file.named.push((number, unquote(name)));
+        } else if let Some(index) = body.strip_prefix("index ")
+            && let Some((_, mode)) = index.split_once(' ')
+        {
+            // `index 1234..5678 120000`: the mode of an unchanged-mode file.
+            file.modes.push((number, format!("index mode {mode}")));
         } else if body == "GIT binary patch"
             || (body.starts_with("Binary files ") && body.ends_with(" differ"))
         {
@@ -313,8 +345,113 @@ pub fn parse(text: &str) -> Result<Diff, String> {
                 file.text.lines().next().unwrap_or("")
             ));
         }
+        check_section(file)?;
     }
     Ok(Diff { files })
+}
+
+/// The checks that keep an untrusted patch inside its target, done before any file is
+/// touched: every name the section gives is a safe relative path ([`check_path`]), the
+/// `---`/`+++` names agree with the `diff --git` line (else `git apply` would act on one file
+/// and isobench prepare another), and no mode line makes the file anything but a regular file
+/// (a symlink written by the patch could point anywhere).
+fn check_section(file: &FilePatch) -> Result<(), String> {
+    for (number, name) in &file.named {
+        check_path(name).map_err(|why| {
+            format!(
+                "line {number}: unsafe path `{}`: {why}",
+                name.escape_debug()
+            )
+        })?;
+    }
+    for (number, line) in &file.modes {
+        let mode = line.rsplit(' ').next().unwrap_or("");
+        let regular = u32::from_str_radix(mode, 8).is_ok_and(|m| m & 0o170000 == 0o100000);
+        if !regular {
+            let what = match u32::from_str_radix(mode, 8).map(|m| m & 0o170000) {
+                Ok(0o120000) => "a symbolic link",
+                Ok(0o160000) => "a submodule",
+                _ => "something other than a regular file",
+            };
+            return Err(format!(
+                "line {number}: `{}` makes {} {what}; patches may only change regular files",
+                line.escape_debug(),
+                file.display_path(0).escape_debug()
+            ));
+        }
+    }
+    if let Some((number, rest, git_old, git_new)) = &file.git_names {
+        // Only names from `---`/`+++` lines are compared (`rename from` and friends are
+        // unprefixed and checked on their own).
+        let line_old = file.old_prefixed.then_some(file.old_raw.as_ref()).flatten();
+        let line_new = file.new_prefixed.then_some(file.new_raw.as_ref()).flatten();
+        // An unquoted `diff --git` line with spaces in its names can be split in more than one
+        // way: the `---`/`+++` names agree when they are one of those splits.
+        let joined = match (line_old, line_new) {
+            (Some(o), Some(n)) => Some(format!("{o} {n}")),
+            _ => None,
+        };
+        let agrees = |line: Option<&String>, git: &Option<String>| match (line, git) {
+            (Some(l), Some(g)) => l == g || joined.as_deref() == Some(rest.as_str()),
+            _ => true,
+        };
+        if !agrees(line_old, git_old) || !agrees(line_new, git_new) {
+            return Err(format!(
+                "line {number}: the `diff --git` line names `{}` but its `---`/`+++` lines name `{}` and `{}`",
+                rest.escape_debug(),
+                line_old
+                    .map(String::as_str)
+                    .unwrap_or("/dev/null")
+                    .escape_debug(),
+                line_new
+                    .map(String::as_str)
+                    .unwrap_or("/dev/null")
+                    .escape_debug()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `path` (a name from a patch, before any prefix is stripped) is safe to join onto a
+/// target directory: relative, normalised (no empty, `.` or `..` components, no trailing `/`),
+/// without NUL or other control characters, without `\` or a drive letter (a Windows path),
+/// without a `.git` component, and valid UTF-8 once unquoted. The error says why not.
+pub fn check_path(path: &str) -> Result<(), &'static str> {
+    if path.is_empty() {
+        return Err("the path is empty");
+    }
+    if path.contains('\0') {
+        return Err("it contains a NUL byte");
+    }
+    if path.chars().any(char::is_control) {
+        return Err("it contains a control character");
+    }
+    if path.contains('\u{FFFD}') {
+        return Err("it is not valid UTF-8");
+    }
+    if path.starts_with('/') {
+        return Err("it is absolute");
+    }
+    if path.contains('\\') {
+        return Err("it contains `\\` (a Windows path separator)");
+    }
+    let bytes = path.as_bytes();
+    if bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':' {
+        return Err("it starts with a drive letter");
+    }
+    for component in path.split('/') {
+        match component {
+            "" => return Err("it has an empty component (`//` or a trailing `/`)"),
+            "." => return Err("it has a `.` component"),
+            ".." => return Err("it has a `..` component, which leaves the target"),
+            c if c.eq_ignore_ascii_case(".git") => {
+                return Err("it has a `.git` component");
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// The name on a `---`/`+++` line: `None` for `/dev/null`; a trailing tab and timestamp
@@ -400,10 +537,11 @@ pub fn unquote(text: &str) -> String {
                     b'b' => out.push(8),
                     b'f' => out.push(12),
                     b'v' => out.push(11),
+                    // Octal digits only: `\399` would overflow a byte.
                     d @ b'0'..=b'3'
                         if i + 2 < bytes.len()
-                            && bytes[i + 1].is_ascii_digit()
-                            && bytes[i + 2].is_ascii_digit() =>
+                            && (b'0'..=b'7').contains(&bytes[i + 1])
+                            && (b'0'..=b'7').contains(&bytes[i + 2]) =>
                     {
                         let value =
                             (d - b'0') * 64 + (bytes[i + 1] - b'0') * 8 + (bytes[i + 2] - b'0');
@@ -623,6 +761,259 @@ Binary files a/csrc/k.cu and b/csrc/k.cu differ
     fn empty_text_has_no_files() {
         assert!(parse("").unwrap().files.is_empty());
         assert!(parse("just words\n").unwrap().files.is_empty());
+    }
+
+    /// The error for `text`, which must be refused.
+    fn refused(text: &str) -> String {
+        match parse(text) {
+            Ok(diff) => panic!("accepted: {diff:?}"),
+            Err(err) => err,
+        }
+    }
+
+    #[test]
+    fn paths_that_leave_the_target_are_refused_naming_them() {
+        let climb = "diff --git a/vllm/../../../victim.txt b/vllm/../../../victim.txt\n\
+                     --- a/vllm/../../../victim.txt\n+++ b/vllm/../../../victim.txt\n\
+                     @@ -1 +1 @@\n-x\n+y\n";
+        let err = refused(climb);
+        assert!(
+            err.starts_with("line 1: unsafe path `a/vllm/../../../victim.txt`"),
+            "{err}"
+        );
+        assert!(err.contains("`..`"), "{err}");
+        // Plain `diff -u` names, absolute.
+        let err = refused("--- /etc/passwd\n+++ /etc/passwd\n@@ -1 +1 @@\n-x\n+y\n");
+        assert!(err.contains("`/etc/passwd`: it is absolute"), "{err}");
+        // Only on the `+++` line.
+        let err = refused("--- a/x\n+++ b/../x\n@@ -1 +1 @@\n-x\n+y\n");
+        assert!(err.starts_with("line 2: unsafe path `b/../x`"), "{err}");
+    }
+
+    #[test]
+    fn quoted_escaped_windows_and_git_paths_are_refused() {
+        for (name, why) in [
+            // `\056\056` is `..` once unquoted.
+            (r#""a/\056\056/x""#, "`..`"),
+            (r#""a/x\000y""#, "NUL"),
+            (r#""a/x\ny""#, "control character"),
+            (r#""a/\377x""#, "UTF-8"),
+            (r"a/..\..\x", "`\\`"),
+            ("C:/Windows/x", "drive letter"),
+            ("a//x", "empty component"),
+            ("a/./x", "`.` component"),
+            ("a/.git/hooks/pre-commit", "`.git`"),
+            ("a/.GIT/config", "`.git`"),
+        ] {
+            let text = format!("--- {name}\n+++ {name}\n@@ -1 +1 @@\n-x\n+y\n");
+            let err = refused(&text);
+            assert!(
+                err.contains("unsafe path") && err.contains(why),
+                "{name}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn rename_and_copy_names_are_checked_too() {
+        for (from, to) in [
+            ("rename from ../../victim.txt", "rename to vllm/b.py"),
+            ("rename from vllm/a.py", "rename to /tmp/victim.txt"),
+            ("copy from vllm/../../x", "copy to vllm/b.py"),
+            ("copy from vllm/a.py", "copy to \"vllm/\\056./x\""),
+        ] {
+            let text = format!(
+                "diff --git a/vllm/a.py b/vllm/b.py\nsimilarity index 100%\n{from}\n{to}\n"
+            );
+            let err = refused(&text);
+            assert!(err.contains("unsafe path"), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn modes_other_than_regular_files_are_refused() {
+        for (lines, what) in [
+            (
+                "new file mode 120000\nindex 0000000..1234567",
+                "a symbolic link",
+            ),
+            ("old mode 100644\nnew mode 120000", "a symbolic link"),
+            ("index 1234567..89abcde 120000", "a symbolic link"),
+            ("deleted file mode 120000", "a symbolic link"),
+            ("new file mode 160000", "a submodule"),
+            ("new mode 40000", "something other than a regular file"),
+            ("new mode 0644", "something other than a regular file"),
+            ("new mode rwx", "something other than a regular file"),
+        ] {
+            let text = format!("diff --git a/vllm/x.py b/vllm/x.py\n{lines}\n");
+            let err = refused(&text);
+            assert!(err.contains(what), "{lines}: {err}");
+        }
+        // Regular modes are fine.
+        let text = "diff --git a/vllm/x.sh b/vllm/x.sh\nold mode 100644\nnew mode 100755\n\
+                    index 1234567..89abcde 100755\n";
+        assert!(parse(text).is_ok());
+    }
+
+    #[test]
+    fn git_line_and_file_lines_must_name_the_same_files() {
+        let text = "diff --git a/vllm/x.py b/vllm/x.py\n--- a/vllm/x.py\n+++ b/vllm/other.py\n\
+                    @@ -1 +1 @@\n-x\n+y\n";
+        let err = refused(text);
+        assert!(
+            err.starts_with("line 1: the `diff --git` line names `a/vllm/x.py b/vllm/x.py`"),
+            "{err}"
+        );
+        assert!(err.contains("`b/vllm/other.py`"), "{err}");
+        // Names with spaces split differently on the git line are still the same files.
+        let text = "diff --git a/my x b/my y\n--- a/my x\n+++ b/my y\n@@ -1 +1 @@\n-x\n+y\n";
+        let diff = parse(text).unwrap();
+        assert_eq!(diff.files[0].new_path(1).as_deref(), Some("my y"));
+    }
+
+    #[test]
+    fn overlong_octal_escapes_do_not_panic() {
+        // `\399` is not an octal escape; it was once read as one and overflowed a byte.
+        assert_eq!(unquote(r#""a\399""#), "a399");
+        let text = "--- \"a/x\\399\"\n+++ \"b/x\\399\"\n@@ -1 +1 @@\n-x\n+y\n";
+        assert_eq!(
+            parse(text).unwrap().files[0].new_path(1).as_deref(),
+            Some("x399")
+        );
+    }
+
+    /// What every accepted path must be, checked independently of [`check_path`].
+    fn assert_safe_path(path: &str) -> Result<(), proptest::test_runner::TestCaseError> {
+        use proptest::prop_assert;
+        prop_assert!(!path.is_empty(), "empty path accepted");
+        prop_assert!(!path.starts_with('/'), "absolute path accepted: {:?}", path);
+        prop_assert!(!path.contains('\0'), "NUL accepted: {:?}", path);
+        prop_assert!(!path.contains('\\'), "backslash accepted: {:?}", path);
+        for component in path.split('/') {
+            prop_assert!(
+                !matches!(component, "" | "." | ".."),
+                "component {:?} accepted in {:?}",
+                component,
+                path
+            );
+        }
+        Ok(())
+    }
+
+    fn assert_accepted_paths_are_safe(
+        diff: &Diff,
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        for file in &diff.files {
+            for raw in file.old_raw.iter().chain(file.new_raw.iter()) {
+                assert_safe_path(raw)?;
+            }
+            for strip in 0..=2 {
+                for path in file.paths(strip) {
+                    assert_safe_path(&path)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Pieces of near-valid patches: real header and hunk lines with hostile names and modes.
+    fn near_valid_patch() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let component = prop::sample::select(vec![
+            "vllm",
+            "x.py",
+            "a",
+            "b",
+            "..",
+            ".",
+            "",
+            "C:",
+            "..\\..",
+            "\\056\\056",
+            "\\000",
+            "\\399",
+            "\\303\\244",
+            "my file",
+            ".git",
+            "\\n",
+            "\t",
+            "\u{0}",
+            "~",
+        ]);
+        let path = (
+            prop::sample::select(vec!["", "a/", "b/", "/", "\""]),
+            prop::collection::vec(component, 1..5),
+        )
+            .prop_map(|(lead, parts)| {
+                let body = parts.join("/");
+                if lead == "\"" {
+                    format!("\"a/{body}\"")
+                } else {
+                    format!("{lead}{body}")
+                }
+            });
+        let mode = prop::sample::select(vec![
+            "100644", "100755", "120000", "160000", "40000", "0644", "x",
+        ]);
+        let line = prop_oneof![
+            (path.clone(), path.clone()).prop_map(|(a, b)| format!("diff --git {a} {b}")),
+            path.clone().prop_map(|p| format!("--- {p}")),
+            path.clone().prop_map(|p| format!("+++ {p}")),
+            Just("--- /dev/null".to_string()),
+            Just("+++ /dev/null".to_string()),
+            path.clone().prop_map(|p| format!("rename from {p}")),
+            path.clone().prop_map(|p| format!("rename to {p}")),
+            path.clone().prop_map(|p| format!("copy from {p}")),
+            path.clone().prop_map(|p| format!("copy to {p}")),
+            mode.clone().prop_map(|m| format!("new file mode {m}")),
+            mode.clone().prop_map(|m| format!("deleted file mode {m}")),
+            mode.clone().prop_map(|m| format!("old mode {m}")),
+            mode.clone().prop_map(|m| format!("new mode {m}")),
+            mode.prop_map(|m| format!("index 1234567..89abcde {m}")),
+            Just("GIT binary patch".to_string()),
+            Just("literal 5".to_string()),
+            (0u32..4, 0u32..4).prop_map(|(o, n)| format!("@@ -1,{o} +1,{n} @@")),
+            Just("@@ -1 +1 @@".to_string()),
+            Just("@@ -x +1 @@".to_string()),
+            Just(" context".to_string()),
+            Just("-removed".to_string()),
+            Just("+added".to_string()),
+            Just("\\ No newline at end of file".to_string()),
+            Just(String::new()),
+        ];
+        prop::collection::vec(line, 0..24).prop_map(|lines| {
+            let mut text = lines.join("\n");
+            text.push('\n');
+            text
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(512))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic_and_accepted_paths_are_safe(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)
+        ) {
+            if let Ok(diff) = parse(&String::from_utf8_lossy(&bytes)) {
+                assert_accepted_paths_are_safe(&diff)?;
+                let _ = diff.strip_level();
+                let _ = diff.max_context();
+            }
+        }
+
+        #[test]
+        fn near_valid_patches_never_panic_and_accepted_paths_are_safe(
+            text in near_valid_patch()
+        ) {
+            if let Ok(diff) = parse(&text) {
+                assert_accepted_paths_are_safe(&diff)?;
+                // Every section of an accepted patch is a regular file change.
+                for file in &diff.files {
+                    proptest::prop_assert!(!file.text.contains("mode 120000"), "{}", text);
+                }
+            }
+        }
     }
 
     #[test]

@@ -31,8 +31,8 @@ use futures_util::StreamExt;
 use super::apply::{ApplyJob, apply_with_tolerance, check_git, io_failure};
 use super::{
     BuildRecord, Change, Mapping, PACKAGE, PYTHON_PROBE, PatchInput, PatchLog, PatchOutcome,
-    PatchedSource, TargetFacts, build_key, collect_changes, internal, parse_probe_output,
-    pycache_of, scratch_dir, short_hex, target_failure,
+    PatchedSource, TargetFacts, build_key, collect_changes, internal, link_failure, parent_dirs,
+    parse_probe_output, pycache_of, scratch_dir, short_hex, target_failure,
 };
 use crate::failure::{Failure, FailureClass};
 use crate::manifest::model::PatchSpec;
@@ -190,6 +190,34 @@ async fn build_with_helper(
         return Err(Mapping::misrooted_failure(input, &misrooted));
     }
     let rebuild = mapping.check_rebuildable(input, spec, &target)?;
+    // Before anything is read: no path of the patch may go through a link in the image (the
+    // paths themselves were checked when the patch was parsed: relative, no `..`). The engine
+    // resolves links inside the container, so this is about the image, not the host: a COPY
+    // through a link would change files outside the target.
+    let mut kinds: HashMap<String, Option<u8>> = HashMap::new();
+    for rel in mapping.pre_image_paths(input) {
+        let mut steps = parent_dirs(&rel);
+        steps.push(&rel);
+        for step in steps {
+            let path = join(&target, step);
+            let kind = match kinds.get(&path) {
+                Some(kind) => *kind,
+                None => {
+                    let kind = head_kind(docker, helper, &path).await?;
+                    kinds.insert(path, kind);
+                    kind
+                }
+            };
+            match kind {
+                Some(b'2') => {
+                    let place = format!("image {reference} (below {target})");
+                    return Err(link_failure(&input.name, &rel, step, &place));
+                }
+                Some(b'5') => {}
+                _ => break,
+            }
+        }
+    }
 
     let hex = short_hex(key, 24);
     let work = scratch_dir(cache_dir, key);
@@ -772,19 +800,25 @@ async fn list_dir(
     let Some(archive) = download(docker, container, path).await? else {
         return Ok(Vec::new());
     };
-    let bad = |e: std::io::Error| internal(format!("reading the archive of {path}: {e}"));
-    let mut archive = tar::Archive::new(archive.as_slice());
+    files_in_archive(&archive).map_err(|e| internal(format!("reading the archive of {path}: {e}")))
+}
+
+/// The regular files directly in the directory an archive from the engine holds. Their names
+/// become paths on this host (in the build context), so only plain single names count: an
+/// entry named with `..`, `/`, `\` or a control character, and links, are left out.
+fn files_in_archive(archive: &[u8]) -> std::io::Result<Vec<(String, (u64, u64))>> {
+    let mut archive = tar::Archive::new(archive);
     let mut names = Vec::new();
-    for entry in archive.entries().map_err(bad)? {
-        let entry = entry.map_err(bad)?;
-        let name = entry.path().map_err(bad)?.to_string_lossy().into_owned();
+    for entry in archive.entries()? {
+        let entry = entry?;
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         // Entries are `<dir name>/<file>`; only direct children that are files count.
         let parts: Vec<&str> = name.trim_end_matches('/').split('/').collect();
-        if parts.len() == 2 && entry.header().entry_type() == tar::EntryType::Regular {
-            let owner = (
-                entry.header().uid().map_err(bad)?,
-                entry.header().gid().map_err(bad)?,
-            );
+        if parts.len() == 2
+            && entry.header().entry_type() == tar::EntryType::Regular
+            && super::diff::check_path(parts[1]).is_ok()
+        {
+            let owner = (entry.header().uid()?, entry.header().gid()?);
             names.push((parts[1].to_string(), owner));
         }
     }
@@ -1071,6 +1105,53 @@ mod tests {
                 "files-0-0/vllm/b.py",
                 "files-1000-1000/vllm/a.py"
             ]
+        );
+    }
+
+    #[test]
+    fn archive_listings_keep_only_plain_regular_files() {
+        // What a hostile image's engine answer could hold: names that climb out, absolute
+        // names, a link, a nested file; only the plain regular file comes back.
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut add = |name: &[u8], kind: tar::EntryType, link: Option<&str>| {
+            let mut header = tar::Header::new_old();
+            // Raw bytes, so names the tar crate would refuse to write get into the archive.
+            header.as_old_mut().name[..name.len()].copy_from_slice(name);
+            header.set_entry_type(kind);
+            header.set_size(0);
+            header.set_mode(0o644);
+            header.set_uid(7);
+            header.set_gid(8);
+            if let Some(link) = link {
+                header.set_link_name(link).unwrap();
+            }
+            header.set_cksum();
+            builder.append(&header, std::io::empty()).unwrap();
+        };
+        add(b"__pycache__/", tar::EntryType::Directory, None);
+        add(
+            b"__pycache__/engine.cpython-311.pyc",
+            tar::EntryType::Regular,
+            None,
+        );
+        add(b"__pycache__/..", tar::EntryType::Regular, None);
+        add(b"__pycache__/../../evil.pyc", tar::EntryType::Regular, None);
+        add(b"/etc/engine.x.pyc", tar::EntryType::Regular, None);
+        add(
+            b"__pycache__/engine.link.pyc",
+            tar::EntryType::Symlink,
+            Some("/etc/passwd"),
+        );
+        add(b"__pycache__/a\\..\\b.pyc", tar::EntryType::Regular, None);
+        add(
+            b"__pycache__/sub/engine.x.pyc",
+            tar::EntryType::Regular,
+            None,
+        );
+        let archive = builder.into_inner().unwrap();
+        assert_eq!(
+            files_in_archive(&archive).unwrap(),
+            vec![("engine.cpython-311.pyc".to_string(), (7, 8))]
         );
     }
 

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use super::apply::{ApplyJob, apply_with_tolerance, check_git, io_failure};
 use super::{
     BuildRecord, Change, Layout, Mapping, PACKAGE, PYTHON_PROBE, PatchInput, PatchLog,
-    PatchOutcome, PatchedSource, TargetFacts, build_key, collect_changes, internal,
-    parse_probe_output, pycache_of, scratch_dir, short_hex, target_failure,
+    PatchOutcome, PatchedSource, TargetFacts, build_key, collect_changes, internal, link_failure,
+    parent_dirs, parse_probe_output, pycache_of, scratch_dir, short_hex, target_failure,
 };
 use crate::failure::{Failure, FailureClass};
 use crate::manifest::model::PatchSpec;
@@ -78,6 +78,19 @@ pub(super) fn build(
         return Err(Mapping::misrooted_failure(input, &misrooted));
     }
     let rebuild = mapping.check_rebuildable(input, spec, &target_text)?;
+    // Before any file is read or written: no path of the patch may go through a link in the
+    // target (the copy keeps the target's links, so a write through one would leave the copy).
+    // The paths themselves were checked when the patch was parsed (relative, no `..`).
+    for rel in mapping.pre_image_paths(input) {
+        if let Some(link) = first_link(&target, &rel, true) {
+            return Err(link_failure(
+                &input.name,
+                &rel,
+                &link,
+                &format!("the target {target_text}"),
+            ));
+        }
+    }
 
     // What gets copied: (source directory, its place in the copy).
     let (scope, prefix): (PathBuf, PathBuf) = match &mapping.layout {
@@ -181,7 +194,7 @@ pub(super) fn build(
             dir.join(&prefix).display()
         ));
         for change in &changes {
-            apply_change(change, &applied_dir, &copy_root, log)?;
+            apply_change(change, &input.name, &applied_dir, &copy_root, log)?;
         }
         if rebuild {
             run_rebuild(spec.rebuild.as_deref().expect("checked"), &copy_root, log)?;
@@ -414,14 +427,42 @@ fn copy_tree(from: &Path, to: &Path, links: bool) -> Result<(u64, u64), Failure>
     Ok((linked, copied))
 }
 
+/// The first symbolic link below `root` on the way to `rel`: one of its parent directories, or
+/// (with `itself`) `rel` itself. `None` when there is none up to the first missing component.
+fn first_link(root: &Path, rel: &str, itself: bool) -> Option<String> {
+    let mut steps = parent_dirs(rel);
+    if itself {
+        steps.push(rel);
+    }
+    for step in steps {
+        match std::fs::symlink_metadata(root.join(step)) {
+            Ok(meta) if meta.file_type().is_symlink() => return Some(step.to_string()),
+            Ok(meta) if meta.is_dir() => {}
+            // Missing, or a file: nothing further can be reached through a link.
+            _ => return None,
+        }
+    }
+    None
+}
+
 /// Puts one change into the copy. A changed file replaces its link by a new file (never writing
-/// through the link), and its stale compiled caches are removed.
+/// through the link), and its stale compiled caches are removed. A parent directory that is a
+/// link in the copy is refused (the target was checked before, so this is the last guard that
+/// nothing is written outside the copy).
 fn apply_change(
     change: &Change,
+    patch_name: &str,
     applied_dir: &Path,
     copy_root: &Path,
     log: &PatchLog,
 ) -> Result<(), Failure> {
+    let rel = match change {
+        Change::Write { rel, .. } | Change::Delete { rel } => rel,
+    };
+    if let Some(link) = first_link(copy_root, rel, false) {
+        let place = format!("the copy {}", copy_root.display());
+        return Err(link_failure(patch_name, rel, &link, &place));
+    }
     match change {
         Change::Write { rel, mode, .. } => {
             let dest = copy_root.join(rel);
@@ -458,7 +499,17 @@ fn remove_stale_caches(rel: &str, copy_root: &Path, log: &PatchLog) -> Result<()
     let Some((cache_dir, prefix)) = pycache_of(rel) else {
         return Ok(());
     };
-    let dir = copy_root.join(cache_dir);
+    let dir = copy_root.join(&cache_dir);
+    if std::fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        // Removing caches through the link would delete files outside the copy, and Python
+        // would write new ones there: the copy gets an empty cache directory of its own.
+        std::fs::remove_file(&dir).map_err(|e| io_failure("unlinking", &dir, e))?;
+        std::fs::create_dir(&dir).map_err(|e| io_failure("creating", &dir, e))?;
+        log.line(&format!(
+            "replaced the link {cache_dir} by an empty directory of the copy's own"
+        ));
+        return Ok(());
+    }
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return Ok(());
     };

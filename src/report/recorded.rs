@@ -1,20 +1,15 @@
 //! Recorded results → the report's input: every measurement's metrics or failure, and every
 //! absent arm, read from the journal and the attempt directories.
+use super::input::{ArmInfo, CommitInfo, Metrics, ReportInput, TrialOutcome, TrialRecord};
 use crate::manifest::Campaign;
 use crate::pipeline::expand::{Dag, Target};
-use crate::report::input::{ArmInfo, CommitInfo, Metrics, ReportInput, TrialOutcome, TrialRecord};
 use crate::state::{Event, State};
 
 /// The report input of a campaign from its state directory, with the keys `apply` used (the
 /// GPU model recorded in the state's inventory enters them).
 pub fn load_report_input(campaign: &Campaign) -> std::io::Result<ReportInput> {
     let state = State::load(&campaign.state_dir)?;
-    let gpu_kind = campaign
-        .resources
-        .gpu_kind
-        .clone()
-        .or_else(|| state.inventory.as_ref().and_then(|i| i.kind()));
-    let dag = crate::pipeline::expand::expand(campaign, gpu_kind.as_deref());
+    let dag = crate::plan::desired_dag(campaign, state.inventory.as_ref());
     Ok(report_input(campaign, &dag, &state, None))
 }
 

@@ -1,7 +1,7 @@
 //! Pipeline definitions (`pipelines/*.toml`): which steps every session goes through.
 
-use crate::manifest::diag::{Collector, ManifestError, Source, did_you_mean};
-use crate::manifest::schema_check::SchemaChecker;
+use super::diag::{Collector, ManifestError, Source, did_you_mean};
+use super::schema_check::SchemaChecker;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
