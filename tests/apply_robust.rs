@@ -460,7 +460,8 @@ fn a_deleted_or_edited_result_is_incomplete_and_measured_again() {
     .unwrap();
     assert_ne!(std::fs::read_to_string(&path).unwrap(), text, "edit took");
 
-    let plan = isobench(&["plan", "--verbose", &m]);
+    // 2: changes pending (`--detailed-exitcode`; plain `plan` exits 0 on success).
+    let plan = isobench(&["plan", "--detailed-exitcode", "--verbose", &m]);
     assert_eq!(plan.status.code(), Some(2), "{}", plan.text());
     let p = plan.text();
     assert!(
@@ -490,8 +491,13 @@ fn a_deleted_or_edited_result_is_incomplete_and_measured_again() {
     got.sort();
     assert_eq!(got, want);
     all_measures_done(&state, 4);
-    let plan = isobench(&["plan", &m]);
-    assert_eq!(plan.status.code(), Some(0), "{}", plan.text());
+    let plan = isobench(&["plan", "--detailed-exitcode", &m]);
+    assert_eq!(
+        plan.status.code(),
+        Some(0),
+        "nothing pending: {}",
+        plan.text()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -171,6 +171,7 @@ fn the_parser_sees_every_recorded_event_whatever_the_read_size() {
             }
             SseEvent::Done => done += 1,
             SseEvent::InvalidUtf8(_) => panic!("size {size}: invalid UTF-8"),
+            SseEvent::TooLarge(_) => panic!("size {size}: over the size limit"),
         };
         for piece in CHAT.as_bytes().chunks(size) {
             parser.feed(piece, &mut sink);

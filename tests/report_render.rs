@@ -325,7 +325,8 @@ fn markdown_tables_are_well_formed() {
             Some(n) => assert_eq!(cells, n, "row {line:?}"),
         }
     }
-    assert!(md.contains("### `bbbbbbbb` — Reduce peak memory | use <empty>"));
+    // The subject is text, not markup: `|` cannot open a cell, `<empty>` cannot be an HTML tag.
+    assert!(md.contains("### `bbbbbbbb` — Reduce peak memory \\| use &lt;empty&gt;"));
     assert!(md.contains("| crashed/cuda_out_of_memory | 4 | `bbbbbbbb`, `dddddddd` | claude-code | `torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB` |"));
 }
 

@@ -84,6 +84,14 @@ fn files_in_the_seed_layout_with_the_seed_fields() {
     assert_eq!(human["timestamp"], "2026-02-01 10:30:00");
     assert_eq!(human["isobench"]["finished_at"], "2026-02-01T10:30:00Z");
     assert_eq!(human["docker_image"], "anonymous/vllm-baseline:aaaaaaaa");
+    // As the seed wrote an agent run's image: its base image and the patch.
+    assert_eq!(
+        read(
+            &dir.path()
+                .join("agent_benchmark_results/aaaaaaaa_agent_result.json")
+        )["docker_image"],
+        "anonymous/vllm-baseline:aaaaaaaa + patch"
+    );
     assert_eq!(human["isobench"]["trials_ok"], 3);
 
     // The first agent arm is also the seed's "agent" file; the codex file is its own.
@@ -275,13 +283,13 @@ fn seed_comparison_and_strict_timestamp_parse_work_on_isobench_files() {
         lines,
         [
             // Baseline median 1000; human median 1080 (+8 %), claude-code median 1090.8.
-            "aaaaaaaa baseline=success human=+8.00% n=8 92s 2026 anonymous/vllm-baseline:aaaaaaaa agent=+9.08% n=8 92s 2026 anonymous/vllm-baseline:aaaaaaaa",
+            "aaaaaaaa baseline=success human=+8.00% n=8 92s 2026 anonymous/vllm-baseline:aaaaaaaa agent=+9.08% n=8 92s 2026 anonymous/vllm-baseline:aaaaaaaa + patch",
             // Medians 2002 and 2102: +4.995 %; the agent crashed.
             "bbbbbbbb baseline=success human=+5.00% n=8 92s 2026 anonymous/vllm-baseline:bbbbbbbb agent=error",
             // The baseline image was missing: nothing to compare against.
             "cccccccc baseline=error human=success agent=success",
             // First point conc=1: medians 300, 303 and 305.02.
-            "dddddddd baseline=success human=+1.00% n=8 92s 2026 anonymous/vllm-baseline:dddddddd agent=+1.67% n=8 92s 2026 anonymous/vllm-baseline:dddddddd",
+            "dddddddd baseline=success human=+1.00% n=8 92s 2026 anonymous/vllm-baseline:dddddddd agent=+1.67% n=8 92s 2026 anonymous/vllm-baseline:dddddddd + patch",
         ][..],
         "{stdout}"
     );

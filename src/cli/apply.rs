@@ -130,6 +130,7 @@ pub async fn run_apply(args: ApplyArgs) -> Result<ExitCode> {
         eprintln!("{}", t.line());
     }
     let events = args.events.is_some();
+    super::plan::print_warnings(&campaign);
     let results_dir = campaign.results_dir.clone();
     let opts = ApplyOptions {
         state: args.state.clone(),
@@ -182,6 +183,8 @@ pub async fn run_apply(args: ApplyArgs) -> Result<ExitCode> {
             .as_deref()
             .map(|l| format!(" — log: {l}"))
             .unwrap_or_default();
+        // Failure messages quote the server: shown with control characters made visible.
+        let failure = crate::util::term::printable(&failure.to_string()).into_owned();
         err_line(&format!("  failed {address}: {failure}{log}"));
     }
     if summary.interrupted {
@@ -307,9 +310,10 @@ pub fn run_state(args: StateArgs) -> Result<ExitCode> {
                             e.run
                         );
                         if let Some(f) = &e.failure {
-                            println!("    failure: {f}");
+                            let shown = |s: &str| crate::util::term::printable(s).into_owned();
+                            println!("    failure: {}", shown(&f.to_string()));
                             if let Some(l) = &f.sample_log_line {
-                                println!("    log line: {l}");
+                                println!("    log line: {}", shown(l));
                             }
                             if let Some(p) = &f.log_path {
                                 println!("    log: {}", campaign.state_dir.join(p).display());

@@ -3,6 +3,7 @@ use crate::loadgen::{
     self, Backend, BenchResult, ClientConfig, DatasetConfig, Goodput, LoadClient, Progress,
     RunConfig, RunOutcome,
 };
+use crate::util::term::printable;
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -119,6 +120,10 @@ pub struct BenchArgs {
     /// No progress bar.
     #[arg(long)]
     pub disable_tqdm: bool,
+    /// Send `Authorization: Bearer $VAR` (e.g. `--api-key-env OPENAI_API_KEY`). Unlike
+    /// `vllm bench serve`, OPENAI_API_KEY is never read implicitly.
+    #[arg(long, value_name = "VAR")]
+    pub api_key_env: Option<String>,
 }
 
 /// Seconds (`90`, `0.5`) or humantime (`90s`, `10m`), at most `util::MAX_DURATION`: the run's
@@ -212,7 +217,8 @@ impl BenchArgs {
 }
 
 pub async fn run(args: BenchArgs) -> miette::Result<ExitCode> {
-    let fail = |message: String| miette::miette!("{message}");
+    // Errors may quote the server (a not-ready or warm-up error): no control characters.
+    let fail = |message: String| miette::miette!("{}", printable(&message));
     let metadata = args.metadata_pairs().map_err(fail)?;
     let base_url = args
         .base_url
@@ -228,7 +234,17 @@ pub async fn run(args: BenchArgs) -> miette::Result<ExitCode> {
         pool_size,
         request_timeout: args.request_timeout.unwrap_or(args.timeout),
     })
+    .and_then(|client| match &args.api_key_env {
+        Some(name) => client.with_api_key_env(name),
+        None => Ok(client),
+    })
     .map_err(|err| fail(err.to_string()))?;
+    if args.api_key_env.is_none() && std::env::var_os("OPENAI_API_KEY").is_some() {
+        // `vllm bench serve` would send it; say why isobench does not.
+        eprintln!(
+            "note: OPENAI_API_KEY is set but not sent to the server; pass --api-key-env OPENAI_API_KEY to send it"
+        );
+    }
 
     let model = match &args.model {
         Some(model) => model.clone(),
@@ -348,7 +364,7 @@ pub async fn run(args: BenchArgs) -> miette::Result<ExitCode> {
         RunOutcome::Ok => ExitCode::SUCCESS,
         RunOutcome::TimedOut | RunOutcome::AllRequestsFailed => {
             if let Some(failure) = result.failure() {
-                eprintln!("error: {failure}");
+                eprintln!("error: {}", printable(&failure.to_string()));
             }
             ExitCode::FAILURE
         }
@@ -363,7 +379,7 @@ fn print_failures(result: &BenchResult) {
     }
     println!("Failed requests during benchmark run detected (capping to 10):");
     for (i, record) in failed.iter().take(10).enumerate() {
-        println!("Error {i}: {}", record.error_message());
+        println!("Error {i}: {}", printable(record.error_message()));
     }
 }
 

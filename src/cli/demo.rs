@@ -30,7 +30,26 @@ const FILES: &[(&str, &str)] = &[
         "patches/agent-sim/aaaa1111.diff",
         include_str!("../../examples/patches/agent-sim/aaaa1111.diff"),
     ),
+    // For the manifest's `#:schema` directive (editor completion and validation).
+    (
+        "manifest.schema.json",
+        include_str!("../../schemas/manifest.schema.json"),
+    ),
 ];
+
+/// The file's text as written into the demo directory: the quickstart's schema directive points
+/// at the schema copied beside it instead of the repository's `../schemas/`.
+fn demo_text(rel: &str, text: &str) -> String {
+    if rel == "quickstart.toml" {
+        text.replacen(
+            "#:schema ../schemas/manifest.schema.json",
+            "#:schema ./manifest.schema.json",
+            1,
+        )
+    } else {
+        text.to_string()
+    }
+}
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -52,7 +71,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         }
         // Never overwrite a file the user edited.
         if !path.exists() {
-            std::fs::write(&path, text)
+            std::fs::write(&path, demo_text(rel, text))
                 .into_diagnostic()
                 .wrap_err_with(|| format!("cannot write {}", path.display()))?;
         }
@@ -64,4 +83,18 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         manifest.display()
     ));
     super::apply::run_apply(super::apply::ApplyArgs::simple(manifest, args.plain)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_manifests_schema_directive_points_at_a_written_file() {
+        let (rel, text) = FILES[0];
+        let manifest = demo_text(rel, text);
+        let first = manifest.lines().next().unwrap();
+        let target = first.strip_prefix("#:schema ./").expect(first);
+        assert!(FILES.iter().any(|(r, _)| *r == target), "{target}");
+    }
 }

@@ -99,6 +99,13 @@ pub fn load_campaign(path: &Path, state_override: Option<&Path>) -> Result<Campa
     Ok(campaign)
 }
 
+/// Shows the manifest's warnings on stderr (they never stop `plan` or `apply`).
+pub fn print_warnings(campaign: &Campaign) {
+    for warning in &campaign.warnings {
+        eprintln!("{:?}", miette::Report::new(warning.clone()));
+    }
+}
+
 pub fn parse_globs(globs: &[String]) -> Result<Vec<glob::Pattern>> {
     globs
         .iter()
@@ -116,6 +123,7 @@ pub fn make_plan(
 ) -> Result<Planned> {
     let mut campaign = load_campaign(path, state_override)?;
     let targeted = select::apply(&mut campaign, target).map_err(|e| miette::miette!("{e}"))?;
+    print_warnings(&campaign);
     let state = State::load(&campaign.state_dir)
         .into_diagnostic()
         .wrap_err_with(|| format!("cannot read the state in {}", campaign.state_dir.display()))?;
@@ -204,6 +212,7 @@ pub fn run_validate(args: ValidateArgs) -> Result<ExitCode> {
     for path in &args.manifests {
         match manifest::load_file(path) {
             Ok(c) => {
+                print_warnings(&c);
                 let arms: usize = c.commits.iter().map(|c| c.arms.len()).sum();
                 println!(
                     "{}: ok ({} commits, {} arms measured, pipeline {})",

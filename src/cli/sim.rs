@@ -147,6 +147,8 @@ impl SimArgs {
         if !self.model.is_empty() {
             c.model = self.model.clone();
         }
+        // As vLLM: the key comes from the environment, never from the command line.
+        c.api_key = std::env::var("VLLM_API_KEY").ok().filter(|k| !k.is_empty());
         c.validate()?;
         Ok(c)
     }

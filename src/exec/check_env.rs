@@ -76,7 +76,7 @@ pub async fn check(campaign: &Campaign, dag: &Dag) -> bool {
                 format!(
                     "{reference}: present ({})",
                     if id.starts_with("sha256:") {
-                        &id[..id.len().min(19)]
+                        crate::util::prefix_chars(&id, 19)
                     } else {
                         "installed"
                     }

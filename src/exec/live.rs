@@ -2,6 +2,7 @@
 //! 12 GB, starting 35 s, measuring 61/100 requests at 2,310 tok/s) under a totals line with an
 //! ETA. Elsewhere (CI, logs): plain timestamped lines, one per transition.
 
+use crate::util::term::{printable, printable_line};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::sync::Mutex;
@@ -111,6 +112,8 @@ impl Live {
 
     /// A permanent line (above the live area on a terminal).
     pub fn line(&self, msg: &str) {
+        // Lines quote server errors and log lines: no control character reaches the terminal.
+        let msg = printable(msg);
         let _g = self.lock.lock();
         match &self.tty {
             Some(mp) => {
@@ -154,8 +157,8 @@ impl Live {
             bar.set_style(
                 ProgressStyle::with_template("  {spinner} {prefix} {msg}").expect("valid template"),
             );
-            bar.set_prefix(label.to_string());
-            bar.set_message(msg.to_string());
+            bar.set_prefix(printable_line(label).into_owned());
+            bar.set_message(printable_line(msg).into_owned());
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         });
@@ -180,7 +183,7 @@ impl Activity {
     /// Replaces the activity's status text (terminal only; plain output stays quiet).
     pub fn set(&self, msg: String) {
         if let Some(bar) = &self.bar {
-            bar.set_message(msg);
+            bar.set_message(printable_line(&msg).into_owned());
         }
     }
 

@@ -359,6 +359,10 @@ async fn session_body(
         base_url: handle.base_url.clone(),
         pool_size: pool,
         request_timeout: commit.load.request_timeout,
+    })
+    .and_then(|c| match &commit.load.api_key_env {
+        Some(name) => c.with_api_key_env(name),
+        None => Ok(c),
     }) {
         Ok(c) => c,
         Err(e) => {

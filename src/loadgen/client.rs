@@ -24,7 +24,10 @@ use super::dataset::Dataset;
 use super::record::{ErrorKind, RequestRecord};
 use super::result::BenchResult;
 use super::sse::{SseEvent, SseParser};
-use super::{Backend, ClientConfig, LoadgenError, Progress, RunConfig};
+use super::{
+    Backend, ClientConfig, LoadgenError, MAX_RESPONSE_EVENTS, MAX_RESPONSE_TEXT_BYTES, Progress,
+    RunConfig,
+};
 
 /// Connections kept open beyond the concurrency. A finished request's connection returns to
 /// the pool a moment after its body ends (hyper's connection task does it), and a request that
@@ -43,7 +46,8 @@ const ERROR_BODY_LIMIT: usize = 1024;
 pub struct LoadClient {
     http: reqwest::Client,
     config: ClientConfig,
-    /// `Authorization: Bearer $OPENAI_API_KEY` when set (never logged).
+    /// `Authorization: Bearer <key>` only when asked for by name ([`LoadClient::with_api_key_env`]);
+    /// marked sensitive, never logged.
     auth: Option<HeaderValue>,
 }
 
@@ -95,15 +99,41 @@ impl LoadClient {
             .connect_timeout(Duration::from_secs(30))
             .build()
             .map_err(|err| LoadgenError::Client(err.to_string()))?;
-        let auth = std::env::var("OPENAI_API_KEY")
-            .ok()
-            .filter(|key| !key.is_empty())
-            .and_then(|key| HeaderValue::from_str(&format!("Bearer {key}")).ok())
-            .map(|mut value| {
-                value.set_sensitive(true);
-                value
-            });
-        Ok(LoadClient { http, config, auth })
+        // No credential unless one is asked for by name: the server under test may be an
+        // agent-patched build, and an ambient OPENAI_API_KEY is not meant for it.
+        Ok(LoadClient {
+            http,
+            config,
+            auth: None,
+        })
+    }
+
+    /// Sends `Authorization: Bearer $<name>` with every request. The variable must be set and
+    /// non-empty; errors name the variable, never its value.
+    pub fn with_api_key_env(mut self, name: &str) -> Result<LoadClient, LoadgenError> {
+        let key = std::env::var(name).map_err(|_| {
+            LoadgenError::Config(format!(
+                "the API key variable `{name}` is not set (or not valid UTF-8)"
+            ))
+        })?;
+        if key.trim().is_empty() {
+            return Err(LoadgenError::Config(format!(
+                "the API key variable `{name}` is empty"
+            )));
+        }
+        let mut value = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
+            LoadgenError::Config(format!(
+                "the API key in `{name}` has characters an HTTP header cannot carry"
+            ))
+        })?;
+        value.set_sensitive(true);
+        self.auth = Some(value);
+        Ok(self)
+    }
+
+    /// Whether requests carry an `Authorization` header.
+    pub fn sends_api_key(&self) -> bool {
+        self.auth.is_some()
     }
 
     pub fn config(&self) -> &ClientConfig {
@@ -125,10 +155,11 @@ impl LoadClient {
             id: String,
         }
         let url = self.url("/v1/models");
-        let response = self
-            .http
-            .get(&url)
-            .timeout(Duration::from_secs(30))
+        let mut request = self.http.get(&url).timeout(Duration::from_secs(30));
+        if let Some(auth) = &self.auth {
+            request = request.header(AUTHORIZATION, auth.clone());
+        }
+        let response = request
             .send()
             .await
             .map_err(|err| LoadgenError::Client(format!("GET {url}: {}", describe(&err))))?;
@@ -578,6 +609,10 @@ impl EventSink<'_> {
                 self.record.done_received = true;
                 return;
             }
+            SseEvent::TooLarge(limit) => {
+                self.too_large(format!("an SSE line or event exceeded {} MiB", limit >> 20));
+                return;
+            }
             SseEvent::InvalidUtf8(_) => {
                 self.record
                     .fail(ErrorKind::Malformed, "SSE event is not valid UTF-8");
@@ -607,6 +642,12 @@ impl EventSink<'_> {
             return;
         }
         if chunk.choices.present {
+            if self.record.event_times_s.len() >= MAX_RESPONSE_EVENTS {
+                self.too_large(format!(
+                    "more than {MAX_RESPONSE_EVENTS} choice-bearing events"
+                ));
+                return;
+            }
             let at = (self.arrived - self.sent).as_secs_f64();
             if self.record.ttft_s.is_none() {
                 self.record.ttft_s = Some(at);
@@ -617,6 +658,13 @@ impl EventSink<'_> {
             {
                 if self.record.first_content_s.is_none() {
                     self.record.first_content_s = Some(at);
+                }
+                if self.record.generated_text.len() + text.len() > MAX_RESPONSE_TEXT_BYTES {
+                    self.too_large(format!(
+                        "more than {} MiB of generated text",
+                        MAX_RESPONSE_TEXT_BYTES >> 20
+                    ));
+                    return;
                 }
                 self.record.content_events += 1;
                 self.record.generated_text.push_str(text);
@@ -630,6 +678,17 @@ impl EventSink<'_> {
                 self.record.prompt_tokens_server = Some(prompt);
             }
         }
+    }
+}
+
+impl EventSink<'_> {
+    /// Past a size limit: fail and stop reading (the connection is dropped).
+    fn too_large(&mut self, what: String) {
+        self.record.fail(
+            ErrorKind::ResponseTooLarge,
+            format!("response too large: {what}; stopped reading"),
+        );
+        self.stop = true;
     }
 }
 

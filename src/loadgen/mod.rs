@@ -27,6 +27,17 @@ use serde::Serialize;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+/// Limits on what one response may make the client keep: far above any real response, so only
+/// a broken or hostile server meets them; the request then fails as `response_too_large` and the
+/// run goes on. A line or an event's data: [`sse::MAX_EVENT_BYTES`].
+pub use sse::MAX_EVENT_BYTES;
+/// Generated text kept per request (for client-side token counting): 4 MiB, about a million
+/// tokens of English.
+pub const MAX_RESPONSE_TEXT_BYTES: usize = 4 << 20;
+/// Choice-bearing events (timestamps) kept per request: 2^20 (8 MiB of timestamps), a million
+/// tokens streamed one per event.
+pub const MAX_RESPONSE_EVENTS: usize = 1 << 20;
+
 /// The metric definitions followed, named in every result.
 pub const SEMANTICS: &str = "vllm-bench-serve-0.32: ttft=first choice-bearing event (role-only chunk counts), \
 itl=gaps between choice-bearing events, e2el=last choice-bearing event, tpot=(e2el-ttft)/(output_tokens-1), \

@@ -23,6 +23,8 @@ pub enum ErrorKind {
     RunTimeout,
     /// The run's timeout struck before the request was sent.
     NotSent,
+    /// The response went past a size limit (see `docs/loadgen.md`, "Limits"); reading stopped.
+    ResponseTooLarge,
 }
 
 impl ErrorKind {
@@ -37,6 +39,7 @@ impl ErrorKind {
             ErrorKind::RequestTimeout => "request_timeout",
             ErrorKind::RunTimeout => "run_timeout",
             ErrorKind::NotSent => "not_sent",
+            ErrorKind::ResponseTooLarge => "response_too_large",
         }
     }
 }

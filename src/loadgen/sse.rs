@@ -5,6 +5,15 @@
 //! optional space after the colon) are joined with `\n`; other fields are ignored. Bytes are only
 //! decoded once an event is complete, so a multi-byte UTF-8 character split across two reads is
 //! never seen half. Buffers are reused: no allocation per event once they have grown.
+//!
+//! Memory is bounded: a line or an event's data longer than the parser's limit
+//! ([`MAX_EVENT_BYTES`] by default) ends the stream with [`SseEvent::TooLarge`] instead of
+//! growing without end (one endless `data:` line from a hostile server once took a run from
+//! 200 MB to 1.3 GB in 7 s). After that every further byte is ignored.
+
+/// Longest line, and longest event data, accepted: far above any real chunk (vLLM's chunks are
+/// a few hundred bytes; with top-20 logprobs a few kB).
+pub const MAX_EVENT_BYTES: usize = 4 << 20;
 
 /// One complete event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,9 +24,11 @@ pub enum SseEvent<'a> {
     Done,
     /// A payload that is not valid UTF-8.
     InvalidUtf8(&'a [u8]),
+    /// A line or an event exceeded the limit (bytes); the parser ignores the rest of the stream.
+    TooLarge(usize),
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SseParser {
     /// Bytes of a line whose end has not arrived yet.
     partial_line: Vec<u8>,
@@ -26,6 +37,16 @@ pub struct SseParser {
     has_data: bool,
     /// The previous read ended with `\r`: a `\n` at the start of the next one belongs to it.
     skip_lf: bool,
+    /// Bytes a line or an event's data may have.
+    limit: usize,
+    /// The limit was hit: everything after is ignored.
+    overflowed: bool,
+}
+
+impl Default for SseParser {
+    fn default() -> SseParser {
+        SseParser::with_limit(MAX_EVENT_BYTES)
+    }
 }
 
 impl SseParser {
@@ -33,8 +54,33 @@ impl SseParser {
         SseParser::default()
     }
 
+    /// A parser that gives up on lines or events longer than `limit` bytes.
+    pub fn with_limit(limit: usize) -> SseParser {
+        SseParser {
+            partial_line: Vec::new(),
+            data: Vec::new(),
+            has_data: false,
+            skip_lf: false,
+            limit,
+            overflowed: false,
+        }
+    }
+
+    /// Whether the limit was hit (the stream is abandoned).
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
+    }
+
+    /// Bytes the parser's buffers hold (capacity), for tests of the memory bound.
+    pub fn buffered_capacity(&self) -> usize {
+        self.partial_line.capacity() + self.data.capacity()
+    }
+
     /// Feeds one read's bytes; calls `on_event` for every event they complete.
     pub fn feed(&mut self, chunk: &[u8], on_event: &mut impl FnMut(SseEvent<'_>)) {
+        if self.overflowed {
+            return;
+        }
         let mut rest = chunk;
         if self.skip_lf {
             self.skip_lf = false;
@@ -44,14 +90,24 @@ impl SseParser {
         }
         while let Some(end) = rest.iter().position(|&b| b == b'\n' || b == b'\r') {
             let terminator = rest[end];
+            if self.partial_line.len() + end > self.limit {
+                self.overflow(on_event);
+                return;
+            }
             if self.partial_line.is_empty() {
                 self.process_line(&rest[..end], on_event);
             } else {
                 let mut line = std::mem::take(&mut self.partial_line);
                 line.extend_from_slice(&rest[..end]);
                 self.process_line(&line, on_event);
+                if self.overflowed {
+                    return; // `line` (and its capacity) goes with it
+                }
                 line.clear();
                 self.partial_line = line;
+            }
+            if self.overflowed {
+                return;
             }
             rest = &rest[end + 1..];
             if terminator == b'\r' {
@@ -62,12 +118,29 @@ impl SseParser {
                 }
             }
         }
+        // One comparison per read (not per byte) keeps the bound off the hot path.
+        if self.partial_line.len() + rest.len() > self.limit {
+            self.overflow(on_event);
+            return;
+        }
         self.partial_line.extend_from_slice(rest);
+    }
+
+    fn overflow(&mut self, on_event: &mut impl FnMut(SseEvent<'_>)) {
+        self.overflowed = true;
+        // Give the memory back now: the request may stay open until its timeout.
+        self.partial_line = Vec::new();
+        self.data = Vec::new();
+        self.has_data = false;
+        on_event(SseEvent::TooLarge(self.limit));
     }
 
     /// End of the stream: a last line without its terminator and an event without its blank
     /// line are still delivered (servers that close right after the last event exist).
     pub fn finish(&mut self, on_event: &mut impl FnMut(SseEvent<'_>)) {
+        if self.overflowed {
+            return;
+        }
         if !self.partial_line.is_empty() {
             let line = std::mem::take(&mut self.partial_line);
             self.process_line(&line, on_event);
@@ -92,6 +165,10 @@ impl SseParser {
         };
         if field != b"data" {
             return; // event:, id:, retry: and unknown fields do not matter here
+        }
+        if self.data.len() + value.len() + 1 > self.limit {
+            self.overflow(on_event);
+            return;
         }
         if self.has_data {
             self.data.push(b'\n');
@@ -124,6 +201,7 @@ mod tests {
         Data(String),
         Done,
         Invalid(Vec<u8>),
+        TooLarge(usize),
     }
 
     fn collect(pieces: &[&[u8]]) -> Vec<Owned> {
@@ -134,6 +212,7 @@ mod tests {
                 SseEvent::Data(text) => Owned::Data(text.to_string()),
                 SseEvent::Done => Owned::Done,
                 SseEvent::InvalidUtf8(bytes) => Owned::Invalid(bytes.to_vec()),
+                SseEvent::TooLarge(limit) => Owned::TooLarge(limit),
             })
         };
         for piece in pieces {

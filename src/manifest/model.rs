@@ -31,6 +31,8 @@ pub struct Campaign {
     pub compare: CompareSettings,
     /// `[cluster]` resolved (`None`: no section); see [`Campaign::slurm`].
     pub cluster: Option<ClusterSettings>,
+    /// Valid but risky settings (e.g. an `env()` value on a command line), for the CLI to show.
+    pub warnings: Vec<super::diag::Warning>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -203,6 +205,10 @@ pub struct Load {
     pub seed: u64,
     pub ignore_eos: bool,
     pub temperature: f64,
+    /// The variable whose value the client sends as a bearer token (name only; not in keys:
+    /// a credential does not change what is measured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -2,7 +2,7 @@
 //! collected and located before anything runs.
 
 use super::defaults as d;
-use super::diag::{Collector, ManifestError, Source, did_you_mean};
+use super::diag::{Collector, Diagnostic, ManifestError, Source, Warning, did_you_mean};
 use super::model::*;
 use super::schema_check::SchemaChecker;
 use super::spans::SpanIndex;
@@ -84,10 +84,14 @@ pub fn load_str(name: &str, text: &str, manifest_dir: &Path) -> Result<Campaign,
         manifest_dir: manifest_dir.to_path_buf(),
         templates: Templates::new(),
         model_files: BTreeMap::new(),
+        warnings: Vec::new(),
+        warned_env: HashSet::new(),
     };
     let campaign = r.resolve(&file);
     r.out.finish()?;
-    Ok(campaign.expect("no errors means a campaign"))
+    let mut campaign = campaign.expect("no errors means a campaign");
+    campaign.warnings = r.warnings;
+    Ok(campaign)
 }
 
 struct Resolver<'a> {
@@ -98,6 +102,10 @@ struct Resolver<'a> {
     templates: Templates,
     /// Rendered file locations of each model (by key), from [`Resolver::check_models`].
     model_files: BTreeMap<String, ModelFiles>,
+    /// Risky but valid: shown by `validate`, `plan` and `apply`, never fatal.
+    warnings: Vec<Warning>,
+    /// (template site, variable) pairs already warned about.
+    warned_env: HashSet<(String, String)>,
 }
 
 /// A model's `path` and `tokenizer` after templating and `~` expansion.
@@ -169,6 +177,38 @@ struct Ctx<'a> {
 }
 
 impl<'a> Resolver<'a> {
+    /// `env()` in the server command puts the variable's value into argv, where `ps`, the
+    /// server log and `docker inspect` show it to anyone: warn once per site and variable.
+    fn warn_env_in_argv(&mut self, site: &str) {
+        for name in self.templates.take_env_reads() {
+            if !self.warned_env.insert((site.to_string(), name.clone())) {
+                continue;
+            }
+            let secret = if util::is_secret_name(&name) {
+                " (its name looks like a secret)"
+            } else {
+                ""
+            };
+            let mut d = Diagnostic {
+                source: self.source.clone(),
+                message: format!(
+                    "`{site}` renders env(\"{name}\") into the server's command line{secret}: \
+                     its value is visible in `ps`, in the server log and in `docker inspect`"
+                ),
+                span: self.spans.value(site),
+                label: "env() value in argv".into(),
+                help: None,
+            };
+            d.with_help(format!(
+                "pass secrets as environment variables instead: `[server.env] {name} = \"${{{name}}}\"` \
+                 is read from isobench's environment when the server starts and is never logged or \
+                 hashed; servers read their secrets from the environment (vLLM: `HF_TOKEN`, and \
+                 `VLLM_API_KEY` instead of `--api-key`)"
+            ));
+            self.warnings.push(Warning(d));
+        }
+    }
+
     fn err(
         &mut self,
         path: &str,
@@ -273,6 +313,7 @@ impl<'a> Resolver<'a> {
                 threshold_pct: file.compare.threshold_pct,
             },
             cluster,
+            warnings: Vec::new(),
         })
     }
 
@@ -580,6 +621,19 @@ impl<'a> Resolver<'a> {
                 &format!("{p}.temperature"),
                 format!("temperature must not be negative, found {t}"),
                 "negative",
+            );
+        }
+        if let Some(name) = &l.api_key_env
+            && !is_env_name(name)
+        {
+            // The value is not repeated: it may be the key itself, pasted by mistake.
+            self.err(
+                &format!("{p}.api_key_env"),
+                "api_key_env must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*)",
+                "not a variable name",
+            )
+            .with_help(
+                "name the variable that holds the key, e.g. `OPENAI_API_KEY`, not the key itself",
             );
         }
         for (name, value) in [
@@ -892,7 +946,7 @@ impl<'a> Resolver<'a> {
                         &format!("commits[{i}].human"),
                         format!(
                             "commit {} is listed twice",
-                            &c.human[..c.human.len().min(12)]
+                            crate::util::prefix_chars(&c.human, 12)
                         ),
                         "duplicate commit",
                     )
@@ -1106,10 +1160,12 @@ impl<'a> Resolver<'a> {
                 port: PORT_PLACEHOLDER,
                 isobench: EXE_PLACEHOLDER,
             };
-            let Some(line) = self
+            self.templates.take_env_reads();
+            let rendered = self
                 .templates
-                .render(&command_site, &ctx, self.source, &mut self.out)
-            else {
+                .render(&command_site, &ctx, self.source, &mut self.out);
+            self.warn_env_in_argv(&command_site);
+            let Some(line) = rendered else {
                 continue;
             };
             let mut argv = match split_command(&line) {
@@ -1431,6 +1487,10 @@ impl<'a> Resolver<'a> {
                 .temperature
                 .or(campaign.temperature)
                 .unwrap_or(d::TEMPERATURE),
+            api_key_env: c
+                .api_key_env
+                .clone()
+                .or_else(|| campaign.api_key_env.clone()),
         })
     }
 }
@@ -1497,6 +1557,15 @@ fn parse_rate(v: &RateValue) -> Result<Rate, String> {
 
 fn is_hash(s: &str) -> bool {
     (7..=40).contains(&s.len()) && s.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// `[A-Za-z_][A-Za-z0-9_]*`: what a shell accepts as a variable name.
+fn is_env_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Replaces what an arm may legitimately differ in (its name, image, path) with placeholders.

@@ -14,6 +14,9 @@ pub struct Templates {
     /// location → (template source, span of the TOML string holding it)
     sites: HashMap<String, (String, Range<usize>)>,
     reported: std::collections::HashSet<(Range<usize>, String)>,
+    /// Names `env()` read since the last [`Templates::take_env_reads`] (to warn when a value
+    /// from the environment, often a secret, ends up on a command line).
+    env_reads: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Default for Templates {
@@ -27,10 +30,15 @@ impl Templates {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_keep_trailing_newline(false);
+        let env_reads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let reads = env_reads.clone();
         // `env("NAME", "default")` reads the environment of the machine that runs isobench.
         env.add_function(
             "env",
-            |name: String, default: Option<String>| -> Result<String, minijinja::Error> {
+            move |name: String, default: Option<String>| -> Result<String, minijinja::Error> {
+                if let Ok(mut reads) = reads.lock() {
+                    reads.push(name.clone());
+                }
                 match std::env::var(&name) {
                     Ok(v) => Ok(v),
                     Err(_) => default.ok_or_else(|| {
@@ -48,7 +56,20 @@ impl Templates {
             env,
             sites: HashMap::new(),
             reported: Default::default(),
+            env_reads,
         }
+    }
+
+    /// The variable names `env()` read since the last call, in order, without repeats.
+    pub fn take_env_reads(&self) -> Vec<String> {
+        let mut names = self
+            .env_reads
+            .lock()
+            .map(|mut reads| std::mem::take(&mut *reads))
+            .unwrap_or_default();
+        let mut seen = std::collections::HashSet::new();
+        names.retain(|n| seen.insert(n.clone()));
+        names
     }
 
     /// Compiles the template at `site` once; reports a syntax error at its location.

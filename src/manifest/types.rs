@@ -297,6 +297,11 @@ pub struct LoadSettings {
     /// Sampling temperature (default 0: greedy, no sampler warm-up stalls).
     #[serde(default)]
     pub temperature: Option<f64>,
+    /// Name of an environment variable (e.g. `OPENAI_API_KEY`) whose value is sent as
+    /// `Authorization: Bearer …` to the server under test. Default: no credential is sent; none
+    /// is ever read implicitly. Only the name is recorded, never the value.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]

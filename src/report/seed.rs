@@ -144,7 +144,7 @@ fn raw_runs(
             let mut json = header(commit, status, error, metrics);
             json["duration_s"] = json!(t.run_s.unwrap_or(t.duration_s));
             json["timestamp"] = json!(seed_timestamp(&t.timestamp));
-            json["docker_image"] = json!(t.image);
+            json["docker_image"] = json!(docker_image(cell.role, t.image.as_deref()));
             json["isobench"] = json!({"arm": cell.arm, "point": point, "trial": t.trial});
             SeedFile {
                 path: Path::new(DOCKER_DIR).join(format!(
@@ -214,6 +214,15 @@ fn header(
         "status": status,
         "error": error,
         "metrics": metrics,
+    })
+}
+
+/// The seed's `docker_image`: the image an arm ran; an agent arm's is written as the seed's files
+/// write it, `"<base image> + patch"`.
+fn docker_image(role: ArmRole, image: Option<&str>) -> Option<String> {
+    image.map(|i| match role {
+        ArmRole::Agent => format!("{i} + patch"),
+        _ => i.to_string(),
     })
 }
 
@@ -331,7 +340,10 @@ fn seed_json(
     );
     json["duration_s"] = json!(median(&runs).map(round2).unwrap_or(0.0));
     json["timestamp"] = json!(seed_timestamp(latest));
-    json["docker_image"] = json!(records.iter().find_map(|t| t.image.clone()));
+    json["docker_image"] = json!(docker_image(
+        cell.role,
+        records.iter().find_map(|t| t.image.as_deref())
+    ));
     json["isobench"] = json!({
         "arm": cell.arm,
         "point": point,

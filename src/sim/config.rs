@@ -80,6 +80,11 @@ pub struct SimConfig {
     pub crash_message: String,
     /// Fail at start: print this to stderr and exit 1 (e.g. a CUDA OOM traceback line).
     pub fail_at_start: Option<String>,
+    /// Like vLLM's `--api-key`: `/v1/*` requests without `Authorization: Bearer <key>` get 401.
+    /// Never read from a config file (a secret does not belong in one): `isobench sim` takes it
+    /// from `VLLM_API_KEY`, as vLLM does.
+    #[serde(skip)]
+    pub api_key: Option<String>,
 }
 
 impl Default for SimConfig {
@@ -114,6 +119,7 @@ impl Default for SimConfig {
             crash_after: None,
             crash_message: "RuntimeError: isobench sim: simulated crash".into(),
             fail_at_start: None,
+            api_key: None,
         }
     }
 }

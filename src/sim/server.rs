@@ -488,6 +488,20 @@ async fn handle(
             "server is starting",
         ));
     }
+    if path.starts_with("/v1/")
+        && let Some(key) = &shared.config.api_key
+    {
+        let expected = format!("Bearer {key}");
+        let given = req.headers().get(hyper::header::AUTHORIZATION);
+        if given.is_none_or(|v| v.as_bytes() != expected.as_bytes()) {
+            shared.stats.rejected.inc();
+            // vLLM's answer to a missing or wrong key.
+            return Ok(json_response(
+                StatusCode::UNAUTHORIZED,
+                &serde_json::json!({"error": "Unauthorized"}),
+            ));
+        }
+    }
     let response = match (method, path) {
         (Method::GET, "/health") => respond(StatusCode::OK, "application/json", Bytes::new()),
         (Method::GET, "/version") => json_response(

@@ -81,6 +81,15 @@ pub fn redact<'a>(name: &str, value: &'a str) -> &'a str {
     }
 }
 
+/// The first `n` characters of `s` (never splits a character: user text such as a commit hash
+/// from a manifest may be any UTF-8, and `&s[..n]` panics inside a multi-byte character).
+pub fn prefix_chars(s: &str, n: usize) -> &str {
+    match s.char_indices().nth(n) {
+        Some((end, _)) => &s[..end],
+        None => s,
+    }
+}
+
 /// Expands a leading `~` to the home directory.
 pub fn expand_tilde(path: &str) -> String {
     match (path.strip_prefix('~'), std::env::var("HOME")) {
@@ -174,5 +183,13 @@ mod tests {
         assert!(!is_secret_name("HF_HUB_OFFLINE"));
         assert_eq!(redact("HF_TOKEN", "hf_abc"), "<redacted>");
         assert_eq!(redact("VLLM_USE_V1", "1"), "1");
+    }
+
+    #[test]
+    fn prefixes_never_split_a_character() {
+        assert_eq!(prefix_chars("0123456789abcdef", 12), "0123456789ab");
+        assert_eq!(prefix_chars("abc", 12), "abc");
+        assert_eq!(prefix_chars("ééééééééééééé", 12), "éééééééééééé");
+        assert_eq!(prefix_chars("a😀b", 2), "a😀");
     }
 }

@@ -485,7 +485,7 @@ async fn remove_container(docker: &Docker, id: &str) {
 }
 
 fn short(id: &str) -> &str {
-    &id[..id.len().min(12)]
+    crate::util::prefix_chars(id, 12)
 }
 
 // ------------------------------------------------------------------------------ target

@@ -3,21 +3,46 @@ use super::tables::{self, TextTable, Tone};
 use super::{fmt_confidence, reading_guide};
 use crate::report::metric::metric;
 use crate::report::model::Report;
+use crate::util::term::printable_line;
 
-/// Escapes what would break a table cell.
+/// Text for a table cell or a line of prose. Failure messages, log lines and commit subjects come
+/// from servers and repositories, so nothing in them may become markup: `<`, `>` and `&` (raw
+/// HTML, entities) are written as entities; `\\`, `` ` ``, `[`, `]` (escapes, code, links) and
+/// `|` (a new table cell) are backslash-escaped; newlines and control characters (terminal
+/// escapes for whoever `cat`s the file) are made visible on one line.
 fn esc(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " ")
+    let s = printable_line(s);
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '\\' | '`' | '[' | ']' | '|' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
-/// A cell's Markdown: literals in backticks (where a backtick inside cannot end them early).
+/// A literal in backticks. Inside a code span nothing is markup (no HTML, no entities, no
+/// escapes), so only what ends the span or the cell needs care: text with a backtick falls back
+/// to [`esc`]; `|` is escaped (GitHub splits table cells before it parses code spans).
+fn code(text: &str) -> String {
+    if text.is_empty() || text.contains('`') {
+        return esc(text);
+    }
+    format!("`{}`", printable_line(text).replace('|', "\\|"))
+}
+
+/// A cell's Markdown: literals in backticks.
 fn cell_text(text: &str, tone: Tone) -> String {
     match tone {
-        Tone::Code if !text.is_empty() && !text.contains('`') => format!("`{}`", esc(text)),
-        Tone::Commits => text
-            .split(", ")
-            .map(|c| format!("`{}`", esc(c)))
-            .collect::<Vec<_>>()
-            .join(", "),
+        Tone::Code => code(text),
+        Tone::Commits => text.split(", ").map(code).collect::<Vec<_>>().join(", "),
         _ => esc(text),
     }
 }
@@ -47,7 +72,7 @@ pub fn render(report: &Report) -> String {
     let mut out = String::new();
     let s = &report.summary;
     let headline = metric(&s.headline_metric).expect("headline metric is known");
-    out.push_str(&format!("# isobench report: {}\n\n", report.campaign));
+    out.push_str(&format!("# isobench report: {}\n\n", esc(&report.campaign)));
     out.push_str(&format!(
         "Generated {} by isobench {}.\n\n",
         report.generated_at, report.isobench_version
@@ -91,20 +116,22 @@ pub fn render(report: &Report) -> String {
         let subject = commit
             .subject
             .as_deref()
-            .map(|s| format!(" — {s}"))
+            .map(|s| format!(" — {}", esc(s)))
             .unwrap_or_default();
-        out.push_str(&format!("### `{}`{subject}\n\n", commit.short));
+        out.push_str(&format!("### {}{subject}\n\n", code(&commit.short)));
         out.push_str(&format!(
-            "Model `{}`, commit `{}`, parent `{}`.\n\n",
-            commit.model, commit.full, commit.parent
+            "Model {}, commit {}, parent {}.\n\n",
+            code(&commit.model),
+            code(&commit.full),
+            code(&commit.parent)
         ));
         if commit.points.is_empty() {
             out.push_str("No trials recorded.\n\n");
         }
         for point in &commit.points {
             out.push_str(&format!(
-                "Load `{}`; medians with {} intervals.\n\n",
-                point.point,
+                "Load {}; medians with {} intervals.\n\n",
+                code(&point.point),
                 fmt_confidence(report.settings.confidence)
             ));
             draw(&mut out, &tables::arms_table(point));
@@ -141,7 +168,7 @@ mod tests {
         assert_eq!(esc("a|b\nc"), "a\\|b c");
         assert_eq!(
             cell_text("x = `y`", Tone::Code),
-            "x = `y`",
+            "x = \\`y\\`",
             "no nested backticks"
         );
         assert_eq!(cell_text("a|b", Tone::Code), "`a\\|b`");

@@ -5,8 +5,10 @@ use crate::report::model::{ArmCell, MetricDiff};
 use crate::report::stats::{Summary, Verdict};
 use std::fmt::Write;
 
-/// Escapes text for XML content and attribute values.
+/// Escapes text for XML content and attribute values; control characters (not allowed in XML,
+/// and terminal escapes for whoever views the file as text) become visible `\u{..}` escapes.
 pub fn esc(s: &str) -> String {
+    let s = crate::util::term::printable(s);
     let mut out = String::with_capacity(s.len());
     for ch in s.chars() {
         match ch {

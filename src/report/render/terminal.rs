@@ -3,6 +3,7 @@ use super::reading_guide;
 use super::tables::{self, TextTable, Tone};
 use crate::report::metric::metric;
 use crate::report::model::Report;
+use crate::util::term::printable_line;
 
 /// `--color`: auto (terminal and no `NO_COLOR`), always, never.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -59,11 +60,19 @@ fn ansi(tone: Tone) -> &'static str {
 /// Draws a table: columns padded to their widest cell, numbers right-aligned so digits line up,
 /// two spaces between columns, colour around the padded text (so it does not shift columns).
 fn draw(table: &TextTable, out: &mut String, indent: &str, color: bool) {
+    // Cells carry server error text and log lines: no control character may reach the terminal.
+    let clean = |s: &str| printable_line(s).into_owned();
+    let headers: Vec<String> = table.headers.iter().map(|h| clean(h)).collect();
+    let rows: Vec<Vec<(String, Tone)>> = table
+        .rows
+        .iter()
+        .map(|row| row.iter().map(|c| (clean(&c.text), c.tone)).collect())
+        .collect();
     let width = |s: &str| s.chars().count();
-    let mut widths: Vec<usize> = table.headers.iter().map(|h| width(h)).collect();
-    for row in &table.rows {
-        for (i, c) in row.iter().enumerate() {
-            widths[i] = widths[i].max(width(&c.text));
+    let mut widths: Vec<usize> = headers.iter().map(|h| width(h)).collect();
+    for row in &rows {
+        for (i, (text, _)) in row.iter().enumerate() {
+            widths[i] = widths[i].max(width(text));
         }
     }
     let line = |out: &mut String, cells: &mut dyn Iterator<Item = (&str, &'static str)>| {
@@ -85,20 +94,21 @@ fn draw(table: &TextTable, out: &mut String, indent: &str, color: bool) {
         out.push_str(parts.join("  ").trim_end());
         out.push('\n');
     };
-    line(out, &mut table.headers.iter().map(|h| (h.as_str(), BOLD)));
-    for row in &table.rows {
+    line(out, &mut headers.iter().map(|h| (h.as_str(), BOLD)));
+    for row in &rows {
         line(
             out,
-            &mut row.iter().map(|c| (c.text.as_str(), ansi(c.tone))),
+            &mut row.iter().map(|(text, tone)| (text.as_str(), ansi(*tone))),
         );
     }
 }
 
 fn heading(out: &mut String, text: &str, color: bool) {
+    let text = printable_line(text);
     if color {
         out.push_str(&format!("{BOLD}{text}{RESET}\n"));
     } else {
-        out.push_str(text);
+        out.push_str(&text);
         out.push('\n');
     }
 }

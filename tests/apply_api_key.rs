@@ -1,0 +1,143 @@
+//! `load.api_key_env` end to end (issue 17, item 6): `isobench apply` with the process runtime
+//! against `isobench sim` servers that, like vLLM with `VLLM_API_KEY`, answer 401 to `/v1/*`
+//! requests without the right bearer key. The key reaches the server only when the manifest
+//! names its variable; `OPENAI_API_KEY` in isobench's environment is never sent; the value
+//! appears nowhere in the state directory or the results.
+
+mod apply_support;
+use apply_support::*;
+use std::path::Path;
+use std::process::Command;
+
+const KEY: &str = "sk-e2e-5c0ffee-not-for-agents";
+
+fn manifest(name: &str, api_key_env: Option<&str>) -> String {
+    let api_key_env = api_key_env
+        .map(|n| format!("api_key_env = \"{n}\""))
+        .unwrap_or_default();
+    format!(
+        r#"version = 1
+name = "{name}"
+repeats = 1
+
+[[arms]]
+name = "baseline"
+path = "srv/baseline"
+
+[[arms]]
+name = "human"
+path = "srv/human"
+
+[models.sim]
+hf = "isobench/sim"
+served_name = "sim"
+
+[server]
+runtime = "process"
+command = "{{{{ isobench }}}} sim --host 127.0.0.1 --port {{{{ port }}}} --model sim --ttft-ms 1 --itl-ms 1"
+gpus = 1
+# The server's own key, from isobench's environment (never on its command line).
+env = {{ VLLM_API_KEY = "${{ISOBENCH_E2E_SERVER_KEY}}" }}
+ready = {{ path = "/health", timeout = "20s", interval = "50ms" }}
+
+[load]
+dataset = {{ input_len = 16, output_len = 4 }}
+num_prompts = 4
+concurrency = 2
+warmup = 1
+timeout = "30s"
+{api_key_env}
+
+[resources]
+gpus = [0]
+gpu_kind = "test-gpu"
+
+[[commits]]
+human = "1111111111111111111111111111111111111111"
+parent = "1000000000000000000000000000000000000000"
+model = "sim"
+"#
+    )
+}
+
+fn apply(dir: &Path, text: &str) -> std::process::Output {
+    for arm in ["baseline", "human"] {
+        std::fs::create_dir_all(dir.join("srv").join(arm)).unwrap();
+    }
+    let path = dir.join("m.toml");
+    std::fs::write(&path, text).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_isobench"))
+        .args(["apply", "--plain", "--no-report"])
+        .arg(&path)
+        .env("NO_COLOR", "1")
+        .env("ISOBENCH_E2E_SERVER_KEY", KEY)
+        .env("ISOBENCH_E2E_CLIENT_KEY", KEY)
+        // What `vllm bench serve` would send: isobench must not.
+        .env("OPENAI_API_KEY", KEY)
+        .output()
+        .unwrap()
+}
+
+/// Every file under `dir`, for a search of the secret.
+fn all_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn assert_no_secret(dir: &Path, out: &std::process::Output) {
+    assert!(!out.text().contains(KEY), "the key in apply's output");
+    for file in all_files(&dir.join(".isobench")) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(KEY),
+            "the key in {}",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn the_key_is_sent_only_when_the_manifest_names_its_variable() {
+    // Not named: OPENAI_API_KEY is set but not sent, so the server refuses every request.
+    let dir = tempfile::tempdir().unwrap();
+    let out = apply(dir.path(), &manifest("no-key", None));
+    assert_eq!(out.status.code(), Some(1), "{}", out.text());
+    let journal = Journal::read(&dir.path().join(".isobench"));
+    let warmups = journal.latest_with_prefix("warmup[");
+    assert_eq!(warmups.len(), 2, "{warmups:#?}");
+    for e in warmups.values() {
+        assert_eq!(e["event"], "failed", "{e}");
+        assert!(
+            e["failure"]["message"].as_str().unwrap().contains("401"),
+            "{e}"
+        );
+    }
+    assert_no_secret(dir.path(), &out);
+
+    // Named: every request carries it and every measurement succeeds.
+    let dir = tempfile::tempdir().unwrap();
+    let out = apply(
+        dir.path(),
+        &manifest("with-key", Some("ISOBENCH_E2E_CLIENT_KEY")),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", out.text());
+    let journal = Journal::read(&dir.path().join(".isobench"));
+    let measures = journal.latest_with_prefix("measure[");
+    assert_eq!(measures.len(), 2);
+    assert!(
+        measures.values().all(|e| e["event"] == "done"),
+        "{measures:#?}"
+    );
+    assert_no_secret(dir.path(), &out);
+}
