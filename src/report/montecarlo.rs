@@ -217,6 +217,7 @@ pub fn synthetic_campaign(scenario: &Scenario, commits: usize, seed: u64) -> sup
                     timestamp: String::new(),
                     duration_s: 0.0,
                     result_path: None,
+                    measured: None,
                 });
             }
         }

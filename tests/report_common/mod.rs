@@ -66,6 +66,7 @@ fn record(commit: &str, arm: &str, trial: u32, point: &str, outcome: TrialOutcom
         timestamp: format!("2026-02-01T10:{:02}:00Z", trial * 10),
         duration_s: 60.0,
         result_path: Some(format!("attempts/measure-{commit}-{arm}-{trial}/1/result.json").into()),
+        measured: None,
     }
 }
 

@@ -1,0 +1,124 @@
+//! Balanced placement: which devices each (commit, arm, trial) session runs on.
+//!
+//! A verdict must never rest on which card an arm happened to get. Devices are cut into
+//! `devices / width` groups; arm `a` of a commit in trial `t` gets group `(a + t − 1) mod G`, a
+//! Latin square over trials × groups: within one trial the arms take different groups (so a
+//! paired round measures on different cards at once), and across trials every arm visits every
+//! group in turn, as evenly as the trial count allows (exactly, when it is a multiple of G).
+//!
+//! Pure over (sessions, devices), so a node-level placer (Slurm) can reuse it with nodes as
+//! "devices".
+
+/// One session to place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    /// The unit whose arms are compared (a commit).
+    pub group: usize,
+    /// The arm's rank among its group's arms (0-based, manifest order).
+    pub arm: usize,
+    /// Trial number, 1-based.
+    pub trial: u32,
+    /// Devices one session needs (the server's `gpus`).
+    pub width: usize,
+}
+
+/// Device positions (indices into the device list) for each slot, in slot order; `None` where
+/// a slot needs more devices than exist, and an empty list for a slot that needs none.
+pub fn place(slots: &[Slot], devices: usize) -> Vec<Option<Vec<usize>>> {
+    slots
+        .iter()
+        .map(|s| {
+            if s.width == 0 {
+                return Some(Vec::new());
+            }
+            let groups = devices / s.width;
+            if groups == 0 {
+                return None;
+            }
+            let g = (s.arm + s.trial.saturating_sub(1) as usize) % groups;
+            Some((g * s.width..(g + 1) * s.width).collect())
+        })
+        .collect()
+}
+
+/// How many device groups sessions of `width` devices have: arms of one trial beyond this
+/// many cannot be measured at the same moment.
+pub fn groups(devices: usize, width: usize) -> usize {
+    devices.checked_div(width).unwrap_or(usize::MAX).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn slots(commits: usize, arms: usize, trials: u32, width: usize) -> Vec<Slot> {
+        let mut out = Vec::new();
+        for group in 0..commits {
+            for trial in 1..=trials {
+                for arm in 0..arms {
+                    out.push(Slot {
+                        group,
+                        arm,
+                        trial,
+                        width,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Uses of each device per (group, arm).
+    fn usage(s: &[Slot], placed: &[Option<Vec<usize>>]) -> BTreeMap<(usize, usize), Vec<usize>> {
+        let mut m: BTreeMap<(usize, usize), Vec<usize>> = BTreeMap::new();
+        for (slot, devs) in s.iter().zip(placed) {
+            let e = m.entry((slot.group, slot.arm)).or_default();
+            for &d in devs.as_ref().unwrap() {
+                if e.len() <= d {
+                    e.resize(d + 1, 0);
+                }
+                e[d] += 1;
+            }
+        }
+        m
+    }
+
+    #[test]
+    fn every_arm_uses_every_device_evenly() {
+        for (arms, trials, devices) in [(2, 4, 2), (3, 6, 2), (3, 3, 3), (2, 5, 2), (4, 8, 4)] {
+            let s = slots(2, arms, trials, 1);
+            let placed = place(&s, devices);
+            for ((_, arm), uses) in usage(&s, &placed) {
+                let (lo, hi) = (
+                    uses.iter().copied().min().unwrap(),
+                    uses.iter().copied().max().unwrap(),
+                );
+                assert_eq!(uses.len(), devices, "arm {arm} never used some device");
+                assert!(hi - lo <= 1, "arm {arm}: uses per device {uses:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn arms_of_one_trial_take_different_devices_when_they_fit() {
+        let s = slots(3, 2, 5, 1);
+        let placed = place(&s, 2);
+        for pair in s.chunks(2).zip(placed.chunks(2)) {
+            assert_ne!(pair.1[0], pair.1[1], "{:?}", pair.0);
+        }
+    }
+
+    #[test]
+    fn wide_servers_take_whole_groups() {
+        let s = slots(1, 2, 2, 2);
+        let placed = place(&s, 4);
+        assert_eq!(placed[0], Some(vec![0, 1]));
+        assert_eq!(placed[1], Some(vec![2, 3]));
+        assert_eq!(placed[2], Some(vec![2, 3]));
+        assert_eq!(placed[3], Some(vec![0, 1]));
+        assert_eq!(place(&s, 1), vec![None; 4]);
+        let none = slots(1, 1, 1, 0);
+        assert_eq!(place(&none, 0), vec![Some(vec![])]);
+    }
+}
