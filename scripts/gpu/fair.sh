@@ -190,19 +190,21 @@ for d in sorted(p for p in work.iterdir() if (p / "m.toml").exists()):
     if not rep.exists():
         print("  no report"); continue
     r = json.loads(rep.read_text()); q = r["quality"]
+    f2 = lambda v: "-" if v is None else f"{v:+.2f}"
+    cv = lambda v: "-" if v is None else f"{100 * v:.2f} %"
     for c in r["commits"]:
         for p in c["points"]:
             for cmp in p["comparisons"]:
                 m = cmp["metrics"].get("output_throughput")
                 if m:
-                    print(f"  {cmp['candidate']} vs {cmp['reference']}: {m['diff_pct']:+.2f} % [{m['ci_low_pct']}, {m['ci_high_pct']}] → {m['verdict']}")
+                    print(f"  {cmp['candidate']} vs {cmp['reference']}: {m['diff_pct']:+.2f} % [{f2(m['ci_low_pct'])}, {f2(m['ci_high_pct'])}] → {m['verdict']}")
     print("  placement from the results (arm: trials per GPU):")
     for a in q["arms"]:
-        print(f"    {a['arm']}: {a['gpus']}  CV {a['cv']}")
+        print(f"    {a['arm']}: {a['gpus']}  CV {cv(a['cv'])}")
     for t in q["trials"]:
         print(f"    {t['arm']}#{t['trial']} on {'+'.join(t['gpus'])}: window {t['window_s']:.2f} s, {t['completed']} completed, overlaps {t['overlaps']}, isolate {t['isolate']}")
     for g in q["gpu_effects"]:
-        print(f"  GPU effect {g['gpu']}: {g['effect_pct']:+.2f} % [{g['ci_low_pct']}, {g['ci_high_pct']}] over {g['trials']} trials")
+        print(f"  GPU effect {g['gpu']}: {g['effect_pct']:+.2f} % [{f2(g['ci_low_pct'])}, {f2(g['ci_high_pct'])}] over {g['trials']} trials")
     f = r["summary"]["fdr"]
     print(f"  FDR ({f['method']}): {f['discoveries']} of {f['comparisons']}")
     for w in q["warnings"]:

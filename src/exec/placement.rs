@@ -1,7 +1,7 @@
 //! Balanced placement: which devices each (commit, arm, trial) session runs on.
 //!
 //! A verdict must never rest on which card an arm happened to get. Devices are cut into
-//! `devices / width` groups; arm `a` of a commit in trial `t` gets group `(a + t − 1) mod G`, a
+//! `devices / width` groups; arm `a` of commit `c` in trial `t` gets group `(a + t − 1 + c) mod G`, a
 //! Latin square over trials × groups: within one trial the arms take different groups (so a
 //! paired round measures on different cards at once), and across trials every arm visits every
 //! group in turn, as evenly as the trial count allows (exactly, when it is a multiple of G).
@@ -35,7 +35,9 @@ pub fn place(slots: &[Slot], devices: usize) -> Vec<Option<Vec<usize>>> {
             if groups == 0 {
                 return None;
             }
-            let g = (s.arm + s.trial.saturating_sub(1) as usize) % groups;
+            // The commit's index rotates the square, so that with an odd trial count the extra
+            // trial of each arm lands on a different GPU from one commit to the next.
+            let g = (s.arm + s.trial.saturating_sub(1) as usize + s.group) % groups;
             Some((g * s.width..(g + 1) * s.width).collect())
         })
         .collect()

@@ -413,6 +413,104 @@ pub fn planning(commits: &[CommitReport], confidence: f64) -> Planning {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::input::{ArmInfo, CommitInfo, MeasureInfo, Metrics};
+
+    /// Two arms × 2 trials; `gpu(arm, trial)` and `start(arm, trial)` place each trial.
+    fn input(
+        gpu: impl Fn(&str, u32) -> &'static str,
+        start: impl Fn(&str, u32) -> f64,
+        isolate: &str,
+    ) -> ReportInput {
+        let mut trials = Vec::new();
+        for arm in ["baseline", "human"] {
+            for trial in 1..=2u32 {
+                trials.push(TrialRecord {
+                    commit: "c0ffee00".into(),
+                    arm: arm.into(),
+                    trial,
+                    point: "conc=8".into(),
+                    outcome: TrialOutcome::Ok(Box::new(Metrics {
+                        output_throughput: Some(1000.0 + trial as f64),
+                        completed: Some(500),
+                        ..Metrics::default()
+                    })),
+                    timestamp: String::new(),
+                    duration_s: 20.0,
+                    result_path: None,
+                    measured: Some(MeasureInfo {
+                        window_start: start(arm, trial),
+                        window_end: start(arm, trial) + 20.0,
+                        gpus: vec![gpu(arm, trial).into()],
+                        isolate: Some(isolate.into()),
+                        audit_warnings: Vec::new(),
+                    }),
+                });
+            }
+        }
+        ReportInput {
+            campaign: "q".into(),
+            generated_at: String::new(),
+            confidence: 0.95,
+            threshold_pct: None,
+            commits: vec![CommitInfo {
+                short: "c0ffee00".into(),
+                human_full: "c0ffee00".into(),
+                parent: "p".into(),
+                model_hf: "m".into(),
+                subject: None,
+            }],
+            arms: vec![
+                ArmInfo {
+                    name: "baseline".into(),
+                    role: crate::manifest::types::ArmRole::Baseline,
+                },
+                ArmInfo {
+                    name: "human".into(),
+                    role: crate::manifest::types::ArmRole::Human,
+                },
+            ],
+            trials,
+        }
+    }
+
+    #[test]
+    fn confounded_placement_and_overlaps_are_reported() {
+        // Every baseline on gpu0, every human on gpu1, rounds measured at once: the run.
+        let bad = input(
+            |arm, _| if arm == "baseline" { "gpu0" } else { "gpu1" },
+            |_, t| 100.0 * t as f64,
+            "none",
+        );
+        let r = crate::report::build(&bad, &Default::default()).unwrap();
+        assert!(
+            r.quality.warnings.iter().any(|w| w.contains("confounded")),
+            "{:?}",
+            r.quality.warnings
+        );
+        assert_eq!(r.quality.overlapping_trials, 4);
+        assert!(r.quality.gpu_effects.is_empty(), "no arm ran on both GPUs");
+        // Balanced, paired: the round's partners overlap by design and are not counted.
+        let good = input(
+            |arm, t| {
+                if (arm == "baseline") == (t == 1) {
+                    "gpu0"
+                } else {
+                    "gpu1"
+                }
+            },
+            |_, t| 100.0 * t as f64,
+            "paired",
+        );
+        let r = crate::report::build(&good, &Default::default()).unwrap();
+        assert!(
+            !r.quality.warnings.iter().any(|w| w.contains("confounded")),
+            "{:?}",
+            r.quality.warnings
+        );
+        assert_eq!(r.quality.overlapping_trials, 0);
+        assert_eq!(r.quality.gpu_effects.len(), 2);
+        assert!(r.quality.trials.iter().all(|t| t.flags.is_empty()));
+    }
 
     #[test]
     fn bh_matches_a_worked_example() {
