@@ -313,6 +313,7 @@ pub async fn apply(
         .map(|s| super::placement::Slot {
             group: s.commit,
             arm: s.arm,
+            arms: campaign.commits[s.commit].arms.len(),
             trial: s.trial,
             width: campaign.commits[s.commit].server.gpus as usize,
         })
@@ -338,9 +339,7 @@ pub async fn apply(
             .max(1);
         for &s in &pending_sessions {
             let sess = &dag.sessions[s];
-            let width = slots[s].width;
-            let chunk =
-                sess.arm / super::placement::groups(inventory.gpus.len(), width).min(at_once);
+            let chunk = super::placement::part(&slots[s], inventory.gpus.len(), at_once);
             let next = ids.len();
             let id = *ids.entry((sess.commit, sess.trial, chunk)).or_insert(next);
             pair_group.insert(s, id);
