@@ -226,12 +226,13 @@ pub struct ResourceSettings {
 /// Which measurements may overlap in time (`resources.isolate`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Isolate {
-    /// One measurement at a time on this host; other sessions may start and warm up.
+    /// One measurement at a time on this host; other sessions may start and warm up. The
+    /// default: no A/A false verdicts in `scripts/bench-aa.sh` (docs/report.md).
+    #[default]
     Exclusive,
     /// The arms of one commit's trial measure at the same moment on different GPUs; one round
-    /// (of as many arms as there are GPU groups) at a time. The default: as few A/A false
-    /// verdicts as `exclusive` in `scripts/bench-aa.sh`, in two thirds of the time.
-    #[default]
+    /// (of as many arms as there are GPU groups) at a time. As few A/A false verdicts as
+    /// `exclusive` in two thirds of its time, but rounds run one after another.
     Paired,
     /// As the GPUs allow.
     None,
