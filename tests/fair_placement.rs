@@ -234,3 +234,44 @@ fn isolate_policy_is_validated_and_the_old_flag_still_works() {
             .all(|t| t.measured.as_ref().unwrap().isolate.as_deref() == Some("exclusive"))
     );
 }
+
+/// Regression: with more arms than GPUs, the members of a paired part are not adjacent in the
+/// queue (who shares a part rotates); the scheduler once launched one member and then waited
+/// for the queue's head, leaving the member waiting for its partner forever.
+#[test]
+fn paired_with_more_arms_than_gpus_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_campaign(dir.path(), 1, 3, "isolate = \"paired\"");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "[models.sim]",
+        "[[arms]]\nname = \"agent\"\nrole = \"agent\"\npath = \"srv\"\n[models.sim]",
+    );
+    std::fs::write(&path, text).unwrap();
+    let mut child =
+        apply_support::spawn_isobench(&["apply", "--plain", "--no-report", path.to_str().unwrap()]);
+    let status = apply_support::wait_child(&mut child, std::time::Duration::from_secs(120));
+    if status.is_none() {
+        let _ = child.kill();
+        panic!("apply did not finish: a paired partner was left waiting");
+    }
+    assert_eq!(status.unwrap().code(), Some(0));
+    let campaign = isobench::manifest::load_file(&path).unwrap();
+    let input = isobench::exec::results::load_report_input(&campaign).unwrap();
+    assert_eq!(input.trials.len(), 9);
+    // Every round has one pair measured together and one arm alone, and the lone arm rotates.
+    let w = windows(&input);
+    let mut alone = BTreeSet::new();
+    for round in 1..=3 {
+        let mine: Vec<_> = w.iter().filter(|x| x.2 == round).collect();
+        for m in &mine {
+            let partners = mine
+                .iter()
+                .filter(|o| o.1 != m.1 && (o.3 - m.3).abs() < 0.1)
+                .count();
+            if partners == 0 {
+                alone.insert(m.1.clone());
+            }
+        }
+    }
+    assert_eq!(alone.len(), 3, "the lone arm did not rotate: {alone:?}");
+}

@@ -446,14 +446,16 @@ pub async fn apply(
                     }
                     Prerequisites::Ready(resolved, ds) => (resolved, ds),
                 };
-            // Paired: one measurement group at a time, the first one left in interleaved order.
+            // Paired: one measurement group at a time: the running one, else the first queued.
+            // (Not simply the queue's head: with more arms than GPUs a group's members need
+            // not be adjacent in the queue.)
             if let Some(&group) = ctx.pair_group.get(&s) {
-                let current = queue.first().and_then(|q| ctx.pair_group.get(q));
-                if current != Some(&group)
-                    || running
-                        .keys()
-                        .any(|r| ctx.pair_group.get(r) != Some(&group))
-                {
+                let current = running
+                    .keys()
+                    .next()
+                    .or(queue.first())
+                    .and_then(|q| ctx.pair_group.get(q));
+                if current != Some(&group) {
                     i += 1;
                     continue;
                 }
