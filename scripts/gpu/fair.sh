@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Fair comparisons on two GPUs, in one go (issue 14; see docs/report.md "Fair comparisons"):
-#   1. balanced: baseline (sequential generate) vs human (continuous batching), TRIALS trials,
+#   1. balanced: baseline (sequential generate) vs human (continuous batching), 2 trials each,
 #      placed as a Latin square so that every arm runs on both GPUs; nvidia-smi is sampled every
 #      0.5 s and joined with the server pid records, so the samples show each arm on each GPU;
-#   2. A/A under each isolation policy (exclusive, paired, none): the same server as both arms.
+#   2. A/A under each isolation policy (exclusive, paired, none): the same server (continuous
+#      batching) as both arms, 3 trials each.
 # Trimmed results go to $OUT: summary.txt (placement from nvidia-smi and from the results, the
 # verdicts, windows, overlaps, GPU effects, FDR), run.log, and fair.tar.gz (manifests, reports as
 # JSON/Markdown, journals, sampler CSVs; no server logs beyond their last lines).
@@ -14,7 +15,7 @@
 # Inputs (optional): ISOBENCH_BIN (default .carry/isobench, else target/release/isobench,
 # else target/debug/isobench), ISOBENCH_GPU_PYTHON_PREFIX (torch + transformers; default
 # /opt/torch/.venv), ISOBENCH_GPU_WHEELS (default .whl), ISOBENCH_FAIR_BUDGET_S (default 450),
-# ISOBENCH_FAIR_TRIALS (balanced campaign, default 4), ISOBENCH_FAIR_AA_TRIALS (default 3),
+# ISOBENCH_FAIR_TRIALS (balanced campaign, default 2: enough for each arm to use both GPUs), ISOBENCH_FAIR_AA_TRIALS (default 3),
 # ISOBENCH_FAIR_POLICIES (default "exclusive paired none"), ISOBENCH_GPU_DECLARE (e.g. 0,1).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -24,7 +25,7 @@ BUDGET=${ISOBENCH_FAIR_BUDGET_S:-450}
 OUT=${OUT:-/tmp/isobench-fair-out}
 WORK=/tmp/isobench-fair
 SIM=${ISOBENCH_FAIR_SIM:-0}
-TRIALS=${ISOBENCH_FAIR_TRIALS:-4}
+TRIALS=${ISOBENCH_FAIR_TRIALS:-2}
 AA_TRIALS=${ISOBENCH_FAIR_AA_TRIALS:-3}
 POLICIES=${ISOBENCH_FAIR_POLICIES:-"exclusive paired none"}
 SITE=/tmp/site
@@ -116,6 +117,7 @@ repeats = $3
 [[arms]]
 name = "baseline"
 path = "$BASE_PATH"
+args = ${BASE_ARGS:-[]}
 [[arms]]
 name = "human"
 path = "$5"
@@ -176,8 +178,12 @@ run_campaign() { # run_campaign TAG TRIALS ISOLATE HUMAN_PATH HUMAN_ARGS
 }
 
 run_campaign balanced "$TRIALS" paired "$HUMAN_PATH" "$HUMAN_ARGS"
+# A/A: the human arm is the very same server (path and args) as the baseline; the batched
+# server, so that measurements are short and three policies fit the budget.
 for p in $POLICIES; do
-  run_campaign "aa-$p" "$AA_TRIALS" "$p" "$BASE_PATH" '[]'
+  AA_ARGS=$HUMAN_ARGS BASE_PATH_SAVED=$BASE_PATH
+  BASE_PATH=$HUMAN_PATH BASE_ARGS=$AA_ARGS run_campaign "aa-$p" "$AA_TRIALS" "$p" "$HUMAN_PATH" "$AA_ARGS"
+  BASE_PATH=$BASE_PATH_SAVED
 done
 
 # --- summary ----------------------------------------------------------------------------------
