@@ -26,8 +26,12 @@ pub struct ApplyArgs {
     /// Most servers at once (default: as many as the GPUs allow; 1 for CPU-only servers).
     #[arg(long, value_name = "N")]
     pub max_parallel: Option<usize>,
-    /// Only one measurement at a time on this host (others may start or pull meanwhile).
-    #[arg(long)]
+    /// Which measurements may overlap: `exclusive`, `paired` or `none` (overrides
+    /// `resources.isolate`; see docs/report.md for the measured default).
+    #[arg(long, value_name = "POLICY", value_parser = parse_isolate)]
+    pub isolate: Option<exec::Isolate>,
+    /// Old spelling of `--isolate exclusive`.
+    #[arg(long, conflicts_with = "isolate")]
     pub isolate_measure: bool,
     /// Give docker servers their GPUs only through CUDA_VISIBLE_DEVICES (no NVIDIA runtime).
     #[arg(long)]
@@ -74,6 +78,7 @@ impl ApplyArgs {
             rerun: Vec::new(),
             fail_fast: false,
             max_parallel: None,
+            isolate: None,
             isolate_measure: false,
             gpu_env_only: false,
             plain,
@@ -88,6 +93,11 @@ impl ApplyArgs {
 /// `--gpus 0,1` is one value holding the whole list. The alias hides the `Vec` from clap's derive,
 /// which would otherwise expect one `u32` per value and panic when the parser returns a list.
 pub type GpuList = Vec<u32>;
+
+fn parse_isolate(text: &str) -> std::result::Result<exec::Isolate, String> {
+    exec::Isolate::parse(text)
+        .ok_or_else(|| format!("unknown isolation policy `{text}`: use exclusive, paired or none"))
+}
 
 fn parse_gpus(text: &str) -> std::result::Result<GpuList, String> {
     exec::gpu::parse_gpu_list(text)
@@ -139,7 +149,9 @@ pub async fn run_apply(args: ApplyArgs) -> Result<ExitCode> {
         fail_fast: args.fail_fast,
         max_parallel: args.max_parallel,
         plain: args.plain,
-        isolate_measure: args.isolate_measure,
+        isolate: args
+            .isolate
+            .or(args.isolate_measure.then_some(exec::Isolate::Exclusive)),
         gpu_env_only: args.gpu_env_only,
         targeted: targeted.is_some(),
         events,

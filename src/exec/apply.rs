@@ -9,7 +9,7 @@ use super::session::{self, ResolvedSource, SessionOutcome};
 use crate::failure::{Failure, FailureClass};
 use crate::loadgen;
 use crate::manifest::Campaign;
-use crate::manifest::model::ArmSource;
+use crate::manifest::model::{ArmSource, Isolate};
 use crate::manifest::pipeline::StepKind;
 use crate::manifest::types::RuntimeKind;
 use crate::plan::{self, PlanOptions};
@@ -36,8 +36,8 @@ pub struct ApplyOptions {
     pub max_parallel: Option<usize>,
     /// Plain log lines even on a terminal.
     pub plain: bool,
-    /// Run at most one measurement at a time on this host.
-    pub isolate_measure: bool,
+    /// Overrides the manifest's isolation policy.
+    pub isolate: Option<Isolate>,
     /// Pass only `CUDA_VISIBLE_DEVICES` to docker servers (no NVIDIA device request).
     pub gpu_env_only: bool,
     /// The campaign was narrowed by `--commit`/`--arm` (see `plan::select`).
@@ -357,8 +357,66 @@ pub async fn apply(
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "isobench".into());
-    let isolate =
-        (opts.isolate_measure || campaign.resources.isolate_measure).then(|| Semaphore::new(1));
+    let isolate = opts.isolate.unwrap_or(campaign.resources.isolate);
+    let gpu_ids: HashMap<u32, String> = inventory
+        .gpus
+        .iter()
+        .map(|g| {
+            let id = if g.uuid.is_empty() {
+                format!("gpu{}", g.index)
+            } else {
+                g.uuid.clone()
+            };
+            (g.index, id)
+        })
+        .collect();
+    // Balanced placement (a Latin square over trials × GPU groups), fixed before anything runs
+    // so that no arm's verdict rests on the card it happened to get.
+    let slots: Vec<super::placement::Slot> = dag
+        .sessions
+        .iter()
+        .map(|s| super::placement::Slot {
+            group: s.commit,
+            arm: s.arm,
+            arms: campaign.commits[s.commit].arms.len(),
+            trial: s.trial,
+            width: campaign.commits[s.commit].server.gpus as usize,
+        })
+        .collect();
+    let placed: Vec<Option<Vec<u32>>> = super::placement::place(&slots, inventory.gpus.len())
+        .into_iter()
+        .map(|p| p.map(|pos| pos.iter().map(|&i| inventory.gpus[i].index).collect()))
+        .collect();
+    // Paired measurement groups: the arms of one (commit, trial) that fit on the GPUs at once.
+    let mut pair_group: HashMap<usize, usize> = HashMap::new();
+    let rendezvous = super::pairing::Rendezvous::default();
+    if isolate == Isolate::Paired {
+        let mut ids: HashMap<(usize, u32, usize), usize> = HashMap::new();
+        // A group never holds more sessions than may run at once, or its first member would
+        // wait for a partner that cannot start.
+        let at_once = opts
+            .max_parallel
+            .unwrap_or(if inventory.gpus.is_empty() {
+                1
+            } else {
+                usize::MAX
+            })
+            .max(1);
+        for &s in &pending_sessions {
+            let sess = &dag.sessions[s];
+            let chunk = super::placement::part(&slots[s], inventory.gpus.len(), at_once);
+            let next = ids.len();
+            let id = *ids.entry((sess.commit, sess.trial, chunk)).or_insert(next);
+            pair_group.insert(s, id);
+            for &m in &sess.measures {
+                if let crate::pipeline::expand::Target::Point { point, .. } = dag.graph[m].target
+                    && the_plan.action(m).executes()
+                {
+                    rendezvous.expect(id, point);
+                }
+            }
+        }
+    }
     let pull_parallelism = campaign.resources.pull_parallelism as usize;
     let idle_wait = campaign.resources.gpu_idle_wait;
     let mut pool = Pool::new(&inventory, probe, campaign.resources.gpu_idle_memory_mib);
@@ -387,6 +445,10 @@ pub async fn apply(
         docker,
         process,
         isolate,
+        measure_slot: Semaphore::new(1),
+        rendezvous,
+        pair_group,
+        gpu_ids,
         exe,
         gpu_env_only,
         comparer,
@@ -513,10 +575,28 @@ pub async fn apply(
                     }
                     Prerequisites::Ready(resolved, ds) => (resolved, ds),
                 };
+            // Paired: one measurement group at a time: the running one, else the first queued.
+            // (Not simply the queue's head: with more arms than GPUs a group's members need
+            // not be adjacent in the queue.)
+            if let Some(&group) = ctx.pair_group.get(&s) {
+                let current = running
+                    .keys()
+                    .next()
+                    .or(queue.first())
+                    .and_then(|q| ctx.pair_group.get(q));
+                if current != Some(&group) {
+                    i += 1;
+                    continue;
+                }
+            }
             if running.len() >= max_parallel {
                 break;
             }
-            match pool.acquire(commit.server.gpus as usize) {
+            let wanted = match &placed[s] {
+                Some(gpus) => pool.acquire_exact(gpus),
+                None => Err(Shortage::Never),
+            };
+            match wanted {
                 Ok(gpus) => {
                     waiting_since.remove(&s);
                     running.insert(s, gpus.clone());
@@ -989,6 +1069,12 @@ fn fail_session(ctx: &Ctx, s: usize, f: &Failure) -> Result<usize, JournalError>
         ctx.failed(n, f.clone())?;
         if ctx.dag.graph[n].kind == StepKind::LoadMeasure {
             measures += 1;
+            // Its paired partners must not wait for a session that never starts.
+            if let (Some(&group), crate::pipeline::expand::Target::Point { point, .. }) =
+                (ctx.pair_group.get(&s), ctx.dag.graph[n].target)
+            {
+                ctx.rendezvous.leave(group, point);
+            }
         }
     }
     let commit = &ctx.campaign.commits[sess.commit];

@@ -1246,7 +1246,17 @@ pub async fn worker(args: WorkerArgs) -> Result<u8, String> {
         cancel: cancel_rx,
         docker,
         process,
-        isolate: None,
+        // One session per job: nothing on this node is ours to keep apart; Slurm decides
+        // which jobs share a node (`placement` in docs/cluster.md).
+        isolate: crate::manifest::model::Isolate::None,
+        measure_slot: tokio::sync::Semaphore::new(1),
+        rendezvous: super::pairing::Rendezvous::default(),
+        pair_group: HashMap::new(),
+        // Results name the node with the GPU: `n1:gpu0` is not `n2:gpu0`.
+        gpu_ids: gpus
+            .iter()
+            .map(|g| (*g, format!("{node_name}:gpu{g}")))
+            .collect(),
         exe,
         gpu_env_only,
         owner,

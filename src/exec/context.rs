@@ -30,8 +30,16 @@ pub struct Ctx {
     pub cancel: watch::Receiver<bool>,
     pub docker: Option<Runtime>,
     pub process: Option<Runtime>,
-    /// One measure at a time on this host, when asked for.
-    pub isolate: Option<Semaphore>,
+    /// Which measurements may overlap in time.
+    pub isolate: crate::manifest::model::Isolate,
+    /// The one measurement slot of `isolate = "exclusive"`.
+    pub measure_slot: Semaphore,
+    /// Measurement groups of `isolate = "paired"`.
+    pub rendezvous: super::pairing::Rendezvous,
+    /// Session → its paired measurement group (only under `isolate = "paired"`).
+    pub pair_group: HashMap<usize, usize>,
+    /// How each GPU index is recorded with results: its UUID, or `gpu<index>` when declared.
+    pub gpu_ids: HashMap<u32, String>,
     /// This executable, for `{{ isobench }}` in server commands.
     pub exe: String,
     pub gpu_env_only: bool,

@@ -262,6 +262,28 @@ impl Pool {
         Ok(chosen)
     }
 
+    /// Takes exactly the GPUs `want` (a balanced placement), or says why not now.
+    pub fn acquire_exact(&mut self, want: &[u32]) -> Result<Vec<u32>, Shortage> {
+        if want.iter().any(|g| !self.all.contains(g)) {
+            return Err(Shortage::Never);
+        }
+        if want.iter().any(|g| self.busy.contains(g)) {
+            return Err(Shortage::Busy);
+        }
+        let not_idle: Vec<(u32, u64)> = want
+            .iter()
+            .filter_map(|&g| {
+                let used = self.probe.as_ref()?.memory_used_mib(g)?;
+                (used >= self.idle_mib).then_some((g, used))
+            })
+            .collect();
+        if !not_idle.is_empty() {
+            return Err(Shortage::NotIdle(not_idle));
+        }
+        self.busy.extend(want.iter().copied());
+        Ok(want.to_vec())
+    }
+
     pub fn release(&mut self, gpus: &[u32]) {
         for g in gpus {
             self.busy.remove(g);
@@ -312,6 +334,10 @@ mod tests {
         assert_eq!(pool.acquire(1), Err(Shortage::Busy));
         assert_eq!(pool.acquire(5), Err(Shortage::Never));
         pool.release(&a);
+        assert_eq!(pool.acquire_exact(&[1, 2]), Err(Shortage::Busy));
+        assert_eq!(pool.acquire_exact(&[7]), Err(Shortage::Never));
+        assert_eq!(pool.acquire_exact(&[1]).unwrap(), vec![1]);
+        pool.release(&[1]);
         assert_eq!(pool.acquire(1).unwrap(), vec![0]);
         assert_eq!(pool.acquire(0).unwrap(), Vec::<u32>::new());
     }

@@ -5,7 +5,9 @@ pub mod cluster;
 pub mod context;
 pub mod gpu;
 pub mod live;
+pub mod pairing;
 pub mod patch;
+pub mod placement;
 pub mod record;
 pub mod session;
 
@@ -25,3 +27,4 @@ pub trait Comparer: Send + Sync {
         commit: usize,
     ) -> Result<Vec<u8>, String>;
 }
+pub use crate::manifest::model::Isolate;

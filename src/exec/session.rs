@@ -5,7 +5,7 @@ use super::context::{Ctx, JournalError};
 use super::live::Activity;
 use crate::failure::{CrashCause, Failure, FailureClass};
 use crate::loadgen::{self, ClientConfig, Dataset, LoadClient, Progress, RunConfig};
-use crate::manifest::model::{Commit, CommitArm, EXE_PLACEHOLDER, PORT_PLACEHOLDER};
+use crate::manifest::model::{Commit, CommitArm, EXE_PLACEHOLDER, Isolate, PORT_PLACEHOLDER};
 use crate::manifest::pipeline::StepKind;
 use crate::runtime::{GpuMode, Runtime, ServerHandle, ServerSource, ServerSpec};
 use petgraph::graph::NodeIndex;
@@ -204,6 +204,15 @@ pub async fn run(
         .copied()
         .filter(|m| ctx.plan.action(*m).executes())
         .collect();
+    // Paired: whatever ends this session early, its partners stop waiting for it.
+    let mut owed = ctx
+        .pair_group
+        .get(&session_index)
+        .map(|&group| super::pairing::Owed {
+            rendezvous: &ctx.rendezvous,
+            group,
+            points: measures.iter().filter_map(|&m| point_of(&ctx, m)).collect(),
+        });
     let mut outcome = SessionOutcome::default();
     let Some(start) = start else {
         return Ok(outcome);
@@ -277,11 +286,14 @@ pub async fn run(
             &measures,
             &dataset,
             commit,
+            &gpus,
+            &mut owed,
             &mut outcome,
         )
         .await
     }
     .await;
+    drop(owed);
     // The stop happens even when its `started` cannot be journaled (disk full): a server left
     // running is worse than a stop the journal does not show.
     let stop_started = stop.map(|n| (n, ctx.started(n)));
@@ -322,6 +334,8 @@ async fn session_body(
     measures: &[NodeIndex],
     dataset: &Arc<Datasets>,
     commit: &Commit,
+    gpus: &[u32],
+    owed: &mut Option<super::pairing::Owed<'_>>,
     outcome: &mut SessionOutcome,
 ) -> Result<(), JournalError> {
     let _ = label;
@@ -407,14 +421,26 @@ async fn session_body(
             _ => 0,
         };
         let point = commit.load.points[point_index];
-        let _permit = match &ctx.isolate {
-            Some(sem) => {
-                activity.set("waiting for the measurement slot (isolate_measure)".into());
-                Some(sem.acquire().await.expect("semaphore open"))
+        let _permit = match ctx.isolate {
+            Isolate::Exclusive => {
+                activity.set("waiting for the measurement slot (isolate = exclusive)".into());
+                tokio::select! {
+                    p = ctx.measure_slot.acquire() => Some(p.expect("semaphore open")),
+                    _ = ctx.cancelled_wait() => { outcome.interrupted = true; return Ok(()); }
+                }
             }
-            None => None,
+            Isolate::Paired | Isolate::None => None,
         };
+        if let Some(owed) = owed.as_mut() {
+            activity.set("waiting for the paired arms (isolate = paired)".into());
+            owed.take(point_index);
+            tokio::select! {
+                _ = ctx.rendezvous.arrive(owed.group, point_index) => {}
+                _ = ctx.cancelled_wait() => { outcome.interrupted = true; return Ok(()); }
+            }
+        }
         ctx.started(m)?;
+        let window_start = unix_now();
         let progress = Arc::new(Progress::new());
         let run = run_config(commit, &point);
         let measure = client.run(&dataset.measure, &run, Some(progress.clone()));
@@ -431,6 +457,7 @@ async fn session_body(
                 }
             }
         };
+        let window_end = unix_now();
         let Some(result) = result else {
             outcome.interrupted = true;
             return Ok(());
@@ -467,11 +494,21 @@ async fn session_body(
                     ("key".into(), node.key.hex()),
                     ("run".into(), ctx.run_id.clone()),
                 ];
+                // The GPU each trial ran on (UUID where known), for the placement report.
+                let gpu_labels: Vec<String> = gpus
+                    .iter()
+                    .map(|g| {
+                        ctx.gpu_ids
+                            .get(g)
+                            .cloned()
+                            .unwrap_or_else(|| format!("gpu{g}"))
+                    })
+                    .collect();
                 let path = dir.join("result.json");
                 crate::util::fsx::write_atomic(&path, br.to_json_text(true, &metadata).as_bytes())
                     .map_err(JournalError)?;
                 // `duration_s` feeds the report's trial durations and the seed files' `duration_s`.
-                ctx.done(m, &[path], Some(serde_json::json!({"output_throughput": br.metrics.output_throughput, "completed": br.metrics.completed, "failed": br.metrics.failed, "duration_s": t0.elapsed().as_secs_f64()})))?;
+                ctx.done(m, &[path], Some(serde_json::json!({"output_throughput": br.metrics.output_throughput, "completed": br.metrics.completed, "failed": br.metrics.failed, "duration_s": t0.elapsed().as_secs_f64(), "window_start": window_start, "window_end": window_end, "gpus": gpu_labels, "isolate": ctx.isolate.as_str()})))?;
                 outcome.measured += 1;
             }
             (Some(f), _) => {
@@ -488,6 +525,21 @@ async fn session_body(
         }
     }
     Ok(())
+}
+
+/// Seconds since the Unix epoch: windows of different sessions compare on one clock.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn point_of(ctx: &Ctx, m: NodeIndex) -> Option<usize> {
+    match ctx.dag.graph[m].target {
+        crate::pipeline::expand::Target::Point { point, .. } => Some(point),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -226,9 +226,44 @@ pub struct ResourceSettings {
     pub gpu_env_only: bool,
     pub gpu_idle_memory_mib: u64,
     pub gpu_idle_wait: Duration,
-    pub isolate_measure: bool,
+    pub isolate: Isolate,
     pub pull_parallelism: u32,
     pub disk_budget: Option<u64>,
+}
+
+/// Which measurements may overlap in time (`resources.isolate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolate {
+    /// One measurement at a time on this host; other sessions may start and warm up. The
+    /// default: in A/A campaigns (`scripts/bench-aa.sh`, docs/report.md) as few false verdicts
+    /// as any policy, no direction favoured, and the only one with no overlap and no order effect.
+    #[default]
+    Exclusive,
+    /// The arms of one commit's trial measure at the same moment on different GPUs; one round
+    /// (of as many arms as there are GPU groups) at a time. As few A/A false verdicts as
+    /// `exclusive` in two thirds of its time, but rounds run one after another.
+    Paired,
+    /// As the GPUs allow.
+    None,
+}
+
+impl Isolate {
+    pub fn parse(text: &str) -> Option<Isolate> {
+        match text {
+            "exclusive" => Some(Isolate::Exclusive),
+            "paired" => Some(Isolate::Paired),
+            "none" => Some(Isolate::None),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolate::Exclusive => "exclusive",
+            Isolate::Paired => "paired",
+            Isolate::None => "none",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

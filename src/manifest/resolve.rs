@@ -721,6 +721,33 @@ impl<'a> Resolver<'a> {
                 false
             }
         };
+        let isolate = match (r.isolate.as_deref(), r.isolate_measure) {
+            (None, None) => Isolate::default(),
+            (None, Some(true)) => Isolate::Exclusive,
+            (None, Some(false)) => Isolate::None,
+            (Some(text), old) => match Isolate::parse(text) {
+                Some(policy) => {
+                    if old.is_some_and(|o| o != (policy == Isolate::Exclusive)) {
+                        self.err(
+                            "resources.isolate_measure",
+                            format!("contradicts `isolate = \"{text}\"`"),
+                            "conflicting",
+                        )
+                        .with_help("drop `isolate_measure`: `isolate` replaces it");
+                    }
+                    policy
+                }
+                None => {
+                    self.err(
+                        "resources.isolate",
+                        format!("unknown isolation policy `{text}`"),
+                        "unknown",
+                    )
+                    .with_help("use `exclusive`, `paired` or `none`");
+                    Isolate::default()
+                }
+            },
+        };
         let gpu_idle_wait =
             match util::parse_duration(r.gpu_idle_wait.as_deref().unwrap_or(d::GPU_IDLE_WAIT)) {
                 Ok(v) => v,
@@ -743,7 +770,7 @@ impl<'a> Resolver<'a> {
             gpu_env_only,
             gpu_idle_memory_mib: r.gpu_idle_memory_mib.unwrap_or(d::GPU_IDLE_MEMORY_MIB),
             gpu_idle_wait,
-            isolate_measure: r.isolate_measure.unwrap_or(false),
+            isolate,
             pull_parallelism: r.pull_parallelism.unwrap_or(d::PULL_PARALLELISM).max(1),
             disk_budget,
         }

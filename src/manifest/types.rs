@@ -359,7 +359,13 @@ pub struct Resources {
     /// How long to wait for a GPU to become idle before failing the session (default `120s`).
     #[serde(default)]
     pub gpu_idle_wait: Option<String>,
-    /// Run at most one measure step at a time on this host (others may start or pull).
+    /// Which measurements may overlap in time: `exclusive` (one at a time on this host; others
+    /// may start and warm up meanwhile), `paired` (the arms of one commit's trial measure at the
+    /// same moment on different GPUs, one round at a time) or `none` (as fits). Default: see
+    /// `docs/report.md` (chosen by measured A/A false-verdict rates).
+    #[serde(default)]
+    pub isolate: Option<String>,
+    /// Old spelling of `isolate = "exclusive"`.
     #[serde(default)]
     pub isolate_measure: Option<bool>,
     /// Concurrent image pulls (default 2).

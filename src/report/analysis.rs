@@ -65,6 +65,7 @@ pub fn analyze(input: &ReportInput, settings: &Settings) -> Report {
         })
         .collect();
     let summary = summarize_campaign(&commits, &arms, &pairs, settings);
+    let quality = super::quality::quality(input, &commits);
     Report {
         schema: SCHEMA_NAME.to_string(),
         schema_version: SCHEMA_VERSION,
@@ -84,6 +85,7 @@ pub fn analyze(input: &ReportInput, settings: &Settings) -> Report {
         arms,
         commits,
         summary,
+        quality,
     }
 }
 
@@ -446,6 +448,8 @@ fn summarize_campaign(
         complete,
         agent_failures,
         failure_breakdown: categories,
+        fdr: super::quality::fdr(commits, settings.confidence),
+        planning: super::quality::planning(commits, settings.confidence),
     }
 }
 

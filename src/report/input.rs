@@ -78,6 +78,32 @@ pub struct TrialRecord {
     /// The cluster node the trial's session ran on (Slurm backend; `None` on this host).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// Where and when the measurement ran (absent in results of older versions).
+    #[serde(default)]
+    pub measured: Option<MeasureInfo>,
+}
+
+/// Where and when one measurement ran: the report's measurement-quality section.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MeasureInfo {
+    /// Measurement window, seconds since the Unix epoch (one clock for every trial of a run).
+    pub window_start: f64,
+    pub window_end: f64,
+    /// GPUs the server ran on: UUIDs, or `gpu<index>` for declared GPUs without one.
+    #[serde(default)]
+    pub gpus: Vec<String>,
+    /// The isolation policy it was measured under (`exclusive`, `paired`, `none`).
+    #[serde(default)]
+    pub isolate: Option<String>,
+    /// The load generator's self-audit warnings for this run.
+    #[serde(default)]
+    pub audit_warnings: Vec<String>,
+}
+
+impl MeasureInfo {
+    pub fn window_s(&self) -> f64 {
+        (self.window_end - self.window_start).max(0.0)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -8,6 +8,7 @@ pub mod input;
 pub mod metric;
 pub mod model;
 pub mod montecarlo;
+pub mod quality;
 pub mod recorded;
 pub mod render;
 pub mod seed;

@@ -29,6 +29,8 @@ pub struct Report {
     pub arms: Vec<ArmEntry>,
     pub commits: Vec<CommitReport>,
     pub summary: CampaignSummary,
+    /// Windows, trial spread, GPU placement, overlapping measurements, self-audit warnings.
+    pub quality: Quality,
 }
 
 /// How numbers were computed.
@@ -227,6 +229,131 @@ pub struct CampaignSummary {
     pub agent_failures: Vec<AgentFailureRow>,
     /// Failed trials grouped by class and cause.
     pub failure_breakdown: Vec<FailureCategory>,
+    /// Campaign-wide error control over the headline comparisons (per-comparison verdicts stay
+    /// in `comparisons`).
+    pub fdr: FdrSummary,
+    /// Trials each headline comparison needs to detect `change_pct` with `power`.
+    pub planning: Planning,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct FdrSummary {
+    /// `Benjamini–Hochberg`.
+    pub method: String,
+    /// The false discovery rate controlled, 1 − confidence (e.g. 0.05).
+    pub level: f64,
+    /// Headline comparisons with an interval (single-trial ones have no p-value).
+    pub comparisons: usize,
+    /// Comparisons whose adjusted p-value (q) is at most `level`.
+    pub discoveries: usize,
+    /// Comparisons called faster/slower by their own interval, without the adjustment.
+    pub per_comparison_discoveries: usize,
+    pub rows: Vec<FdrRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct FdrRow {
+    pub commit: String,
+    pub point: String,
+    pub kind: ComparisonKind,
+    pub candidate: String,
+    pub reference: String,
+    pub diff_pct: f64,
+    /// Two-sided p-value of the comparison's t-test (log scale).
+    pub p_value: f64,
+    /// Benjamini–Hochberg adjusted p-value over the campaign.
+    pub q_value: f64,
+    /// The per-comparison verdict (from the interval).
+    pub verdict: Verdict,
+    /// The verdict after campaign-wide FDR control.
+    pub fdr_verdict: Verdict,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Planning {
+    /// The change to detect, percent (e.g. 3).
+    pub change_pct: f64,
+    /// The power to detect it with (e.g. 0.8).
+    pub power: f64,
+    /// Comparisons with fewer trials than they need.
+    pub under_powered: usize,
+    pub rows: Vec<PowerRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PowerRow {
+    pub commit: String,
+    pub point: String,
+    pub kind: ComparisonKind,
+    pub candidate: String,
+    /// Standard deviation of one round's candidate/reference log ratio, in percent.
+    pub sd_pct: f64,
+    /// Rounds (or trials per arm) measured.
+    pub trials: usize,
+    /// Rounds needed; `None` when beyond 10,000.
+    pub needed: Option<usize>,
+    pub under_powered: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Quality {
+    /// Windows shorter than this are flagged (seconds).
+    pub min_window_s: f64,
+    /// Trials with fewer completed requests are flagged (p99 would be the maximum).
+    pub min_completed: u64,
+    /// Every measured trial: where and when it ran.
+    pub trials: Vec<TrialQuality>,
+    /// Per (commit, point, arm): trial spread and trials per GPU.
+    pub arms: Vec<ArmQuality>,
+    /// Per GPU: its effect on the headline, where the placement lets it be estimated.
+    pub gpu_effects: Vec<GpuEffect>,
+    /// Trials measured while another measurement ran.
+    pub overlapping_trials: usize,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TrialQuality {
+    pub commit: String,
+    pub point: String,
+    pub arm: String,
+    pub trial: u32,
+    /// GPU UUIDs (or `gpu<index>` for declared GPUs); empty for results of older versions.
+    pub gpus: Vec<String>,
+    pub isolate: Option<String>,
+    /// Window start, seconds since the Unix epoch.
+    pub window_start: Option<f64>,
+    pub window_s: Option<f64>,
+    pub completed: Option<u64>,
+    /// Other trials whose windows overlap this one (its own round's arms under `paired`, which
+    /// overlap by design, are not counted).
+    pub overlaps: usize,
+    /// The first few of them, as `commit/arm#trial`.
+    pub overlapping: Vec<String>,
+    pub flags: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ArmQuality {
+    pub commit: String,
+    pub point: String,
+    pub arm: String,
+    pub n: usize,
+    /// Coefficient of variation of the headline across trials.
+    pub cv: Option<f64>,
+    /// Trials per GPU.
+    pub gpus: BTreeMap<String, usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct GpuEffect {
+    pub gpu: String,
+    /// Trials that contributed (from arms that ran on more than one GPU).
+    pub trials: usize,
+    /// Headline on this GPU vs its arm's mean, percent.
+    pub effect_pct: f64,
+    pub ci_low_pct: Option<f64>,
+    pub ci_high_pct: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -220,6 +220,7 @@ pub fn synthetic_campaign(scenario: &Scenario, commits: usize, seed: u64) -> sup
                     run_s: None,
                     image: None,
                     node: None,
+                    measured: None,
                 });
             }
         }

@@ -71,6 +71,7 @@ pub fn report_input(
             if entry.key != node.key.hex() {
                 continue;
             }
+            let mut audit_warnings = Vec::new();
             let outcome = match entry.event {
                 Event::Done => {
                     let Some(path) = entry.outputs.keys().find(|p| p.ends_with("result.json"))
@@ -79,8 +80,10 @@ pub fn report_input(
                     };
                     match std::fs::read_to_string(state.dir.join(path))
                         .map_err(|e| e.to_string())
-                        .and_then(|t| Metrics::from_json(&t).map_err(|e| e.to_string()))
-                    {
+                        .and_then(|t| {
+                            audit_warnings = audit_warnings_of(&t);
+                            Metrics::from_json(&t).map_err(|e| e.to_string())
+                        }) {
                         Ok(metrics) => TrialOutcome::Ok(Box::new(metrics)),
                         Err(e) => TrialOutcome::Failed(crate::failure::Failure::new(
                             crate::failure::FailureClass::Internal,
@@ -115,6 +118,7 @@ pub fn report_input(
                 run_s,
                 image: image.clone(),
                 node: node_of(session, dag, state),
+                measured: measure_info(entry.info.as_ref(), audit_warnings),
             });
         }
     }
@@ -142,6 +146,7 @@ pub fn report_input(
                 run_s: None,
                 image: None,
                 node: None,
+                measured: None,
             });
         }
     }
@@ -217,4 +222,52 @@ fn session_wall_s(
         }
     }
     end?.duration_since(begin?).ok().map(|d| d.as_secs_f64())
+}
+
+/// The window, GPUs and policy `apply` recorded with a measurement (none before this existed).
+fn measure_info(
+    info: Option<&serde_json::Value>,
+    audit_warnings: Vec<String>,
+) -> Option<crate::report::input::MeasureInfo> {
+    let info = info?;
+    Some(crate::report::input::MeasureInfo {
+        window_start: info.get("window_start")?.as_f64()?,
+        window_end: info.get("window_end")?.as_f64()?,
+        gpus: info
+            .get("gpus")
+            .and_then(|g| g.as_array())
+            .map(|g| {
+                g.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        isolate: info
+            .get("isolate")
+            .and_then(|v| v.as_str())
+            .map(str::to_string),
+        audit_warnings,
+    })
+}
+
+/// `isobench.audit.warnings` of a result JSON: the load generator's own doubts about the run.
+fn audit_warnings_of(text: &str) -> Vec<String> {
+    #[derive(serde::Deserialize, Default)]
+    struct Audit {
+        #[serde(default)]
+        warnings: Vec<String>,
+    }
+    #[derive(serde::Deserialize, Default)]
+    struct Block {
+        #[serde(default)]
+        audit: Audit,
+    }
+    #[derive(serde::Deserialize, Default)]
+    struct Result {
+        #[serde(default)]
+        isobench: Block,
+    }
+    serde_json::from_str::<Result>(text)
+        .map(|r| r.isobench.audit.warnings)
+        .unwrap_or_default()
 }

@@ -70,6 +70,7 @@ fn record(commit: &str, arm: &str, trial: u32, point: &str, outcome: TrialOutcom
         run_s: Some(90.0 + trial as f64),
         image: Some(format!("anonymous/vllm-baseline:{commit}")),
         node: None,
+        measured: None,
     }
 }
 

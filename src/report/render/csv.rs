@@ -7,6 +7,13 @@
 //! * `comparison`: `arm` (candidate) against `reference`; `value` the difference in percent,
 //!   positive = better, with its interval and `verdict`.
 //!
+//! * `quality`: one measured trial's window: `reference` holds its GPU(s), `value` the window
+//!   in seconds, `ci_low` the window start (Unix seconds), `ci_high` the number of trials
+//!   measured at the same time, `n` the completed requests, `verdict` the quality flags.
+//! * `fdr`: one headline comparison under campaign-wide error control (Benjamini–Hochberg):
+//!   `value` the difference in percent, `ci_low` its p-value, `ci_high` its q-value, `verdict`
+//!   the verdict after FDR control.
+//!
 //! Failed and absent cells produce no rows (see the JSON or the failure breakdown).
 use crate::report::metric::metric;
 use crate::report::model::Report;
@@ -120,6 +127,40 @@ pub fn render(report: &Report) -> String {
                 }
             }
         }
+    }
+    for q in &report.quality.trials {
+        line([
+            "quality".into(),
+            q.commit.clone(),
+            q.point.clone(),
+            q.arm.clone(),
+            q.gpus.join("+"),
+            "window_s".into(),
+            q.trial.to_string(),
+            num(q.window_s),
+            num(q.window_start),
+            q.overlaps.to_string(),
+            q.completed.map(|c| c.to_string()).unwrap_or_default(),
+            "s".into(),
+            q.flags.join("; "),
+        ]);
+    }
+    for r in &report.summary.fdr.rows {
+        line([
+            "fdr".into(),
+            r.commit.clone(),
+            r.point.clone(),
+            r.candidate.clone(),
+            r.reference.clone(),
+            report.summary.headline_metric.clone(),
+            String::new(),
+            num(Some(r.diff_pct)),
+            num(Some(r.p_value)),
+            num(Some(r.q_value)),
+            String::new(),
+            "%".into(),
+            verdict_key(r.fdr_verdict).into(),
+        ]);
     }
     out
 }

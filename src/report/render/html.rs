@@ -115,6 +115,15 @@ pub fn render(report: &Report) -> String {
     out.push_str("</nav>\n");
 
     summary(report, &mut out);
+    out.push_str("<h2>Measurement quality</h2>\n<ul>");
+    for line in super::quality::lines(report) {
+        let _ = write!(out, "<li>{}</li>", esc(&line));
+    }
+    out.push_str("</ul>\n");
+    for (title, table) in super::quality::tables(report) {
+        let _ = writeln!(out, "<h3>{}</h3>", esc(title));
+        draw(&mut out, &table);
+    }
 
     out.push_str("<h2>Per commit</h2>\n");
     for commit in &report.commits {

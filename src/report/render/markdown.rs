@@ -111,6 +111,16 @@ pub fn render(report: &Report) -> String {
         draw(&mut out, table);
     }
 
+    out.push_str("## Measurement quality\n\n");
+    for line in super::quality::lines(report) {
+        out.push_str(&format!("- {}\n", esc(&line)));
+    }
+    out.push('\n');
+    for (title, table) in super::quality::tables(report) {
+        out.push_str(&format!("### {title}\n\n"));
+        draw(&mut out, &table);
+    }
+
     out.push_str("## Per commit\n\n");
     for commit in &report.commits {
         let subject = commit

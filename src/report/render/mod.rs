@@ -4,6 +4,7 @@ pub mod csv;
 pub mod html;
 pub mod json;
 pub mod markdown;
+pub mod quality;
 pub mod svg;
 pub mod tables;
 pub mod terminal;

@@ -47,14 +47,14 @@ pub struct TextCell {
     pub tone: Tone,
 }
 
-fn plain(text: impl Into<String>) -> TextCell {
+pub(super) fn plain(text: impl Into<String>) -> TextCell {
     TextCell {
         text: text.into(),
         tone: Tone::Plain,
     }
 }
 
-fn toned(text: impl Into<String>, tone: Tone) -> TextCell {
+pub(super) fn toned(text: impl Into<String>, tone: Tone) -> TextCell {
     TextCell {
         text: text.into(),
         tone,
@@ -75,7 +75,7 @@ pub struct TextTable {
 }
 
 impl TextTable {
-    fn new(headers: Vec<String>, numeric_cols: &[usize]) -> TextTable {
+    pub(super) fn new(headers: Vec<String>, numeric_cols: &[usize]) -> TextTable {
         let numeric = (0..headers.len())
             .map(|i| numeric_cols.contains(&i))
             .collect();
@@ -86,7 +86,7 @@ impl TextTable {
         }
     }
 
-    fn push(&mut self, row: Vec<TextCell>) {
+    pub(super) fn push(&mut self, row: Vec<TextCell>) {
         debug_assert_eq!(
             row.len(),
             self.headers.len(),
@@ -96,7 +96,7 @@ impl TextTable {
     }
 }
 
-fn strings(items: &[&str]) -> Vec<String> {
+pub(super) fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 

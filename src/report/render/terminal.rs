@@ -190,6 +190,16 @@ pub fn render(report: &Report, color: bool) -> String {
         }
         draw(table, &mut out, "  ", color);
     }
+    out.push('\n');
+    heading(&mut out, "Measurement quality", color);
+    for line in super::quality::lines(report) {
+        out.push_str(&wrap(&format!("  {line}"), 100));
+    }
+    for (title, table) in super::quality::tables(report) {
+        out.push('\n');
+        heading(&mut out, title, color);
+        draw(&table, &mut out, "  ", color);
+    }
     out
 }
 
