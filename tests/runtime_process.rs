@@ -383,9 +383,13 @@ async fn a_missing_program_or_tree_fails_without_leaving_anything() {
     assert!(!found.pulled);
 }
 
-/// `/proc/<pid>/stat` field 22 (start time).
+/// `/proc/<pid>/stat` field 22 (start time); 0 for a process that is gone. Our own process
+/// group's leader can be gone while the group lives on (a shell that started the tests in the
+/// background and exited, as CI's runner may): a record naming that group is garbage all the same.
 fn start_time_of(pid: i32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .unwrap()
