@@ -297,61 +297,9 @@ mod tests {
         assert_eq!(events, vec![Owned::Invalid(vec![0xff, 0xfe]), data("ok")]);
     }
 
-    /// A model of the stream: what a correct parser must produce for lines joined arbitrarily.
-    fn render(events: &[(Vec<String>, bool)], eol: &str) -> (String, Vec<Owned>) {
-        let mut text = String::new();
-        let mut want = Vec::new();
-        for (lines, with_comment) in events {
-            if *with_comment {
-                text.push_str(": comment");
-                text.push_str(eol);
-            }
-            for line in lines {
-                text.push_str("data: ");
-                text.push_str(line);
-                text.push_str(eol);
-            }
-            text.push_str(eol);
-            if !lines.is_empty() {
-                let joined = lines.join("\n");
-                want.push(if joined == "[DONE]" {
-                    Owned::Done
-                } else {
-                    Owned::Data(joined)
-                });
-            }
-        }
-        (text, want)
-    }
-
+    // Arbitrary chunkings of well-formed streams are checked against a model of the stream in
+    // tests/fuzz_sse.rs (more cuts, a wider alphabet, and the whole stream as one chunk too).
     proptest! {
-        #[test]
-        fn arbitrary_streams_and_splits(
-            events in prop::collection::vec(
-                (prop::collection::vec("[a-z{}\":,é😀 ]{0,12}", 0..3), any::<bool>()), 0..8),
-            eol in prop::sample::select(vec!["\n", "\r\n", "\r"]),
-            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
-        ) {
-            // Lines that start with a space would lose it to the optional-space rule; and a
-            // value starting with ':' is fine (it follows "data: ").
-            let events: Vec<(Vec<String>, bool)> = events
-                .into_iter()
-                .map(|(lines, c)| (lines.into_iter().map(|l| l.trim_start().to_string()).collect(), c))
-                .collect();
-            let (text, want) = render(&events, eol);
-            let bytes = text.as_bytes();
-            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
-            points.sort_unstable();
-            let mut pieces = Vec::new();
-            let mut last = 0;
-            for p in points {
-                pieces.push(&bytes[last..p]);
-                last = p;
-            }
-            pieces.push(&bytes[last..]);
-            prop_assert_eq!(collect(&pieces), want);
-        }
-
         #[test]
         fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..300),
                                 cut in any::<prop::sample::Index>()) {
