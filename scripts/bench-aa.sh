@@ -8,7 +8,8 @@
 #   POLICIES="exclusive" CAMPAIGNS=1 COMMITS=10 scripts/bench-aa.sh
 #
 # Settings (environment): POLICIES, CAMPAIGNS, COMMITS, TRIALS (5), GPUS (declared, "0,1"),
-# NUM_PROMPTS (48), CONCURRENCY (8), SUMMARY_ONLY (1: summarise what is there), ISOBENCH_BIN (default: target/release/isobench, built if
+# NUM_PROMPTS (48), CONCURRENCY (8), DURATION / RAMP_UP (e.g. "5s" / "1s": time-based windows
+# instead of one pass over NUM_PROMPTS), SUMMARY_ONLY (1: summarise what is there), ISOBENCH_BIN (default: target/release/isobench, built if
 # missing), OUT (default /tmp/isobench-bench-aa).
 # Output: $OUT/<policy>-<n>/report.json per campaign and $OUT/summary.md: per policy the
 # comparisons, faster/slower counts, the false-verdict rate with its 95 % binomial interval, the
@@ -61,6 +62,8 @@ num_prompts = $NUM_PROMPTS
 concurrency = $CONCURRENCY
 warmup = 4
 timeout = "120s"
+${DURATION:+duration = \"$DURATION\"}
+${RAMP_UP:+ramp_up = \"$RAMP_UP\"}
 [resources]
 gpus = [$GPUS]
 isolate = "$policy"

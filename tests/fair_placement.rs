@@ -275,3 +275,71 @@ fn paired_with_more_arms_than_gpus_finishes() {
     }
     assert_eq!(alone.len(), 3, "the lone arm did not rotate: {alone:?}");
 }
+
+/// `load.duration`: every trial measures a window of that length after its ramp-up, the
+/// report judges it by that window, and the window is part of the measurements' keys.
+#[test]
+fn timed_windows_are_measured_recorded_and_keyed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_campaign(dir.path(), 1, 1, "isolate = \"exclusive\"");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let timed = text.replace(
+        "warmup = 2\n",
+        "warmup = 2\nduration = \"1s\"\nramp_up = \"300ms\"\n",
+    );
+    std::fs::write(&path, &timed).unwrap();
+    let input = apply_and_load(&path, &[]);
+    assert_eq!(input.trials.len(), 2);
+    for t in &input.trials {
+        let info = t.measured.as_ref().unwrap();
+        assert_eq!(info.measured_s, Some(1.0), "{info:?}");
+        assert!(
+            info.window_s() >= 1.3,
+            "the run spans ramp-up + window: {info:?}"
+        );
+        assert!(
+            info.prompts_reused.unwrap() > 0,
+            "24 prompts cycled: {info:?}"
+        );
+        let result: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(t.result_path.as_ref().unwrap()).unwrap())
+                .unwrap();
+        assert_eq!(result["duration"], 1.0);
+        let window = &result["isobench"]["window"];
+        assert!(window["sent_in_window"].as_u64().unwrap() >= 10, "{window}");
+        assert!(window["sent_in_ramp_up"].as_u64().unwrap() >= 3, "{window}");
+        assert!(result["output_throughput"].as_f64().unwrap() > 100.0);
+    }
+    let report = isobench(&["report", "--format", "json", path.to_str().unwrap()]);
+    assert_eq!(report.status.code(), Some(0), "{}", report.text());
+    let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    for t in report["quality"]["trials"].as_array().unwrap() {
+        assert_eq!(t["window_s"], 1.0, "{t}");
+        assert!(t["flags"].to_string().contains("re-sent a prompt"), "{t}");
+    }
+    // Nothing to do until the window changes; then both measurements (and the comparison) run
+    // again, in new server sessions, as after any load change.
+    let plan = isobench(&["plan", path.to_str().unwrap()]);
+    assert!(
+        plan.text().contains("0 to run, 0 to rerun"),
+        "{}",
+        plan.text()
+    );
+    std::fs::write(
+        &path,
+        timed.replace("duration = \"1s\"", "duration = \"2s\""),
+    )
+    .unwrap();
+    let plan = isobench(&["plan", path.to_str().unwrap()]);
+    assert!(
+        plan.text().contains("8 to run, 3 to rerun"),
+        "{}",
+        plan.text()
+    );
+    assert_eq!(
+        plan.text().matches("load changed").count(),
+        2,
+        "{}",
+        plan.text()
+    );
+}

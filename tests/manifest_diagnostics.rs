@@ -571,3 +571,42 @@ fn model_path_template_reaches_the_server_command_and_the_served_name() {
     assert_eq!(commit.model.served_name, expected);
     assert_eq!(commit.model.tokenizer.as_deref(), Some(dir.path()));
 }
+
+#[test]
+fn d38_timed_window_settings() {
+    let timed = |extra: &str| replace("num_prompts = 10", &format!("num_prompts = 10\n{extra}"));
+    one(
+        &timed("duration = \"60s\"\ntimeout = \"50s\""),
+        "24:12",
+        "ramp-up + duration (65 s) must be shorter than the measure step's timeout (50 s)",
+    );
+    one(
+        &timed("ramp_up = \"5s\""),
+        "24:11",
+        "ramp_up only applies to a timed run",
+    );
+    one(
+        &timed("duration = \"0s\""),
+        "24:12",
+        "duration must be longer than 0 s",
+    );
+    one(
+        &timed("duration = \"a minute\""),
+        "24:12",
+        "`a minute` is not a duration",
+    );
+    let c = load(&timed("duration = \"30s\"\nramp_up = \"2s\"")).unwrap();
+    let t = c.commits[0].load.timed.expect("timed");
+    assert_eq!(
+        (t.ramp_up.as_secs(), t.duration.as_secs()),
+        (2, 30),
+        "{t:?}"
+    );
+    let c = load(&timed("duration = \"30s\"")).unwrap();
+    assert_eq!(
+        c.commits[0].load.timed.unwrap().ramp_up.as_secs(),
+        5,
+        "default ramp-up"
+    );
+    assert!(load(BASE).unwrap().commits[0].load.timed.is_none());
+}

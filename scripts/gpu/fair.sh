@@ -16,7 +16,12 @@
 # else target/debug/isobench), ISOBENCH_GPU_PYTHON_PREFIX (torch + transformers; default
 # /opt/torch/.venv), ISOBENCH_GPU_WHEELS (default .whl), ISOBENCH_FAIR_BUDGET_S (default 450),
 # ISOBENCH_FAIR_TRIALS (balanced campaign, default 2: enough for each arm to use both GPUs), ISOBENCH_FAIR_AA_TRIALS (default 3),
-# ISOBENCH_FAIR_POLICIES (default "exclusive paired none"), ISOBENCH_GPU_DECLARE (e.g. 0,1).
+# ISOBENCH_FAIR_POLICIES (default "exclusive paired none"), ISOBENCH_GPU_DECLARE (e.g. 0,1),
+# ISOBENCH_FAIR_DURATION (e.g. "20s": one more A/A campaign, `aa-timed`, under the default
+# policy with time-based windows of that length and ISOBENCH_FAIR_RAMP_UP, default "5s"),
+# ISOBENCH_FAIR_RAMP_PROFILE (e.g. "30s": first, one batched server on GPU 0, warmed up, then a
+# timed bench run of that length with no ramp-up, profiled by scripts/ramp-profile.py: how long
+# the server takes to reach its steady state, the evidence behind `load.ramp_up`'s default).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT" || exit 1
@@ -177,6 +182,31 @@ run_campaign() { # run_campaign TAG TRIALS ISOLATE HUMAN_PATH HUMAN_ARGS
   log "$tag: $(grep -c '"event":"done"' "$dir/.isobench/journal.jsonl" 2>/dev/null) steps done in $(( $(date +%s) - START ))s so far"
 }
 
+ramp_profile() { # one server, warmed up; a timed run from t = 0; tokens per 0.5 s
+  local dir=$WORK/ramp port=18931 pid
+  mkdir -p "$dir"
+  if [ "$SIM" = 1 ]; then
+    (cd "$HUMAN_PATH" && exec "$BIN" sim --config sim.toml --host 127.0.0.1 --port $port --model m) > "$dir/server.log" 2>&1 &
+  else
+    env CUDA_VISIBLE_DEVICES=0 PYTHONPATH=/tmp/site HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1 \
+      "$PY" -m transformers.cli.transformers serve --host 127.0.0.1 --port $port --log-level warning \
+      --cb-max-memory-percent 0.3 --continuous-batching "$MODEL" > "$dir/server.log" 2>&1 &
+  fi
+  pid=$!
+  log "ramp profile: one batched server, then a ${ISOBENCH_FAIR_RAMP_PROFILE} run with no ramp-up"
+  (cd "$dir" && timeout -k 10 300 "$BIN" bench --base-url http://127.0.0.1:$port --model "$(
+      [ "$SIM" = 1 ] && echo m || echo "$MODEL")" --backend openai-chat --random-input-len 128 \
+      --random-output-len 64 --num-prompts 4000 --max-concurrency 8 --num-warmups 8 --temperature 0 \
+      --ready-check-timeout-sec 240 --duration "$ISOBENCH_FAIR_RAMP_PROFILE" --ramp-up 0s \
+      --save-result --save-detailed --result-filename ramp.json --disable-tqdm > bench.log 2>&1) \
+    || problem "ramp profile: bench failed: $(tail -2 "$dir/bench.log" | tr '\n' ' ')"
+  kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+  [ -f "$dir/ramp.json" ] && python3 "$ROOT/scripts/ramp-profile.py" "$dir/ramp.json" > "$OUT/ramp-profile.txt" \
+    && tail -8 "$OUT/ramp-profile.txt"
+  rm -f "$dir/ramp.json.full"
+}
+[ -n "${ISOBENCH_FAIR_RAMP_PROFILE:-}" ] && ramp_profile
+
 run_campaign balanced "$TRIALS" paired "$HUMAN_PATH" "$HUMAN_ARGS"
 # A/A: the human arm is the very same server (path and args) as the baseline; the batched
 # server, so that measurements are short and three policies fit the budget.
@@ -185,6 +215,16 @@ for p in $POLICIES; do
   BASE_PATH=$HUMAN_PATH BASE_ARGS=$AA_ARGS run_campaign "aa-$p" "$AA_TRIALS" "$p" "$HUMAN_PATH" "$AA_ARGS"
   BASE_PATH=$BASE_PATH_SAVED
 done
+
+if [ -n "${ISOBENCH_FAIR_DURATION:-}" ]; then
+  LOAD_SAVED=$LOAD
+  LOAD="$LOAD
+duration = \"$ISOBENCH_FAIR_DURATION\"
+ramp_up = \"${ISOBENCH_FAIR_RAMP_UP:-5s}\""
+  BASE_PATH_SAVED=$BASE_PATH
+  BASE_PATH=$HUMAN_PATH BASE_ARGS=$HUMAN_ARGS run_campaign aa-timed "$AA_TRIALS" exclusive "$HUMAN_PATH" "$HUMAN_ARGS"
+  BASE_PATH=$BASE_PATH_SAVED LOAD=$LOAD_SAVED
+fi
 
 # --- summary ----------------------------------------------------------------------------------
 python3 - "$WORK" > "$OUT/summary.txt" <<'PYEOF'

@@ -110,6 +110,13 @@ pub struct BenchArgs {
     /// Limit per request (seconds or 90s / 10m) [default: the run timeout].
     #[arg(long, value_parser = parse_duration)]
     pub request_timeout: Option<Duration>,
+    /// Time-based run (not in vLLM): send without pause for --ramp-up + DURATION and measure
+    /// the window after the ramp-up; prompts are cycled (docs/loadgen.md, "Time-based runs").
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub duration: Option<Duration>,
+    /// A timed run's unmeasured start [default: 5s; only with --duration].
+    #[arg(long, value_parser = parse_duration, requires = "duration")]
+    pub ramp_up: Option<Duration>,
     /// Limit for the whole measured run; open requests are cut and counted as failed.
     #[arg(long, default_value = "600", value_parser = parse_duration)]
     pub timeout: Duration,
@@ -212,6 +219,10 @@ impl BenchArgs {
             percentiles,
             percentile_metrics: parse_list(&self.percentile_metrics, "--percentile-metrics")?,
             goodput: Goodput::parse(&self.goodput)?,
+            timed: self.duration.map(|duration| crate::loadgen::TimedWindow {
+                ramp_up: self.ramp_up.unwrap_or(Duration::from_secs(5)),
+                duration,
+            }),
         })
     }
 }

@@ -145,6 +145,10 @@ pub fn run_config(commit: &Commit, point: &crate::manifest::model::LoadPoint) ->
         temperature: l.temperature,
         run_timeout: l.timeout,
         seed: l.seed,
+        timed: l.timed.map(|t| loadgen::TimedWindow {
+            ramp_up: t.ramp_up,
+            duration: t.duration,
+        }),
         ..RunConfig::default()
     }
 }
@@ -508,7 +512,7 @@ async fn session_body(
                 crate::util::fsx::write_atomic(&path, br.to_json_text(true, &metadata).as_bytes())
                     .map_err(JournalError)?;
                 // `duration_s` feeds the report's trial durations and the seed files' `duration_s`.
-                ctx.done(m, &[path], Some(serde_json::json!({"output_throughput": br.metrics.output_throughput, "completed": br.metrics.completed, "failed": br.metrics.failed, "duration_s": t0.elapsed().as_secs_f64(), "window_start": window_start, "window_end": window_end, "gpus": gpu_labels, "isolate": ctx.isolate.as_str()})))?;
+                ctx.done(m, &[path], Some(serde_json::json!({"output_throughput": br.metrics.output_throughput, "completed": br.metrics.completed, "failed": br.metrics.failed, "duration_s": t0.elapsed().as_secs_f64(), "window_start": window_start, "window_end": window_end, "gpus": gpu_labels, "isolate": ctx.isolate.as_str(), "measured_s": br.window.as_ref().map(|w| w.duration_s), "prompts_reused": br.window.as_ref().map(|w| w.prompts_reused)})))?;
                 outcome.measured += 1;
             }
             (Some(f), _) => {

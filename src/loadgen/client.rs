@@ -249,8 +249,9 @@ impl LoadClient {
             .map(|i| build_spec(run, ds, i % ds.requests.len()))
             .collect();
         let concurrency = run.max_concurrency.unwrap_or(n).min(n);
+        let schedule = Schedule::all_at_once(specs.len());
         let records = self
-            .drive(run, specs, None, Some(concurrency), None)
+            .drive(run, specs, schedule, Some(concurrency), None)
             .await
             .0;
         let completed = records.iter().filter(|r| r.success()).count();
@@ -269,7 +270,8 @@ impl LoadClient {
         let mut prewarmed = 0;
         if pool_target > concurrency {
             let tiny: Vec<RequestSpec> = (0..pool_target).map(|_| tiny_spec(run)).collect();
-            self.drive(run, tiny, None, None, None).await;
+            let schedule = Schedule::all_at_once(tiny.len());
+            self.drive(run, tiny, schedule, None, None).await;
             prewarmed = pool_target;
         }
         Ok(WarmupSummary {
@@ -282,9 +284,10 @@ impl LoadClient {
         })
     }
 
-    /// One measured run over the whole dataset. Always returns what it measured: a run that
-    /// hits its timeout comes back at the deadline with the open requests marked failed
-    /// (see [`BenchResult::outcome`]). Errors are for settings that cannot run at all.
+    /// One measured run: over the whole dataset, or for a time window ([`RunConfig::timed`]).
+    /// Always returns what it measured: a run that hits its timeout comes back at the deadline
+    /// with the open requests marked failed (see [`BenchResult::outcome`]). Errors are for
+    /// settings that cannot run at all.
     pub async fn run(
         &self,
         ds: &Dataset,
@@ -296,32 +299,51 @@ impl LoadClient {
             return Err(LoadgenError::Config("the dataset has no requests".into()));
         }
         let n = ds.requests.len();
-        if let Some(progress) = &progress {
-            progress.total.store(n, Ordering::Relaxed);
-        }
         let specs: Vec<RequestSpec> = (0..n).map(|i| build_spec(run, ds, i)).collect();
-        let offsets = arrival_offsets(n, run.request_rate, run.burstiness, run.seed);
+        let schedule = match &run.timed {
+            None => Schedule {
+                count: n,
+                offsets: arrival_offsets(n, run.request_rate, run.burstiness, run.seed),
+                send_until: None,
+            },
+            Some(timed) => {
+                let send_for = timed.ramp_up.saturating_add(timed.duration);
+                // At a finite rate, arrivals drawn up front for the whole sending time (and a
+                // little more: the scaling puts the last one at count/rate); at rate inf, a
+                // closed loop that sends whenever a slot frees.
+                let count = if run.request_rate.is_finite() {
+                    (run.request_rate * send_for.as_secs_f64()).ceil() as usize + 1
+                } else {
+                    usize::MAX
+                };
+                Schedule {
+                    count,
+                    offsets: arrival_offsets(count, run.request_rate, run.burstiness, run.seed),
+                    send_until: Some(send_for),
+                }
+            }
+        };
+        if let Some(progress) = &progress {
+            // A timed run's total is not known in advance: 0 ("open").
+            let total = if run.timed.is_some() { 0 } else { n };
+            progress.total.store(total, Ordering::Relaxed);
+        }
         let started_at = std::time::SystemTime::now();
         let probe = SchedulerProbe::start();
         let cpu_before = process_cpu_time();
         let (records, t0) = self
-            .drive(run, specs, offsets, run.max_concurrency, progress)
+            .drive(run, specs, schedule, run.max_concurrency, progress)
             .await;
         let wall = t0.elapsed();
         let cpu = process_cpu_time().saturating_sub(cpu_before);
         let probe = probe.finish().await;
 
-        // vLLM's duration: from the start of dispatch to the end of the last request.
         let timed_out = records.iter().any(|r| {
             matches!(
                 r.error.as_ref().map(|e| e.kind),
                 Some(ErrorKind::RunTimeout | ErrorKind::NotSent)
             )
         });
-        let duration_s = records
-            .iter()
-            .filter_map(|r| r.finished_at_s)
-            .fold(0.0, f64::max);
         let self_audit = audit(AuditInputs {
             records: &records,
             requested_rate: run.request_rate,
@@ -329,6 +351,23 @@ impl LoadClient {
             cpu,
             wall_s: wall.as_secs_f64(),
         });
+        if let Some(timed) = &run.timed {
+            return Ok(BenchResult::timed(
+                run,
+                ds,
+                &self.config,
+                records,
+                *timed,
+                timed_out,
+                self_audit,
+                started_at,
+            ));
+        }
+        // vLLM's duration: from the start of dispatch to the end of the last request.
+        let duration_s = records
+            .iter()
+            .filter_map(|r| r.finished_at_s)
+            .fold(0.0, f64::max);
         Ok(BenchResult::new(
             run,
             ds,
@@ -341,23 +380,41 @@ impl LoadClient {
         ))
     }
 
-    /// Releases, queues and runs `specs`; returns their records in order and the start instant.
+    /// Releases, queues and runs the scheduled requests (request `i` is `specs[i % len]`);
+    /// returns their records in order and the start instant.
     async fn drive(
         &self,
         run: &RunConfig,
         specs: Vec<RequestSpec>,
-        offsets: Option<Vec<f64>>,
+        schedule: Schedule,
         max_concurrency: Option<usize>,
         progress: Option<Arc<Progress>>,
     ) -> (Vec<RequestRecord>, Instant) {
-        let n = specs.len();
+        let Schedule {
+            count: n,
+            offsets,
+            send_until,
+        } = schedule;
         let specs = Arc::new(specs);
+        let spec_of = |index: usize| index % specs.len();
         let t0 = Instant::now();
         let shared = Arc::new(self.run_shared(run, t0, run.run_timeout, progress));
         let deadline = shared.deadline;
+        // Timed runs send nothing from here on; fixed-count runs send until the deadline.
+        let stop_sending = send_until
+            .and_then(|d| t0.checked_add(d))
+            .map_or(deadline, |s| s.min(deadline));
 
         // Arrival stage: a separate task, so waiting for concurrency never delays a release.
-        let (released_tx, mut released_rx) = mpsc::unbounded_channel::<(usize, f64)>();
+        // Fixed-count runs release into a queue that holds every request; a timed run at rate
+        // inf releases one at a time (a closed loop: the next is released as the last one gets
+        // its slot), so the queue never grows without end.
+        let capacity = if send_until.is_some() && offsets.is_none() {
+            1
+        } else {
+            n.clamp(1, 1 << 20)
+        };
+        let (released_tx, mut released_rx) = mpsc::channel::<(usize, f64)>(capacity);
         let arrivals = {
             let offsets = offsets.clone();
             tokio::spawn(async move {
@@ -368,31 +425,33 @@ impl LoadClient {
                         let due = Duration::try_from_secs_f64(offsets[index])
                             .ok()
                             .and_then(|d| t0.checked_add(d));
-                        let Some(due) = due.filter(|due| *due <= deadline) else {
+                        let Some(due) = due.filter(|due| *due <= stop_sending) else {
                             break;
                         };
                         tokio::time::sleep_until(due).await;
                     }
                     let released_at = t0.elapsed().as_secs_f64();
-                    if released_tx.send((index, released_at)).is_err() {
+                    if released_tx.send((index, released_at)).await.is_err() {
                         break;
                     }
                 }
             })
         };
 
-        // Launch stage: FIFO through the concurrency limit.
+        // Launch stage: FIFO through the concurrency limit. Requests are released and launched
+        // in index order, so `tasks[i]` and `released[i]` belong to request `i`.
         let semaphore = max_concurrency.map(|limit| Arc::new(Semaphore::new(limit)));
-        let mut tasks: Vec<Option<tokio::task::JoinHandle<RequestRecord>>> =
-            (0..n).map(|_| None).collect();
-        let mut released: Vec<Option<f64>> = vec![None; n];
+        let mut tasks: Vec<tokio::task::JoinHandle<RequestRecord>> = Vec::new();
+        let mut released: Vec<f64> = Vec::new();
         while let Ok(Some((index, released_at))) =
-            tokio::time::timeout_at(deadline, released_rx.recv()).await
+            tokio::time::timeout_at(stop_sending, released_rx.recv()).await
         {
-            released[index] = Some(released_at);
+            debug_assert_eq!(index, released.len());
+            released.push(released_at);
             let permit = match &semaphore {
                 Some(semaphore) => {
-                    match tokio::time::timeout_at(deadline, semaphore.clone().acquire_owned()).await
+                    match tokio::time::timeout_at(stop_sending, semaphore.clone().acquire_owned())
+                        .await
                     {
                         Ok(Ok(permit)) => Some(permit),
                         _ => break,
@@ -400,15 +459,16 @@ impl LoadClient {
                 }
                 None => None,
             };
-            if Instant::now() >= deadline {
+            if Instant::now() >= stop_sending {
                 break; // a slot that frees at the deadline is no reason to start a request
             }
             let shared = shared.clone();
             let specs = specs.clone();
+            let spec = spec_of(index);
             let scheduled = offsets.as_ref().map_or(0.0, |o| o[index]);
-            tasks[index] = Some(tokio::spawn(async move {
+            tasks.push(tokio::spawn(async move {
                 let record =
-                    execute_request(shared, &specs[index], index, scheduled, Some(released_at))
+                    execute_request(shared, &specs[spec], index, scheduled, Some(released_at))
                         .await;
                 drop(permit); // the slot frees when the request is done
                 record
@@ -416,30 +476,58 @@ impl LoadClient {
         }
         arrivals.abort();
 
-        let mut records = Vec::with_capacity(n);
+        let launched = tasks.len();
+        // A timed run's unsent requests were never part of it; a fixed-count run's were.
+        let unsent = if send_until.is_some() {
+            0
+        } else {
+            n - launched
+        };
+        let mut records = Vec::with_capacity(launched + unsent);
         for (index, task) in tasks.into_iter().enumerate() {
+            let record = task.await.unwrap_or_else(|err| panicked_record(index, err));
+            records.push(record);
+        }
+        for index in launched..launched + unsent {
             let scheduled = offsets.as_ref().map_or(0.0, |o| o[index]);
-            let record = match task {
-                Some(handle) => handle
-                    .await
-                    .unwrap_or_else(|err| panicked_record(index, err)),
-                None => {
-                    let mut record =
-                        RequestRecord::new(index, scheduled, specs[index].prompt_tokens_client, 0);
-                    record.released_at_s = released[index];
-                    record.fail(
-                        ErrorKind::NotSent,
-                        "not sent: the run's timeout was reached first",
-                    );
-                    if let Some(progress) = &shared.progress {
-                        progress.failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    record
-                }
-            };
+            let mut record = RequestRecord::new(
+                index,
+                scheduled,
+                specs[spec_of(index)].prompt_tokens_client,
+                0,
+            );
+            record.released_at_s = released.get(index).copied();
+            record.fail(
+                ErrorKind::NotSent,
+                "not sent: the run's timeout was reached first",
+            );
+            if let Some(progress) = &shared.progress {
+                progress.failed.fetch_add(1, Ordering::Relaxed);
+            }
             records.push(record);
         }
         (records, t0)
+    }
+}
+
+/// How many requests a run sends, and when.
+struct Schedule {
+    /// Requests at most.
+    count: usize,
+    /// Release times (s from the start) at a finite rate, one per request; None: all at once.
+    offsets: Option<Vec<f64>>,
+    /// Timed runs: nothing is sent after this long, and what was not sent leaves no record
+    /// (a fixed-count run records it as `not_sent`).
+    send_until: Option<Duration>,
+}
+
+impl Schedule {
+    fn all_at_once(count: usize) -> Schedule {
+        Schedule {
+            count,
+            offsets: None,
+            send_until: None,
+        }
     }
 }
 

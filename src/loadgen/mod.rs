@@ -20,7 +20,7 @@ pub use dataset::{
     resolve_tokenizer_file,
 };
 pub use record::{ErrorKind, RequestError, RequestRecord};
-pub use result::{BenchResult, Metrics, RunOutcome};
+pub use result::{BenchResult, Metrics, RunOutcome, WindowSummary};
 
 use crate::failure::{Failure, FailureClass};
 use serde::Serialize;
@@ -155,6 +155,36 @@ pub struct RunConfig {
     /// e2el_including_client_queue (the JSON always has ttft/tpot/itl/e2el).
     pub percentile_metrics: Vec<String>,
     pub goodput: Goodput,
+    /// Time-based (steady-state) measurement instead of one pass over the dataset.
+    pub timed: Option<TimedWindow>,
+}
+
+/// A time-based run (`load.duration`, `load.ramp_up`): requests are sent without pause (the
+/// dataset's prompts in order, cycled) from the start until `ramp_up + duration`; those sent
+/// during `ramp_up` fill the server and are not measured; those sent within the window are
+/// measured and allowed to finish (as `vllm bench serve` waits for every request). Throughput
+/// counts what the server produced *inside* the window, so neither the ramp-up nor the drain
+/// at the end dilutes it (`docs/loadgen.md`, "Time-based runs").
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct TimedWindow {
+    #[serde(
+        rename = "ramp_up_s",
+        serialize_with = "crate::util::serialize_duration_s"
+    )]
+    pub ramp_up: std::time::Duration,
+    #[serde(
+        rename = "duration_s",
+        serialize_with = "crate::util::serialize_duration_s"
+    )]
+    pub duration: std::time::Duration,
+}
+
+impl TimedWindow {
+    /// The measured window, seconds from the run's start.
+    pub fn bounds_s(&self) -> (f64, f64) {
+        let start = self.ramp_up.as_secs_f64();
+        (start, start + self.duration.as_secs_f64())
+    }
 }
 
 impl Default for RunConfig {
@@ -174,6 +204,7 @@ impl Default for RunConfig {
             percentiles: vec![99.0],
             percentile_metrics: ["ttft", "tpot", "itl", "e2el"].map(String::from).to_vec(),
             goodput: Goodput::default(),
+            timed: None,
         }
     }
 }
@@ -215,6 +246,24 @@ impl RunConfig {
             if !PERCENTILE_METRICS.contains(&metric.as_str()) {
                 problems.push(format!(
                     "unknown percentile metric `{metric}` (expected one of {PERCENTILE_METRICS:?})"
+                ));
+            }
+        }
+        if let Some(timed) = &self.timed {
+            if timed.duration.is_zero() {
+                problems.push("a timed run's duration must be > 0".into());
+            }
+            if self.request_rate.is_infinite() && self.max_concurrency.is_none() {
+                problems.push(
+                    "a timed run at rate inf needs a concurrency limit (it would send without end)"
+                        .into(),
+                );
+            }
+            if timed.ramp_up.saturating_add(timed.duration) >= self.run_timeout {
+                problems.push(format!(
+                    "ramp-up + duration ({:.0} s) must be shorter than the run's timeout ({:.0} s): requests in flight at the window's end need time to finish",
+                    timed.ramp_up.saturating_add(timed.duration).as_secs_f64(),
+                    self.run_timeout.as_secs_f64()
                 ));
             }
         }

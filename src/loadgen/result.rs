@@ -85,22 +85,7 @@ pub fn compute_metrics(
             output_lens.push(0);
             continue;
         }
-        let output_len = match record.completion_tokens_server.filter(|&n| n > 0) {
-            Some(n) => {
-                sources.usage += 1;
-                n
-            }
-            None => match count_tokens(&record.generated_text) {
-                Some(n) => {
-                    sources.client_tokenizer += 1;
-                    n
-                }
-                None => {
-                    sources.client_events += 1;
-                    record.content_events.max(1)
-                }
-            },
-        };
+        let output_len = output_len(record, count_tokens, &mut sources);
         output_lens.push(output_len);
         total_input += u64::from(prompt_len);
         let ttft = record.ttft_s.unwrap_or(0.0);
@@ -166,6 +151,105 @@ pub fn compute_metrics(
     }
 }
 
+/// A successful request's output tokens: the server's usage, else the client's tokenizer over
+/// the text, else the content-bearing events (counted in `sources`).
+fn output_len(
+    record: &RequestRecord,
+    count_tokens: &dyn Fn(&str) -> Option<u32>,
+    sources: &mut OutputTokenSources,
+) -> u32 {
+    match record.completion_tokens_server.filter(|&n| n > 0) {
+        Some(n) => {
+            sources.usage += 1;
+            n
+        }
+        None => match count_tokens(&record.generated_text) {
+            Some(n) => {
+                sources.client_tokenizer += 1;
+                n
+            }
+            None => {
+                sources.client_events += 1;
+                record.content_events.max(1)
+            }
+        },
+    }
+}
+
+/// What a timed run did around and inside its window ([`super::TimedWindow`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WindowSummary {
+    pub ramp_up_s: f64,
+    pub duration_s: f64,
+    /// Requests sent during the ramp-up: they fill the server and are not measured.
+    pub sent_in_ramp_up: usize,
+    /// Requests sent within the window: the measured ones (latencies, per-request lists).
+    pub sent_in_window: usize,
+    /// Requests of any phase that finished successfully inside the window (request throughput).
+    pub completed_in_window: usize,
+    /// Output tokens that arrived inside the window, from any request (output throughput); a
+    /// request's tokens are spread over its choice-bearing events.
+    pub output_tokens_in_window: f64,
+    /// Prompt tokens of requests whose first token arrived inside the window.
+    pub input_tokens_in_window: u64,
+    /// Requests still open when the window closed; they were allowed to finish.
+    pub in_flight_at_end: usize,
+    /// Requests that re-sent a prompt already sent in this run (the dataset was cycled): a
+    /// server's prefix cache may answer those faster. Raise `num_prompts` to avoid it.
+    pub prompts_reused: usize,
+}
+
+/// Counts, from raw records, what happened inside `[start, end)` (seconds from the run's start).
+fn summarize_window(
+    records: &[RequestRecord],
+    window: super::TimedWindow,
+    distinct_prompts: usize,
+    count_tokens: &dyn Fn(&str) -> Option<u32>,
+) -> WindowSummary {
+    let (start, end) = window.bounds_s();
+    let inside = |t: f64| (start..end).contains(&t);
+    let mut summary = WindowSummary {
+        ramp_up_s: start,
+        duration_s: end - start,
+        sent_in_ramp_up: 0,
+        sent_in_window: 0,
+        completed_in_window: 0,
+        output_tokens_in_window: 0.0,
+        input_tokens_in_window: 0,
+        in_flight_at_end: 0,
+        prompts_reused: records.len().saturating_sub(distinct_prompts),
+    };
+    let mut sources = OutputTokenSources::default();
+    for record in records {
+        let Some(sent) = record.sent_at_s else {
+            continue;
+        };
+        if sent < start {
+            summary.sent_in_ramp_up += 1;
+        } else {
+            summary.sent_in_window += 1;
+        }
+        if sent < end && record.finished_at_s.is_none_or(|f| f >= end) {
+            summary.in_flight_at_end += 1;
+        }
+        if !record.success() || record.event_times_s.is_empty() {
+            continue;
+        }
+        let tokens = f64::from(output_len(record, count_tokens, &mut sources));
+        let events = &record.event_times_s;
+        let in_window = events.iter().filter(|&&t| inside(sent + t)).count();
+        summary.output_tokens_in_window += tokens * in_window as f64 / events.len() as f64;
+        if inside(sent + events[0]) {
+            let prompt = record.prompt_tokens_server.or(record.prompt_tokens_client);
+            summary.input_tokens_in_window += u64::from(prompt.unwrap_or(0));
+        }
+        if inside(sent + record.latency_s()) {
+            summary.completed_in_window += 1;
+        }
+    }
+    summary
+}
+
 /// vLLM's peak output tokens/s and peak concurrent requests over 1-second buckets from the
 /// first successful request's send time. (Like vLLM, "tokens" here are choice-bearing events.)
 fn peaks(records: &[RequestRecord]) -> (f64, u64) {
@@ -219,6 +303,8 @@ pub struct BenchResult {
     pub metrics: Metrics,
     pub audit: SelfAudit,
     pub started_at: SystemTime,
+    /// Timed runs: the window and what happened in it.
+    pub window: Option<WindowSummary>,
 }
 
 impl BenchResult {
@@ -256,7 +342,42 @@ impl BenchResult {
             metrics,
             audit,
             started_at,
+            window: None,
         }
+    }
+
+    /// A timed run's result: `records` are every request sent; those sent within the window
+    /// are the measured ones (latency metrics and per-request lists), and the throughputs
+    /// count what arrived inside the window over its length (`duration`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn timed(
+        run: &RunConfig,
+        ds: &Dataset,
+        client: &ClientConfig,
+        records: Vec<RequestRecord>,
+        window: super::TimedWindow,
+        timed_out: bool,
+        audit: SelfAudit,
+        started_at: SystemTime,
+    ) -> BenchResult {
+        let count_tokens = |text: &str| ds.count_tokens(text);
+        let summary = summarize_window(&records, window, ds.requests.len(), &count_tokens);
+        let (start, _) = window.bounds_s();
+        let measured: Vec<RequestRecord> = records
+            .into_iter()
+            .filter(|r| r.sent_at_s.is_some_and(|sent| sent >= start))
+            .collect();
+        let length = summary.duration_s;
+        let mut result = BenchResult::new(
+            run, ds, client, measured, length, timed_out, audit, started_at,
+        );
+        let m = &mut result.metrics;
+        m.request_throughput = summary.completed_in_window as f64 / length;
+        m.output_throughput = summary.output_tokens_in_window / length;
+        m.total_token_throughput =
+            (summary.output_tokens_in_window + summary.input_tokens_in_window as f64) / length;
+        result.window = Some(summary);
+        result
     }
 
     pub fn outcome(&self) -> RunOutcome {
@@ -549,6 +670,9 @@ impl BenchResult {
             "errors_by_kind": self.errors_by_kind(),
             "audit": self.audit,
         });
+        if let Some(window) = &self.window {
+            block["window"] = json!(window);
+        }
         if detailed {
             block["requests"] = json!(self.records);
         }
@@ -573,6 +697,16 @@ impl BenchResult {
             line(
                 "Request rate configured (RPS):",
                 format!("{:.2}", run.request_rate),
+            );
+        }
+        if let Some(w) = &self.window {
+            line(
+                "Ramp-up, not measured (s):",
+                format!("{:.2} ({} requests)", w.ramp_up_s, w.sent_in_ramp_up),
+            );
+            line(
+                "Requests in flight at window end:",
+                w.in_flight_at_end.to_string(),
             );
         }
         line("Benchmark duration (s):", format!("{:.2}", self.duration_s));
@@ -726,6 +860,44 @@ mod tests {
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-9
+    }
+
+    #[test]
+    fn window_counts_what_happened_inside_it() {
+        // Window [1, 3). A: ramp-up request (sent 0.5), 4 events at 0.2..0.8 after its send:
+        // 0.7, 0.9 outside, 1.1, 1.3 inside → half of its 8 tokens; finishes at 1.3 (inside).
+        // B: sent 1.5, events 0.1..1.3 → 1.6, 2.0, 2.4, 2.8 inside, 3.2 outside → 4/5 of 10;
+        // still open at 3.0; first token inside (prompt counted). C: sent 2.5, first event at
+        // 3.1 → no token inside, open at the end. D: failed inside the window: no tokens.
+        let finished = |mut r: RequestRecord| {
+            r.finished_at_s = Some(r.sent_at_s.unwrap() + r.latency_s());
+            r
+        };
+        let records = vec![
+            finished(ok(0.5, &[0.2, 0.4, 0.6, 0.8], 8, 10)),
+            finished(ok(1.5, &[0.1, 0.5, 0.9, 1.3, 1.7], 10, 20)),
+            finished(ok(2.5, &[0.6, 0.7], 2, 30)),
+            RequestRecord {
+                sent_at_s: Some(1.2),
+                finished_at_s: Some(1.4),
+                ..failed()
+            },
+        ];
+        let window = crate::loadgen::TimedWindow {
+            ramp_up: std::time::Duration::from_secs(1),
+            duration: std::time::Duration::from_secs(2),
+        };
+        let w = summarize_window(&records, window, 3, &|_| None);
+        assert_eq!((w.ramp_up_s, w.duration_s), (1.0, 2.0));
+        assert_eq!((w.sent_in_ramp_up, w.sent_in_window), (1, 3));
+        assert!(close(w.output_tokens_in_window, 4.0 + 8.0), "{w:?}");
+        assert_eq!(
+            w.input_tokens_in_window, 20,
+            "only B's first token is inside"
+        );
+        assert_eq!(w.completed_in_window, 1, "only A finished inside");
+        assert_eq!(w.in_flight_at_end, 2, "B and C");
+        assert_eq!(w.prompts_reused, 1, "4 requests over 3 distinct prompts");
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub const CONCURRENCY: u32 = 16;
 pub const BURSTINESS: f64 = 1.0;
 pub const WARMUP: u32 = 10;
 pub const TIMEOUT: &str = "600s";
+/// A timed run's unmeasured start (`load.ramp_up`): see docs/loadgen.md, "Time-based runs",
+/// for the measurement behind it.
+pub const RAMP_UP: &str = "5s";
 pub const SEED: u64 = 0;
 pub const IGNORE_EOS: bool = true;
 pub const TEMPERATURE: f64 = 0.0;

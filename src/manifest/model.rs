@@ -198,6 +198,9 @@ pub struct Load {
     pub points: Vec<LoadPoint>,
     pub burstiness: f64,
     pub warmup: u32,
+    /// Time-based measurement (`load.duration`, `load.ramp_up`); None: one pass over the prompts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timed: Option<TimedLoad>,
     #[serde(skip)]
     pub timeout: Duration,
     #[serde(skip)]
@@ -209,6 +212,15 @@ pub struct Load {
     /// a credential does not change what is measured).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_key_env: Option<String>,
+}
+
+/// A time-based measure step: `ramp_up` unmeasured, then a `duration` window.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct TimedLoad {
+    #[serde(serialize_with = "crate::util::serialize_duration_s")]
+    pub ramp_up: Duration,
+    #[serde(serialize_with = "crate::util::serialize_duration_s")]
+    pub duration: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -636,9 +636,28 @@ impl<'a> Resolver<'a> {
                 "name the variable that holds the key, e.g. `OPENAI_API_KEY`, not the key itself",
             );
         }
+        if let Some(Ok(d)) = l.duration.as_deref().map(util::parse_duration)
+            && d.is_zero()
+        {
+            self.err(
+                &format!("{p}.duration"),
+                "a timed run's duration must be longer than 0 s",
+                "zero",
+            );
+        }
+        if l.ramp_up.is_some() && l.duration.is_none() {
+            self.err(
+                &format!("{p}.ramp_up"),
+                "ramp_up only applies to a timed run",
+                "without duration",
+            )
+            .with_help("add `duration = \"60s\"` (a time-based window), or remove ramp_up");
+        }
         for (name, value) in [
             ("timeout", &l.timeout),
             ("request_timeout", &l.request_timeout),
+            ("duration", &l.duration),
+            ("ramp_up", &l.ramp_up),
         ] {
             if let Some(v) = value
                 && let Err(e) = util::parse_duration(v)
@@ -1050,7 +1069,7 @@ impl<'a> Resolver<'a> {
             self.check_load_settings(load, &format!("{p}.load"));
         }
         let server_settings = merge_server(commit_server, &file.server);
-        let load = self.resolve_load(c.load.as_ref(), &file.load)?;
+        let load = self.resolve_load(c.load.as_ref(), &file.load, &format!("{p}.load"))?;
         let server = self.resolve_server(&server_settings, &p, c.server.is_some(), resources)?;
 
         let files = self.model_files.get(&c.model).cloned().unwrap_or_default();
@@ -1425,10 +1444,50 @@ impl<'a> Resolver<'a> {
         })
     }
 
+    /// `load.duration` / `load.ramp_up`, commit over campaign; the window plus its ramp-up must
+    /// end before the step's timeout, so that requests open at the window's end can finish.
+    fn resolve_timed(
+        &mut self,
+        c: &LoadSettings,
+        campaign: &LoadSettings,
+        path: &str,
+        timeout: std::time::Duration,
+    ) -> Option<Option<TimedLoad>> {
+        let (duration, at) = match (&c.duration, &campaign.duration) {
+            (Some(d), _) => (d, format!("{path}.duration")),
+            (None, Some(d)) => (d, "load.duration".to_string()),
+            (None, None) => return Some(None),
+        };
+        let duration = util::parse_duration(duration).ok()?;
+        let ramp_up = util::parse_duration(
+            c.ramp_up
+                .as_deref()
+                .or(campaign.ramp_up.as_deref())
+                .unwrap_or(d::RAMP_UP),
+        )
+        .ok()?;
+        if ramp_up.saturating_add(duration) >= timeout {
+            self.err(
+                &at,
+                format!(
+                    "ramp-up + duration ({:.0} s) must be shorter than the measure step's timeout ({:.0} s)",
+                    ramp_up.saturating_add(duration).as_secs_f64(),
+                    timeout.as_secs_f64()
+                ),
+                "window too long",
+            )
+            .with_help("raise `load.timeout`, or shorten the window: requests open at its end need time to finish");
+            return None;
+        }
+        Some(Some(TimedLoad { ramp_up, duration }))
+    }
+
+    /// `path` locates the commit's own load section (its settings win over the campaign's).
     fn resolve_load(
         &mut self,
         commit: Option<&LoadSettings>,
         campaign: &LoadSettings,
+        path: &str,
     ) -> Option<Load> {
         let empty = LoadSettings::default();
         let c = commit.unwrap_or(&empty);
@@ -1479,7 +1538,9 @@ impl<'a> Resolver<'a> {
             Some(t) => util::parse_duration(t).ok()?,
             None => timeout,
         };
+        let timed = self.resolve_timed(c, campaign, path, timeout)?;
         Some(Load {
+            timed,
             backend,
             endpoint: c
                 .endpoint

@@ -282,6 +282,16 @@ pub struct LoadSettings {
     /// Warm-up requests before the first measure step of a session (default 10).
     #[serde(default)]
     pub warmup: Option<u32>,
+    /// Time-based (steady-state) measurement: send requests without pause for `ramp_up` +
+    /// `duration` and measure the window after the ramp-up (e.g. `"60s"`). Without it, a
+    /// measure step is one pass over `num_prompts` prompts (vLLM's way). Prompts are cycled
+    /// when the window needs more than `num_prompts` requests.
+    #[serde(default)]
+    pub duration: Option<String>,
+    /// A timed run's unmeasured start, while the server fills up (default `5s`; only with
+    /// `duration`).
+    #[serde(default)]
+    pub ramp_up: Option<String>,
     /// Whole measure step timeout (default `600s`).
     #[serde(default)]
     pub timeout: Option<String>,

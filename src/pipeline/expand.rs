@@ -208,6 +208,11 @@ fn load_hash(commit: &Commit, point: Option<&LoadPoint>) -> Hash {
         .field("seed", &l.seed.to_string())
         .field("ignore_eos", &l.ignore_eos.to_string())
         .field("temperature", &l.temperature.to_string());
+    // Only when set: fixed-count campaigns keep the keys (and caches) they had.
+    if let Some(t) = &l.timed {
+        h.field("ramp_up_s", &t.ramp_up.as_secs_f64().to_string())
+            .field("duration_s", &t.duration.as_secs_f64().to_string());
+    }
     if let Some(p) = point {
         h.field("conc", &p.concurrency.to_string())
             .field("rate", &p.rate.label());

@@ -98,11 +98,24 @@ pub struct MeasureInfo {
     /// The load generator's self-audit warnings for this run.
     #[serde(default)]
     pub audit_warnings: Vec<String>,
+    /// Timed runs (`load.duration`): the measured window's length; the run itself (window_start
+    /// to window_end) also spans the ramp-up and the drain.
+    #[serde(default)]
+    pub measured_s: Option<f64>,
+    /// Timed runs: requests that re-sent a prompt of the same run (the dataset was cycled).
+    #[serde(default)]
+    pub prompts_reused: Option<u64>,
 }
 
 impl MeasureInfo {
+    /// How long the run took, from the first request to the last answer.
     pub fn window_s(&self) -> f64 {
         (self.window_end - self.window_start).max(0.0)
+    }
+
+    /// How long was measured: a timed run's window, else the whole run.
+    pub fn measured_window_s(&self) -> f64 {
+        self.measured_s.unwrap_or_else(|| self.window_s())
     }
 }
 

@@ -63,13 +63,13 @@ pub fn quality(input: &ReportInput, commits: &[CommitReport]) -> Quality {
     }
     let mut warnings = Vec::new();
     let mut trials = Vec::new();
-    let (mut short_windows, mut low_counts, mut audits) = (0usize, 0usize, 0usize);
+    let (mut short_windows, mut low_counts, mut audits, mut reused) = (0, 0, 0, 0);
     for (i, t) in measured.iter().enumerate() {
         let TrialOutcome::Ok(m) = &t.outcome else {
             unreachable!("filtered")
         };
         let info = t.measured.as_ref();
-        let window_s = info.map(|w| w.window_s());
+        let window_s = info.map(|w| w.measured_window_s());
         let mut flags = Vec::new();
         if window_s.is_some_and(|w| w < MIN_WINDOW_S) {
             flags.push(format!("window under {MIN_WINDOW_S:.0} s"));
@@ -81,6 +81,10 @@ pub fn quality(input: &ReportInput, commits: &[CommitReport]) -> Quality {
                 m.completed.unwrap_or(0)
             ));
             low_counts += 1;
+        }
+        if let Some(n) = info.and_then(|w| w.prompts_reused).filter(|&n| n > 0) {
+            flags.push(format!("{n} requests re-sent a prompt of the run"));
+            reused += 1;
         }
         if let Some(info) = info
             && !info.audit_warnings.is_empty()
@@ -120,12 +124,17 @@ pub fn quality(input: &ReportInput, commits: &[CommitReport]) -> Quality {
     let overlapping_trials = overlaps.iter().filter(|o| !o.is_empty()).count();
     if short_windows > 0 {
         warnings.push(format!(
-            "{short_windows} trial(s) measured for less than {MIN_WINDOW_S:.0} s: raise num_prompts (windows that short are mostly ramp-up and drain)"
+            "{short_windows} trial(s) measured for less than {MIN_WINDOW_S:.0} s: raise num_prompts, or measure in steady state with load.duration (windows that short are mostly ramp-up and drain)"
         ));
     }
     if low_counts > 0 {
         warnings.push(format!(
             "{low_counts} trial(s) completed fewer than {MIN_COMPLETED_FOR_P99} requests: their p99 values are sample maxima"
+        ));
+    }
+    if reused > 0 {
+        warnings.push(format!(
+            "{reused} timed trial(s) re-sent prompts (the window needed more than num_prompts): a prefix cache may answer those faster; raise num_prompts"
         ));
     }
     if audits > 0 {
@@ -446,6 +455,8 @@ mod tests {
                         gpus: vec![gpu(arm, trial).into()],
                         isolate: Some(isolate.into()),
                         audit_warnings: Vec::new(),
+                        measured_s: None,
+                        prompts_reused: None,
                     }),
                 });
             }
@@ -513,6 +524,49 @@ mod tests {
         assert_eq!(r.quality.overlapping_trials, 0);
         assert_eq!(r.quality.gpu_effects.len(), 2);
         assert!(r.quality.trials.iter().all(|t| t.flags.is_empty()));
+    }
+
+    #[test]
+    fn timed_trials_are_judged_by_their_window_and_flag_reused_prompts() {
+        let mut timed = input(
+            |_, t| if t == 1 { "gpu0" } else { "gpu1" },
+            |_, t| 100.0 * t as f64,
+            "exclusive",
+        );
+        // Runs of 20 s whose measured window was 6 s, one of them cycling its prompts.
+        for (i, t) in timed.trials.iter_mut().enumerate() {
+            let info = t.measured.as_mut().unwrap();
+            info.measured_s = Some(6.0);
+            info.prompts_reused = Some(if i == 0 { 40 } else { 0 });
+        }
+        let r = crate::report::build(&timed, &Default::default()).unwrap();
+        let q = &r.quality;
+        assert!(
+            q.trials.iter().all(|t| t.window_s == Some(6.0)),
+            "{:?}",
+            q.trials
+        );
+        assert!(
+            q.warnings
+                .iter()
+                .any(|w| w.contains("less than 10 s") && w.contains("load.duration")),
+            "{:?}",
+            q.warnings
+        );
+        assert!(
+            q.warnings
+                .iter()
+                .any(|w| w.starts_with("1 timed trial(s) re-sent prompts")),
+            "{:?}",
+            q.warnings
+        );
+        assert_eq!(
+            q.trials
+                .iter()
+                .filter(|t| t.flags.iter().any(|f| f.contains("re-sent")))
+                .count(),
+            1
+        );
     }
 
     #[test]

@@ -233,6 +233,8 @@ fn measure_info(
     Some(crate::report::input::MeasureInfo {
         window_start: info.get("window_start")?.as_f64()?,
         window_end: info.get("window_end")?.as_f64()?,
+        measured_s: info.get("measured_s").and_then(|v| v.as_f64()),
+        prompts_reused: info.get("prompts_reused").and_then(|v| v.as_u64()),
         gpus: info
             .get("gpus")
             .and_then(|g| g.as_array())

@@ -31,6 +31,11 @@ pub fn check_duration(text: &str, d: Duration) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// Serialises a duration as seconds (f64), for JSON that people and scripts read.
+pub fn serialize_duration_s<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
 /// Parses a size such as `16g`, `512m`, `1.5GiB` or a plain byte count into bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
