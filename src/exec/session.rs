@@ -457,7 +457,9 @@ async fn session_body(
                 _ = ctx.cancelled_wait() => break None,
                 _ = ticker.tick() => {
                     let secs = t0.elapsed().as_secs_f64().max(1e-3);
-                    activity.set(format!("measuring {}: {}/{} requests, {:.0} tok/s", point.label(), progress.finished(), progress.total(), progress.output_tokens() as f64 / secs));
+                    // A timed run's total is open (0).
+                    let of_total = match progress.total() { 0 => String::new(), n => format!("/{n}") };
+                    activity.set(format!("measuring {}: {}{of_total} requests, {:.0} tok/s", point.label(), progress.finished(), progress.output_tokens() as f64 / secs));
                 }
             }
         };
