@@ -19,7 +19,7 @@
 # ISOBENCH_FAIR_POLICIES (default "exclusive paired none"), ISOBENCH_GPU_DECLARE (e.g. 0,1),
 # ISOBENCH_FAIR_DURATION (e.g. "20s": one more A/A campaign, `aa-timed`, under the default
 # policy with time-based windows of that length and ISOBENCH_FAIR_RAMP_UP, default "5s"),
-# ISOBENCH_FAIR_RAMP_PROFILE (e.g. "30s": first, one batched server on GPU 0, warmed up, then a
+# ISOBENCH_FAIR_BALANCED (default 1; 0 skips the balanced campaign), ISOBENCH_FAIR_RAMP_PROFILE (e.g. "30s": first, one batched server on GPU 0, warmed up, then a
 # timed bench run of that length with no ramp-up, profiled by scripts/ramp-profile.py: how long
 # the server takes to reach its steady state, the evidence behind `load.ramp_up`'s default).
 set -uo pipefail
@@ -93,6 +93,10 @@ for w in sys.argv[2:]: zipfile.ZipFile(w).extractall(sys.argv[1])' "$SITE" "$WHE
   else
     problem "no wheels in $WHEELS (scripts/gpu/fetch-wheels.sh)"
   fi
+  # The server stack must import and run an event loop with the machine's own packages (a
+  # wheel that shadows one of them made every request fail with HTTP 500 after a 4-minute wait).
+  PYTHONPATH=$SITE "$PY" -c 'import anyio, fastapi, uvicorn, openai, starlette.middleware.base; anyio.run(anyio.sleep, 0)' \
+    || { problem "the server stack does not import with these wheels"; exit 1; }
   if [ ! -f "$MODEL/.complete" ]; then
     rm -rf "$MODEL"; mkdir -p "$(dirname "$MODEL")"
     "$PY" "$ROOT/scripts/gpu/build-model.py" "$MODEL" > "$WORK/model-info.json" 2> "$WORK/model-build.log" \
@@ -207,7 +211,7 @@ ramp_profile() { # one server, warmed up; a timed run from t = 0; tokens per 0.5
 }
 [ -n "${ISOBENCH_FAIR_RAMP_PROFILE:-}" ] && ramp_profile
 
-run_campaign balanced "$TRIALS" paired "$HUMAN_PATH" "$HUMAN_ARGS"
+[ "${ISOBENCH_FAIR_BALANCED:-1}" = 1 ] && run_campaign balanced "$TRIALS" paired "$HUMAN_PATH" "$HUMAN_ARGS"
 # A/A: the human arm is the very same server (path and args) as the baseline; the batched
 # server, so that measurements are short and three policies fit the budget.
 for p in $POLICIES; do
@@ -259,10 +263,13 @@ for d in sorted(p for p in work.iterdir() if (p / "m.toml").exists()):
     s = work / f"samples-{d.name}"
     names = {}
     if (s / "servers.csv").exists():
-        for row in csv.DictReader(open(s / "servers.csv")):
-            m = re.search(r"arm=([^,\]]+),trial=(\d+)", row.get("address") or "")
-            if m and row["pid"]:
-                names[row["pid"].strip()] = f"{m.group(1)}#{m.group(2)}"
+        # The address has commas of its own: split off time and pid only.
+        for line in open(s / "servers.csv").read().splitlines()[1:]:
+            parts = line.split(",", 2)
+            if len(parts) < 3: continue
+            m = re.search(r"arm=([^,\]]+),trial=(\d+)", parts[2])
+            if m and parts[1].strip():
+                names[parts[1].strip()] = f"{m.group(1)}#{m.group(2)}"
     seen = {}
     if (s / "compute-apps.csv").exists():
         for row in csv.reader(open(s / "compute-apps.csv")):

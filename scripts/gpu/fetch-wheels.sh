@@ -8,7 +8,9 @@
 #   ISOBENCH_WHEELS_PYTHON=3.11 scripts/gpu/fetch-wheels.sh /tmp/whl-311   # for a local dry run
 #
 # Versions are pinned: newer FastAPI wants opentelemetry and openai 2.x+ wants httpx2, neither of
-# which is on the GPU machine; pydantic and pydantic-core must be an exact pair. Wheels of these
+# which is on the GPU machine; pydantic and pydantic-core must be an exact pair. typing-extensions
+# is not among them: the GPU machine has its own, and its anyio (updated since) needs a newer one
+# than any pin here (a pinned 4.15.0 shadowed it: every request failed with HTTP 500). Wheels of these
 # packages in other versions are removed from the folder, because two versions of one package
 # make the `--no-deps` install fail.
 set -euo pipefail
@@ -18,7 +20,7 @@ PIP=${PIP:-python3 -m pip}
 WHEELS=(
   fastapi==0.115.12 starlette==0.46.2 uvicorn==0.34.3
   pydantic==2.11.7 pydantic-core==2.33.2 annotated-types==0.7.0 typing-inspection==0.4.1
-  openai==1.109.1 jiter==0.10.0 distro==1.9.0 sniffio==1.3.1 typing-extensions==4.15.0
+  openai==1.109.1 jiter==0.10.0 distro==1.9.0 sniffio==1.3.1
 )
 log() { printf '[fetch-wheels %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
