@@ -638,7 +638,17 @@ fn a_patched_agent_arm_runs_from_the_tree_the_controller_built() {
     .unwrap();
     let base = c.dir.path().join("srv/baseline");
     let before = snapshot(&base);
-    let out = c.run(&["apply", "--plain", "--no-report"]);
+    // Started with a relative manifest path (its state directory relative too): the jobs,
+    // which start in the manifest's directory, must still get absolute paths.
+    let parent = c.dir.path().parent().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_isobench"))
+        .args(["apply", "--plain", "--no-report"])
+        .arg(c.manifest.strip_prefix(parent).unwrap())
+        .current_dir(parent)
+        .env("NO_COLOR", "1")
+        .env("SLURM_CONF", &c.conf)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", out.text());
     let journal = Journal::read(&c.state);
     let measures = journal.latest_with_prefix("measure[");

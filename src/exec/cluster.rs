@@ -178,6 +178,9 @@ pub struct Controller {
     settings: ClusterSettings,
     log: Mutex<JobsLog>,
     manifest: PathBuf,
+    /// The state directory as an absolute path: the job starts in the manifest's directory,
+    /// where a relative one (`apply campaign/m.toml` gives `campaign/.isobench`) means another.
+    state: PathBuf,
     rerun: Vec<String>,
     snapshot: watch::Receiver<Snapshot>,
     /// Sessions whose job still runs from an earlier (killed) apply: start address → record.
@@ -605,7 +608,10 @@ impl Controller {
         Ok(Controller {
             settings: settings.clone(),
             log: Mutex::new(log),
-            manifest: campaign.manifest_path.clone(),
+            manifest: std::path::absolute(&campaign.manifest_path)
+                .map_err(|e| format!("{}: {e}", campaign.manifest_path.display()))?,
+            state: std::path::absolute(&campaign.state_dir)
+                .map_err(|e| format!("{}: {e}", campaign.state_dir.display()))?,
             rerun: rerun.to_vec(),
             snapshot: rx,
             attach: Mutex::new(running),
@@ -689,7 +695,7 @@ impl Controller {
             "worker".into(),
             q(&self.manifest.display().to_string()),
             "--state".into(),
-            q(&ctx.state_dir().display().to_string()),
+            q(&self.state.display().to_string()),
             "--session".into(),
             q(session),
             "--token".into(),
@@ -811,8 +817,9 @@ pub async fn run_session(
                     gres: ctl.settings.gres_for(commit.server.gpus),
                     nodelist: ctl.pinned.get(&sess.commit).cloned(),
                     extra: ctl.settings.sbatch_args.clone(),
-                    output: dir.join("slurm.out"),
-                    chdir: ctx.campaign.manifest_dir.clone(),
+                    output: job_dir(&ctl.state, &token).join("slurm.out"),
+                    chdir: std::path::absolute(&ctx.campaign.manifest_dir)
+                        .unwrap_or_else(|_| ctx.campaign.manifest_dir.clone()),
                     script: ctl.script(&ctx, &session_addr, &token, patched.as_ref()),
                 };
                 match slurm::submit(&spec).await {
