@@ -617,14 +617,14 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 }
 
 #[test]
-fn a_patched_agent_arm_runs_from_the_tree_the_controller_built() {
+fn a_patched_agent_arm_runs_from_the_tree_the_controller_built_and_survives_kill_9() {
     let Some(conf) = slurm_or_skip("patched") else {
         return;
     };
     let _g = CLUSTER.read().unwrap_or_else(|e| e.into_inner());
     let marker = unique("patched");
     // baseline and an agent arm (baseline + a patch making tokens 4× faster) × 2 trials.
-    let c = campaign(&conf, &marker, 1, 2, 60.0, "");
+    let c = campaign(&conf, &marker, 1, 2, 120.0, "");
     let text = std::fs::read_to_string(&c.manifest).unwrap().replace(
         "[[arms]]\nname = \"human\"\npath = \"srv/human\"\n",
         "[[arms]]\nname = \"agent\"\nbase = \"baseline\"\npatch = \"agent.diff\"\npatch_target = \".\"\n",
@@ -633,7 +633,7 @@ fn a_patched_agent_arm_runs_from_the_tree_the_controller_built() {
     std::fs::write(
         c.dir.path().join("agent.diff"),
         "diff --git a/sim.toml b/sim.toml\n--- a/sim.toml\n+++ b/sim.toml\n@@ -1,2 +1,2 @@\n \
-         ttft_ms = 5.0\n-itl_ms = 60\n+itl_ms = 15\n",
+         ttft_ms = 5.0\n-itl_ms = 120\n+itl_ms = 30\n",
     )
     .unwrap();
     let base = c.dir.path().join("srv/baseline");
@@ -641,16 +641,35 @@ fn a_patched_agent_arm_runs_from_the_tree_the_controller_built() {
     // Started with a relative manifest path (its state directory relative too): the jobs,
     // which start in the manifest's directory, must still get absolute paths.
     let parent = c.dir.path().parent().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_isobench"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_isobench"))
         .args(["apply", "--plain", "--no-report"])
         .arg(c.manifest.strip_prefix(parent).unwrap())
         .current_dir(parent)
         .env("NO_COLOR", "1")
         .env("SLURM_CONF", &c.conf)
-        .output()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
         .unwrap();
+    // Killed once every session is submitted: the patch was built, the jobs run on.
+    c.wait_jobs(Duration::from_secs(60), |l| count(l, "submitted") == 4);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let out = c.run(&["apply", "--plain", "--no-report"]);
     assert_eq!(out.status.code(), Some(0), "{}", out.text());
+    assert!(
+        out.text().contains("not submitting again"),
+        "{}",
+        out.text()
+    );
+    // Nothing submitted twice, built twice or measured twice.
+    let log = c.jobs_log();
+    assert_eq!(count(&log, "submitting"), 4, "{log:#?}");
+    assert_eq!(count(&log, "ended"), 4, "{log:#?}");
     let journal = Journal::read(&c.state);
+    assert_eq!(journal.count_event_prefix("started", "measure["), 4);
+    assert_eq!(journal.count_event_prefix("started", "patch["), 1);
     let measures = journal.latest_with_prefix("measure[");
     assert_eq!(measures.len(), 4);
     assert!(
