@@ -16,6 +16,12 @@
 //! After `kill -9` of the controller, the next `apply` reads `jobs.jsonl`: a job not `ended` is
 //! looked up by its token in `squeue`; if it still runs the new controller follows it instead
 //! of submitting the session again, if it ended its results are collected first.
+//!
+//! **Patched agent arms.** Process runtime: the controller builds the patched tree (the local
+//! `patch` step, journaled in the main journal) into the state directory, which is on the
+//! shared filesystem, before it submits the arm's jobs, and names it in each job's script
+//! ([`PatchedTree`]). Docker: each job builds (or finds) the derived image on its own node's
+//! engine, after the base image (`patch_on_node`); a controller needs no Docker.
 
 use super::context::{Ctx, JournalError};
 use super::live::{Activity, human_duration};
