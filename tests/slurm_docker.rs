@@ -257,4 +257,20 @@ model = "sim"
         "jobs left in squeue"
     );
     remove_derived().await;
+    // The jobs' build lock (named after the derived image's tag): every job has ended.
+    for log in &logs {
+        if let Some(tag) = log
+            .lines()
+            .find_map(|l| l.strip_prefix("built: image "))
+            .and_then(|rest| rest.split_whitespace().next())
+        {
+            let name: String = tag
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                .collect();
+            let lock = std::env::temp_dir().join(format!("isobench-patch-{name}.lock"));
+            assert!(lock.exists(), "{}", lock.display());
+            let _ = std::fs::remove_file(lock);
+        }
+    }
 }
