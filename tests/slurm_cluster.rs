@@ -721,3 +721,47 @@ fn a_patched_agent_arm_runs_from_the_tree_the_controller_built_and_survives_kill
     let again = c.run(&["apply", "--plain", "--no-report"]);
     assert!(again.text().contains("nothing to do"), "{}", again.text());
 }
+
+#[test]
+fn a_hostile_agent_patch_fails_on_the_controller_and_no_job_is_submitted_for_it() {
+    let Some(conf) = slurm_or_skip("hostile") else {
+        return;
+    };
+    let _g = CLUSTER.read().unwrap_or_else(|e| e.into_inner());
+    let marker = unique("hostile");
+    let c = campaign(&conf, &marker, 1, 1, 5.0, "");
+    let text = std::fs::read_to_string(&c.manifest).unwrap().replace(
+        "[[arms]]\nname = \"human\"\npath = \"srv/human\"\n",
+        "[[arms]]\nname = \"agent\"\nbase = \"baseline\"\npatch = \"agent.diff\"\npatch_target = \".\"\n",
+    );
+    std::fs::write(&c.manifest, text).unwrap();
+    // A path climbing out of the target to a file of the campaign's directory.
+    let victim = c.dir.path().join("victim");
+    std::fs::write(&victim, "a\n").unwrap();
+    std::fs::write(
+        c.dir.path().join("agent.diff"),
+        "diff --git a/../../victim b/../../victim\n--- a/../../victim\n+++ b/../../victim\n@@ -1 +1 @@\n-a\n+b\n",
+    )
+    .unwrap();
+    let out = c.run(&["apply", "--plain", "--no-report"]);
+    assert_eq!(out.status.code(), Some(1), "{}", out.text());
+    let journal = Journal::read(&c.state);
+    let measures = journal.latest_with_prefix("measure[");
+    for (addr, e) in &measures {
+        if addr.contains("arm=agent,") {
+            assert_eq!(e["failure"]["class"], "patch_failed", "{e}");
+        } else {
+            assert_eq!(e["event"], "done", "{e}");
+        }
+    }
+    assert_eq!(measures.len(), 2);
+    // The baseline's job only: nothing of the agent reached Slurm.
+    let log = c.jobs_log();
+    assert_eq!(count(&log, "submitting"), 1, "{log:#?}");
+    assert!(
+        log.iter()
+            .all(|r| !r["session"].as_str().unwrap().contains("arm=agent"))
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "a\n");
+    assert!(c.alive_jobs().is_empty());
+}
