@@ -604,3 +604,164 @@ fn bad_cluster_settings_are_located_and_nothing_is_submitted() {
     assert!(out.text().contains("nothing submitted"), "{}", out.text());
     assert_eq!(count(&c.jobs_log(), "submitting"), 0);
 }
+
+/// Files below `dir` with their contents (the base installation, before and after).
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for e in walkdir::WalkDir::new(dir).into_iter().flatten() {
+        if e.file_type().is_file() {
+            out.insert(e.path().to_path_buf(), std::fs::read(e.path()).unwrap());
+        }
+    }
+    out
+}
+
+#[test]
+fn a_patched_agent_arm_runs_from_the_tree_the_controller_built_and_survives_kill_9() {
+    let Some(conf) = slurm_or_skip("patched") else {
+        return;
+    };
+    let _g = CLUSTER.read().unwrap_or_else(|e| e.into_inner());
+    let marker = unique("patched");
+    // baseline and an agent arm (baseline + a patch making tokens 4× faster) × 2 trials.
+    let c = campaign(&conf, &marker, 1, 2, 120.0, "");
+    let text = std::fs::read_to_string(&c.manifest).unwrap().replace(
+        "[[arms]]\nname = \"human\"\npath = \"srv/human\"\n",
+        "[[arms]]\nname = \"agent\"\nbase = \"baseline\"\npatch = \"agent.diff\"\npatch_target = \".\"\n",
+    );
+    std::fs::write(&c.manifest, text).unwrap();
+    std::fs::write(
+        c.dir.path().join("agent.diff"),
+        "diff --git a/sim.toml b/sim.toml\n--- a/sim.toml\n+++ b/sim.toml\n@@ -1,2 +1,2 @@\n \
+         ttft_ms = 5.0\n-itl_ms = 120\n+itl_ms = 30\n",
+    )
+    .unwrap();
+    let base = c.dir.path().join("srv/baseline");
+    let before = snapshot(&base);
+    // Started with a relative manifest path (its state directory relative too): the jobs,
+    // which start in the manifest's directory, must still get absolute paths.
+    let parent = c.dir.path().parent().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_isobench"))
+        .args(["apply", "--plain", "--no-report"])
+        .arg(c.manifest.strip_prefix(parent).unwrap())
+        .current_dir(parent)
+        .env("NO_COLOR", "1")
+        .env("SLURM_CONF", &c.conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once every session is submitted: the patch was built, the jobs run on.
+    c.wait_jobs(Duration::from_secs(60), |l| count(l, "submitted") == 4);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let out = c.run(&["apply", "--plain", "--no-report"]);
+    assert_eq!(out.status.code(), Some(0), "{}", out.text());
+    assert!(
+        out.text().contains("not submitting again"),
+        "{}",
+        out.text()
+    );
+    // Nothing submitted twice, built twice or measured twice.
+    let log = c.jobs_log();
+    assert_eq!(count(&log, "submitting"), 4, "{log:#?}");
+    assert_eq!(count(&log, "ended"), 4, "{log:#?}");
+    let journal = Journal::read(&c.state);
+    assert_eq!(journal.count_event_prefix("started", "measure["), 4);
+    assert_eq!(journal.count_event_prefix("started", "patch["), 1);
+    let measures = journal.latest_with_prefix("measure[");
+    assert_eq!(measures.len(), 4);
+    assert!(
+        measures.values().all(|e| e["event"] == "done"),
+        "{measures:#?}"
+    );
+    // The agent's servers ran the patched config: 4× shorter inter-token latency.
+    let tput = |arm: &str| -> f64 {
+        let v: Vec<f64> = measures
+            .iter()
+            .filter(|(a, _)| a.contains(&format!("arm={arm},")))
+            .map(|(_, e)| e["info"]["output_throughput"].as_f64().unwrap())
+            .collect();
+        assert_eq!(v.len(), 2, "{arm}");
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    let (agent, baseline) = (tput("agent"), tput("baseline"));
+    assert!(
+        agent > 2.0 * baseline,
+        "agent {agent} vs baseline {baseline}"
+    );
+    // Built once, by the controller (the main journal's patch node is not a job's), into the
+    // shared state directory, before the agent's jobs were submitted.
+    assert_eq!(journal.count_event_prefix("done", "patch["), 1);
+    let patch = &journal.latest_with_prefix("patch[")["patch[commit=11111111,arm=agent]"];
+    assert_eq!(patch["info"]["reused"], false, "{patch}");
+    let tree = patch["info"]["source"].as_str().unwrap();
+    assert!(
+        tree.starts_with(&c.state.join("patched/trees").display().to_string()),
+        "{tree}"
+    );
+    let patched_at = humantime::parse_rfc3339_weak(patch["t"].as_str().unwrap()).unwrap();
+    let agent_jobs: Vec<serde_json::Value> = c
+        .jobs_log()
+        .into_iter()
+        .filter(|r| {
+            r["event"] == "submitting" && r["session"].as_str().unwrap().contains("arm=agent")
+        })
+        .collect();
+    assert_eq!(agent_jobs.len(), 2);
+    for r in &agent_jobs {
+        let at = humantime::parse_rfc3339_weak(r["t"].as_str().unwrap()).unwrap();
+        assert!(at >= patched_at, "{r} before {patch}");
+    }
+    // The base installation is untouched.
+    assert_eq!(snapshot(&base), before);
+    assert!(c.alive_jobs().is_empty());
+    assert!(no_server_left(&marker));
+    let again = c.run(&["apply", "--plain", "--no-report"]);
+    assert!(again.text().contains("nothing to do"), "{}", again.text());
+}
+
+#[test]
+fn a_hostile_agent_patch_fails_on_the_controller_and_no_job_is_submitted_for_it() {
+    let Some(conf) = slurm_or_skip("hostile") else {
+        return;
+    };
+    let _g = CLUSTER.read().unwrap_or_else(|e| e.into_inner());
+    let marker = unique("hostile");
+    let c = campaign(&conf, &marker, 1, 1, 5.0, "");
+    let text = std::fs::read_to_string(&c.manifest).unwrap().replace(
+        "[[arms]]\nname = \"human\"\npath = \"srv/human\"\n",
+        "[[arms]]\nname = \"agent\"\nbase = \"baseline\"\npatch = \"agent.diff\"\npatch_target = \".\"\n",
+    );
+    std::fs::write(&c.manifest, text).unwrap();
+    // A path climbing out of the target to a file of the campaign's directory.
+    let victim = c.dir.path().join("victim");
+    std::fs::write(&victim, "a\n").unwrap();
+    std::fs::write(
+        c.dir.path().join("agent.diff"),
+        "diff --git a/../../victim b/../../victim\n--- a/../../victim\n+++ b/../../victim\n@@ -1 +1 @@\n-a\n+b\n",
+    )
+    .unwrap();
+    let out = c.run(&["apply", "--plain", "--no-report"]);
+    assert_eq!(out.status.code(), Some(1), "{}", out.text());
+    let journal = Journal::read(&c.state);
+    let measures = journal.latest_with_prefix("measure[");
+    for (addr, e) in &measures {
+        if addr.contains("arm=agent,") {
+            assert_eq!(e["failure"]["class"], "patch_failed", "{e}");
+        } else {
+            assert_eq!(e["event"], "done", "{e}");
+        }
+    }
+    assert_eq!(measures.len(), 2);
+    // The baseline's job only: nothing of the agent reached Slurm.
+    let log = c.jobs_log();
+    assert_eq!(count(&log, "submitting"), 1, "{log:#?}");
+    assert!(
+        log.iter()
+            .all(|r| !r["session"].as_str().unwrap().contains("arm=agent"))
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "a\n");
+    assert!(c.alive_jobs().is_empty());
+}

@@ -24,6 +24,15 @@ pub struct WorkerArgs {
     /// `apply --rerun` globs, passed on.
     #[arg(long)]
     pub rerun: Vec<String>,
+    /// Process runtime, patched arm: the patched tree the controller built (shared filesystem).
+    #[arg(long)]
+    pub patched_root: Option<PathBuf>,
+    /// `KEY=VALUE` the patched tree needs (`PYTHONPATH`), as the controller resolved it.
+    #[arg(long)]
+    pub patched_env: Vec<String>,
+    /// The patched tree's identity in results (`<root>+<patch hash>`).
+    #[arg(long)]
+    pub patched_digest: Option<String>,
 }
 
 pub async fn run(args: WorkerArgs) -> Result<ExitCode> {
@@ -34,6 +43,18 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode> {
         token: args.token,
         run: args.run,
         rerun: args.rerun,
+        patched: args
+            .patched_root
+            .map(|root| crate::exec::cluster::PatchedTree {
+                root,
+                env: args
+                    .patched_env
+                    .iter()
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                digest: args.patched_digest.unwrap_or_default(),
+            }),
     })
     .await
     .map_err(|e| miette::miette!("worker: {e}"))?;

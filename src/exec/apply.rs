@@ -270,7 +270,19 @@ pub async fn apply(
         .map(|&s| campaign.commits[dag.sessions[s].commit].server.runtime)
         .collect();
     let used: HashSet<RuntimeKind> = match &slurm {
-        Some(_) => HashSet::new(), // servers run (and are cleaned up) inside the jobs
+        // Servers run (and are cleaned up) inside the jobs; the controller only builds the
+        // patched trees of process-runtime agent arms (`exec::cluster`).
+        Some(_) => campaign
+            .commits
+            .iter()
+            .filter(|c| c.server.runtime == RuntimeKind::Process)
+            .filter(|c| {
+                c.arms
+                    .iter()
+                    .any(|a| matches!(a.source, ArmSource::Patched(_)))
+            })
+            .map(|_| RuntimeKind::Process)
+            .collect(),
         None => campaign.commits.iter().map(|c| c.server.runtime).collect(),
     };
     let docker = if used.contains(&RuntimeKind::Docker) {
@@ -1155,7 +1167,7 @@ async fn pull(ctx: &Ctx, image: usize) -> Result<ImageInfo, Failure> {
     r
 }
 
-async fn build_patch(
+pub(super) async fn build_patch(
     ctx: &Ctx,
     key: (usize, usize),
     spec: &crate::manifest::model::PatchSpec,

@@ -16,6 +16,12 @@
 //! After `kill -9` of the controller, the next `apply` reads `jobs.jsonl`: a job not `ended` is
 //! looked up by its token in `squeue`; if it still runs the new controller follows it instead
 //! of submitting the session again, if it ended its results are collected first.
+//!
+//! **Patched agent arms.** Process runtime: the controller builds the patched tree (the local
+//! `patch` step, journaled in the main journal) into the state directory, which is on the
+//! shared filesystem, before it submits the arm's jobs, and names it in each job's script
+//! ([`PatchedTree`]). Docker: each job builds (or finds) the derived image on its own node's
+//! engine, after the base image (`patch_on_node`); a controller needs no Docker.
 
 use super::context::{Ctx, JournalError};
 use super::live::{Activity, human_duration};
@@ -178,6 +184,9 @@ pub struct Controller {
     settings: ClusterSettings,
     log: Mutex<JobsLog>,
     manifest: PathBuf,
+    /// The state directory as an absolute path: the job starts in the manifest's directory,
+    /// where a relative one (`apply campaign/m.toml` gives `campaign/.isobench`) means another.
+    state: PathBuf,
     rerun: Vec<String>,
     snapshot: watch::Receiver<Snapshot>,
     /// Sessions whose job still runs from an earlier (killed) apply: start address → record.
@@ -185,6 +194,24 @@ pub struct Controller {
     /// Same-node placement: commit index → node.
     pinned: HashMap<usize, String>,
     seq: AtomicU64,
+    /// Process-runtime patched arms: the tree built once per (commit, arm) by this controller.
+    trees: Mutex<HashMap<(usize, usize), Arc<TreeCell>>>,
+}
+
+/// One arm's patched tree, built at most once per apply.
+type TreeCell = tokio::sync::OnceCell<Result<PatchedTree, Failure>>;
+
+/// A process-runtime agent arm's patched tree, built by the controller into the state
+/// directory (on the shared filesystem) and passed to the session's worker, which runs the
+/// server from it: `apply`'s resolved source of the arm, as a local run would use it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatchedTree {
+    /// The patched copy (the server's working directory).
+    pub root: PathBuf,
+    /// The environment the copy needs (`PYTHONPATH` with the copy first).
+    pub env: BTreeMap<String, String>,
+    /// The source's identity in results: `<root>+<patch hash>`.
+    pub digest: String,
 }
 
 /// Why a job left the queue.
@@ -587,12 +614,16 @@ impl Controller {
         Ok(Controller {
             settings: settings.clone(),
             log: Mutex::new(log),
-            manifest: campaign.manifest_path.clone(),
+            manifest: std::path::absolute(&campaign.manifest_path)
+                .map_err(|e| format!("{}: {e}", campaign.manifest_path.display()))?,
+            state: std::path::absolute(&campaign.state_dir)
+                .map_err(|e| format!("{}: {e}", campaign.state_dir.display()))?,
             rerun: rerun.to_vec(),
             snapshot: rx,
             attach: Mutex::new(running),
             pinned,
             seq: AtomicU64::new(0),
+            trees: Mutex::new(HashMap::new()),
         })
     }
 
@@ -601,14 +632,76 @@ impl Controller {
         Ok(())
     }
 
-    fn script(&self, ctx: &Ctx, session: &str, token: &str) -> String {
+    /// The patched tree of a process-runtime agent arm, built on this controller once per
+    /// (commit, arm) and apply (journaling the `patch` node as a local apply does); `None` for
+    /// other arms. A Docker arm's derived image is built on each job's node instead (`worker`).
+    async fn patched_tree(
+        &self,
+        ctx: &Ctx,
+        commit: usize,
+        arm: usize,
+    ) -> Result<Option<PatchedTree>, Failure> {
+        let c = &ctx.campaign.commits[commit];
+        let crate::manifest::model::ArmSource::Patched(spec) = &c.arms[arm].source else {
+            return Ok(None);
+        };
+        if c.server.runtime != crate::manifest::types::RuntimeKind::Process {
+            return Ok(None);
+        }
+        let cell = self
+            .trees
+            .lock()
+            .expect("trees")
+            .entry((commit, arm))
+            .or_default()
+            .clone();
+        let built = cell
+            .get_or_init(|| async {
+                let internal = |m: String| Failure::new(FailureClass::Internal, m);
+                let runtime = ctx
+                    .runtime(crate::manifest::types::RuntimeKind::Process)
+                    .ok_or_else(|| internal("no process runtime to build the patch".into()))?;
+                let crate::runtime::ServerSource::Path { root } =
+                    super::apply::source_of_root(spec.base.root())
+                else {
+                    return Err(internal(
+                        "a process-runtime arm's base is not a path".into(),
+                    ));
+                };
+                let base = runtime
+                    .ensure_image(&root.display().to_string(), |_| {})
+                    .await?;
+                let (resolved, _) =
+                    super::apply::build_patch(ctx, (commit, arm), spec, &base).await?;
+                match resolved.source {
+                    crate::runtime::ServerSource::Path { root } => Ok(PatchedTree {
+                        root,
+                        env: resolved.env,
+                        digest: resolved.digest,
+                    }),
+                    other => Err(internal(format!(
+                        "a patched tree was expected, got {other:?}"
+                    ))),
+                }
+            })
+            .await;
+        built.clone().map(Some)
+    }
+
+    fn script(
+        &self,
+        ctx: &Ctx,
+        session: &str,
+        token: &str,
+        patched: Option<&PatchedTree>,
+    ) -> String {
         let q = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
         let mut args = vec![
             q(&ctx.exe),
             "worker".into(),
             q(&self.manifest.display().to_string()),
             "--state".into(),
-            q(&ctx.state_dir().display().to_string()),
+            q(&self.state.display().to_string()),
             "--session".into(),
             q(session),
             "--token".into(),
@@ -619,6 +712,16 @@ impl Controller {
         for g in &self.rerun {
             args.push("--rerun".into());
             args.push(q(g));
+        }
+        if let Some(tree) = patched {
+            args.push("--patched-root".into());
+            args.push(q(&tree.root.display().to_string()));
+            for (k, v) in &tree.env {
+                args.push("--patched-env".into());
+                args.push(q(&format!("{k}={v}")));
+            }
+            args.push("--patched-digest".into());
+            args.push(q(&tree.digest));
         }
         // `exec`: the worker is the batch step's process, so Slurm's SIGTERM (time limit,
         // scancel) reaches it directly and it stops its server before the SIGKILL.
@@ -665,6 +768,27 @@ pub async fn run_session(
                     total.interrupted = true;
                     return Ok(total);
                 }
+                // A process-runtime agent arm: its patched tree first (once per arm), on this
+                // host and into the shared state directory; the job runs its server from it.
+                let patched = match ctl.patched_tree(&ctx, sess.commit, sess.arm).await {
+                    Ok(p) => p,
+                    Err(f) => {
+                        for &n in sess.nodes.iter().chain(sess.measures.iter()) {
+                            if ctx.plan.action(n).executes() && !ctx.is_closed(n) {
+                                ctx.failed(n, f.clone())?;
+                                if ctx.dag.graph[n].kind == StepKind::LoadMeasure {
+                                    total.failed += 1;
+                                }
+                            }
+                        }
+                        ctx.live.line(&format!("{label}: not submitted: {f}"));
+                        return Ok(total);
+                    }
+                };
+                if ctx.cancelled() {
+                    total.interrupted = true;
+                    return Ok(total);
+                }
                 let token = format!(
                     "isobench-{}-{}-{}",
                     ctx.run_id,
@@ -699,9 +823,10 @@ pub async fn run_session(
                     gres: ctl.settings.gres_for(commit.server.gpus),
                     nodelist: ctl.pinned.get(&sess.commit).cloned(),
                     extra: ctl.settings.sbatch_args.clone(),
-                    output: dir.join("slurm.out"),
-                    chdir: ctx.campaign.manifest_dir.clone(),
-                    script: ctl.script(&ctx, &session_addr, &token),
+                    output: job_dir(&ctl.state, &token).join("slurm.out"),
+                    chdir: std::path::absolute(&ctx.campaign.manifest_dir)
+                        .unwrap_or_else(|_| ctx.campaign.manifest_dir.clone()),
+                    script: ctl.script(&ctx, &session_addr, &token, patched.as_ref()),
                 };
                 match slurm::submit(&spec).await {
                     Ok(id) => {
@@ -1061,6 +1186,8 @@ pub struct WorkerArgs {
     pub token: String,
     pub run: String,
     pub rerun: Vec<String>,
+    /// A process-runtime agent arm's patched tree, as the controller built it.
+    pub patched: Option<PatchedTree>,
 }
 
 /// A worker runs no `compare` node (the controller does, once the jobs are collected).
@@ -1202,6 +1329,31 @@ pub async fn worker(args: WorkerArgs) -> Result<u8, String> {
     let kind = commit.server.runtime;
     let arm = &commit.arms[sess.arm];
     let source = super::apply::source_of_root(&arm.source);
+    let patch_spec = match &arm.source {
+        crate::manifest::model::ArmSource::Patched(spec) => Some(spec.clone()),
+        _ => None,
+    };
+    // Process runtime: the controller built the patched tree and names it; it must be the
+    // build of the very patch this worker's manifest names (its hash is in the keys).
+    let tree = match (&patch_spec, kind) {
+        (Some(spec), crate::manifest::types::RuntimeKind::Process) => {
+            let Some(tree) = args.patched.clone() else {
+                return Err(format!(
+                    "{} is a patched arm but the job names no patched tree (submitted by an older isobench?)",
+                    arm.name
+                ));
+            };
+            if !tree.digest.ends_with(&format!("+{}", spec.patch_hash)) {
+                return Err(format!(
+                    "patch file {} changed since the controller built its tree ({}); run apply again",
+                    spec.patch_path.display(),
+                    tree.digest
+                ));
+            }
+            Some(tree)
+        }
+        _ => None,
+    };
     let (docker, process) = match kind {
         crate::manifest::types::RuntimeKind::Docker => (
             Some(
@@ -1298,10 +1450,35 @@ pub async fn worker(args: WorkerArgs) -> Result<u8, String> {
             return Ok(1);
         }
     };
-    let resolved = ResolvedSource {
-        source,
-        env: BTreeMap::new(),
-        digest: info.digest().to_string(),
+    let resolved = match (patch_spec, tree) {
+        (_, Some(tree)) => ResolvedSource {
+            source: crate::runtime::ServerSource::Path { root: tree.root },
+            env: tree.env,
+            digest: tree.digest,
+        },
+        (Some(spec), None) => {
+            match patch_on_node(&ctx, s, &spec, &reference, &info, &dir, &node_name).await {
+                Ok(r) => r,
+                Err(f) => {
+                    let interrupted = f.class == FailureClass::Interrupted;
+                    let sess = &ctx.dag.sessions[s];
+                    for &n in sess.nodes.iter().chain(sess.measures.iter()) {
+                        if !interrupted && ctx.plan.action(n).executes() {
+                            ctx.failed(n, f.clone()).map_err(|e| e.to_string())?;
+                        }
+                    }
+                    outcome.ended_ms = now_ms();
+                    outcome.interrupted = interrupted;
+                    write_outcome(&outcome);
+                    return Ok(if interrupted { 130 } else { 1 });
+                }
+            }
+        }
+        (None, None) => ResolvedSource {
+            source,
+            env: BTreeMap::new(),
+            digest: info.digest().to_string(),
+        },
     };
     let datasets = match datasets {
         Ok(d) => Arc::new(d),
@@ -1316,6 +1493,134 @@ pub async fn worker(args: WorkerArgs) -> Result<u8, String> {
     outcome.interrupted = r.interrupted;
     write_outcome(&outcome);
     Ok(if r.interrupted { 130 } else { 0 })
+}
+
+/// Docker: the agent arm's derived image, built (or found) on this node's engine, over the
+/// base image the worker just made available here. The build is the local one
+/// (`patch::build_patched`: same parsing and path checks, same key, same tag and labels), so a
+/// later job on this node finds the image by its tag and key label instead of building it
+/// again; jobs on one node build one key at a time (a lock file in the node's temp directory).
+/// Scratch files go below the job's own directory and are removed afterwards. Journals the
+/// `patch` node (with the node's name) when the plan runs it, as a local apply does.
+async fn patch_on_node(
+    ctx: &Ctx,
+    s: usize,
+    spec: &crate::manifest::model::PatchSpec,
+    base_reference: &str,
+    base: &crate::runtime::ImageInfo,
+    dir: &Path,
+    node_name: &str,
+) -> Result<ResolvedSource, Failure> {
+    let internal = |m: String| Failure::new(FailureClass::Internal, m);
+    let sess = &ctx.dag.sessions[s];
+    let runtime = ctx
+        .runtime(crate::manifest::types::RuntimeKind::Docker)
+        .ok_or_else(|| internal("no Docker runtime".into()))?;
+    let node = ctx.dag.patches.get(&(sess.commit, sess.arm)).copied();
+    let journaled = node.filter(|n| ctx.plan.action(*n).executes());
+    if let Some(n) = journaled {
+        ctx.started(n).map_err(|e| internal(e.to_string()))?;
+    }
+    let cache = dir.join("patched");
+    let log = dir.join("patch.log");
+    // Helper containers that an isobench process on this node left when it was killed mid-build.
+    if let Ok(removed) = super::patch::cleanup_leftovers(runtime, &cache).await
+        && !removed.is_empty()
+    {
+        eprintln!("worker: removed leftovers of interrupted patch builds: {removed:?}");
+    }
+    let tag = super::patch::derived_image_tag(base_reference, &base.id, spec);
+    let build = async {
+        let _one_at_a_time = NodeLock::acquire(&tag).await?;
+        super::patch::build_patched(
+            runtime,
+            spec,
+            base,
+            &crate::runtime::ServerSource::Image {
+                reference: base_reference.to_string(),
+            },
+            &cache,
+            &log,
+        )
+        .await
+    };
+    let r = tokio::select! {
+        r = build => r,
+        _ = ctx.cancelled_wait() => Err(Failure::new(FailureClass::Interrupted, "interrupted")),
+    };
+    let _ = std::fs::remove_dir_all(&cache);
+    let journal_err = |e: JournalError| internal(e.to_string());
+    match r {
+        Ok(outcome) => {
+            let super::patch::PatchedSource::Image { reference, id } = outcome.source else {
+                return Err(internal("a derived image was expected".into()));
+            };
+            eprintln!(
+                "worker: patched image {reference} ({}) on {node_name}",
+                if outcome.reused { "reused" } else { "built" }
+            );
+            if let Some(n) = journaled {
+                ctx.done(
+                    n,
+                    std::slice::from_ref(&log),
+                    Some(serde_json::json!({"reused": outcome.reused, "fuzz_used": outcome.fuzz_used, "files": outcome.files, "source": id, "node": node_name})),
+                )
+                .map_err(journal_err)?;
+            }
+            Ok(ResolvedSource {
+                source: crate::runtime::ServerSource::Image { reference },
+                env: BTreeMap::new(),
+                digest: id,
+            })
+        }
+        Err(f) => {
+            if let Some(n) = journaled
+                && f.class != FailureClass::Interrupted
+            {
+                ctx.failed(n, f.clone()).map_err(journal_err)?;
+            }
+            Err(f)
+        }
+    }
+}
+
+/// An exclusive `flock` on `<temp dir>/isobench-patch-<derived tag>.lock`, released on drop:
+/// two jobs on one node (one Docker engine) build a derived image one after the other, so the
+/// second finds the first's image. Nothing is ever written to the file.
+struct NodeLock(#[allow(dead_code)] std::fs::File);
+
+impl NodeLock {
+    async fn acquire(tag: &str) -> Result<NodeLock, Failure> {
+        let name: String = tag
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let path = std::env::temp_dir().join(format!("isobench-patch-{name}.lock"));
+        tokio::task::spawn_blocking(move || {
+            use std::os::fd::AsRawFd;
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                // Another user's lock file: reading is enough for flock.
+                .or_else(|_| std::fs::File::open(&path))
+                .map_err(|e| format!("opening {}: {e}", path.display()))?;
+            // SAFETY: flock on a file descriptor we own.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+                return Err(format!(
+                    "locking {}: {}",
+                    path.display(),
+                    std::io::Error::last_os_error()
+                ));
+            }
+            Ok(NodeLock(file))
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r)
+        .map_err(|e| Failure::new(FailureClass::Internal, e))
+    }
 }
 
 #[cfg(test)]

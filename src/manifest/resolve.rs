@@ -950,16 +950,9 @@ impl<'a> Resolver<'a> {
             }
         }
         out.retries = c.retries.unwrap_or(out.retries);
-        if out.backend == ClusterBackend::Slurm
-            && let Some(i) = file.arms.iter().position(|a| a.patch.is_some())
-        {
-            self.err(
-                &format!("arms[{i}].patch"),
-                "patched arms cannot run on the slurm backend yet",
-                "patched arm",
-            )
-            .with_help("build the patched arm into its own image or installation, or use `backend = \"local\"`");
-        }
+        // Patched arms run too: the process runtime's patched tree is built by the controller
+        // into the (shared) state directory, a Docker arm's derived image on each job's node
+        // (`exec::cluster`, docs/cluster.md).
         Some(out)
     }
 
