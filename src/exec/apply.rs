@@ -1379,20 +1379,11 @@ async fn prune_unneeded(
             continue;
         };
         // Re-tagged or re-pulled since: the tag now names an image this state did not pull.
-        let current = docker.client().inspect_image(reference).await.ok();
-        if current.and_then(|i| i.id).as_deref() != Some(record.id.as_str()) {
+        if docker.image_id(reference).await.as_deref() != Some(record.id.as_str()) {
             continue;
         }
-        let options = bollard::query_parameters::RemoveImageOptions {
-            force: false,
-            noprune: false,
-        };
-        match docker
-            .client()
-            .remove_image(reference, Some(options), None)
-            .await
-        {
-            Ok(_) => {
+        match docker.remove_image(reference).await {
+            Ok(()) => {
                 ctx.live.line(&format!(
                     "pruned {reference}: no pending session needs it (disk budget {})",
                     human_bytes(budget)
