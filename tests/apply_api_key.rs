@@ -7,7 +7,6 @@
 mod apply_support;
 use apply_support::*;
 use std::path::Path;
-use std::process::Command;
 
 const KEY: &str = "sk-e2e-5c0ffee-not-for-agents";
 
@@ -15,49 +14,21 @@ fn manifest(name: &str, api_key_env: Option<&str>) -> String {
     let api_key_env = api_key_env
         .map(|n| format!("api_key_env = \"{n}\""))
         .unwrap_or_default();
-    format!(
-        r#"version = 1
-name = "{name}"
-repeats = 1
-
-[[arms]]
-name = "baseline"
-path = "srv/baseline"
-
-[[arms]]
-name = "human"
-path = "srv/human"
-
-[models.sim]
-hf = "isobench/sim"
-served_name = "sim"
-
-[server]
-runtime = "process"
-command = "{{{{ isobench }}}} sim --host 127.0.0.1 --port {{{{ port }}}} --model sim --ttft-ms 1 --itl-ms 1"
-gpus = 1
-# The server's own key, from isobench's environment (never on its command line).
-env = {{ VLLM_API_KEY = "${{ISOBENCH_E2E_SERVER_KEY}}" }}
-ready = {{ path = "/health", timeout = "20s", interval = "50ms" }}
-
-[load]
-dataset = {{ input_len = 16, output_len = 4 }}
-num_prompts = 4
-concurrency = 2
-warmup = 1
-timeout = "30s"
-{api_key_env}
-
-[resources]
-gpus = [0]
-gpu_kind = "test-gpu"
-
-[[commits]]
-human = "1111111111111111111111111111111111111111"
-parent = "1000000000000000000000000000000000000000"
-model = "sim"
-"#
-    )
+    SimCampaign {
+        name: name.to_string(),
+        repeats: 1,
+        arms: vec!["baseline", "human"],
+        arm_path: "srv/{arm}",
+        sim_args: "--host 127.0.0.1 --port {{ port }} --model sim --ttft-ms 1 --itl-ms 1",
+        // The server's own key, from isobench's environment (never on its command line).
+        server_env: "env = { VLLM_API_KEY = \"${ISOBENCH_E2E_SERVER_KEY}\" }\n".to_string(),
+        load: format!(
+            "dataset = {{ input_len = 16, output_len = 4 }}\nnum_prompts = 4\nconcurrency = 2\nwarmup = 1\ntimeout = \"30s\"\n{api_key_env}\n"
+        ),
+        gpus: "[0]",
+        commits: vec!['1'],
+    }
+    .text()
 }
 
 fn apply(dir: &Path, text: &str) -> std::process::Output {
@@ -66,16 +37,15 @@ fn apply(dir: &Path, text: &str) -> std::process::Output {
     }
     let path = dir.join("m.toml");
     std::fs::write(&path, text).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_isobench"))
-        .args(["apply", "--plain", "--no-report"])
-        .arg(&path)
-        .env("NO_COLOR", "1")
-        .env("ISOBENCH_E2E_SERVER_KEY", KEY)
-        .env("ISOBENCH_E2E_CLIENT_KEY", KEY)
-        // What `vllm bench serve` would send: isobench must not.
-        .env("OPENAI_API_KEY", KEY)
-        .output()
-        .unwrap()
+    isobench_env(
+        &["apply", "--plain", "--no-report", path.to_str().unwrap()],
+        &[
+            ("ISOBENCH_E2E_SERVER_KEY", KEY),
+            ("ISOBENCH_E2E_CLIENT_KEY", KEY),
+            // What `vllm bench serve` would send: isobench must not.
+            ("OPENAI_API_KEY", KEY),
+        ],
+    )
 }
 
 /// Every file under `dir`, for a search of the secret.

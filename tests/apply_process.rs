@@ -9,69 +9,23 @@ use std::time::Duration;
 
 /// 2 commits × 3 arms × 2 trials on 2 declared GPUs; one server per GPU.
 fn campaign_text(marker: &str, extra_commit: bool) -> String {
-    let mut m = format!(
-        r#"version = 1
-name = "apply-{marker}"
-repeats = 2
-
-[[arms]]
-name = "baseline"
-path = "srv/{{{{ commit.short }}}}/baseline"
-
-[[arms]]
-name = "human"
-path = "srv/{{{{ commit.short }}}}/human"
-
-[[arms]]
-name = "agent"
-role = "agent"
-path = "srv/{{{{ commit.short }}}}/agent"
-
-[models.sim]
-hf = "isobench/sim"
-served_name = "sim"
-
-[server]
-runtime = "process"
-command = "{{{{ isobench }}}} sim --config sim.toml --host 127.0.0.1 --port {{{{ port }}}} --model sim --chat-template-tokens 0"
-gpus = 1
-env = {{ ISOBENCH_TEST_MARKER = "{marker}" }}
-ready = {{ path = "/health", timeout = "20s", interval = "50ms" }}
-
-[load]
-dataset = {{ input_len = 32, output_len = 16 }}
-num_prompts = 16
-concurrency = 4
-warmup = 2
-timeout = "60s"
-
-[resources]
-gpus = [0, 1]
-gpu_kind = "test-gpu"
-
-[[commits]]
-human = "1111111111111111111111111111111111111111"
-parent = "1000000000000000000000000000000000000000"
-model = "sim"
-
-[[commits]]
-human = "2222222222222222222222222222222222222222"
-parent = "2000000000000000000000000000000000000000"
-model = "sim"
-"#
-    );
-    if extra_commit {
-        m.push_str("\n[[commits]]\nhuman = \"3333333333333333333333333333333333333333\"\nparent = \"3000000000000000000000000000000000000000\"\nmodel = \"sim\"\n");
+    SimCampaign {
+        arms: vec!["baseline", "human", "agent"],
+        arm_path: "srv/{{ commit.short }}/{arm}",
+        commits: if extra_commit {
+            vec!['1', '2', '3']
+        } else {
+            vec!['1', '2']
+        },
+        ..SimCampaign::marked(format!("apply-{marker}"), marker, 2)
     }
-    m
+    .text()
 }
 
 fn write_servers(dir: &std::path::Path, commits: &[&str], sim_toml: impl Fn(&str, &str) -> String) {
     for c in commits {
         for arm in ["baseline", "human", "agent"] {
-            let d = dir.join("srv").join(c).join(arm);
-            std::fs::create_dir_all(&d).unwrap();
-            std::fs::write(d.join("sim.toml"), sim_toml(c, arm)).unwrap();
+            write_sim_config(dir, &format!("srv/{c}/{arm}"), &sim_toml(c, arm));
         }
     }
 }

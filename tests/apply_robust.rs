@@ -11,56 +11,14 @@ use std::time::{Duration, Instant};
 
 /// 1 commit × 2 arms × `repeats` trials on 2 declared GPUs (two servers at a time).
 fn campaign(marker: &str, repeats: u32) -> String {
-    format!(
-        r#"version = 1
-name = "robust-{marker}"
-repeats = {repeats}
-
-[[arms]]
-name = "baseline"
-path = "srv/baseline"
-
-[[arms]]
-name = "human"
-path = "srv/human"
-
-[models.sim]
-hf = "isobench/sim"
-served_name = "sim"
-
-[server]
-runtime = "process"
-command = "{{{{ isobench }}}} sim --config sim.toml --host 127.0.0.1 --port {{{{ port }}}} --model sim --chat-template-tokens 0"
-gpus = 1
-env = {{ ISOBENCH_TEST_MARKER = "{marker}" }}
-ready = {{ path = "/health", timeout = "20s", interval = "50ms" }}
-
-[load]
-dataset = {{ input_len = 32, output_len = 16 }}
-num_prompts = 16
-concurrency = 4
-warmup = 2
-timeout = "60s"
-
-[resources]
-gpus = [0, 1]
-gpu_kind = "test-gpu"
-
-[[commits]]
-human = "1111111111111111111111111111111111111111"
-parent = "1000000000000000000000000000000000000000"
-model = "sim"
-"#
-    )
+    SimCampaign::marked(format!("robust-{marker}"), marker, repeats).text()
 }
 
 /// A campaign directory with both arms' simulator configs; returns (dir, manifest path).
 fn setup(marker: &str, repeats: u32, sim_toml: &str) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     for arm in ["baseline", "human"] {
-        let d = dir.path().join("srv").join(arm);
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("sim.toml"), sim_toml).unwrap();
+        write_sim_config(dir.path(), &format!("srv/{arm}"), sim_toml);
     }
     let manifest = dir.path().join("m.toml");
     std::fs::write(&manifest, campaign(marker, repeats)).unwrap();
@@ -69,34 +27,6 @@ fn setup(marker: &str, repeats: u32, sim_toml: &str) -> (tempfile::TempDir, Stri
 }
 
 const FAST: &str = "ttft_ms = 5.0\nitl_ms = 2.0\n";
-
-/// Runs isobench with extra environment, giving up (and failing) after `limit`.
-fn run_bounded(args: &[&str], env: &[(&str, &str)], limit: Duration) -> (Option<i32>, String) {
-    let log = std::env::temp_dir().join(format!("isobench-robust-{}.log", unique("out")));
-    let file = std::fs::File::create(&log).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_isobench"));
-    cmd.args(args)
-        .env("NO_COLOR", "1")
-        .stdin(std::process::Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let status = wait_child(&mut child, limit);
-    if status.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let _ = std::fs::remove_file(&log);
-    assert!(
-        status.is_some(),
-        "isobench did not end within {limit:?}:\n{text}"
-    );
-    (status.unwrap().code(), text)
-}
 
 fn all_measures_done(state: &Path, n: usize) {
     let m = Journal::read(state).latest_with_prefix("measure[");

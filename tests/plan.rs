@@ -608,7 +608,7 @@ fn committed_schema_is_current() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/manifest.schema.json"),
     )
     .unwrap();
-    let current = isobench::cli::plan::schema_text();
+    let current = isobench::cli::schema::schema_text();
     assert!(
         committed.trim_end() == current.trim_end(),
         "schemas/manifest.schema.json is stale: run `cargo run -- schema > schemas/manifest.schema.json`"

@@ -3,9 +3,31 @@
 mod report_common;
 
 use isobench::report::seed::{seed_files, write_seed_files};
-use isobench::report::{self, ReportOptions};
-use std::path::Path;
+use isobench::report::{self, Report, ReportInput, ReportOptions};
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// The shared report fixture (`report_common::campaign`), its report, and its seed files
+/// written into a fresh directory.
+struct Fixture {
+    input: ReportInput,
+    r: Report,
+    dir: tempfile::TempDir,
+    written: Vec<PathBuf>,
+}
+
+fn fixture() -> Fixture {
+    let input = report_common::campaign();
+    let r = report::build(&input, &ReportOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let written = write_seed_files(dir.path(), &seed_files(&r, &input, None)).unwrap();
+    Fixture {
+        input,
+        r,
+        dir,
+        written,
+    }
+}
 
 fn read(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -13,10 +35,12 @@ fn read(path: &Path) -> serde_json::Value {
 
 #[test]
 fn files_in_the_seed_layout_with_the_seed_fields() {
-    let input = report_common::campaign();
-    let r = report::build(&input, &ReportOptions::default()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let written = write_seed_files(dir.path(), &seed_files(&r, &input, None)).unwrap();
+    let Fixture {
+        input,
+        r,
+        dir,
+        written,
+    } = fixture();
     let mut names: Vec<String> = written
         .iter()
         .map(|p| p.strip_prefix(dir.path()).unwrap().display().to_string())
@@ -187,10 +211,7 @@ for name in sorted(os.listdir(agent_dir)):
 
 #[test]
 fn seed_python_snippet_works_unchanged() {
-    let input = report_common::campaign();
-    let r = report::build(&input, &ReportOptions::default()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    write_seed_files(dir.path(), &seed_files(&r, &input, None)).unwrap();
+    let Fixture { r, dir, .. } = fixture();
     let out = Command::new("python3")
         .arg("-c")
         .arg(SEED_SNIPPET)
@@ -262,10 +283,7 @@ for name in sorted(os.listdir(base_dir)):
 
 #[test]
 fn seed_comparison_and_strict_timestamp_parse_work_on_isobench_files() {
-    let input = report_common::campaign();
-    let r = report::build(&input, &ReportOptions::default()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    write_seed_files(dir.path(), &seed_files(&r, &input, None)).unwrap();
+    let Fixture { dir, .. } = fixture();
     let out = Command::new("python3")
         .arg("-c")
         .arg(SEED_COMPARISON)
@@ -297,10 +315,7 @@ fn seed_comparison_and_strict_timestamp_parse_work_on_isobench_files() {
 
 #[test]
 fn raw_runs_in_docker_benchmark_results() {
-    let input = report_common::campaign();
-    let r = report::build(&input, &ReportOptions::default()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    write_seed_files(dir.path(), &seed_files(&r, &input, None)).unwrap();
+    let Fixture { dir, .. } = fixture();
     let run = read(
         &dir.path()
             .join("docker_benchmark_results/aaaaaaaa_human_trial2_result.json"),

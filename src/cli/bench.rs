@@ -227,10 +227,68 @@ impl BenchArgs {
     }
 }
 
+/// Errors may quote the server (a not-ready or warm-up error): no control characters.
+fn fail(message: String) -> miette::Report {
+    miette::miette!("{}", printable(&message))
+}
+
+/// `isobench bench`, in vLLM's order: client and model, prompts, ready check and warm-up, the
+/// measured run, then the summary and the saved result.
 pub async fn run(args: BenchArgs) -> miette::Result<ExitCode> {
-    // Errors may quote the server (a not-ready or warm-up error): no control characters.
-    let fail = |message: String| miette::miette!("{}", printable(&message));
     let metadata = args.metadata_pairs().map_err(fail)?;
+    let client = connect(&args)?;
+    let model = match &args.model {
+        Some(model) => model.clone(),
+        None => client
+            .first_served_model()
+            .await
+            .map_err(|err| fail(err.to_string()))?,
+    };
+    let dataset = prompts(&args, &model)?;
+    let served = args
+        .served_model_name
+        .clone()
+        .unwrap_or_else(|| model.clone());
+    let run = args.run_config(served).map_err(fail)?;
+    run.validate().map_err(|err| fail(err.to_string()))?;
+    ready_and_warm(&args, &client, &dataset, &run).await?;
+    announce_run(&run);
+
+    let progress = Arc::new(Progress::new());
+    let show_bar = !args.disable_tqdm && std::io::stderr().is_terminal();
+    let reporter = tokio::spawn(report_progress(
+        progress.clone(),
+        dataset.requests.len(),
+        show_bar,
+    ));
+    let result = client
+        .run(&dataset, &run, Some(progress))
+        .await
+        .map_err(|err| fail(err.to_string()))?;
+    reporter.abort();
+    let _ = reporter.await;
+
+    print_failures(&result);
+    print!("{}", result.summary_text());
+    for warning in &result.audit.warnings {
+        eprintln!("self-audit warning: {warning}");
+    }
+    if args.save_result || args.save_detailed {
+        save(&args, &model, &result, &metadata)?;
+    }
+    Ok(match result.outcome() {
+        RunOutcome::Ok => ExitCode::SUCCESS,
+        RunOutcome::TimedOut | RunOutcome::AllRequestsFailed => {
+            if let Some(failure) = result.failure() {
+                eprintln!("error: {}", printable(&failure.to_string()));
+            }
+            ExitCode::FAILURE
+        }
+    })
+}
+
+/// The client, with one pooled connection per concurrent request and the API key if asked.
+fn connect(args: &BenchArgs) -> miette::Result<LoadClient> {
     let base_url = args
         .base_url
         .clone()
@@ -256,17 +314,15 @@ pub async fn run(args: BenchArgs) -> miette::Result<ExitCode> {
             "note: OPENAI_API_KEY is set but not sent to the server; pass --api-key-env OPENAI_API_KEY to send it"
         );
     }
+    Ok(client)
+}
 
-    let model = match &args.model {
-        Some(model) => model.clone(),
-        None => client
-            .first_served_model()
-            .await
-            .map_err(|err| fail(err.to_string()))?,
-    };
+/// The random dataset, tokenized with the model's tokenizer when one is found (synthetic
+/// prompts otherwise, with a warning).
+fn prompts(args: &BenchArgs, model: &str) -> miette::Result<loadgen::Dataset> {
     let tokenizer = match &args.tokenizer {
         Some(path) => Some(path.clone()),
-        None => loadgen::find_tokenizer(&model),
+        None => loadgen::find_tokenizer(model),
     };
     if tokenizer.is_none() {
         eprintln!(
@@ -290,19 +346,22 @@ pub async fn run(args: BenchArgs) -> miette::Result<ExitCode> {
             dataset.mismatched_prompts, dataset.residual_mismatch
         );
     }
-    let served = args
-        .served_model_name
-        .clone()
-        .unwrap_or_else(|| model.clone());
-    let run = args.run_config(served).map_err(fail)?;
-    run.validate().map_err(|err| fail(err.to_string()))?;
+    Ok(dataset)
+}
 
+/// vLLM's single-prompt ready check, then the warm-up requests (not measured).
+async fn ready_and_warm(
+    args: &BenchArgs,
+    client: &LoadClient,
+    dataset: &loadgen::Dataset,
+    run: &RunConfig,
+) -> miette::Result<()> {
     if args.ready_check_timeout_sec > 0 {
         println!("Starting initial single prompt test run...");
         client
             .wait_until_ready(
-                &dataset,
-                &run,
+                dataset,
+                run,
                 Duration::from_secs(args.ready_check_timeout_sec),
             )
             .await
@@ -314,7 +373,7 @@ pub async fn run(args: BenchArgs) -> miette::Result<ExitCode> {
     if args.num_warmups > 0 {
         println!("Warming up with {} requests...", args.num_warmups);
         let warm = client
-            .warmup(&dataset, args.num_warmups, &run)
+            .warmup(dataset, args.num_warmups, run)
             .await
             .map_err(|err| fail(err.to_string()))?;
         if warm.failed > 0 {
@@ -325,6 +384,11 @@ pub async fn run(args: BenchArgs) -> miette::Result<ExitCode> {
         }
         println!("Warmup run completed.");
     }
+    Ok(())
+}
+
+/// vLLM's lines before the measured run.
+fn announce_run(run: &RunConfig) {
     println!("Starting main benchmark run...");
     println!("Traffic request rate: {}", python_float(run.request_rate));
     let distribution = if run.burstiness == 1.0 {
@@ -341,45 +405,24 @@ pub async fn run(args: BenchArgs) -> miette::Result<ExitCode> {
         run.max_concurrency
             .map_or("None".to_string(), |c| c.to_string())
     );
+}
 
-    let progress = Arc::new(Progress::new());
-    let show_bar = !args.disable_tqdm && std::io::stderr().is_terminal();
-    let reporter = tokio::spawn(report_progress(
-        progress.clone(),
-        dataset.requests.len(),
-        show_bar,
-    ));
-    let result = client
-        .run(&dataset, &run, Some(progress))
-        .await
-        .map_err(|err| fail(err.to_string()))?;
-    reporter.abort();
-    let _ = reporter.await;
-
-    print_failures(&result);
-    print!("{}", result.summary_text());
-    for warning in &result.audit.warnings {
-        eprintln!("self-audit warning: {warning}");
+/// `--save-result` / `--save-detailed`: the result JSON where vLLM would put it.
+fn save(
+    args: &BenchArgs,
+    model: &str,
+    result: &BenchResult,
+    metadata: &[(String, String)],
+) -> miette::Result<()> {
+    let path = result_path(args, model, result);
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|err| fail(format!("cannot create {}: {err}", parent.display())))?;
     }
-    if args.save_result || args.save_detailed {
-        let path = result_path(&args, &model, &result);
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .map_err(|err| fail(format!("cannot create {}: {err}", parent.display())))?;
-        }
-        std::fs::write(&path, result.to_json_text(args.save_detailed, &metadata))
-            .map_err(|err| fail(format!("cannot write {}: {err}", path.display())))?;
-        println!("Result saved to {}", path.display());
-    }
-    Ok(match result.outcome() {
-        RunOutcome::Ok => ExitCode::SUCCESS,
-        RunOutcome::TimedOut | RunOutcome::AllRequestsFailed => {
-            if let Some(failure) = result.failure() {
-                eprintln!("error: {}", printable(&failure.to_string()));
-            }
-            ExitCode::FAILURE
-        }
-    })
+    std::fs::write(&path, result.to_json_text(args.save_detailed, metadata))
+        .map_err(|err| fail(format!("cannot write {}: {err}", path.display())))?;
+    println!("Result saved to {}", path.display());
+    Ok(())
 }
 
 /// vLLM lists up to 10 failed requests before the summary.

@@ -7,7 +7,11 @@ pub mod bench;
 pub mod demo;
 pub mod plan;
 pub mod report;
+pub mod schema;
 pub mod sim;
+pub mod state;
+pub mod unlock;
+pub mod validate;
 pub mod worker;
 
 #[derive(Debug, Parser)]
@@ -33,11 +37,11 @@ pub enum Command {
     /// Exit code: 0 all succeeded, 1 a step failed, 130 interrupted.
     Apply(apply::ApplyArgs),
     /// Inspect the recorded state: `state list MANIFEST`, `state show MANIFEST ADDRESS`.
-    State(apply::StateArgs),
+    State(state::StateArgs),
     /// Clear a stale lock on a state directory (refuses while a live process holds it).
-    Unlock(apply::UnlockArgs),
+    Unlock(unlock::UnlockArgs),
     /// Check manifests and report every problem with its location.
-    Validate(plan::ValidateArgs),
+    Validate(validate::ValidateArgs),
     /// Print the manifest JSON Schema (for editors; also in schemas/manifest.schema.json).
     Schema,
     /// Run the load generator alone against a running server: a drop-in for `vllm bench serve`.
@@ -98,10 +102,10 @@ pub fn main() -> ExitCode {
             Command::Plan(args) => plan::run_plan(args).await,
             Command::Apply(args) => apply::run_apply(args).await,
             Command::Demo(args) => demo::run(args).await,
-            Command::State(args) => apply::run_state(args),
-            Command::Unlock(args) => apply::run_unlock(args),
-            Command::Validate(args) => plan::run_validate(args),
-            Command::Schema => plan::run_schema(),
+            Command::State(args) => state::run_state(args),
+            Command::Unlock(args) => unlock::run_unlock(args),
+            Command::Validate(args) => validate::run_validate(args),
+            Command::Schema => schema::run_schema(),
             Command::Bench(args) => bench::run(args).await,
             Command::Sim(args) => sim::run(args).await,
             Command::Report(args) => report::run(args),

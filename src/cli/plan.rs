@@ -74,13 +74,6 @@ impl TargetArgs {
     }
 }
 
-#[derive(Debug, clap::Args)]
-pub struct ValidateArgs {
-    /// Manifests to check.
-    #[arg(required = true)]
-    pub manifests: Vec<PathBuf>,
-}
-
 /// Everything `plan` and `apply` share: the campaign, its DAG and the plan against the state.
 pub struct Planned {
     pub campaign: Campaign,
@@ -205,42 +198,4 @@ pub async fn run_plan(args: PlanArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-pub fn run_validate(args: ValidateArgs) -> Result<ExitCode> {
-    let mut failed = 0;
-    for path in &args.manifests {
-        match manifest::load_file(path) {
-            Ok(c) => {
-                print_warnings(&c);
-                let arms: usize = c.commits.iter().map(|c| c.arms.len()).sum();
-                println!(
-                    "{}: ok ({} commits, {} arms measured, pipeline {})",
-                    path.display(),
-                    c.commits.len(),
-                    arms,
-                    c.pipeline.name
-                );
-            }
-            Err(e) => {
-                failed += 1;
-                eprintln!("{:?}", miette::Report::new(e));
-            }
-        }
-    }
-    Ok(if failed > 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
-}
-
-pub fn run_schema() -> Result<ExitCode> {
-    println!("{}", schema_text());
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The committed `schemas/manifest.schema.json` must equal this text.
-pub fn schema_text() -> String {
-    serde_json::to_string_pretty(&manifest::schema()).expect("schema serialises")
 }

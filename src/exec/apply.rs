@@ -9,9 +9,10 @@ use super::session::{self, ResolvedSource, SessionOutcome};
 use crate::failure::{Failure, FailureClass};
 use crate::loadgen;
 use crate::manifest::Campaign;
-use crate::manifest::model::{ArmSource, Isolate};
+use crate::manifest::model::{ArmSource, ClusterSettings, Isolate};
 use crate::manifest::pipeline::StepKind;
 use crate::manifest::types::RuntimeKind;
+use crate::pipeline::expand::Dag;
 use crate::plan::{self, PlanOptions};
 use crate::runtime::{ImageInfo, Runtime, ServerSource};
 use crate::state::{self, State, lock};
@@ -79,6 +80,16 @@ enum Readiness<T> {
     Failed(Failure),
 }
 
+impl<T> Readiness<T> {
+    /// What a finished pull or patch build leaves.
+    fn of(r: Result<T, Failure>) -> Readiness<T> {
+        match r {
+            Ok(v) => Readiness::Ready(v),
+            Err(f) => Readiness::Failed(f),
+        }
+    }
+}
+
 fn holder(run_id: &str) -> lock::Holder {
     lock::Holder {
         pid: std::process::id(),
@@ -139,24 +150,87 @@ pub(crate) fn dataset_for(
     Ok(session::Datasets { measure, warmup })
 }
 
+/// Runs the campaign in stages, following the data: [`prepare`] (lock, GPUs, plan, leftovers
+/// of earlier runs), [`launchpad`] (the context every task shares), the [`Scheduler`] loop
+/// (pulls, patches, sessions), then [`summarize`] (compares, this run's failures).
 pub async fn apply(
-    mut campaign: Campaign,
+    campaign: Campaign,
     opts: &ApplyOptions,
     comparer: Arc<dyn super::Comparer>,
 ) -> Result<ApplySummary, ApplyError> {
     let t0 = Instant::now();
+    let Some(prepared) = prepare(campaign, opts).await? else {
+        return Ok(ApplySummary {
+            nothing_to_do: true,
+            makespan: t0.elapsed(),
+            ..Default::default()
+        });
+    };
+    let (cancel_tx, cancel_rx) = watch::channel(false);
+    spawn_signal_handler(cancel_tx.clone());
+    let Launchpad {
+        lock: _lock,
+        ctx,
+        slurm,
+        reattach,
+        pending_sessions,
+        pending_compares,
+        gpus,
+        total_measures,
+    } = launchpad(prepared, opts, comparer, cancel_rx)?;
+    let cluster = match &slurm {
+        Some(settings) => Some(Arc::new(
+            super::cluster::Controller::start(&ctx.campaign, settings, reattach, &opts.rerun)
+                .await
+                .map_err(ApplyError::Setup)?,
+        )),
+        None => None,
+    };
+    let mut scheduler = Scheduler::new(
+        ctx.clone(),
+        cancel_tx,
+        cluster,
+        gpus,
+        pending_sessions,
+        total_measures,
+        opts,
+    );
+    scheduler.prefetch();
+    let summary = scheduler.run().await?;
+    summarize(&ctx, &pending_compares, summary, t0)
+}
+
+/// What [`prepare`] found out before any task starts. The lock is held until `apply` returns.
+struct Prepared {
+    lock: lock::LockGuard,
+    campaign: Campaign,
+    run_id: String,
+    owner: crate::runtime::Owner,
+    live: Live,
+    slurm: Option<ClusterSettings>,
+    inventory: state::Inventory,
+    probe: Option<gpu::Probe>,
+    state_before: State,
+    reattach: HashMap<String, (super::cluster::JobRecord, Option<u64>)>,
+    dag: Dag,
+    plan: plan::Plan,
+    pending_sessions: Vec<usize>,
+    pending_compares: Vec<NodeIndex>,
+    docker: Option<Runtime>,
+    process: Option<Runtime>,
+}
+
+/// Takes the lock, finds the GPUs, plans, connects the runtimes and removes what earlier runs
+/// left behind. `None`: nothing is left to do (leftovers are removed even then).
+async fn prepare(
+    mut campaign: Campaign,
+    opts: &ApplyOptions,
+) -> Result<Option<Prepared>, ApplyError> {
     if let Some(dir) = &opts.state {
         campaign.state_dir = dir.clone();
     }
-    let run_id = format!(
-        "{}-{}",
-        humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-            .to_string()
-            .replace([':', '-'], "")
-            .trim_end_matches('Z'),
-        std::process::id()
-    );
-    let _lock = lock::acquire(&campaign.state_dir, &holder(&run_id))?;
+    let run_id = new_run_id();
+    let lock = lock::acquire(&campaign.state_dir, &holder(&run_id))?;
     // Holding the lock makes every other run of this state directory dead: its servers, and
     // only those, are leftovers.
     let owner = crate::runtime::Owner {
@@ -170,44 +244,10 @@ pub async fn apply(
     } else {
         Live::new(opts.plain)
     };
-
-    // Slurm: the jobs find their GPUs on their nodes (`exec::cluster`); this host needs none.
     let slurm = campaign.slurm().cloned();
-    // GPUs: declared or detected; the model name becomes part of measurement keys.
-    let (inventory, probe) = match &slurm {
-        Some(_) => (super::cluster::no_local_gpus(), None),
-        None => gpu::detect(
-            &campaign.resources.gpus,
-            opts.gpus.as_deref(),
-            campaign.resources.gpu_kind.as_deref(),
-        )
-        .map_err(ApplyError::Setup)?,
-    };
-    let needs_gpus = campaign
-        .commits
-        .iter()
-        .map(|c| c.server.gpus)
-        .max()
-        .unwrap_or(0);
-    if needs_gpus > 0 && inventory.gpus.is_empty() && slurm.is_none() {
-        return Err(ApplyError::Setup(format!(
-            "servers ask for {needs_gpus} GPU(s) but none were found ({}); declare them with --gpus 0,1 or `resources.gpus`",
-            inventory.source
-        )));
-    }
-    let state_before = State::load(&campaign.state_dir)
-        .map_err(|e| ApplyError::Setup(format!("cannot read the state: {e}")))?;
-    if state_before.inventory.as_ref() != Some(&inventory) {
-        let bytes = serde_json::to_vec_pretty(&inventory).expect("inventory serialises");
-        crate::util::fsx::write_atomic(&campaign.state_dir.join("inventory.json"), &bytes)
-            .map_err(|e| ApplyError::Setup(format!("cannot write the state: {e}")))?;
-    }
-    let meta = campaign.state_dir.join("meta.json");
-    if !meta.exists() {
-        let m = serde_json::json!({"version": state::STATE_VERSION, "campaign": campaign.name, "created": crate::util::now_rfc3339()});
-        crate::util::fsx::write_atomic(&meta, &serde_json::to_vec_pretty(&m).expect("json"))
-            .map_err(|e| ApplyError::Setup(format!("cannot write the state: {e}")))?;
-    }
+    let (inventory, probe) = find_gpus(&campaign, opts, slurm.is_some())?;
+    let state_before = load_state(&campaign.state_dir)?;
+    write_setup(&campaign, &state_before, &inventory)?;
     let dag = plan::desired_dag(&campaign, Some(&inventory));
     // Slurm: jobs of a killed earlier apply are collected (or followed) before planning.
     let (state_before, reattach) = match &slurm {
@@ -215,38 +255,12 @@ pub async fn apply(
             let r = super::cluster::reconcile(&campaign.state_dir, &dag, &live)
                 .await
                 .map_err(ApplyError::Setup)?;
-            let state = State::load(&campaign.state_dir)
-                .map_err(|e| ApplyError::Setup(format!("cannot read the state: {e}")))?;
-            (state, r.running)
+            (load_state(&campaign.state_dir)?, r.running)
         }
         None => (state_before, HashMap::new()),
     };
-    let rerun = opts
-        .rerun
-        .iter()
-        .map(|g| plan::address_glob(g).map_err(ApplyError::Setup))
-        .collect::<Result<Vec<_>, _>>()?;
-    let the_plan = plan::plan(
-        &campaign,
-        &dag,
-        &state_before,
-        &PlanOptions {
-            rerun,
-            targeted: opts.targeted,
-        },
-    );
-    let c = &the_plan.counts;
-    live.line(&format!(
-        "plan: {} to run, {} to rerun, {} incomplete, {} cached, {} orphaned; {} arm(s) absent · GPUs: {} ({})",
-        c.run,
-        c.rerun,
-        c.incomplete,
-        c.cached,
-        c.orphaned,
-        c.absent_arms,
-        if inventory.gpus.is_empty() { "none".to_string() } else { inventory.gpus.iter().map(|g| g.index.to_string()).collect::<Vec<_>>().join(",") },
-        inventory.source
-    ));
+    let the_plan = plan_run(&campaign, &dag, &state_before, opts)?;
+    announce_plan(&live, &the_plan, &inventory);
     let pending_sessions: Vec<usize> = (0..dag.sessions.len())
         .filter(|&s| {
             dag.sessions[s]
@@ -262,17 +276,160 @@ pub async fn apply(
         .copied()
         .filter(|n| the_plan.action(*n).executes())
         .collect();
-    // Runtimes: a killed earlier run may have left servers behind even when nothing is left to
-    // do (killed between its last measurement and the stop), so leftovers are removed first,
-    // always. Docker must be reachable only if a pending session needs it.
+    let (docker, process) =
+        connect_runtimes(&campaign, &dag, &pending_sessions, slurm.is_some(), &live).await?;
+    for rt in docker.iter().chain(process.iter()) {
+        clean_leftovers(rt, &campaign, &owner, &live).await;
+    }
+    if pending_sessions.is_empty() && pending_compares.is_empty() {
+        live.line("nothing to do: every step is cached");
+        return Ok(None);
+    }
+    Ok(Some(Prepared {
+        lock,
+        campaign,
+        run_id,
+        owner,
+        live,
+        slurm,
+        inventory,
+        probe,
+        state_before,
+        reattach,
+        dag,
+        plan: the_plan,
+        pending_sessions,
+        pending_compares,
+        docker,
+        process,
+    }))
+}
+
+/// `<UTC time without separators>-<pid>`: labels this run's servers and journal entries.
+fn new_run_id() -> String {
+    format!(
+        "{}-{}",
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+            .to_string()
+            .replace([':', '-'], "")
+            .trim_end_matches('Z'),
+        std::process::id()
+    )
+}
+
+fn load_state(dir: &std::path::Path) -> Result<State, ApplyError> {
+    State::load(dir).map_err(|e| ApplyError::Setup(format!("cannot read the state: {e}")))
+}
+
+/// GPUs: declared or detected; the model name becomes part of measurement keys. Slurm: the
+/// jobs find their GPUs on their nodes (`exec::cluster`); this host needs none.
+fn find_gpus(
+    campaign: &Campaign,
+    opts: &ApplyOptions,
+    slurm: bool,
+) -> Result<(state::Inventory, Option<gpu::Probe>), ApplyError> {
+    let (inventory, probe) = if slurm {
+        (super::cluster::no_local_gpus(), None)
+    } else {
+        gpu::detect(
+            &campaign.resources.gpus,
+            opts.gpus.as_deref(),
+            campaign.resources.gpu_kind.as_deref(),
+        )
+        .map_err(ApplyError::Setup)?
+    };
+    let needs_gpus = campaign
+        .commits
+        .iter()
+        .map(|c| c.server.gpus)
+        .max()
+        .unwrap_or(0);
+    if needs_gpus > 0 && inventory.gpus.is_empty() && !slurm {
+        return Err(ApplyError::Setup(format!(
+            "servers ask for {needs_gpus} GPU(s) but none were found ({}); declare them with --gpus 0,1 or `resources.gpus`",
+            inventory.source
+        )));
+    }
+    Ok((inventory, probe))
+}
+
+/// Records the inventory when it changed (`report` reads the GPU model from it) and the state
+/// directory's `meta.json` once.
+fn write_setup(
+    campaign: &Campaign,
+    state_before: &State,
+    inventory: &state::Inventory,
+) -> Result<(), ApplyError> {
+    if state_before.inventory.as_ref() != Some(inventory) {
+        let bytes = serde_json::to_vec_pretty(inventory).expect("inventory serialises");
+        crate::util::fsx::write_atomic(&campaign.state_dir.join("inventory.json"), &bytes)
+            .map_err(|e| ApplyError::Setup(format!("cannot write the state: {e}")))?;
+    }
+    let meta = campaign.state_dir.join("meta.json");
+    if !meta.exists() {
+        let m = serde_json::json!({"version": state::STATE_VERSION, "campaign": campaign.name, "created": crate::util::now_rfc3339()});
+        crate::util::fsx::write_atomic(&meta, &serde_json::to_vec_pretty(&m).expect("json"))
+            .map_err(|e| ApplyError::Setup(format!("cannot write the state: {e}")))?;
+    }
+    Ok(())
+}
+
+/// The plan against the state, with `--rerun` globs and `--commit`/`--arm` targeting.
+fn plan_run(
+    campaign: &Campaign,
+    dag: &Dag,
+    state_before: &State,
+    opts: &ApplyOptions,
+) -> Result<plan::Plan, ApplyError> {
+    let rerun = opts
+        .rerun
+        .iter()
+        .map(|g| plan::address_glob(g).map_err(ApplyError::Setup))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(plan::plan(
+        campaign,
+        dag,
+        state_before,
+        &PlanOptions {
+            rerun,
+            targeted: opts.targeted,
+        },
+    ))
+}
+
+fn announce_plan(live: &Live, the_plan: &plan::Plan, inventory: &state::Inventory) {
+    let c = &the_plan.counts;
+    live.line(&format!(
+        "plan: {} to run, {} to rerun, {} incomplete, {} cached, {} orphaned; {} arm(s) absent · GPUs: {} ({})",
+        c.run,
+        c.rerun,
+        c.incomplete,
+        c.cached,
+        c.orphaned,
+        c.absent_arms,
+        if inventory.gpus.is_empty() { "none".to_string() } else { inventory.gpus.iter().map(|g| g.index.to_string()).collect::<Vec<_>>().join(",") },
+        inventory.source
+    ));
+}
+
+/// Runtimes: a killed earlier run may have left servers behind even when nothing is left to
+/// do (killed between its last measurement and the stop), so every runtime the campaign uses
+/// is connected for the cleanup. Docker must be reachable only if a pending session needs it.
+async fn connect_runtimes(
+    campaign: &Campaign,
+    dag: &Dag,
+    pending_sessions: &[usize],
+    slurm: bool,
+    live: &Live,
+) -> Result<(Option<Runtime>, Option<Runtime>), ApplyError> {
     let needs: HashSet<RuntimeKind> = pending_sessions
         .iter()
         .map(|&s| campaign.commits[dag.sessions[s].commit].server.runtime)
         .collect();
-    let used: HashSet<RuntimeKind> = match &slurm {
+    let used: HashSet<RuntimeKind> = if slurm {
         // Servers run (and are cleaned up) inside the jobs; the controller only builds the
         // patched trees of process-runtime agent arms (`exec::cluster`).
-        Some(_) => campaign
+        campaign
             .commits
             .iter()
             .filter(|c| c.server.runtime == RuntimeKind::Process)
@@ -282,8 +439,9 @@ pub async fn apply(
                     .any(|a| matches!(a.source, ArmSource::Patched(_)))
             })
             .map(|_| RuntimeKind::Process)
-            .collect(),
-        None => campaign.commits.iter().map(|c| c.server.runtime).collect(),
+            .collect()
+    } else {
+        campaign.commits.iter().map(|c| c.server.runtime).collect()
     };
     let docker = if used.contains(&RuntimeKind::Docker) {
         match Runtime::docker().await {
@@ -304,158 +462,144 @@ pub async fn apply(
     let process = used
         .contains(&RuntimeKind::Process)
         .then(|| Runtime::process(campaign.state_dir.join("processes")));
-    for rt in docker.iter().chain(process.iter()) {
-        match rt.cleanup_leftovers(&owner).await {
-            Ok(cleanup) => {
-                if !cleanup.removed.is_empty() {
-                    live.line(&format!(
-                        "removed {} leftover {} server(s) of an earlier run: {}",
-                        cleanup.removed.len(),
-                        rt.kind(),
-                        cleanup.removed.join(", ")
-                    ));
-                }
-                for skipped in &cleanup.skipped {
-                    live.line(&format!("warning: {skipped}"));
-                }
-            }
-            Err(f) => live.line(&format!(
-                "warning: could not clean up leftovers ({}): {f}",
-                rt.kind()
-            )),
-        }
-        if let Runtime::Docker(d) = rt
-            && let Ok(unowned) = d.unowned_containers(&campaign.name).await
-            && !unowned.is_empty()
-        {
-            live.line(&format!(
-                "warning: container(s) {} of campaign {} were made by an older isobench (no state id) and are not removed automatically; remove them by hand if no older isobench runs",
-                unowned.join(", "),
-                campaign.name
-            ));
-        }
-        match patch::cleanup_leftovers(rt, &campaign.state_dir.join("patched")).await {
-            Ok(removed) if !removed.is_empty() => live.line(&format!(
-                "removed {} leftover(s) of interrupted patch builds",
-                removed.len()
-            )),
-            Ok(_) => {}
-            Err(f) => live.line(&format!("warning: could not clean up patch leftovers: {f}")),
-        }
-    }
-    if pending_sessions.is_empty() && pending_compares.is_empty() {
-        live.line("nothing to do: every step is cached");
-        return Ok(ApplySummary {
-            nothing_to_do: true,
-            makespan: t0.elapsed(),
-            ..Default::default()
-        });
-    }
+    Ok((docker, process))
+}
 
-    let (cancel_tx, cancel_rx) = watch::channel(false);
-    spawn_signal_handler(cancel_tx.clone());
-    // A node at the counter's end is an error only if it must run (a hand-edited journal).
-    let mut attempts: HashMap<NodeIndex, u32> = HashMap::new();
-    for n in dag.graph.node_indices() {
-        match state_before.next_attempt(&dag.graph[n].address) {
-            Ok(a) => {
-                attempts.insert(n, a);
+/// Removes the servers and patch-build leftovers earlier runs of this state directory left on
+/// `rt`, and warns about containers of older versions that cannot be attributed.
+async fn clean_leftovers(
+    rt: &Runtime,
+    campaign: &Campaign,
+    owner: &crate::runtime::Owner,
+    live: &Live,
+) {
+    match rt.cleanup_leftovers(owner).await {
+        Ok(cleanup) => {
+            if !cleanup.removed.is_empty() {
+                live.line(&format!(
+                    "removed {} leftover {} server(s) of an earlier run: {}",
+                    cleanup.removed.len(),
+                    rt.kind(),
+                    cleanup.removed.join(", ")
+                ));
             }
-            Err(e) if the_plan.action(n).executes() => return Err(ApplyError::Setup(e)),
-            Err(_) => {}
+            for skipped in &cleanup.skipped {
+                live.line(&format!("warning: {skipped}"));
+            }
         }
+        Err(f) => live.line(&format!(
+            "warning: could not clean up leftovers ({}): {f}",
+            rt.kind()
+        )),
     }
-    let journal = state::Journal::open(&campaign.state_dir).map_err(JournalError)?;
+    if let Runtime::Docker(d) = rt
+        && let Ok(unowned) = d.unowned_containers(&campaign.name).await
+        && !unowned.is_empty()
+    {
+        live.line(&format!(
+            "warning: container(s) {} of campaign {} were made by an older isobench (no state id) and are not removed automatically; remove them by hand if no older isobench runs",
+            unowned.join(", "),
+            campaign.name
+        ));
+    }
+    match patch::cleanup_leftovers(rt, &campaign.state_dir.join("patched")).await {
+        Ok(removed) if !removed.is_empty() => live.line(&format!(
+            "removed {} leftover(s) of interrupted patch builds",
+            removed.len()
+        )),
+        Ok(_) => {}
+        Err(f) => live.line(&format!("warning: could not clean up patch leftovers: {f}")),
+    }
+}
+
+/// GPU bookkeeping the scheduler starts from: the pool and each session's fixed placement
+/// (`None`: it can never be placed).
+struct Gpus {
+    pool: Pool,
+    placed: Vec<Option<Vec<u32>>>,
+}
+
+/// What the scheduler starts from: the context every task shares and the GPU bookkeeping.
+struct Launchpad {
+    lock: lock::LockGuard,
+    ctx: Arc<Ctx>,
+    slurm: Option<ClusterSettings>,
+    reattach: HashMap<String, (super::cluster::JobRecord, Option<u64>)>,
+    pending_sessions: Vec<usize>,
+    pending_compares: Vec<NodeIndex>,
+    gpus: Gpus,
+    total_measures: usize,
+}
+
+/// Fixes everything the tasks share before the first one starts: attempt numbers, the
+/// journal, GPU placement and paired groups.
+fn launchpad(
+    p: Prepared,
+    opts: &ApplyOptions,
+    comparer: Arc<dyn super::Comparer>,
+    cancel: watch::Receiver<bool>,
+) -> Result<Launchpad, ApplyError> {
+    let attempts = next_attempts(&p.dag, &p.state_before, &p.plan)?;
+    let journal = state::Journal::open(&p.campaign.state_dir).map_err(JournalError)?;
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "isobench".into());
-    let isolate = opts.isolate.unwrap_or(campaign.resources.isolate);
-    let gpu_ids: HashMap<u32, String> = inventory
-        .gpus
-        .iter()
-        .map(|g| {
-            let id = if g.uuid.is_empty() {
-                format!("gpu{}", g.index)
-            } else {
-                g.uuid.clone()
-            };
-            (g.index, id)
-        })
-        .collect();
+    let isolate = opts.isolate.unwrap_or(p.campaign.resources.isolate);
+    let gpu_ids = recorded_gpu_ids(&p.inventory);
     // Balanced placement (a Latin square over trials × GPU groups), fixed before anything runs
     // so that no arm's verdict rests on the card it happened to get.
-    let slots: Vec<super::placement::Slot> = dag
+    let slots: Vec<super::placement::Slot> = p
+        .dag
         .sessions
         .iter()
         .map(|s| super::placement::Slot {
             group: s.commit,
             arm: s.arm,
-            arms: campaign.commits[s.commit].arms.len(),
+            arms: p.campaign.commits[s.commit].arms.len(),
             trial: s.trial,
-            width: campaign.commits[s.commit].server.gpus as usize,
+            width: p.campaign.commits[s.commit].server.gpus as usize,
         })
         .collect();
-    let placed: Vec<Option<Vec<u32>>> = super::placement::place(&slots, inventory.gpus.len())
+    let placed: Vec<Option<Vec<u32>>> = super::placement::place(&slots, p.inventory.gpus.len())
         .into_iter()
-        .map(|p| p.map(|pos| pos.iter().map(|&i| inventory.gpus[i].index).collect()))
+        .map(|pl| pl.map(|pos| pos.iter().map(|&i| p.inventory.gpus[i].index).collect()))
         .collect();
-    // Paired measurement groups: the arms of one (commit, trial) that fit on the GPUs at once.
-    let mut pair_group: HashMap<usize, usize> = HashMap::new();
     let rendezvous = super::pairing::Rendezvous::default();
-    if isolate == Isolate::Paired {
-        let mut ids: HashMap<(usize, u32, usize), usize> = HashMap::new();
-        // A group never holds more sessions than may run at once, or its first member would
-        // wait for a partner that cannot start.
-        let at_once = opts
-            .max_parallel
-            .unwrap_or(if inventory.gpus.is_empty() {
-                1
-            } else {
-                usize::MAX
-            })
-            .max(1);
-        for &s in &pending_sessions {
-            let sess = &dag.sessions[s];
-            let chunk = super::placement::part(&slots[s], inventory.gpus.len(), at_once);
-            let next = ids.len();
-            let id = *ids.entry((sess.commit, sess.trial, chunk)).or_insert(next);
-            pair_group.insert(s, id);
-            for &m in &sess.measures {
-                if let crate::pipeline::expand::Target::Point { point, .. } = dag.graph[m].target
-                    && the_plan.action(m).executes()
-                {
-                    rendezvous.expect(id, point);
-                }
-            }
-        }
-    }
-    let pull_parallelism = campaign.resources.pull_parallelism as usize;
-    let idle_wait = campaign.resources.gpu_idle_wait;
-    let mut pool = Pool::new(&inventory, probe, campaign.resources.gpu_idle_memory_mib);
-    let gpu_env_only = opts.gpu_env_only || campaign.resources.gpu_env_only;
-    let total_measures: usize = pending_sessions
+    let pair_group = if isolate == Isolate::Paired {
+        pair_groups(&p, opts, &slots, &rendezvous)
+    } else {
+        HashMap::new()
+    };
+    let pool = Pool::new(
+        &p.inventory,
+        p.probe,
+        p.campaign.resources.gpu_idle_memory_mib,
+    );
+    let gpu_env_only = opts.gpu_env_only || p.campaign.resources.gpu_env_only;
+    let total_measures: usize = p
+        .pending_sessions
         .iter()
         .map(|&s| {
-            dag.sessions[s]
+            p.dag.sessions[s]
                 .measures
                 .iter()
-                .filter(|m| the_plan.action(**m).executes())
+                .filter(|m| p.plan.action(**m).executes())
                 .count()
         })
         .sum();
-    live.set_total(total_measures as u64);
+    p.live.set_total(total_measures as u64);
     let ctx = Arc::new(Ctx {
-        campaign,
-        dag,
-        plan: the_plan,
-        run_id,
-        owner,
+        campaign: p.campaign,
+        dag: p.dag,
+        plan: p.plan,
+        run_id: p.run_id,
+        owner: p.owner,
         attempts,
         journal: Mutex::new(journal),
-        live,
-        cancel: cancel_rx,
-        docker,
-        process,
+        live: p.live,
+        cancel,
+        docker: p.docker,
+        process: p.process,
         isolate,
         measure_slot: Semaphore::new(1),
         rendezvous,
@@ -467,310 +611,519 @@ pub async fn apply(
         servers: Mutex::new(HashMap::new()),
         closed: Mutex::new(HashSet::new()),
     });
-    let ctx_ref = &ctx;
-    let cluster = match &slurm {
-        Some(settings) => Some(Arc::new(
-            super::cluster::Controller::start(&ctx.campaign, settings, reattach, &opts.rerun)
-                .await
-                .map_err(ApplyError::Setup)?,
-        )),
-        None => None,
-    };
+    Ok(Launchpad {
+        lock: p.lock,
+        ctx,
+        slurm: p.slurm,
+        reattach: p.reattach,
+        pending_sessions: p.pending_sessions,
+        pending_compares: p.pending_compares,
+        gpus: Gpus { pool, placed },
+        total_measures,
+    })
+}
 
-    let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
-    let mut summary = ApplySummary::default();
-    let mut images: HashMap<usize, Readiness<ImageInfo>> = HashMap::new();
-    let mut patches: HashMap<(usize, usize), Readiness<(ResolvedSource, bool)>> = HashMap::new();
-    let mut datasets: HashMap<usize, Result<Arc<session::Datasets>, Failure>> = HashMap::new();
-    let pull_slots = Arc::new(Semaphore::new(pull_parallelism));
-
-    // Prefetch: every image a pending session needs, in order of first use, bounded in parallel.
-    // (Slurm: each job gets its image on its node.)
-    for &s in pending_sessions.iter().filter(|_| cluster.is_none()) {
-        let image = ctx.dag.sessions[s].image;
-        if images.contains_key(&image) {
-            continue;
+/// The attempt number each node gets. A node at the counter's end is an error only if it must
+/// run (a hand-edited journal).
+fn next_attempts(
+    dag: &Dag,
+    state_before: &State,
+    the_plan: &plan::Plan,
+) -> Result<HashMap<NodeIndex, u32>, ApplyError> {
+    let mut attempts: HashMap<NodeIndex, u32> = HashMap::new();
+    for n in dag.graph.node_indices() {
+        match state_before.next_attempt(&dag.graph[n].address) {
+            Ok(a) => {
+                attempts.insert(n, a);
+            }
+            Err(e) if the_plan.action(n).executes() => return Err(ApplyError::Setup(e)),
+            Err(_) => {}
         }
-        images.insert(image, Readiness::Waiting);
-        let (ctx2, tx2, slots) = (ctx.clone(), tx.clone(), pull_slots.clone());
-        tokio::spawn(async move {
-            let _permit = slots.acquire_owned().await.expect("open");
-            let node = ctx2.dag.pulls.get(image).copied();
-            let task = tokio::spawn({
-                let ctx2 = ctx2.clone();
-                async move { pull(&ctx2, image).await }
-            });
-            let r = match task.await {
-                Ok(r) => r,
-                Err(e) => Err(task_failed(&ctx2, "pull", e, node.into_iter())),
-            };
-            let _ = tx2.send(Event::Pulled(image, r));
-        });
     }
+    Ok(attempts)
+}
 
-    let mut queue: Vec<usize> = pending_sessions.clone();
-    let mut running: HashMap<usize, Vec<u32>> = HashMap::new();
-    let mut waiting_since: HashMap<usize, Instant> = HashMap::new();
-    let mut done_sessions: HashSet<usize> = HashSet::new();
-    let max_parallel = opts
+/// How each GPU is recorded with results: its UUID, or `gpu<index>` when declared.
+fn recorded_gpu_ids(inventory: &state::Inventory) -> HashMap<u32, String> {
+    inventory
+        .gpus
+        .iter()
+        .map(|g| {
+            let id = if g.uuid.is_empty() {
+                format!("gpu{}", g.index)
+            } else {
+                g.uuid.clone()
+            };
+            (g.index, id)
+        })
+        .collect()
+}
+
+/// Paired measurement groups: the arms of one (commit, trial) that fit on the GPUs at once;
+/// each group's points are announced to `rendezvous`. Returns session → group.
+fn pair_groups(
+    p: &Prepared,
+    opts: &ApplyOptions,
+    slots: &[super::placement::Slot],
+    rendezvous: &super::pairing::Rendezvous,
+) -> HashMap<usize, usize> {
+    let mut pair_group: HashMap<usize, usize> = HashMap::new();
+    let mut ids: HashMap<(usize, u32, usize), usize> = HashMap::new();
+    // A group never holds more sessions than may run at once, or its first member would
+    // wait for a partner that cannot start.
+    let at_once = opts
         .max_parallel
-        .unwrap_or(if pool.is_empty() && cluster.is_none() {
+        .unwrap_or(if p.inventory.gpus.is_empty() {
             1
         } else {
-            usize::MAX // Slurm queues what does not fit
-        });
-    let mut measured_total = 0u64;
-    let mut failed_total = 0u64;
-    let mut stop_launching = false;
-    let mut last_idle_notice: Option<String> = None;
-    // A journal write failed (disk full...): nothing more can be recorded, so nothing new
-    // starts and running sessions are cancelled; apply returns the error only once every
-    // session has stopped its server.
-    let mut fatal: Option<JournalError> = None;
-    // A task panicked before recording its server: sweep the campaign's servers at the end.
-    let mut sweep = false;
-    let abort = |e: JournalError, fatal: &mut Option<JournalError>| {
-        if fatal.is_none() {
-            ctx.live
-                .line(&format!("error: {e}; stopping every server, then exiting"));
-            let _ = cancel_tx.send(true);
-            *fatal = Some(e);
+            usize::MAX
+        })
+        .max(1);
+    for &s in &p.pending_sessions {
+        let sess = &p.dag.sessions[s];
+        let chunk = super::placement::part(&slots[s], p.inventory.gpus.len(), at_once);
+        let next = ids.len();
+        let id = *ids.entry((sess.commit, sess.trial, chunk)).or_insert(next);
+        pair_group.insert(s, id);
+        for &m in &sess.measures {
+            if let crate::pipeline::expand::Target::Point { point, .. } = p.dag.graph[m].target
+                && p.plan.action(m).executes()
+            {
+                rendezvous.expect(id, point);
+            }
         }
-    };
-    loop {
-        if ctx.cancelled() || fatal.is_some() {
-            stop_launching = true;
-        }
-        // Launch what can run, in interleaved order; later sessions may backfill free GPUs.
-        let mut i = 0;
-        while i < queue.len() && !stop_launching {
-            let s = queue[i];
-            if let Some(ctl) = &cluster {
-                if running.len() >= max_parallel {
-                    break;
-                }
-                queue.remove(i);
-                running.insert(s, Vec::new());
-                summary.parallel_peak = summary.parallel_peak.max(running.len());
-                let (ctx2, tx2, ctl2) = (ctx.clone(), tx.clone(), ctl.clone());
-                tokio::spawn(async move {
-                    let task = tokio::spawn(super::cluster::run_session(ctx2.clone(), ctl2, s));
-                    let r = match task.await {
-                        Ok(r) => r,
-                        // Must still report back, or apply waits forever; the job, not
-                        // `ended` in cluster/jobs.jsonl, is followed by the next apply.
-                        Err(e) => {
-                            ctx2.live
-                                .line(&format!("error: a Slurm session task failed: {e}"));
-                            Ok(SessionOutcome::default())
-                        }
-                    };
-                    let _ = tx2.send(Event::SessionDone(s, Vec::new(), r));
+    }
+    pair_group
+}
+
+/// What one pass over the queue did with the session at the cursor.
+enum Launch {
+    /// It stays queued (waiting for its image, patch, group or GPUs); look at the next one.
+    Skip,
+    /// It left the queue (started or failed); the next one moved up to the cursor.
+    Taken,
+    /// Nothing more may start now.
+    Full,
+}
+
+/// The scheduling loop's state: what is queued, running, pulled, patched, and counted so far.
+/// `run` alternates [`Scheduler::launch_ready`] and [`Scheduler::on_event`] until nothing is
+/// running and nothing more will start.
+struct Scheduler {
+    ctx: Arc<Ctx>,
+    tx: mpsc::UnboundedSender<Event>,
+    rx: mpsc::UnboundedReceiver<Event>,
+    cancel: watch::Sender<bool>,
+    cluster: Option<Arc<super::cluster::Controller>>,
+    pool: Pool,
+    placed: Vec<Option<Vec<u32>>>,
+    max_parallel: usize,
+    fail_fast: bool,
+    total_measures: usize,
+    summary: ApplySummary,
+    images: HashMap<usize, Readiness<ImageInfo>>,
+    patches: HashMap<(usize, usize), Readiness<(ResolvedSource, bool)>>,
+    datasets: HashMap<usize, Result<Arc<session::Datasets>, Failure>>,
+    queue: Vec<usize>,
+    running: HashMap<usize, Vec<u32>>,
+    waiting_since: HashMap<usize, Instant>,
+    measured_total: u64,
+    failed_total: u64,
+    stop_launching: bool,
+    last_idle_notice: Option<String>,
+    /// A journal write failed (disk full...): nothing more can be recorded, so nothing new
+    /// starts and running sessions are cancelled; apply returns the error only once every
+    /// session has stopped its server.
+    fatal: Option<JournalError>,
+    /// A task panicked before recording its server: sweep the campaign's servers at the end.
+    sweep: bool,
+}
+
+impl Scheduler {
+    fn new(
+        ctx: Arc<Ctx>,
+        cancel: watch::Sender<bool>,
+        cluster: Option<Arc<super::cluster::Controller>>,
+        gpus: Gpus,
+        queue: Vec<usize>,
+        total_measures: usize,
+        opts: &ApplyOptions,
+    ) -> Scheduler {
+        let max_parallel =
+            opts.max_parallel
+                .unwrap_or(if gpus.pool.is_empty() && cluster.is_none() {
+                    1
+                } else {
+                    usize::MAX // Slurm queues what does not fit
                 });
+        let (tx, rx) = mpsc::unbounded_channel::<Event>();
+        Scheduler {
+            ctx,
+            tx,
+            rx,
+            cancel,
+            cluster,
+            pool: gpus.pool,
+            placed: gpus.placed,
+            max_parallel,
+            fail_fast: opts.fail_fast,
+            total_measures,
+            summary: ApplySummary::default(),
+            images: HashMap::new(),
+            patches: HashMap::new(),
+            datasets: HashMap::new(),
+            queue,
+            running: HashMap::new(),
+            waiting_since: HashMap::new(),
+            measured_total: 0,
+            failed_total: 0,
+            stop_launching: false,
+            last_idle_notice: None,
+            fatal: None,
+            sweep: false,
+        }
+    }
+
+    /// Prefetch: every image a pending session needs, in order of first use, bounded in
+    /// parallel. (Slurm: each job gets its image on its node.)
+    fn prefetch(&mut self) {
+        let pull_slots = Arc::new(Semaphore::new(
+            self.ctx.campaign.resources.pull_parallelism as usize,
+        ));
+        if self.cluster.is_some() {
+            return;
+        }
+        for &s in &self.queue {
+            let image = self.ctx.dag.sessions[s].image;
+            if self.images.contains_key(&image) {
                 continue;
             }
-            let sess = &ctx.dag.sessions[s];
-            let commit = &ctx.campaign.commits[sess.commit];
-            let (resolved, ds) =
-                match prerequisites(&ctx, &tx, s, &images, &mut patches, &mut datasets) {
-                    Prerequisites::Wait => {
-                        i += 1;
-                        continue;
-                    }
-                    Prerequisites::Failed(f) => {
-                        match fail_session(ctx_ref, s, &f) {
-                            Ok(n) => failed_total += n as u64,
-                            Err(e) => abort(e, &mut fatal),
-                        }
-                        queue.remove(i);
-                        continue;
-                    }
-                    Prerequisites::Ready(resolved, ds) => (resolved, ds),
+            self.images.insert(image, Readiness::Waiting);
+            let (ctx2, tx2, slots) = (self.ctx.clone(), self.tx.clone(), pull_slots.clone());
+            tokio::spawn(async move {
+                let _permit = slots.acquire_owned().await.expect("open");
+                let node = ctx2.dag.pulls.get(image).copied();
+                let task = tokio::spawn({
+                    let ctx2 = ctx2.clone();
+                    async move { pull(&ctx2, image).await }
+                });
+                let r = match task.await {
+                    Ok(r) => r,
+                    Err(e) => Err(task_failed(&ctx2, "pull", e, node.into_iter())),
                 };
-            // Paired: one measurement group at a time: the running one, else the first queued.
-            // (Not simply the queue's head: with more arms than GPUs a group's members need
-            // not be adjacent in the queue.)
-            if let Some(&group) = ctx.pair_group.get(&s) {
-                let current = running
-                    .keys()
-                    .next()
-                    .or(queue.first())
-                    .and_then(|q| ctx.pair_group.get(q));
-                if current != Some(&group) {
-                    i += 1;
-                    continue;
-                }
+                let _ = tx2.send(Event::Pulled(image, r));
+            });
+        }
+    }
+
+    /// Launches and waits for events until nothing runs and nothing more will start; then
+    /// stops what failed tasks left running.
+    async fn run(mut self) -> Result<ApplySummary, ApplyError> {
+        loop {
+            if self.ctx.cancelled() || self.fatal.is_some() {
+                self.stop_launching = true;
             }
-            if running.len() >= max_parallel {
+            self.launch_ready();
+            self.ctx.live.totals(
+                self.measured_total,
+                self.total_measures as u64,
+                self.running.len(),
+                self.failed_total,
+            );
+            if self.drained() {
                 break;
             }
-            let wanted = match &placed[s] {
-                Some(gpus) => pool.acquire_exact(gpus),
-                None => Err(Shortage::Never),
+            let event = tokio::select! {
+                e = self.rx.recv() => e,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => None,
             };
-            match wanted {
-                Ok(gpus) => {
-                    waiting_since.remove(&s);
-                    running.insert(s, gpus.clone());
-                    summary.parallel_peak = summary.parallel_peak.max(running.len());
-                    queue.remove(i);
-                    let (ctx2, tx2) = (ctx.clone(), tx.clone());
-                    tokio::spawn(async move {
-                        let r = supervise_session(ctx2, s, gpus.clone(), resolved, ds).await;
-                        let _ = tx2.send(Event::SessionDone(s, gpus, r));
-                    });
-                }
-                Err(Shortage::Never) => {
-                    let f = Failure::new(
-                        FailureClass::Internal,
-                        format!(
-                            "needs {} GPUs per server; only {} available",
-                            commit.server.gpus,
-                            pool.len()
-                        ),
-                    );
-                    match fail_session(ctx_ref, s, &f) {
-                        Ok(n) => failed_total += n as u64,
-                        Err(e) => abort(e, &mut fatal),
-                    }
-                    queue.remove(i);
-                }
-                Err(Shortage::Busy) => i += 1,
-                Err(Shortage::NotIdle(busy)) => {
-                    // Said once per distinct situation, not once per waiting session.
-                    let list = busy
-                        .iter()
-                        .map(|(g, mib)| format!("GPU {g}: {mib} MiB"))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    if last_idle_notice.as_deref() != Some(list.as_str()) {
-                        ctx.live.line(&format!(
-                            "waiting for a GPU to read idle ({list} in use; threshold {} MiB)",
-                            ctx.campaign.resources.gpu_idle_memory_mib
-                        ));
-                        last_idle_notice = Some(list);
-                    }
-                    let since = *waiting_since.entry(s).or_insert_with(Instant::now);
-                    if since.elapsed() > idle_wait && running.is_empty() {
-                        let list = busy
-                            .iter()
-                            .map(|(g, mib)| format!("GPU {g}: {mib} MiB"))
-                            .collect::<Vec<_>>()
-                            .join(", ");
-                        let f = Failure::new(
-                            FailureClass::Internal,
-                            format!(
-                                "no idle GPU after {} ({list} in use by other processes)",
-                                human_duration(idle_wait)
-                            ),
-                        );
-                        match fail_session(ctx_ref, s, &f) {
-                            Ok(n) => failed_total += n as u64,
-                            Err(e) => abort(e, &mut fatal),
-                        }
-                        queue.remove(i);
-                    } else {
-                        i += 1;
-                    }
-                }
+            if let Some(event) = event {
+                self.on_event(event).await;
             }
         }
-        ctx.live.totals(
-            measured_total,
-            total_measures as u64,
-            running.len(),
-            failed_total,
+        self.ctx.live.totals(
+            self.measured_total,
+            self.total_measures as u64,
+            0,
+            self.failed_total,
         );
-        let pulls_in_flight =
-            images.values().any(|r| matches!(r, Readiness::Waiting)) && !queue.is_empty();
-        let patches_in_flight = patches.values().any(|r| matches!(r, Readiness::Waiting));
-        if running.is_empty()
-            && (queue.is_empty() || stop_launching)
+        if let Some(e) = self.fatal.take() {
+            sweep_servers(&self.ctx).await;
+            self.ctx.live.finish();
+            return Err(e.into());
+        }
+        if self.sweep {
+            sweep_servers(&self.ctx).await;
+        }
+        self.summary.interrupted |= self.ctx.cancelled();
+        Ok(self.summary)
+    }
+
+    /// Whether the loop is over: nothing runs and nothing more will start, or (interrupted)
+    /// only pulls and patch builds are left, which are not waited for.
+    fn drained(&self) -> bool {
+        let pulls_in_flight = self
+            .images
+            .values()
+            .any(|r| matches!(r, Readiness::Waiting))
+            && !self.queue.is_empty();
+        let patches_in_flight = self
+            .patches
+            .values()
+            .any(|r| matches!(r, Readiness::Waiting));
+        if self.running.is_empty()
+            && (self.queue.is_empty() || self.stop_launching)
             && !pulls_in_flight
             && !patches_in_flight
         {
-            break;
+            return true;
         }
-        if running.is_empty()
-            && stop_launching
+        self.running.is_empty()
+            && self.stop_launching
             && (pulls_in_flight || patches_in_flight)
-            && ctx.cancelled()
-        {
-            break; // interrupted: do not wait for pulls to finish
-        }
-        let event = tokio::select! {
-            e = rx.recv() => e,
-            _ = tokio::time::sleep(Duration::from_millis(500)) => None,
-        };
-        match event {
-            Some(Event::Pulled(image, r)) => {
-                images.insert(
-                    image,
-                    match r {
-                        Ok(info) => Readiness::Ready(info),
-                        Err(f) => Readiness::Failed(f),
-                    },
-                );
-            }
-            Some(Event::Patched(key, r)) => {
-                patches.insert(
-                    key,
-                    match r {
-                        Ok(v) => Readiness::Ready(v),
-                        Err(f) => Readiness::Failed(f),
-                    },
-                );
-            }
-            Some(Event::SessionDone(s, gpus, r)) => {
-                pool.release(&gpus);
-                running.remove(&s);
-                done_sessions.insert(s);
-                if let Some(budget) = ctx.campaign.resources.disk_budget {
-                    prune_unneeded(ctx_ref, &mut images, &queue, &running, budget).await;
-                }
-                let outcome = match r {
-                    Ok(outcome) => outcome,
-                    Err(e) => {
-                        abort(e, &mut fatal);
-                        continue;
-                    }
-                };
-                sweep |= outcome.unrecorded_server;
-                measured_total += outcome.measured as u64;
-                failed_total += outcome.failed as u64;
-                summary.measured += outcome.measured;
-                summary.interrupted |= outcome.interrupted;
-                if outcome.failed > 0 && opts.fail_fast {
-                    ctx.live
-                        .line("--fail-fast: a step failed; not starting new sessions");
-                    stop_launching = true;
-                }
-            }
-            None => {}
-        }
+            && self.ctx.cancelled()
     }
-    ctx.live
-        .totals(measured_total, total_measures as u64, 0, failed_total);
-    if let Some(e) = fatal {
-        sweep_servers(ctx_ref).await;
-        ctx.live.finish();
-        return Err(e.into());
-    }
-    if sweep {
-        sweep_servers(ctx_ref).await;
-    }
-    summary.interrupted |= ctx.cancelled();
 
-    // Compare each commit whose measurements changed (cheap; reads the results just written).
+    /// Launches what can run, in interleaved order; later sessions may backfill free GPUs.
+    fn launch_ready(&mut self) {
+        let mut i = 0;
+        while i < self.queue.len() && !self.stop_launching {
+            let step = match self.cluster.clone() {
+                Some(ctl) => self.launch_on_cluster(i, ctl),
+                None => self.launch_here(i),
+            };
+            match step {
+                Launch::Skip => i += 1,
+                Launch::Taken => {}
+                Launch::Full => break,
+            }
+        }
+    }
+
+    /// Slurm: the session becomes a job (Slurm queues what does not fit).
+    fn launch_on_cluster(&mut self, i: usize, ctl: Arc<super::cluster::Controller>) -> Launch {
+        if self.running.len() >= self.max_parallel {
+            return Launch::Full;
+        }
+        let s = self.queue.remove(i);
+        self.running.insert(s, Vec::new());
+        self.summary.parallel_peak = self.summary.parallel_peak.max(self.running.len());
+        let (ctx2, tx2) = (self.ctx.clone(), self.tx.clone());
+        tokio::spawn(async move {
+            let task = tokio::spawn(super::cluster::run_session(ctx2.clone(), ctl, s));
+            let r = match task.await {
+                Ok(r) => r,
+                // Must still report back, or apply waits forever; the job, not
+                // `ended` in cluster/jobs.jsonl, is followed by the next apply.
+                Err(e) => {
+                    ctx2.live
+                        .line(&format!("error: a Slurm session task failed: {e}"));
+                    Ok(SessionOutcome::default())
+                }
+            };
+            let _ = tx2.send(Event::SessionDone(s, Vec::new(), r));
+        });
+        Launch::Taken
+    }
+
+    /// This host: the session starts once its prerequisites are ready, its paired group has
+    /// its turn and its placed GPUs are free (and idle).
+    fn launch_here(&mut self, i: usize) -> Launch {
+        let s = self.queue[i];
+        let ctx = self.ctx.clone();
+        let (resolved, ds) = match prerequisites(
+            &ctx,
+            &self.tx,
+            s,
+            &self.images,
+            &mut self.patches,
+            &mut self.datasets,
+        ) {
+            Prerequisites::Wait => return Launch::Skip,
+            Prerequisites::Failed(f) => {
+                self.give_up(i, s, &f);
+                return Launch::Taken;
+            }
+            Prerequisites::Ready(resolved, ds) => (resolved, ds),
+        };
+        if !self.group_turn(s) {
+            return Launch::Skip;
+        }
+        if self.running.len() >= self.max_parallel {
+            return Launch::Full;
+        }
+        let wanted = match &self.placed[s] {
+            Some(gpus) => self.pool.acquire_exact(gpus),
+            None => Err(Shortage::Never),
+        };
+        match wanted {
+            Ok(gpus) => {
+                self.waiting_since.remove(&s);
+                self.running.insert(s, gpus.clone());
+                self.summary.parallel_peak = self.summary.parallel_peak.max(self.running.len());
+                self.queue.remove(i);
+                let tx2 = self.tx.clone();
+                tokio::spawn(async move {
+                    let r = supervise_session(ctx, s, gpus.clone(), resolved, ds).await;
+                    let _ = tx2.send(Event::SessionDone(s, gpus, r));
+                });
+                Launch::Taken
+            }
+            Err(Shortage::Never) => {
+                let commit = &ctx.campaign.commits[ctx.dag.sessions[s].commit];
+                let f = Failure::new(
+                    FailureClass::Internal,
+                    format!(
+                        "needs {} GPUs per server; only {} available",
+                        commit.server.gpus,
+                        self.pool.len()
+                    ),
+                );
+                self.give_up(i, s, &f);
+                Launch::Taken
+            }
+            Err(Shortage::Busy) => Launch::Skip,
+            Err(Shortage::NotIdle(busy)) => self.wait_for_idle(i, s, &busy),
+        }
+    }
+
+    /// Paired: one measurement group at a time: the running one, else the first queued. (Not
+    /// simply the queue's head: with more arms than GPUs a group's members need not be
+    /// adjacent in the queue.)
+    fn group_turn(&self, s: usize) -> bool {
+        let Some(&group) = self.ctx.pair_group.get(&s) else {
+            return true;
+        };
+        let current = self
+            .running
+            .keys()
+            .next()
+            .or(self.queue.first())
+            .and_then(|q| self.ctx.pair_group.get(q));
+        current == Some(&group)
+    }
+
+    /// The placed GPUs are used by other processes: said once per distinct situation (not once
+    /// per waiting session); after `gpu_idle_wait` with nothing of ours running, the session
+    /// fails.
+    fn wait_for_idle(&mut self, i: usize, s: usize, busy: &[(u32, u64)]) -> Launch {
+        let idle_wait = self.ctx.campaign.resources.gpu_idle_wait;
+        let list = busy
+            .iter()
+            .map(|(g, mib)| format!("GPU {g}: {mib} MiB"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if self.last_idle_notice.as_deref() != Some(list.as_str()) {
+            self.ctx.live.line(&format!(
+                "waiting for a GPU to read idle ({list} in use; threshold {} MiB)",
+                self.ctx.campaign.resources.gpu_idle_memory_mib
+            ));
+            self.last_idle_notice = Some(list.clone());
+        }
+        let since = *self.waiting_since.entry(s).or_insert_with(Instant::now);
+        if since.elapsed() > idle_wait && self.running.is_empty() {
+            let f = Failure::new(
+                FailureClass::Internal,
+                format!(
+                    "no idle GPU after {} ({list} in use by other processes)",
+                    human_duration(idle_wait)
+                ),
+            );
+            self.give_up(i, s, &f);
+            Launch::Taken
+        } else {
+            Launch::Skip
+        }
+    }
+
+    /// Session `s` (at queue position `i`) will not run: its pending nodes are marked failed
+    /// and it leaves the queue.
+    fn give_up(&mut self, i: usize, s: usize, f: &Failure) {
+        match fail_session(&self.ctx, s, f) {
+            Ok(n) => self.failed_total += n as u64,
+            Err(e) => self.abort(e),
+        }
+        self.queue.remove(i);
+    }
+
+    /// A journal write failed: said once, every session is cancelled (see `fatal`).
+    fn abort(&mut self, e: JournalError) {
+        if self.fatal.is_none() {
+            self.ctx
+                .live
+                .line(&format!("error: {e}; stopping every server, then exiting"));
+            let _ = self.cancel.send(true);
+            self.fatal = Some(e);
+        }
+    }
+
+    async fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Pulled(image, r) => {
+                self.images.insert(image, Readiness::of(r));
+            }
+            Event::Patched(key, r) => {
+                self.patches.insert(key, Readiness::of(r));
+            }
+            Event::SessionDone(s, gpus, r) => self.session_done(s, &gpus, r).await,
+        }
+    }
+
+    /// Frees the session's GPUs, prunes images no longer needed (disk budget) and counts.
+    async fn session_done(
+        &mut self,
+        s: usize,
+        gpus: &[u32],
+        r: Result<SessionOutcome, JournalError>,
+    ) {
+        self.pool.release(gpus);
+        self.running.remove(&s);
+        if let Some(budget) = self.ctx.campaign.resources.disk_budget {
+            prune_unneeded(
+                &self.ctx,
+                &mut self.images,
+                &self.queue,
+                &self.running,
+                budget,
+            )
+            .await;
+        }
+        let outcome = match r {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                self.abort(e);
+                return;
+            }
+        };
+        self.sweep |= outcome.unrecorded_server;
+        self.measured_total += outcome.measured as u64;
+        self.failed_total += outcome.failed as u64;
+        self.summary.measured += outcome.measured;
+        self.summary.interrupted |= outcome.interrupted;
+        if outcome.failed > 0 && self.fail_fast {
+            self.ctx
+                .live
+                .line("--fail-fast: a step failed; not starting new sessions");
+            self.stop_launching = true;
+        }
+    }
+}
+
+/// Compares each commit whose measurements changed (cheap; reads the results just written),
+/// unless interrupted; then collects this run's failed measurements for the summary.
+fn summarize(
+    ctx: &Ctx,
+    pending_compares: &[NodeIndex],
+    mut summary: ApplySummary,
+    t0: Instant,
+) -> Result<ApplySummary, ApplyError> {
     if !summary.interrupted {
-        for &cmp in &pending_compares {
-            run_compare(ctx_ref, cmp)?;
+        for &cmp in pending_compares {
+            run_compare(ctx, cmp)?;
         }
     }
     ctx.live.finish();
-    // Failures of this run, for the summary.
-    let state_after = State::load(ctx.state_dir())
-        .map_err(|e| ApplyError::Setup(format!("cannot read the state: {e}")))?;
+    let state_after = load_state(ctx.state_dir())?;
     summary.failed_nodes = ctx
         .dag
         .graph
@@ -1038,20 +1391,11 @@ async fn prune_unneeded(
             continue;
         };
         // Re-tagged or re-pulled since: the tag now names an image this state did not pull.
-        let current = docker.client().inspect_image(reference).await.ok();
-        if current.and_then(|i| i.id).as_deref() != Some(record.id.as_str()) {
+        if docker.image_id(reference).await.as_deref() != Some(record.id.as_str()) {
             continue;
         }
-        let options = bollard::query_parameters::RemoveImageOptions {
-            force: false,
-            noprune: false,
-        };
-        match docker
-            .client()
-            .remove_image(reference, Some(options), None)
-            .await
-        {
-            Ok(_) => {
+        match docker.remove_image(reference).await {
+            Ok(()) => {
                 ctx.live.line(&format!(
                     "pruned {reference}: no pending session needs it (disk budget {})",
                     human_bytes(budget)

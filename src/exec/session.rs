@@ -279,22 +279,16 @@ pub async fn run(
     ctx.record_server(session_index, &handle);
     let body = async {
         ctx.done(start, &[], Some(serde_json::json!({"id": handle.id, "base_url": handle.base_url, "gpus": gpus, "server_log": ctx.rel(&log_path), "source": source.digest})))?;
-        session_body(
-            &ctx,
+        let server = OnServer {
+            ctx: &ctx,
             runtime,
-            &handle,
-            &activity,
-            &label,
-            ready,
-            warmup,
-            &measures,
-            &dataset,
+            handle: &handle,
+            activity: &activity,
             commit,
-            &gpus,
-            &mut owed,
-            &mut outcome,
-        )
-        .await
+            gpus: &gpus,
+            dataset: &dataset,
+        };
+        session_body(&server, ready, warmup, &measures, &mut owed, &mut outcome).await
     }
     .await;
     drop(owed);
@@ -326,30 +320,79 @@ pub async fn run(
     Ok(outcome)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What the steps of a session share once its server runs.
+struct OnServer<'a> {
+    ctx: &'a Ctx,
+    runtime: &'a Runtime,
+    handle: &'a ServerHandle,
+    activity: &'a Activity,
+    commit: &'a Commit,
+    gpus: &'a [u32],
+    dataset: &'a Arc<Datasets>,
+}
+
+/// One measured load point, as it came back.
+struct Measured {
+    result: Result<loadgen::BenchResult, loadgen::LoadgenError>,
+    /// When the measurement started (its duration is taken when it is recorded).
+    t0: std::time::Instant,
+    window_start: f64,
+    window_end: f64,
+}
+
+/// The session's steps while its server runs: ready → warm-up → each pending measurement. A
+/// step that fails marks the rest failed; an interruption stops where it is. The caller stops
+/// the server whatever this returns.
 async fn session_body(
-    ctx: &Ctx,
-    runtime: &Runtime,
-    handle: &ServerHandle,
-    activity: &Activity,
-    label: &str,
+    server: &OnServer<'_>,
     ready: Option<NodeIndex>,
     warmup: Option<NodeIndex>,
     measures: &[NodeIndex],
-    dataset: &Arc<Datasets>,
-    commit: &Commit,
-    gpus: &[u32],
     owed: &mut Option<super::pairing::Owed<'_>>,
     outcome: &mut SessionOutcome,
 ) -> Result<(), JournalError> {
-    let _ = label;
-    // ready
-    if let Some(ready) = ready {
-        activity.set("waiting for readiness".into());
+    if let Some(ready) = ready
+        && !server.ready(ready, warmup, measures, outcome).await?
+    {
+        return Ok(());
+    }
+    let Some(client) = server.client(warmup, measures, outcome)? else {
+        return Ok(());
+    };
+    // warmup (opens the pool's connections, so the measurement does not pay for them)
+    if let Some(warmup) = warmup
+        && !server.warm_up(&client, warmup, measures, outcome).await?
+    {
+        return Ok(());
+    }
+    // measure each pending load point
+    for (i, &m) in measures.iter().enumerate() {
+        if !server
+            .measure(&client, m, &measures[i + 1..], owed, outcome)
+            .await?
+        {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+impl OnServer<'_> {
+    /// Waits for the server's readiness. `false`: the session ends here (interrupted, or not
+    /// ready: the rest is marked failed).
+    async fn ready(
+        &self,
+        ready: NodeIndex,
+        warmup: Option<NodeIndex>,
+        measures: &[NodeIndex],
+        outcome: &mut SessionOutcome,
+    ) -> Result<bool, JournalError> {
+        let (ctx, commit) = (self.ctx, self.commit);
+        self.activity.set("waiting for readiness".into());
         ctx.started(ready)?;
         let r = tokio::select! {
-            r = runtime.wait_ready(handle, &commit.server.ready_path, commit.server.ready_timeout, commit.server.ready_interval) => r,
-            _ = ctx.cancelled_wait() => { outcome.interrupted = true; return Ok(()); }
+            r = self.runtime.wait_ready(self.handle, &commit.server.ready_path, commit.server.ready_timeout, commit.server.ready_interval) => r,
+            _ = ctx.cancelled_wait() => { outcome.interrupted = true; return Ok(false); }
         };
         match r {
             Ok(after) => ctx.done(
@@ -362,92 +405,186 @@ async fn session_body(
                 let rest: Vec<NodeIndex> =
                     warmup.into_iter().chain(measures.iter().copied()).collect();
                 outcome.failed = fail_rest(ctx, &rest, &f)?;
-                return Ok(());
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The load client, with one connection per request of the most concurrent point. `None`:
+    /// it cannot be made (the rest is marked failed).
+    fn client(
+        &self,
+        warmup: Option<NodeIndex>,
+        measures: &[NodeIndex],
+        outcome: &mut SessionOutcome,
+    ) -> Result<Option<LoadClient>, JournalError> {
+        let commit = self.commit;
+        let pool = commit
+            .load
+            .points
+            .iter()
+            .map(|p| p.concurrency as usize)
+            .max()
+            .unwrap_or(1);
+        match LoadClient::new(ClientConfig {
+            base_url: self.handle.base_url.clone(),
+            pool_size: pool,
+            request_timeout: commit.load.request_timeout,
+        })
+        .and_then(|c| match &commit.load.api_key_env {
+            Some(name) => c.with_api_key_env(name),
+            None => Ok(c),
+        }) {
+            Ok(c) => Ok(Some(c)),
+            Err(e) => {
+                let f = e.to_failure();
+                outcome.failed = fail_rest(
+                    self.ctx,
+                    &warmup
+                        .into_iter()
+                        .chain(measures.iter().copied())
+                        .collect::<Vec<_>>(),
+                    &f,
+                )?;
+                Ok(None)
             }
         }
     }
-    let pool = commit
-        .load
-        .points
-        .iter()
-        .map(|p| p.concurrency as usize)
-        .max()
-        .unwrap_or(1);
-    let client = match LoadClient::new(ClientConfig {
-        base_url: handle.base_url.clone(),
-        pool_size: pool,
-        request_timeout: commit.load.request_timeout,
-    })
-    .and_then(|c| match &commit.load.api_key_env {
-        Some(name) => c.with_api_key_env(name),
-        None => Ok(c),
-    }) {
-        Ok(c) => c,
-        Err(e) => {
-            let f = e.to_failure();
-            outcome.failed = fail_rest(
-                ctx,
-                &warmup
-                    .into_iter()
-                    .chain(measures.iter().copied())
-                    .collect::<Vec<_>>(),
-                &f,
-            )?;
-            return Ok(());
-        }
-    };
-    // warmup (opens the pool's connections, so the measurement does not pay for them)
-    if let Some(warmup) = warmup {
-        activity.set(format!("warming up ({} requests)", commit.load.warmup));
+
+    /// The warm-up requests (not measured). `false`: the session ends here.
+    async fn warm_up(
+        &self,
+        client: &LoadClient,
+        warmup: NodeIndex,
+        measures: &[NodeIndex],
+        outcome: &mut SessionOutcome,
+    ) -> Result<bool, JournalError> {
+        let (ctx, commit) = (self.ctx, self.commit);
+        self.activity
+            .set(format!("warming up ({} requests)", commit.load.warmup));
         ctx.started(warmup)?;
         let point = commit.load.points.first().expect("at least one load point");
         let warmup_run = run_config(commit, point);
         let w = tokio::select! {
-            w = client.warmup(&dataset.warmup, commit.load.warmup as usize, &warmup_run) => w,
-            _ = ctx.cancelled_wait() => { outcome.interrupted = true; return Ok(()); }
+            w = client.warmup(&self.dataset.warmup, commit.load.warmup as usize, &warmup_run) => w,
+            _ = ctx.cancelled_wait() => { outcome.interrupted = true; return Ok(false); }
         };
         match w {
             Ok(summary) => ctx.done(warmup, &[], serde_json::to_value(&summary).ok())?,
             Err(e) => {
-                let f = crash_failure(runtime, handle, "during warm-up")
+                let f = crash_failure(self.runtime, self.handle, "during warm-up")
                     .await
                     .unwrap_or_else(|| e.to_failure());
                 ctx.failed(warmup, f.clone())?;
                 outcome.failed = fail_rest(ctx, measures, &f)?;
-                return Ok(());
+                return Ok(false);
             }
         }
+        Ok(true)
     }
-    // measure each pending load point
-    for (i, &m) in measures.iter().enumerate() {
+
+    /// Measures one load point once its turn comes, and records it. `false`: the session ends
+    /// here (interrupted, or the server crashed: `rest` is marked failed).
+    async fn measure(
+        &self,
+        client: &LoadClient,
+        m: NodeIndex,
+        rest: &[NodeIndex],
+        owed: &mut Option<super::pairing::Owed<'_>>,
+        outcome: &mut SessionOutcome,
+    ) -> Result<bool, JournalError> {
+        let ctx = self.ctx;
         let point_index = match ctx.dag.graph[m].target {
             crate::pipeline::expand::Target::Point { point, .. } => point,
             _ => 0,
         };
-        let point = commit.load.points[point_index];
-        let _permit = match ctx.isolate {
+        let point = self.commit.load.points[point_index];
+        let Some(_permit) = self.turn(point_index, owed).await else {
+            outcome.interrupted = true;
+            return Ok(false);
+        };
+        ctx.started(m)?;
+        let Some(measured) = self.run_point(client, &point).await else {
+            outcome.interrupted = true;
+            return Ok(false);
+        };
+        let failure = match &measured.result {
+            Ok(br) => {
+                match crash_failure(self.runtime, self.handle, "during the measurement").await {
+                    Some(crash) => Some(crash),
+                    None => br.failure(),
+                }
+            }
+            Err(e) => Some(
+                crash_failure(self.runtime, self.handle, "during the measurement")
+                    .await
+                    .unwrap_or_else(|| e.to_failure()),
+            ),
+        };
+        match (failure, &measured.result) {
+            (None, Ok(br)) => {
+                self.record(m, &point, br, &measured)?;
+                outcome.measured += 1;
+            }
+            (Some(f), _) => {
+                let crashed = f.class == FailureClass::Crashed;
+                ctx.failed(m, f.clone())?;
+                outcome.failed += 1;
+                if crashed {
+                    // No server left to measure the remaining points with.
+                    outcome.failed += fail_rest(ctx, rest, &f)?;
+                    return Ok(false);
+                }
+            }
+            (None, Err(_)) => unreachable!("an error always yields a failure"),
+        }
+        Ok(true)
+    }
+
+    /// Waits for the point's turn under the isolation policy: the one measurement slot
+    /// (exclusive) or the paired arms (paired). The permit, if any, is held while measuring.
+    /// `None`: interrupted while waiting.
+    async fn turn<'s>(
+        &'s self,
+        point_index: usize,
+        owed: &mut Option<super::pairing::Owed<'_>>,
+    ) -> Option<Option<tokio::sync::SemaphorePermit<'s>>> {
+        let ctx = self.ctx;
+        let permit = match ctx.isolate {
             Isolate::Exclusive => {
-                activity.set("waiting for the measurement slot (isolate = exclusive)".into());
+                self.activity
+                    .set("waiting for the measurement slot (isolate = exclusive)".into());
                 tokio::select! {
                     p = ctx.measure_slot.acquire() => Some(p.expect("semaphore open")),
-                    _ = ctx.cancelled_wait() => { outcome.interrupted = true; return Ok(()); }
+                    _ = ctx.cancelled_wait() => return None,
                 }
             }
             Isolate::Paired | Isolate::None => None,
         };
         if let Some(owed) = owed.as_mut() {
-            activity.set("waiting for the paired arms (isolate = paired)".into());
+            self.activity
+                .set("waiting for the paired arms (isolate = paired)".into());
             owed.take(point_index);
             tokio::select! {
                 _ = ctx.rendezvous.arrive(owed.group, point_index) => {}
-                _ = ctx.cancelled_wait() => { outcome.interrupted = true; return Ok(()); }
+                _ = ctx.cancelled_wait() => return None,
             }
         }
-        ctx.started(m)?;
+        Some(permit)
+    }
+
+    /// Runs the point's load with a live progress line. `None`: interrupted.
+    async fn run_point(
+        &self,
+        client: &LoadClient,
+        point: &crate::manifest::model::LoadPoint,
+    ) -> Option<Measured> {
+        let ctx = self.ctx;
         let window_start = unix_now();
         let progress = Arc::new(Progress::new());
-        let run = run_config(commit, &point);
-        let measure = client.run(&dataset.measure, &run, Some(progress.clone()));
+        let run = run_config(self.commit, point);
+        let measure = client.run(&self.dataset.measure, &run, Some(progress.clone()));
         tokio::pin!(measure);
         let mut ticker = tokio::time::interval(Duration::from_millis(250));
         let t0 = std::time::Instant::now();
@@ -459,78 +596,66 @@ async fn session_body(
                     let secs = t0.elapsed().as_secs_f64().max(1e-3);
                     // A timed run's total is open (0).
                     let of_total = match progress.total() { 0 => String::new(), n => format!("/{n}") };
-                    activity.set(format!("measuring {}: {}{of_total} requests, {:.0} tok/s", point.label(), progress.finished(), progress.output_tokens() as f64 / secs));
+                    self.activity.set(format!("measuring {}: {}{of_total} requests, {:.0} tok/s", point.label(), progress.finished(), progress.output_tokens() as f64 / secs));
                 }
             }
         };
         let window_end = unix_now();
-        let Some(result) = result else {
-            outcome.interrupted = true;
-            return Ok(());
-        };
-        let failure = match &result {
-            Ok(br) => match crash_failure(runtime, handle, "during the measurement").await {
-                Some(crash) => Some(crash),
-                None => br.failure(),
-            },
-            Err(e) => Some(
-                crash_failure(runtime, handle, "during the measurement")
-                    .await
-                    .unwrap_or_else(|| e.to_failure()),
-            ),
-        };
-        match (failure, result) {
-            (None, Ok(br)) => {
-                let dir = ctx.attempt_dir(m).map_err(JournalError)?;
-                let node = &ctx.dag.graph[m];
-                let session = &ctx.dag.sessions[match node.target {
-                    crate::pipeline::expand::Target::Point { session, .. } => session,
-                    _ => 0,
-                }];
-                let arm = &commit.arms[session.arm];
-                let metadata: Vec<(String, String)> = vec![
-                    ("address".into(), node.address.clone()),
-                    ("campaign".into(), ctx.campaign.name.clone()),
-                    ("commit".into(), commit.human.clone()),
-                    ("parent".into(), commit.parent.clone()),
-                    ("arm".into(), arm.name.clone()),
-                    ("trial".into(), session.trial.to_string()),
-                    ("point".into(), point.label()),
-                    ("model".into(), commit.model.hf.clone()),
-                    ("key".into(), node.key.hex()),
-                    ("run".into(), ctx.run_id.clone()),
-                ];
-                // The GPU each trial ran on (UUID where known), for the placement report.
-                let gpu_labels: Vec<String> = gpus
-                    .iter()
-                    .map(|g| {
-                        ctx.gpu_ids
-                            .get(g)
-                            .cloned()
-                            .unwrap_or_else(|| format!("gpu{g}"))
-                    })
-                    .collect();
-                let path = dir.join("result.json");
-                crate::util::fsx::write_atomic(&path, br.to_json_text(true, &metadata).as_bytes())
-                    .map_err(JournalError)?;
-                // `duration_s` feeds the report's trial durations and the seed files' `duration_s`.
-                ctx.done(m, &[path], Some(serde_json::json!({"output_throughput": br.metrics.output_throughput, "completed": br.metrics.completed, "failed": br.metrics.failed, "duration_s": t0.elapsed().as_secs_f64(), "window_start": window_start, "window_end": window_end, "gpus": gpu_labels, "isolate": ctx.isolate.as_str(), "measured_s": br.window.as_ref().map(|w| w.duration_s), "prompts_reused": br.window.as_ref().map(|w| w.prompts_reused)})))?;
-                outcome.measured += 1;
-            }
-            (Some(f), _) => {
-                let crashed = f.class == FailureClass::Crashed;
-                ctx.failed(m, f.clone())?;
-                outcome.failed += 1;
-                if crashed {
-                    // No server left to measure the remaining points with.
-                    outcome.failed += fail_rest(ctx, &measures[i + 1..], &f)?;
-                    return Ok(());
-                }
-            }
-            (None, Err(_)) => unreachable!("an error always yields a failure"),
-        }
+        Some(Measured {
+            result: result?,
+            t0,
+            window_start,
+            window_end,
+        })
     }
-    Ok(())
+
+    /// Writes `result.json` (the load generator's JSON plus isobench metadata) and journals
+    /// the measurement done.
+    fn record(
+        &self,
+        m: NodeIndex,
+        point: &crate::manifest::model::LoadPoint,
+        br: &loadgen::BenchResult,
+        measured: &Measured,
+    ) -> Result<(), JournalError> {
+        let (ctx, commit) = (self.ctx, self.commit);
+        let dir = ctx.attempt_dir(m).map_err(JournalError)?;
+        let node = &ctx.dag.graph[m];
+        let session = &ctx.dag.sessions[match node.target {
+            crate::pipeline::expand::Target::Point { session, .. } => session,
+            _ => 0,
+        }];
+        let arm = &commit.arms[session.arm];
+        let metadata: Vec<(String, String)> = vec![
+            ("address".into(), node.address.clone()),
+            ("campaign".into(), ctx.campaign.name.clone()),
+            ("commit".into(), commit.human.clone()),
+            ("parent".into(), commit.parent.clone()),
+            ("arm".into(), arm.name.clone()),
+            ("trial".into(), session.trial.to_string()),
+            ("point".into(), point.label()),
+            ("model".into(), commit.model.hf.clone()),
+            ("key".into(), node.key.hex()),
+            ("run".into(), ctx.run_id.clone()),
+        ];
+        // The GPU each trial ran on (UUID where known), for the placement report.
+        let gpu_labels: Vec<String> = self
+            .gpus
+            .iter()
+            .map(|g| {
+                ctx.gpu_ids
+                    .get(g)
+                    .cloned()
+                    .unwrap_or_else(|| format!("gpu{g}"))
+            })
+            .collect();
+        let path = dir.join("result.json");
+        crate::util::fsx::write_atomic(&path, br.to_json_text(true, &metadata).as_bytes())
+            .map_err(JournalError)?;
+        // `duration_s` feeds the report's trial durations and the seed files' `duration_s`.
+        ctx.done(m, &[path], Some(serde_json::json!({"output_throughput": br.metrics.output_throughput, "completed": br.metrics.completed, "failed": br.metrics.failed, "duration_s": measured.t0.elapsed().as_secs_f64(), "window_start": measured.window_start, "window_end": measured.window_end, "gpus": gpu_labels, "isolate": ctx.isolate.as_str(), "measured_s": br.window.as_ref().map(|w| w.duration_s), "prompts_reused": br.window.as_ref().map(|w| w.prompts_reused)})))?;
+        Ok(())
+    }
 }
 
 /// Seconds since the Unix epoch: windows of different sessions compare on one clock.

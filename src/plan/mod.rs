@@ -183,64 +183,81 @@ fn outputs_problem(state: &State, e: &crate::state::Entry) -> Option<String> {
     None
 }
 
-/// Diffs the DAG against the state.
+/// Diffs the DAG against the state, in stages: each node with results of its own on its own
+/// record, then sessions from their measures, then pulls and patches from who needs them, then
+/// compares from their measurements; orphans are what the state has and the DAG has not.
 pub fn plan(campaign: &Campaign, dag: &Dag, state: &State, opts: &PlanOptions) -> Plan {
-    let _ = campaign;
-    let n = dag.graph.node_count();
-    let mut nodes: Vec<Planned> = Vec::with_capacity(n);
-    // 1. Nodes with results of their own: pulls, patches, measures, compares.
-    for idx in dag.graph.node_indices() {
-        let node = &dag.graph[idx];
-        let forced = opts.rerun.iter().any(|p| p.matches(&node.address));
-        let (action, reason) = if node.kind.is_ephemeral() {
-            (Action::Cached, String::new()) // decided from its session below
-        } else {
-            match state.get(&node.address) {
-                None => (Action::Run, "new".to_string()),
-                Some(e) if forced && e.event == Event::Done => {
-                    (Action::Rerun, "forced by --rerun".to_string())
-                }
-                Some(e) => match e.event {
-                    Event::Started => (
-                        Action::Incomplete,
-                        format!("interrupted (attempt {})", e.attempt),
-                    ),
-                    Event::Failed => {
-                        let why = e
-                            .failure
-                            .as_ref()
-                            .map(|f| f.class.to_string())
-                            .unwrap_or_else(|| "unknown".into());
-                        if e.key == node.key.hex() {
-                            (Action::Run, format!("failed before: {why}"))
-                        } else {
-                            (
-                                Action::Run,
-                                format!(
-                                    "failed before: {why}; {}",
-                                    rerun_reason(node, &e.components)
-                                ),
-                            )
-                        }
-                    }
-                    Event::Done if e.key == node.key.hex() => match outputs_problem(state, e) {
-                        Some(why) if node.kind == StepKind::LoadMeasure => {
-                            (Action::Incomplete, why)
-                        }
-                        _ => (Action::Cached, String::new()),
-                    },
-                    Event::Done => (Action::Rerun, rerun_reason(node, &e.components)),
-                },
-            }
-        };
-        nodes.push(Planned {
-            address: node.address.clone(),
-            node: Some(idx),
-            action,
-            reason,
-        });
+    let mut nodes: Vec<Planned> = dag
+        .graph
+        .node_indices()
+        .map(|idx| own_action(dag, state, opts, idx))
+        .collect();
+    follow_sessions(dag, state, &mut nodes);
+    skip_unneeded_sources(dag, &mut nodes);
+    rerun_compares(dag, &mut nodes);
+    let orphaned = orphans(dag, state, opts);
+    let counts = count(campaign, &nodes, &orphaned);
+    Plan {
+        nodes,
+        orphaned,
+        counts,
     }
-    // 2. Sessions run when any of their measures must; their steps follow.
+}
+
+/// Stage 1: nodes with results of their own (pulls, patches, measures, compares), from their own
+/// record; ephemeral session steps are decided from their session by [`follow_sessions`].
+fn own_action(dag: &Dag, state: &State, opts: &PlanOptions, idx: NodeIndex) -> Planned {
+    let node = &dag.graph[idx];
+    let forced = opts.rerun.iter().any(|p| p.matches(&node.address));
+    let (action, reason) = if node.kind.is_ephemeral() {
+        (Action::Cached, String::new()) // decided from its session below
+    } else {
+        match state.get(&node.address) {
+            None => (Action::Run, "new".to_string()),
+            Some(e) if forced && e.event == Event::Done => {
+                (Action::Rerun, "forced by --rerun".to_string())
+            }
+            Some(e) => match e.event {
+                Event::Started => (
+                    Action::Incomplete,
+                    format!("interrupted (attempt {})", e.attempt),
+                ),
+                Event::Failed => {
+                    let why = e
+                        .failure
+                        .as_ref()
+                        .map(|f| f.class.to_string())
+                        .unwrap_or_else(|| "unknown".into());
+                    if e.key == node.key.hex() {
+                        (Action::Run, format!("failed before: {why}"))
+                    } else {
+                        (
+                            Action::Run,
+                            format!(
+                                "failed before: {why}; {}",
+                                rerun_reason(node, &e.components)
+                            ),
+                        )
+                    }
+                }
+                Event::Done if e.key == node.key.hex() => match outputs_problem(state, e) {
+                    Some(why) if node.kind == StepKind::LoadMeasure => (Action::Incomplete, why),
+                    _ => (Action::Cached, String::new()),
+                },
+                Event::Done => (Action::Rerun, rerun_reason(node, &e.components)),
+            },
+        }
+    };
+    Planned {
+        address: node.address.clone(),
+        node: Some(idx),
+        action,
+        reason,
+    }
+}
+
+/// Stage 2: sessions run when any of their measures must; their steps follow.
+fn follow_sessions(dag: &Dag, state: &State, nodes: &mut [Planned]) {
     for session in &dag.sessions {
         let pending = session
             .measures
@@ -267,7 +284,10 @@ pub fn plan(campaign: &Campaign, dag: &Dag, state: &State, opts: &PlanOptions) -
             }
         }
     }
-    // 3. Pulls and patches nobody pending needs are not worth doing now.
+}
+
+/// Stage 3: pulls and patches nobody pending needs are not worth doing now.
+fn skip_unneeded_sources(dag: &Dag, nodes: &mut [Planned]) {
     for idx in dag.graph.node_indices() {
         let node = &dag.graph[idx];
         if !matches!(node.kind.scope(), Scope::Image | Scope::Patch)
@@ -285,7 +305,10 @@ pub fn plan(campaign: &Campaign, dag: &Dag, state: &State, opts: &PlanOptions) -
             p.reason = "not needed: everything that uses it is cached".into();
         }
     }
-    // 4. A compare runs again whenever any of its measurements does.
+}
+
+/// Stage 4: a compare runs again whenever any of its measurements does.
+fn rerun_compares(dag: &Dag, nodes: &mut [Planned]) {
     for (&_commit, &cmp) in &dag.compares {
         let upstream_runs = dag
             .graph
@@ -301,7 +324,11 @@ pub fn plan(campaign: &Campaign, dag: &Dag, state: &State, opts: &PlanOptions) -
             );
         }
     }
-    // 5. Orphans: recorded, no longer wanted.
+}
+
+/// Stage 5: orphans: recorded, no longer wanted (none when targeted: the rest of the campaign was
+/// left out on purpose), sorted by address.
+fn orphans(dag: &Dag, state: &State, opts: &PlanOptions) -> Vec<Planned> {
     let mut orphaned: Vec<Planned> = state
         .order
         .iter()
@@ -323,13 +350,16 @@ pub fn plan(campaign: &Campaign, dag: &Dag, state: &State, opts: &PlanOptions) -
         })
         .collect();
     orphaned.sort_by(|a, b| a.address.cmp(&b.address));
+    orphaned
+}
 
+fn count(campaign: &Campaign, nodes: &[Planned], orphaned: &[Planned]) -> Counts {
     let mut counts = Counts {
         orphaned: orphaned.len(),
         absent_arms: campaign.commits.iter().map(|c| c.absent.len()).sum(),
         ..Counts::default()
     };
-    for p in &nodes {
+    for p in nodes {
         match p.action {
             Action::Run => counts.run += 1,
             Action::Rerun => counts.rerun += 1,
@@ -338,11 +368,7 @@ pub fn plan(campaign: &Campaign, dag: &Dag, state: &State, opts: &PlanOptions) -
             Action::Orphaned => counts.orphaned += 1,
         }
     }
-    Plan {
-        nodes,
-        orphaned,
-        counts,
-    }
+    counts
 }
 
 /// The step kinds a node target has, for grouping in renderers.

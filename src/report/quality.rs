@@ -22,7 +22,8 @@ fn label(t: &TrialRecord) -> String {
     format!("{}/{}#{}", t.commit, t.arm, t.trial)
 }
 
-/// The measurement-quality section.
+/// The measurement-quality section: which trials overlapped, each trial's flags, and each
+/// arm's spread and placement.
 pub fn quality(input: &ReportInput, commits: &[CommitReport]) -> Quality {
     let known = |t: &&TrialRecord| {
         input.commits.iter().any(|c| c.short == t.commit)
@@ -34,13 +35,29 @@ pub fn quality(input: &ReportInput, commits: &[CommitReport]) -> Quality {
         .filter(known)
         .filter(|t| matches!(t.outcome, TrialOutcome::Ok(_)))
         .collect();
-    // Overlaps: a sweep over windows sorted by start.
+    let overlaps = overlaps(&measured);
+    let (trials, mut warnings) = trial_flags(&measured, &overlaps);
+    let arms = arm_placement(commits, &trials, &mut warnings);
+    Quality {
+        min_window_s: MIN_WINDOW_S,
+        min_completed: MIN_COMPLETED_FOR_P99,
+        trials,
+        arms,
+        gpu_effects: gpu_effects(&measured, input.confidence),
+        overlapping_trials: overlaps.iter().filter(|o| !o.is_empty()).count(),
+        warnings,
+    }
+}
+
+/// For each trial, the other trials whose measurement windows overlapped its own (a sweep over
+/// windows sorted by start). Under `paired`, the arms of one round overlap by design: only other
+/// overlaps count.
+fn overlaps(measured: &[&TrialRecord]) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..measured.len())
         .filter(|&i| measured[i].measured.is_some())
         .collect();
     let win = |i: usize| measured[i].measured.as_ref().expect("filtered");
     order.sort_by(|&a, &b| win(a).window_start.total_cmp(&win(b).window_start));
-    // Under `paired`, the arms of one round overlap by design: only other overlaps count.
     let partners = |i: usize, j: usize| {
         let (a, b) = (measured[i], measured[j]);
         a.commit == b.commit
@@ -61,7 +78,15 @@ pub fn quality(input: &ReportInput, commits: &[CommitReport]) -> Quality {
             }
         }
     }
-    let mut warnings = Vec::new();
+    overlaps
+}
+
+/// Each trial's quality row with its flags (short window, few requests, re-sent prompts,
+/// self-audit, overlap), and one campaign-wide warning per kind of flag.
+fn trial_flags(
+    measured: &[&TrialRecord],
+    overlaps: &[Vec<usize>],
+) -> (Vec<TrialQuality>, Vec<String>) {
     let mut trials = Vec::new();
     let (mut short_windows, mut low_counts, mut audits, mut reused) = (0, 0, 0, 0);
     for (i, t) in measured.iter().enumerate() {
@@ -122,33 +147,49 @@ pub fn quality(input: &ReportInput, commits: &[CommitReport]) -> Quality {
         });
     }
     let overlapping_trials = overlaps.iter().filter(|o| !o.is_empty()).count();
-    if short_windows > 0 {
-        warnings.push(format!(
+    let mut warnings = Vec::new();
+    let mut warn = |count: usize, text: String| {
+        if count > 0 {
+            warnings.push(text);
+        }
+    };
+    warn(
+        short_windows,
+        format!(
             "{short_windows} trial(s) measured for less than {MIN_WINDOW_S:.0} s: raise num_prompts, or measure in steady state with load.duration (windows that short are mostly ramp-up and drain)"
-        ));
-    }
-    if low_counts > 0 {
-        warnings.push(format!(
+        ),
+    );
+    warn(
+        low_counts,
+        format!(
             "{low_counts} trial(s) completed fewer than {MIN_COMPLETED_FOR_P99} requests: their p99 values are sample maxima"
-        ));
-    }
-    if reused > 0 {
-        warnings.push(format!(
+        ),
+    );
+    warn(
+        reused,
+        format!(
             "{reused} timed trial(s) re-sent prompts (the window needed more than num_prompts): a prefix cache may answer those faster; raise num_prompts"
-        ));
-    }
-    if audits > 0 {
-        warnings.push(format!(
-            "{audits} trial(s) carry load-generator self-audit warnings"
-        ));
-    }
-    if overlapping_trials > 0 {
-        warnings.push(format!(
+        ),
+    );
+    warn(
+        audits,
+        format!("{audits} trial(s) carry load-generator self-audit warnings"),
+    );
+    warn(
+        overlapping_trials,
+        format!(
             "{overlapping_trials} trial(s) were measured while another measurement ran on this host (isolate = \"exclusive\" or \"paired\" avoids uneven overlap)"
-        ));
-    }
+        ),
+    );
+    (trials, warnings)
+}
 
-    // Per arm: trial spread and trials per GPU; flags arms confounded with a GPU.
+/// Per arm: trial spread and trials per GPU; warns about arms confounded with a GPU.
+fn arm_placement(
+    commits: &[CommitReport],
+    trials: &[TrialQuality],
+    warnings: &mut Vec<String>,
+) -> Vec<ArmQuality> {
     let mut arms = Vec::new();
     for commit in commits {
         for point in &commit.points {
@@ -197,15 +238,7 @@ pub fn quality(input: &ReportInput, commits: &[CommitReport]) -> Quality {
             }
         }
     }
-    Quality {
-        min_window_s: MIN_WINDOW_S,
-        min_completed: MIN_COMPLETED_FOR_P99,
-        trials,
-        arms,
-        gpu_effects: gpu_effects(&measured, input.confidence),
-        overlapping_trials,
-        warnings,
-    }
+    arms
 }
 
 /// GPU effect on the headline: each trial's log value minus its (commit, point, arm) mean, for

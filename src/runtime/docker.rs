@@ -102,6 +102,28 @@ impl DockerRuntime {
         &self.docker
     }
 
+    /// The id of the local image `reference` names, if there is one.
+    pub async fn image_id(&self, reference: &str) -> Option<String> {
+        self.docker
+            .inspect_image(reference)
+            .await
+            .ok()
+            .and_then(|i| i.id)
+    }
+
+    /// Removes the local tag `reference` (never forced: an image a container uses stays; layers
+    /// other images share stay).
+    pub async fn remove_image(&self, reference: &str) -> Result<(), DockerError> {
+        let options = bollard::query_parameters::RemoveImageOptions {
+            force: false,
+            noprune: false,
+        };
+        self.docker
+            .remove_image(reference, Some(options), None)
+            .await
+            .map(|_| ())
+    }
+
     pub async fn engine_info(&self) -> Result<EngineInfo, Failure> {
         let info = self
             .docker

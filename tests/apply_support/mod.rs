@@ -5,6 +5,115 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+/// `isobench sim` arguments of the marked campaigns: the arm's `sim.toml`, no chat template.
+pub const SIM_WITH_CONFIG: &str =
+    "--config sim.toml --host 127.0.0.1 --port {{ port }} --model sim --chat-template-tokens 0";
+
+/// The `[load]` of the marked campaigns: 16 prompts of 32 → 16 tokens at concurrency 4.
+pub const LOAD_16: &str = r#"dataset = { input_len = 32, output_len = 16 }
+num_prompts = 16
+concurrency = 4
+warmup = 2
+timeout = "60s"
+"#;
+
+/// The manifest the process-runtime `apply` tests share: `isobench sim` servers, one declared
+/// GPU each, for arms under `srv/`; the fields are what the tests vary.
+pub struct SimCampaign {
+    pub name: String,
+    pub repeats: u32,
+    /// Arm names; `agent` gets `role = "agent"`.
+    pub arms: Vec<&'static str>,
+    /// Each arm's server directory, `{arm}` standing for its name (templates allowed).
+    pub arm_path: &'static str,
+    /// `isobench sim`'s arguments.
+    pub sim_args: &'static str,
+    /// `[server]` lines between `gpus` and `ready` (the servers' environment).
+    pub server_env: String,
+    /// The lines of `[load]`.
+    pub load: String,
+    /// `resources.gpus`.
+    pub gpus: &'static str,
+    /// Each commit's digit: `1` → human `1111…`, parent `1000…`.
+    pub commits: Vec<char>,
+}
+
+impl SimCampaign {
+    /// Two arms (`srv/baseline`, `srv/human`) with their `sim.toml`, one commit, two GPUs, and
+    /// `ISOBENCH_TEST_MARKER=<marker>` in the servers' environment (see [`no_server_left`]).
+    pub fn marked(name: String, marker: &str, repeats: u32) -> SimCampaign {
+        SimCampaign {
+            name,
+            repeats,
+            arms: vec!["baseline", "human"],
+            arm_path: "srv/{arm}",
+            sim_args: SIM_WITH_CONFIG,
+            server_env: format!("env = {{ ISOBENCH_TEST_MARKER = \"{marker}\" }}\n"),
+            load: LOAD_16.to_string(),
+            gpus: "[0, 1]",
+            commits: vec!['1'],
+        }
+    }
+
+    pub fn text(&self) -> String {
+        let mut m = format!(
+            "version = 1\nname = \"{}\"\nrepeats = {}\n",
+            self.name, self.repeats
+        );
+        for arm in &self.arms {
+            let role = if *arm == "agent" {
+                "role = \"agent\"\n"
+            } else {
+                ""
+            };
+            let path = self.arm_path.replace("{arm}", arm);
+            m.push_str(&format!(
+                "\n[[arms]]\nname = \"{arm}\"\n{role}path = \"{path}\"\n"
+            ));
+        }
+        m.push_str(&format!(
+            r#"
+[models.sim]
+hf = "isobench/sim"
+served_name = "sim"
+
+[server]
+runtime = "process"
+command = "{{{{ isobench }}}} sim {}"
+gpus = 1
+{}ready = {{ path = "/health", timeout = "20s", interval = "50ms" }}
+
+[load]
+{}
+[resources]
+gpus = {}
+gpu_kind = "test-gpu"
+"#,
+            self.sim_args, self.server_env, self.load, self.gpus
+        ));
+        for &digit in &self.commits {
+            m.push_str(&commit_block(digit));
+        }
+        m
+    }
+}
+
+/// A `[[commits]]` table of the sim model: `1` → human `1111…`, parent `1000…`.
+pub fn commit_block(digit: char) -> String {
+    let human: String = std::iter::repeat_n(digit, 40).collect();
+    let parent: String = std::iter::once(digit)
+        .chain(std::iter::repeat_n('0', 39))
+        .collect();
+    format!("\n[[commits]]\nhuman = \"{human}\"\nparent = \"{parent}\"\nmodel = \"sim\"\n")
+}
+
+/// Writes `sim_toml` as `<dir>/<rel>/sim.toml`, making the directory.
+pub fn write_sim_config(dir: &Path, rel: &str, sim_toml: &str) {
+    let d = dir.join(rel);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("sim.toml"), sim_toml).unwrap();
+}
+
 pub fn unique(prefix: &str) -> String {
     let nanos = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -29,11 +138,35 @@ impl OutputText for Output {
 }
 
 pub fn isobench(args: &[&str]) -> Output {
+    isobench_env(args, &[])
+}
+
+/// Runs isobench to its end with extra environment variables.
+pub fn isobench_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_isobench"))
         .args(args)
         .env("NO_COLOR", "1")
+        .envs(env.iter().copied())
         .output()
         .expect("run isobench")
+}
+
+/// Runs isobench with extra environment, giving up (and failing) after `limit`; returns its
+/// exit code and output.
+pub fn run_bounded(args: &[&str], env: &[(&str, &str)], limit: Duration) -> (Option<i32>, String) {
+    let (mut child, log) = spawn_isobench_env(args, env);
+    let status = wait_child(&mut child, limit);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    assert!(
+        status.is_some(),
+        "isobench did not end within {limit:?}:\n{text}"
+    );
+    (status.unwrap().code(), text)
 }
 
 /// Starts isobench in the background; its output goes to a log file in the temp directory.
@@ -43,11 +176,17 @@ pub fn spawn_isobench(args: &[&str]) -> Child {
 
 /// Like [`spawn_isobench`], also returning the path of its output log.
 pub fn spawn_isobench_logged(args: &[&str]) -> (Child, PathBuf) {
+    spawn_isobench_env(args, &[])
+}
+
+/// Like [`spawn_isobench_logged`], with extra environment variables.
+pub fn spawn_isobench_env(args: &[&str], env: &[(&str, &str)]) -> (Child, PathBuf) {
     let log = std::env::temp_dir().join(format!("isobench-test-{}.log", unique("bg")));
     let file = std::fs::File::create(&log).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_isobench"))
         .args(args)
         .env("NO_COLOR", "1")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(file.try_clone().unwrap())
         .stderr(file)

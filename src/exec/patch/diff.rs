@@ -133,134 +133,159 @@ impl Diff {
 /// Parses a unified diff. Text before the first file (a commit message, `git format-patch`
 /// headers) is ignored. Errors name the line where the patch stops making sense.
 pub fn parse(text: &str) -> Result<Diff, String> {
-    let mut files: Vec<FilePatch> = Vec::new();
-    let mut current: Option<FilePatch> = None;
-    // Lines of the hunk being read that are still to come: (old side, new side).
-    let mut remaining: Option<(u32, u32)> = None;
-    // Per hunk: context seen since the last change, and whether a change was seen yet.
-    let mut run_of_context = 0u32;
-    let mut seen_change = false;
-
+    let mut p = Parser::default();
     for (index, line) in text.split_inclusive('\n').enumerate() {
         let number = index + 1;
         let body = line.trim_end_matches(['\n', '\r']);
+        if p.remaining.is_some() {
+            p.hunk_line(number, line, body)?;
+        } else if let Some(rest) = body.strip_prefix("diff --git ") {
+            p.git_header(number, line, rest);
+        } else if let Some(rest) = body.strip_prefix("--- ") {
+            p.old_name(number, line, rest);
+        } else {
+            p.header_line(number, line, body)?;
+        }
+    }
+    p.finish()
+}
 
-        if let Some((old_left, new_left)) = remaining.as_mut() {
-            let file = current.as_mut().expect("a hunk belongs to a file");
-            file.text.push_str(line);
-            let hunk = file.hunks.last_mut().expect("a hunk is open");
-            match body.as_bytes().first() {
-                Some(b' ') | None => {
-                    // An empty line is a context line whose trailing space was stripped (git
-                    // accepts it, so do we).
-                    if *old_left == 0 || *new_left == 0 {
-                        return Err(format!(
-                            "line {number}: hunk `{}` has more lines than its header says",
-                            hunk.header
-                        ));
-                    }
-                    *old_left -= 1;
-                    *new_left -= 1;
-                    run_of_context += 1;
-                    if !seen_change {
-                        hunk.leading += 1;
-                    }
-                }
-                Some(b'-') | Some(b'+') => {
-                    let side = if body.starts_with('-') {
-                        &mut *old_left
-                    } else {
-                        &mut *new_left
-                    };
-                    if *side == 0 {
-                        return Err(format!(
-                            "line {number}: hunk `{}` has more lines than its header says",
-                            hunk.header
-                        ));
-                    }
-                    *side -= 1;
-                    seen_change = true;
-                    run_of_context = 0;
-                }
-                Some(b'\\') => {} // "\ No newline at end of file"
-                _ => {
+/// What [`parse`] carries from line to line.
+#[derive(Default)]
+struct Parser {
+    files: Vec<FilePatch>,
+    current: Option<FilePatch>,
+    /// Lines of the hunk being read that are still to come: (old side, new side).
+    remaining: Option<(u32, u32)>,
+    /// Per hunk: context seen since the last change, and whether a change was seen yet.
+    run_of_context: u32,
+    seen_change: bool,
+}
+
+impl Parser {
+    /// A line inside a hunk: counted against the hunk header's line counts.
+    fn hunk_line(&mut self, number: usize, line: &str, body: &str) -> Result<(), String> {
+        let (old_left, new_left) = self.remaining.as_mut().expect("inside a hunk");
+        let file = self.current.as_mut().expect("a hunk belongs to a file");
+        file.text.push_str(line);
+        let hunk = file.hunks.last_mut().expect("a hunk is open");
+        match body.as_bytes().first() {
+            Some(b' ') | None => {
+                // An empty line is a context line whose trailing space was stripped (git
+                // accepts it, so do we).
+                if *old_left == 0 || *new_left == 0 {
                     return Err(format!(
-                        "line {number}: hunk `{}` ends early (expected {} more old and {} more new lines)",
-                        hunk.header, old_left, new_left
+                        "line {number}: hunk `{}` has more lines than its header says",
+                        hunk.header
                     ));
                 }
+                *old_left -= 1;
+                *new_left -= 1;
+                self.run_of_context += 1;
+                if !self.seen_change {
+                    hunk.leading += 1;
+                }
             }
-            if *old_left == 0 && *new_left == 0 {
-                hunk.trailing = run_of_context;
-                remaining = None;
+            Some(b'-') | Some(b'+') => {
+                let side = if body.starts_with('-') {
+                    &mut *old_left
+                } else {
+                    &mut *new_left
+                };
+                if *side == 0 {
+                    return Err(format!(
+                        "line {number}: hunk `{}` has more lines than its header says",
+                        hunk.header
+                    ));
+                }
+                *side -= 1;
+                self.seen_change = true;
+                self.run_of_context = 0;
             }
-            continue;
+            Some(b'\\') => {} // "\ No newline at end of file"
+            _ => {
+                return Err(format!(
+                    "line {number}: hunk `{}` ends early (expected {} more old and {} more new lines)",
+                    hunk.header, old_left, new_left
+                ));
+            }
         }
+        if *old_left == 0 && *new_left == 0 {
+            hunk.trailing = self.run_of_context;
+            self.remaining = None;
+        }
+        Ok(())
+    }
 
-        if let Some(rest) = body.strip_prefix("diff --git ") {
-            files.extend(current.take());
-            let (old, new) = parse_git_header_names(rest);
-            current = Some(FilePatch {
-                text: line.to_string(),
-                old_raw: old.clone(),
-                new_raw: new.clone(),
+    /// `diff --git a/x b/y`: a git file section begins.
+    fn git_header(&mut self, number: usize, line: &str, rest: &str) {
+        self.files.extend(self.current.take());
+        let (old, new) = parse_git_header_names(rest);
+        self.current = Some(FilePatch {
+            text: line.to_string(),
+            old_raw: old.clone(),
+            new_raw: new.clone(),
+            old_prefixed: true,
+            new_prefixed: true,
+            saw_old_line: false,
+            kind: ChangeKind::Modify,
+            binary: false,
+            hunks: Vec::new(),
+            named: old
+                .iter()
+                .chain(new.iter())
+                .map(|n| (number, n.clone()))
+                .collect(),
+            git_names: Some((number, rest.to_string(), old, new)),
+            modes: Vec::new(),
+        });
+    }
+
+    /// `--- name`: the old side's name. After a hunk (or with no file open) it begins a
+    /// plain-diff file.
+    fn old_name(&mut self, number: usize, line: &str, rest: &str) {
+        let starts_new = match &self.current {
+            None => true,
+            Some(f) => f.saw_old_line || !f.hunks.is_empty(),
+        };
+        if starts_new {
+            self.files.extend(self.current.take());
+            self.current = Some(FilePatch {
+                text: String::new(),
+                old_raw: None,
+                new_raw: None,
                 old_prefixed: true,
                 new_prefixed: true,
                 saw_old_line: false,
                 kind: ChangeKind::Modify,
                 binary: false,
                 hunks: Vec::new(),
-                named: old
-                    .iter()
-                    .chain(new.iter())
-                    .map(|n| (number, n.clone()))
-                    .collect(),
-                git_names: Some((number, rest.to_string(), old, new)),
+                named: Vec::new(),
+                git_names: None,
                 modes: Vec::new(),
             });
-            continue;
         }
-        if let Some(rest) = body.strip_prefix("--- ") {
-            // A `---` line after a hunk (or with no file open) begins a plain-diff file.
-            let starts_new = match &current {
-                None => true,
-                Some(f) => f.saw_old_line || !f.hunks.is_empty(),
-            };
-            if starts_new {
-                files.extend(current.take());
-                current = Some(FilePatch {
-                    text: String::new(),
-                    old_raw: None,
-                    new_raw: None,
-                    old_prefixed: true,
-                    new_prefixed: true,
-                    saw_old_line: false,
-                    kind: ChangeKind::Modify,
-                    binary: false,
-                    hunks: Vec::new(),
-                    named: Vec::new(),
-                    git_names: None,
-                    modes: Vec::new(),
-                });
+        let file = self.current.as_mut().expect("just ensured");
+        file.text.push_str(line);
+        file.saw_old_line = true;
+        match diff_line_name(rest) {
+            Some(name) => {
+                file.named.push((number, name.clone()));
+                file.old_raw = Some(name);
+                file.old_prefixed = true;
             }
-            let file = current.as_mut().expect("just ensured");
-            file.text.push_str(line);
-            file.saw_old_line = true;
-            match diff_line_name(rest) {
-                Some(name) => {
-                    file.named.push((number, name.clone()));
-                    file.old_raw = Some(name);
-                    file.old_prefixed = true;
-                }
-                None => {
-                    file.old_raw = None;
-                    file.kind = ChangeKind::Add;
-                }
+            None => {
+                file.old_raw = None;
+                file.kind = ChangeKind::Add;
             }
-            continue;
         }
-        let Some(file) = current.as_mut() else {
-            continue; // preamble: commit message, format-patch headers
+    }
+
+    /// Any other line of a file section: `+++`, a hunk header, git's extended headers (modes,
+    /// renames, copies, binary markers). Lines before the first file are ignored.
+    fn header_line(&mut self, number: usize, line: &str, body: &str) -> Result<(), String> {
+        let Some(file) = self.current.as_mut() else {
+            return Ok(()); // preamble: commit message, format-patch headers
         };
         file.text.push_str(line);
         if let Some(rest) = body.strip_prefix("+++ ") {
@@ -283,10 +308,10 @@ pub fn parse(text: &str) -> Result<Diff, String> {
                 leading: 0,
                 trailing: 0,
             });
-            run_of_context = 0;
-            seen_change = false;
+            self.run_of_context = 0;
+            self.seen_change = false;
             if old_count > 0 || new_count > 0 {
-                remaining = Some((old_count, new_count));
+                self.remaining = Some((old_count, new_count));
             }
         } else if body.starts_with("new file mode ") {
             file.kind = ChangeKind::Add;
@@ -328,26 +353,31 @@ pub fn parse(text: &str) -> Result<Diff, String> {
         {
             file.binary = true;
         }
+        Ok(())
     }
-    if let Some((old_left, new_left)) = remaining {
-        let file = current.as_ref().expect("a hunk belongs to a file");
-        return Err(format!(
-            "the patch ends inside hunk `{}` of {} ({old_left} old and {new_left} new lines missing)",
-            file.hunks.last().map(|h| h.header.as_str()).unwrap_or("?"),
-            file.display_path(0)
-        ));
-    }
-    files.extend(current);
-    for file in &files {
-        if file.old_raw.is_none() && file.new_raw.is_none() {
+
+    /// End of text: no hunk may be left open, and every section must name a safe path.
+    fn finish(mut self) -> Result<Diff, String> {
+        if let Some((old_left, new_left)) = self.remaining {
+            let file = self.current.as_ref().expect("a hunk belongs to a file");
             return Err(format!(
-                "a file section names no path: {}",
-                file.text.lines().next().unwrap_or("")
+                "the patch ends inside hunk `{}` of {} ({old_left} old and {new_left} new lines missing)",
+                file.hunks.last().map(|h| h.header.as_str()).unwrap_or("?"),
+                file.display_path(0)
             ));
         }
-        check_section(file)?;
+        self.files.extend(self.current);
+        for file in &self.files {
+            if file.old_raw.is_none() && file.new_raw.is_none() {
+                return Err(format!(
+                    "a file section names no path: {}",
+                    file.text.lines().next().unwrap_or("")
+                ));
+            }
+            check_section(file)?;
+        }
+        Ok(Diff { files: self.files })
     }
-    Ok(Diff { files })
 }
 
 /// The checks that keep an untrusted patch inside its target, done before any file is

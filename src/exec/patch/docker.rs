@@ -16,7 +16,7 @@
 //! finds the tag, checks the key label and returns it with `reused: true`.
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bollard::Docker;
@@ -137,101 +137,218 @@ pub(super) async fn build(
         short(&helper),
         base.id
     ));
-    let result = build_with_helper(
-        docker, &helper, input, spec, base, reference, &tag, &key, cache_dir, log,
-    )
+    let result = HelperBuild {
+        docker,
+        helper: &helper,
+        input,
+        spec,
+        base,
+        reference,
+        tag: &tag,
+        key: &key,
+        cache_dir,
+        log,
+    }
+    .run()
     .await;
     remove_container(docker, &helper).await;
     result
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn build_with_helper(
-    docker: &Docker,
-    helper: &str,
-    input: &PatchInput,
-    spec: &PatchSpec,
-    base: &ImageInfo,
-    reference: &str,
-    tag: &str,
-    key: &crate::util::hash::Hash,
-    cache_dir: &Path,
-    log: &PatchLog,
-) -> Result<PatchOutcome, Failure> {
-    let target = find_target(docker, helper, &key.hex(), base, reference, spec, log).await?;
-    let facts = TargetFacts {
-        holds_package: exists(
-            docker,
-            helper,
-            &join(&target, &format!("{PACKAGE}/__init__.py")),
-        )
-        .await?,
-        has_build_script: exists(docker, helper, &join(&target, "setup.py")).await?
-            || exists(docker, helper, &join(&target, "pyproject.toml")).await?,
-        name: target.rsplit('/').next().unwrap_or("").to_string(),
-    };
-    let mapping = Mapping::new(input, &facts);
-    log.line(&format!(
-        "target {target}: {:?}; applying {} file(s), skipping {}",
-        mapping.layout,
-        mapping.applied.len(),
-        mapping.skipped.len()
-    ));
-    for skipped in &mapping.skipped {
-        log.line(&format!("  skipped (not part of the target): {skipped}"));
-    }
-    let mut misrooted = Vec::new();
-    for (named, real) in mapping.misrooted_candidates() {
-        if exists(docker, helper, &join(&target, &real)).await? {
-            misrooted.push((named, real));
+/// One patch build through its helper container (created from the base, never started: files
+/// are read out of it through the engine).
+struct HelperBuild<'a> {
+    docker: &'a Docker,
+    helper: &'a str,
+    input: &'a PatchInput,
+    spec: &'a PatchSpec,
+    base: &'a ImageInfo,
+    reference: &'a str,
+    tag: &'a str,
+    key: &'a crate::util::hash::Hash,
+    cache_dir: &'a Path,
+    log: &'a PatchLog,
+}
+
+impl HelperBuild<'_> {
+    /// Finds the target and maps the patch onto it, refuses links on the patch's paths, then
+    /// applies and builds in a scratch directory that is removed whatever happens.
+    async fn run(&self) -> Result<PatchOutcome, Failure> {
+        let (target, mapping, rebuild) = self.map_onto_target().await?;
+        self.refuse_links(&target, &mapping).await?;
+        let work = scratch_dir(self.cache_dir, self.key);
+        if work.exists() {
+            std::fs::remove_dir_all(&work).map_err(|e| io_failure("clearing", &work, e))?;
         }
-    }
-    if !misrooted.is_empty() {
-        return Err(Mapping::misrooted_failure(input, &misrooted));
-    }
-    let rebuild = mapping.check_rebuildable(input, spec, &target)?;
-    // Before anything is read: no path of the patch may go through a link in the image (the
-    // paths themselves were checked when the patch was parsed: relative, no `..`). The engine
-    // resolves links inside the container, so this is about the image, not the host: a COPY
-    // through a link would change files outside the target.
-    let mut kinds: HashMap<String, Option<u8>> = HashMap::new();
-    for rel in mapping.pre_image_paths(input) {
-        let mut steps = parent_dirs(&rel);
-        steps.push(&rel);
-        for step in steps {
-            let path = join(&target, step);
-            let kind = match kinds.get(&path) {
-                Some(kind) => *kind,
-                None => {
-                    let kind = head_kind(docker, helper, &path).await?;
-                    kinds.insert(path, kind);
-                    kind
-                }
-            };
-            match kind {
-                Some(b'2') => {
-                    let place = format!("image {reference} (below {target})");
-                    return Err(link_failure(&input.name, &rel, step, &place));
-                }
-                Some(b'5') => {}
-                _ => break,
-            }
-        }
+        let pre = work.join("pre");
+        std::fs::create_dir_all(&pre).map_err(|e| io_failure("creating", &pre, e))?;
+        let result = self.build_in(&work, &pre, &target, &mapping, rebuild).await;
+        let _ = std::fs::remove_dir_all(&work);
+        result
     }
 
-    let hex = short_hex(key, 24);
-    let work = scratch_dir(cache_dir, key);
-    if work.exists() {
-        std::fs::remove_dir_all(&work).map_err(|e| io_failure("clearing", &work, e))?;
+    /// The installed package the patch applies to, and which of the patch's files belong to
+    /// it. Fails when files the patch names at the wrong root exist in the target, or when a
+    /// rebuild is needed and impossible.
+    async fn map_onto_target(&self) -> Result<(String, Mapping, bool), Failure> {
+        let (docker, helper, input, log) = (self.docker, self.helper, self.input, self.log);
+        let target = find_target(
+            docker,
+            helper,
+            &self.key.hex(),
+            self.base,
+            self.reference,
+            self.spec,
+            log,
+        )
+        .await?;
+        let facts = TargetFacts {
+            holds_package: exists(
+                docker,
+                helper,
+                &join(&target, &format!("{PACKAGE}/__init__.py")),
+            )
+            .await?,
+            has_build_script: exists(docker, helper, &join(&target, "setup.py")).await?
+                || exists(docker, helper, &join(&target, "pyproject.toml")).await?,
+            name: target.rsplit('/').next().unwrap_or("").to_string(),
+        };
+        let mapping = Mapping::new(input, &facts);
+        log.line(&format!(
+            "target {target}: {:?}; applying {} file(s), skipping {}",
+            mapping.layout,
+            mapping.applied.len(),
+            mapping.skipped.len()
+        ));
+        for skipped in &mapping.skipped {
+            log.line(&format!("  skipped (not part of the target): {skipped}"));
+        }
+        let mut misrooted = Vec::new();
+        for (named, real) in mapping.misrooted_candidates() {
+            if exists(docker, helper, &join(&target, &real)).await? {
+                misrooted.push((named, real));
+            }
+        }
+        if !misrooted.is_empty() {
+            return Err(Mapping::misrooted_failure(input, &misrooted));
+        }
+        let rebuild = mapping.check_rebuildable(input, self.spec, &target)?;
+        Ok((target, mapping, rebuild))
     }
-    let pre = work.join("pre");
-    std::fs::create_dir_all(&pre).map_err(|e| io_failure("creating", &pre, e))?;
-    let result = async {
-        // Real copies of the touched files, with their owners for the COPY lines.
+
+    /// Before anything is read: no path of the patch may go through a link in the image (the
+    /// paths themselves were checked when the patch was parsed: relative, no `..`). The engine
+    /// resolves links inside the container, so this is about the image, not the host: a COPY
+    /// through a link would change files outside the target.
+    async fn refuse_links(&self, target: &str, mapping: &Mapping) -> Result<(), Failure> {
+        let mut kinds: HashMap<String, Option<u8>> = HashMap::new();
+        for rel in mapping.pre_image_paths(self.input) {
+            let mut steps = parent_dirs(&rel);
+            steps.push(&rel);
+            for step in steps {
+                let path = join(target, step);
+                let kind = match kinds.get(&path) {
+                    Some(kind) => *kind,
+                    None => {
+                        let kind = head_kind(self.docker, self.helper, &path).await?;
+                        kinds.insert(path, kind);
+                        kind
+                    }
+                };
+                match kind {
+                    Some(b'2') => {
+                        let place = format!("image {} (below {target})", self.reference);
+                        return Err(link_failure(&self.input.name, &rel, step, &place));
+                    }
+                    Some(b'5') => {}
+                    _ => break,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Extracts, applies, writes the build context and builds the derived image.
+    async fn build_in(
+        &self,
+        work: &Path,
+        pre: &Path,
+        target: &str,
+        mapping: &Mapping,
+        rebuild: bool,
+    ) -> Result<PatchOutcome, Failure> {
+        let (input, log) = (self.input, self.log);
+        let owners = self.extract(pre, target, mapping).await?;
+        let (fuzz_used, changes, applied_dir) = self.apply(work, pre, target, mapping).await?;
+        let blank_caches = self.stale_caches(target, &changes).await?;
+        let record = BuildRecord {
+            key: self.key.hex(),
+            files: mapping.applied_paths(input),
+            skipped: mapping.skipped.clone(),
+            fuzz_used,
+            target: target.to_string(),
+        };
+        let context_dir = self
+            .cache_dir
+            .join("contexts")
+            .join(short_hex(self.key, 24));
+        let context = write_context(
+            &context_dir,
+            &self.base.id,
+            target,
+            &changes,
+            &applied_dir,
+            &owners,
+            &blank_caches,
+            self.spec.rebuild.as_deref().filter(|_| rebuild),
+        )?;
+        log.line(&format!(
+            "build context {} ({} file(s) changed, {} stale cache(s) blanked)",
+            context_dir.display(),
+            changes.len(),
+            blank_caches.len()
+        ));
+        log.block(&context.dockerfile);
+        let mut image_labels = HashMap::from([
+            (labels::PATCHED.to_string(), "true".to_string()),
+            (labels::KEY.to_string(), self.key.hex()),
+            (labels::BASE_ID.to_string(), self.base.id.clone()),
+            (
+                labels::BASE_DIGEST.to_string(),
+                self.base.digest().to_string(),
+            ),
+            (labels::PATCH_HASH.to_string(), input.hash.hex()),
+        ]);
+        image_labels.insert(
+            labels::RECORD.to_string(),
+            serde_json::to_string(&record).expect("plain data"),
+        );
+        let id = build_image(self.docker, self.tag, image_labels, context, log).await?;
+        Ok(PatchOutcome {
+            source: PatchedSource::Image {
+                reference: self.tag.to_string(),
+                id,
+            },
+            reused: false,
+            fuzz_used: record.fuzz_used,
+            files: record.files,
+            skipped: record.skipped,
+            target: record.target,
+        })
+    }
+
+    /// Real copies of the touched files into `pre`, with their owners for the COPY lines.
+    async fn extract(
+        &self,
+        pre: &Path,
+        target: &str,
+        mapping: &Mapping,
+    ) -> Result<HashMap<String, (u64, u64)>, Failure> {
+        let input = self.input;
         let mut owners: HashMap<String, (u64, u64)> = HashMap::new();
         for rel in mapping.pre_image_paths(input) {
-            let path = join(&target, &rel);
-            let Some(entry) = fetch_file(docker, helper, &path).await? else {
+            let path = join(target, &rel);
+            let Some(entry) = fetch_file(self.docker, self.helper, &path).await? else {
                 continue;
             };
             let dest = pre.join(&rel);
@@ -243,121 +360,87 @@ async fn build_with_helper(
                 .map_err(|e| io_failure("setting the mode of", &dest, e))?;
             owners.insert(rel, (entry.uid, entry.gid));
         }
-        log.line(&format!(
+        self.log.line(&format!(
             "extracted {} of {} touched path(s) from the base ({} are new)",
             owners.len(),
             mapping.pre_image_paths(input).len(),
             mapping.pre_image_paths(input).len() - owners.len()
         ));
+        Ok(owners)
+    }
 
-        let (fuzz_used, changes, applied_dir) = if mapping.applied.is_empty() {
-            log.line(
+    /// Applies the part of the patch that belongs to the target to the extracted copies (with
+    /// `git apply`, off the async threads). Returns the fuzz used, the changes, and the
+    /// directory holding the patched files.
+    async fn apply(
+        &self,
+        work: &Path,
+        pre: &Path,
+        target: &str,
+        mapping: &Mapping,
+    ) -> Result<(Option<u32>, Vec<Change>, PathBuf), Failure> {
+        if mapping.applied.is_empty() {
+            self.log.line(
                 "nothing of the patch applies to this target: the image is the base plus labels",
             );
-            (None, Vec::new(), pre.clone())
-        } else {
-            let patch_file = work.join("patch.diff");
-            std::fs::write(&patch_file, mapping.filtered_patch(input))
-                .map_err(|e| io_failure("writing", &patch_file, e))?;
-            let (applied, changes) = {
-                let (work, pre, patch_file) = (work.clone(), pre.clone(), patch_file.clone());
-                let (input, mapping, log) = (input.clone(), mapping.clone(), log.clone());
-                let (fuzz, target) = (spec.fuzz, target.clone());
-                tokio::task::spawn_blocking(move || {
-                    log.line(&check_git()?);
-                    let headers = mapping.hunk_headers(&input);
-                    let lookup = |path: &str, n: u32| headers.get(&(path.to_string(), n)).cloned();
-                    let applied = apply_with_tolerance(
-                        &ApplyJob {
-                            pre_images: &pre,
-                            work: &work,
-                            patch: &patch_file,
-                            strip: mapping.git_strip,
-                            fuzz,
-                            max_context: input.diff.max_context(),
-                            hunk_header: &lookup,
-                            target: &target,
-                            patch_name: &input.name,
-                        },
-                        &log,
-                    )?;
-                    let changes = collect_changes(&input, &mapping, &pre, &applied.dir)?;
-                    Ok::<_, Failure>((applied, changes))
-                })
-                .await
-                .map_err(|e| internal(format!("the patch task failed: {e}")))??
-            };
-            (applied.fuzz_used, changes, applied.dir)
-        };
+            return Ok((None, Vec::new(), pre.to_path_buf()));
+        }
+        let patch_file = work.join("patch.diff");
+        std::fs::write(&patch_file, mapping.filtered_patch(self.input))
+            .map_err(|e| io_failure("writing", &patch_file, e))?;
+        let (work, pre) = (work.to_path_buf(), pre.to_path_buf());
+        let (input, mapping, log) = (self.input.clone(), mapping.clone(), self.log.clone());
+        let (fuzz, target) = (self.spec.fuzz, target.to_string());
+        let (applied, changes) = tokio::task::spawn_blocking(move || {
+            log.line(&check_git()?);
+            let headers = mapping.hunk_headers(&input);
+            let lookup = |path: &str, n: u32| headers.get(&(path.to_string(), n)).cloned();
+            let applied = apply_with_tolerance(
+                &ApplyJob {
+                    pre_images: &pre,
+                    work: &work,
+                    patch: &patch_file,
+                    strip: mapping.git_strip,
+                    fuzz,
+                    max_context: input.diff.max_context(),
+                    hunk_header: &lookup,
+                    target: &target,
+                    patch_name: &input.name,
+                },
+                &log,
+            )?;
+            let changes = collect_changes(&input, &mapping, &pre, &applied.dir)?;
+            Ok::<_, Failure>((applied, changes))
+        })
+        .await
+        .map_err(|e| internal(format!("the patch task failed: {e}")))??;
+        Ok((applied.fuzz_used, changes, applied.dir))
+    }
 
-        // Stale compiled caches of changed modules, to be overwritten with empty files.
+    /// Stale compiled caches of changed modules, to be overwritten with empty files.
+    async fn stale_caches(
+        &self,
+        target: &str,
+        changes: &[Change],
+    ) -> Result<Vec<(String, (u64, u64))>, Failure> {
         let mut blank_caches: Vec<(String, (u64, u64))> = Vec::new();
-        for change in &changes {
+        for change in changes {
             if let Change::Write {
                 rel, existed: true, ..
             } = change
                 && let Some((cache, prefix)) = pycache_of(rel)
             {
-                for (name, owner) in list_dir(docker, helper, &join(&target, &cache)).await? {
+                for (name, owner) in
+                    list_dir(self.docker, self.helper, &join(target, &cache)).await?
+                {
                     if name.starts_with(&prefix) && name.ends_with(".pyc") {
                         blank_caches.push((format!("{cache}/{name}"), owner));
                     }
                 }
             }
         }
-
-        let record = BuildRecord {
-            key: key.hex(),
-            files: mapping.applied_paths(input),
-            skipped: mapping.skipped.clone(),
-            fuzz_used,
-            target: target.clone(),
-        };
-        let context_dir = cache_dir.join("contexts").join(&hex);
-        let context = write_context(
-            &context_dir,
-            &base.id,
-            &target,
-            &changes,
-            &applied_dir,
-            &owners,
-            &blank_caches,
-            spec.rebuild.as_deref().filter(|_| rebuild),
-        )?;
-        log.line(&format!(
-            "build context {} ({} file(s) changed, {} stale cache(s) blanked)",
-            context_dir.display(),
-            changes.len(),
-            blank_caches.len()
-        ));
-        log.block(&context.dockerfile);
-        let mut image_labels = HashMap::from([
-            (labels::PATCHED.to_string(), "true".to_string()),
-            (labels::KEY.to_string(), key.hex()),
-            (labels::BASE_ID.to_string(), base.id.clone()),
-            (labels::BASE_DIGEST.to_string(), base.digest().to_string()),
-            (labels::PATCH_HASH.to_string(), input.hash.hex()),
-        ]);
-        image_labels.insert(
-            labels::RECORD.to_string(),
-            serde_json::to_string(&record).expect("plain data"),
-        );
-        let id = build_image(docker, tag, image_labels, context, log).await?;
-        Ok(PatchOutcome {
-            source: PatchedSource::Image {
-                reference: tag.to_string(),
-                id,
-            },
-            reused: false,
-            fuzz_used: record.fuzz_used,
-            files: record.files,
-            skipped: record.skipped,
-            target: record.target,
-        })
+        Ok(blank_caches)
     }
-    .await;
-    let _ = std::fs::remove_dir_all(&work);
-    result
 }
 
 /// `127.0.0.1:5000/team/vllm:tag` → `isobench-patched/team/vllm:<12 hex of the key>`.

@@ -35,6 +35,9 @@ const RECORD_FILE: &str = "isobench-patch.json";
 /// How long the base's Python may take to say where `vllm` is.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Builds (or finds) the patched copy of a base tree: maps the patch onto the target, then,
+/// under the copy's lock, applies it in a scratch directory and makes the copy (hard links for
+/// untouched files). A copy is marked finished by its record file; a half-made one is removed.
 pub(super) fn build(
     input: &PatchInput,
     spec: &PatchSpec,
@@ -43,6 +46,115 @@ pub(super) fn build(
     cache_dir: &Path,
     log: &PatchLog,
 ) -> Result<PatchOutcome, Failure> {
+    let m = map_onto_target(input, spec, root, log)?;
+    // What gets copied: (source directory, its place in the copy).
+    let (scope, prefix): (PathBuf, PathBuf) = match &m.mapping.layout {
+        Layout::Install => (m.target.join(PACKAGE), PathBuf::from(PACKAGE)),
+        Layout::Package { name } => (m.target.clone(), PathBuf::from(name)),
+        Layout::SourceTree | Layout::Plain => (m.target.clone(), PathBuf::new()),
+    };
+    let fingerprint = fingerprint(&scope)?;
+    let identity = format!("{}#{}", m.target_text, fingerprint);
+    let key = build_key(&identity, spec);
+    let dir = cache_dir.join("trees").join(short_hex(&key, 24));
+    // The copy of the target, and the directory holding the copied `vllm` package.
+    let (copy_root, pythonpath) = match &m.mapping.layout {
+        Layout::Package { name } => (dir.join(name), dir.clone()),
+        _ => (dir.clone(), dir.clone()),
+    };
+    let outcome = |record: BuildRecord, reused: bool| PatchOutcome {
+        source: PatchedSource::Tree {
+            root: copy_root.clone(),
+            pythonpath: pythonpath.clone(),
+        },
+        reused,
+        fuzz_used: record.fuzz_used,
+        files: record.files,
+        skipped: record.skipped,
+        target: record.target,
+    };
+
+    // Two arms with the same base and patch build the same copy: one builds, the other then
+    // finds it.
+    let key_lock = lock_for(&dir);
+    let _building = key_lock.lock().unwrap_or_else(|e| e.into_inner());
+    let record_path = dir.join(RECORD_FILE);
+    if let Some(record) = std::fs::read(&record_path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<BuildRecord>(&bytes).ok())
+        .filter(|r| r.key == key.hex())
+    {
+        log.line(&format!("cache hit: {} ({key})", dir.display()));
+        return Ok(outcome(record, true));
+    }
+    if dir.exists() {
+        log.line(&format!(
+            "removing an unfinished copy at {} (an earlier build was interrupted)",
+            dir.display()
+        ));
+        std::fs::remove_dir_all(&dir).map_err(|e| io_failure("removing", &dir, e))?;
+    }
+
+    // Apply in a scratch directory holding real copies of the touched files only.
+    let work = scratch_dir(cache_dir, &key);
+    if work.exists() {
+        std::fs::remove_dir_all(&work).map_err(|e| io_failure("clearing", &work, e))?;
+    }
+    let pre = work.join("pre");
+    std::fs::create_dir_all(&pre).map_err(|e| io_failure("creating", &pre, e))?;
+    let result = (|| {
+        let (fuzz_used, changes, applied_dir) = m.apply_in(&work, &pre)?;
+        m.make_copy(
+            &scope,
+            &dir.join(&prefix),
+            &copy_root,
+            &changes,
+            &applied_dir,
+        )?;
+        let record = BuildRecord {
+            key: key.hex(),
+            files: m.mapping.applied_paths(input),
+            skipped: m.mapping.skipped.clone(),
+            fuzz_used,
+            target: m.target_text.clone(),
+        };
+        let json = serde_json::to_vec_pretty(&record).expect("plain data");
+        crate::util::fsx::write_atomic(&record_path, &json)
+            .map_err(|e| io_failure("writing", &record_path, e))?;
+        Ok(record)
+    })();
+    let _ = std::fs::remove_dir_all(&work);
+    match result {
+        Ok(record) => Ok(outcome(record, false)),
+        Err(failure) => {
+            // Never leave a half-made copy that looks usable.
+            let _ = std::fs::remove_dir_all(&dir);
+            Err(failure)
+        }
+    }
+}
+
+/// A patch mapped onto its target directory: what the later stages of [`build`] share.
+struct Mapped<'a> {
+    input: &'a PatchInput,
+    spec: &'a PatchSpec,
+    log: &'a PatchLog,
+    target: PathBuf,
+    target_text: String,
+    mapping: Mapping,
+    /// The spec's rebuild command must run in the copy.
+    rebuild: bool,
+}
+
+/// Finds the target below the base tree and maps the patch's files onto it. Fails when files
+/// the patch names at the wrong root exist there, when a needed rebuild is impossible, or when
+/// a path of the patch goes through a link.
+fn map_onto_target<'a>(
+    input: &'a PatchInput,
+    spec: &'a PatchSpec,
+    root: &Path,
+    log: &'a PatchLog,
+) -> Result<Mapped<'a>, Failure> {
     let root = std::fs::canonicalize(crate::util::expand_tilde(&root.to_string_lossy())).map_err(
         |err| {
             Failure::new(
@@ -91,134 +203,94 @@ pub(super) fn build(
             ));
         }
     }
+    Ok(Mapped {
+        input,
+        spec,
+        log,
+        target,
+        target_text,
+        mapping,
+        rebuild,
+    })
+}
 
-    // What gets copied: (source directory, its place in the copy).
-    let (scope, prefix): (PathBuf, PathBuf) = match &mapping.layout {
-        Layout::Install => (target.join(PACKAGE), PathBuf::from(PACKAGE)),
-        Layout::Package { name } => (target.clone(), PathBuf::from(name)),
-        Layout::SourceTree | Layout::Plain => (target.clone(), PathBuf::new()),
-    };
-    let fingerprint = fingerprint(&scope)?;
-    let identity = format!("{}#{}", target_text, fingerprint);
-    let key = build_key(&identity, spec);
-    let dir = cache_dir.join("trees").join(short_hex(&key, 24));
-    // The copy of the target, and the directory holding the copied `vllm` package.
-    let (copy_root, pythonpath) = match &mapping.layout {
-        Layout::Package { name } => (dir.join(name), dir.clone()),
-        _ => (dir.clone(), dir.clone()),
-    };
-    let outcome = |record: BuildRecord, reused: bool| PatchOutcome {
-        source: PatchedSource::Tree {
-            root: copy_root.clone(),
-            pythonpath: pythonpath.clone(),
-        },
-        reused,
-        fuzz_used: record.fuzz_used,
-        files: record.files,
-        skipped: record.skipped,
-        target: record.target,
-    };
-
-    // Two arms with the same base and patch build the same copy: one builds, the other then
-    // finds it.
-    let key_lock = lock_for(&dir);
-    let _building = key_lock.lock().unwrap_or_else(|e| e.into_inner());
-    let record_path = dir.join(RECORD_FILE);
-    if let Some(record) = std::fs::read(&record_path)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<BuildRecord>(&bytes).ok())
-        .filter(|r| r.key == key.hex())
-    {
-        log.line(&format!("cache hit: {} ({key})", dir.display()));
-        return Ok(outcome(record, true));
-    }
-    if dir.exists() {
-        log.line(&format!(
-            "removing an unfinished copy at {} (an earlier build was interrupted)",
-            dir.display()
-        ));
-        std::fs::remove_dir_all(&dir).map_err(|e| io_failure("removing", &dir, e))?;
-    }
-
-    // Apply in a scratch directory holding real copies of the touched files only.
-    let work = scratch_dir(cache_dir, &key);
-    if work.exists() {
-        std::fs::remove_dir_all(&work).map_err(|e| io_failure("clearing", &work, e))?;
-    }
-    let pre = work.join("pre");
-    std::fs::create_dir_all(&pre).map_err(|e| io_failure("creating", &pre, e))?;
-    let result = (|| {
-        let (fuzz_used, changes, applied_dir) = if mapping.applied.is_empty() {
+impl Mapped<'_> {
+    /// Copies the touched files into `pre` and applies the target's part of the patch there
+    /// (`git apply`). Returns the fuzz used, the changes, and the directory holding the
+    /// patched files.
+    fn apply_in(
+        &self,
+        work: &Path,
+        pre: &Path,
+    ) -> Result<(Option<u32>, Vec<Change>, PathBuf), Failure> {
+        let (input, mapping, log) = (self.input, &self.mapping, self.log);
+        if mapping.applied.is_empty() {
             log.line("nothing of the patch applies to this target: the copy is unchanged");
-            (None, Vec::new(), pre.clone())
-        } else {
-            for rel in mapping.pre_image_paths(input) {
-                let from = target.join(&rel);
-                if std::fs::symlink_metadata(&from).is_ok_and(|m| m.is_file()) {
-                    let to = pre.join(&rel);
-                    if let Some(parent) = to.parent() {
-                        std::fs::create_dir_all(parent)
-                            .map_err(|e| io_failure("creating", parent, e))?;
-                    }
-                    std::fs::copy(&from, &to).map_err(|e| io_failure("copying", &from, e))?;
+            return Ok((None, Vec::new(), pre.to_path_buf()));
+        }
+        for rel in mapping.pre_image_paths(input) {
+            let from = self.target.join(&rel);
+            if std::fs::symlink_metadata(&from).is_ok_and(|m| m.is_file()) {
+                let to = pre.join(&rel);
+                if let Some(parent) = to.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| io_failure("creating", parent, e))?;
                 }
+                std::fs::copy(&from, &to).map_err(|e| io_failure("copying", &from, e))?;
             }
-            let patch_file = work.join("patch.diff");
-            std::fs::write(&patch_file, mapping.filtered_patch(input))
-                .map_err(|e| io_failure("writing", &patch_file, e))?;
-            log.line(&check_git()?);
-            let headers = mapping.hunk_headers(input);
-            let lookup = |path: &str, n: u32| headers.get(&(path.to_string(), n)).cloned();
-            let applied = apply_with_tolerance(
-                &ApplyJob {
-                    pre_images: &pre,
-                    work: &work,
-                    patch: &patch_file,
-                    strip: mapping.git_strip,
-                    fuzz: spec.fuzz,
-                    max_context: input.diff.max_context(),
-                    hunk_header: &lookup,
-                    target: &target_text,
-                    patch_name: &input.name,
-                },
-                log,
-            )?;
-            let changes = collect_changes(input, &mapping, &pre, &applied.dir)?;
-            (applied.fuzz_used, changes, applied.dir)
-        };
+        }
+        let patch_file = work.join("patch.diff");
+        std::fs::write(&patch_file, mapping.filtered_patch(input))
+            .map_err(|e| io_failure("writing", &patch_file, e))?;
+        log.line(&check_git()?);
+        let headers = mapping.hunk_headers(input);
+        let lookup = |path: &str, n: u32| headers.get(&(path.to_string(), n)).cloned();
+        let applied = apply_with_tolerance(
+            &ApplyJob {
+                pre_images: pre,
+                work,
+                patch: &patch_file,
+                strip: mapping.git_strip,
+                fuzz: self.spec.fuzz,
+                max_context: input.diff.max_context(),
+                hunk_header: &lookup,
+                target: &self.target_text,
+                patch_name: &input.name,
+            },
+            log,
+        )?;
+        let changes = collect_changes(input, mapping, pre, &applied.dir)?;
+        Ok((applied.fuzz_used, changes, applied.dir))
+    }
 
-        let (linked, copied) = copy_tree(&scope, &dir.join(&prefix), !rebuild)?;
+    /// Copies `scope` to `dest` (hard links unless a rebuild will write into the copy), writes
+    /// the changes into it, then runs the rebuild if one is needed.
+    fn make_copy(
+        &self,
+        scope: &Path,
+        dest: &Path,
+        copy_root: &Path,
+        changes: &[Change],
+        applied_dir: &Path,
+    ) -> Result<(), Failure> {
+        let log = self.log;
+        let (linked, copied) = copy_tree(scope, dest, !self.rebuild)?;
         log.line(&format!(
             "copied {} to {}: {linked} file(s) hard-linked, {copied} copied",
             scope.display(),
-            dir.join(&prefix).display()
+            dest.display()
         ));
-        for change in &changes {
-            apply_change(change, &input.name, &applied_dir, &copy_root, log)?;
+        for change in changes {
+            apply_change(change, &self.input.name, applied_dir, copy_root, log)?;
         }
-        if rebuild {
-            run_rebuild(spec.rebuild.as_deref().expect("checked"), &copy_root, log)?;
+        if self.rebuild {
+            run_rebuild(
+                self.spec.rebuild.as_deref().expect("checked"),
+                copy_root,
+                log,
+            )?;
         }
-        let record = BuildRecord {
-            key: key.hex(),
-            files: mapping.applied_paths(input),
-            skipped: mapping.skipped.clone(),
-            fuzz_used,
-            target: target_text.clone(),
-        };
-        let json = serde_json::to_vec_pretty(&record).expect("plain data");
-        crate::util::fsx::write_atomic(&record_path, &json)
-            .map_err(|e| io_failure("writing", &record_path, e))?;
-        Ok(record)
-    })();
-    let _ = std::fs::remove_dir_all(&work);
-    match result {
-        Ok(record) => Ok(outcome(record, false)),
-        Err(failure) => {
-            // Never leave a half-made copy that looks usable.
-            let _ = std::fs::remove_dir_all(&dir);
-            Err(failure)
-        }
+        Ok(())
     }
 }
 
