@@ -173,6 +173,25 @@ fn kept_apart_modules_do_not_reference_each_other() {
     );
 }
 
+/// Command-line parsing stays in `cli`: the library's types (report formats, load settings)
+/// know nothing of clap, so they can be used without it.
+#[test]
+fn only_the_cli_uses_clap() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut found = Vec::new();
+    for file in source_files(&src) {
+        let module = module_of(&src, &file);
+        if module.is_none() || module.as_deref() == Some("cli") {
+            continue;
+        }
+        let text = code_only(&std::fs::read_to_string(&file).unwrap());
+        if text.contains("clap::") || text.contains("use clap") {
+            found.push(file.display().to_string());
+        }
+    }
+    assert!(found.is_empty(), "clap used outside src/cli: {found:?}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Function length: no function in `src/` longer than `MAX_FN_LINES`, counted from its `fn` line
 // to its closing brace, except the ones listed in `LONG_FNS` below.

@@ -1,5 +1,6 @@
 //! `isobench report`: tables, verdicts with confidence, failure breakdown, HTML, seed files.
 use crate::report::{self, ColorChoice, Format, ReportInput, ReportOptions};
+use clap::builder::TypedValueParser as _;
 use miette::{IntoDiagnostic, WrapErr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,7 +16,7 @@ pub struct ReportArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "manifest")]
     pub input_json: Option<PathBuf>,
     /// What to print on stdout.
-    #[arg(long, value_enum, default_value = "terminal")]
+    #[arg(long, default_value = "terminal", value_parser = format_parser())]
     pub format: Format,
     /// Also write report.md, report.json, report.csv and report.html into this directory.
     #[arg(long, value_name = "DIR")]
@@ -38,8 +39,19 @@ pub struct ReportArgs {
     #[arg(long)]
     pub unpaired: bool,
     /// Colour in terminal output (`NO_COLOR` is respected in auto mode).
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, default_value = "auto", value_parser = color_parser())]
     pub color: ColorChoice,
+}
+
+/// The report library's names, offered (and completed) as clap's possible values.
+fn format_parser() -> impl clap::builder::TypedValueParser<Value = Format> {
+    clap::builder::PossibleValuesParser::new(Format::NAMES)
+        .map(|name| Format::from_name(&name).expect("a listed name"))
+}
+
+fn color_parser() -> impl clap::builder::TypedValueParser<Value = ColorChoice> {
+    clap::builder::PossibleValuesParser::new(ColorChoice::NAMES)
+        .map(|name| ColorChoice::from_name(&name).expect("a listed name"))
 }
 
 impl ReportArgs {

@@ -20,8 +20,8 @@ pub use render::terminal::ColorChoice;
 
 use std::path::{Path, PathBuf};
 
-/// Output formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// Output formats. (The CLI parses them by [`Format::NAMES`]; the library knows no clap.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Terminal,
     Markdown,
@@ -31,6 +31,23 @@ pub enum Format {
 }
 
 impl Format {
+    pub const ALL: [Format; 5] = [
+        Format::Terminal,
+        Format::Markdown,
+        Format::Json,
+        Format::Csv,
+        Format::Html,
+    ];
+    pub const NAMES: [&'static str; 5] = ["terminal", "markdown", "json", "csv", "html"];
+
+    pub fn name(self) -> &'static str {
+        Format::NAMES[Format::ALL.iter().position(|&f| f == self).expect("listed")]
+    }
+
+    pub fn from_name(name: &str) -> Option<Format> {
+        Format::ALL.into_iter().find(|f| f.name() == name)
+    }
+
     pub fn file_name(self) -> &'static str {
         match self {
             Format::Terminal => "report.txt",

@@ -6,12 +6,25 @@ use crate::report::model::Report;
 use crate::util::term::printable_line;
 
 /// `--color`: auto (terminal and no `NO_COLOR`), always, never.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ColorChoice {
     #[default]
     Auto,
     Always,
     Never,
+}
+
+impl ColorChoice {
+    pub const NAMES: [&'static str; 3] = ["auto", "always", "never"];
+
+    pub fn from_name(name: &str) -> Option<ColorChoice> {
+        match name {
+            "auto" => Some(ColorChoice::Auto),
+            "always" => Some(ColorChoice::Always),
+            "never" => Some(ColorChoice::Never),
+            _ => None,
+        }
+    }
 }
 
 /// Whether to colour: an explicit choice wins; `auto` colours a terminal unless `NO_COLOR` is set
