@@ -7,7 +7,10 @@
 //! [`LoadClient::run`] per measure step, and writes [`BenchResult::to_json`].
 mod audit;
 mod client;
+mod console;
 mod dataset;
+mod json;
+mod metrics;
 mod record;
 mod result;
 pub mod sse;
@@ -19,8 +22,9 @@ pub use dataset::{
     Dataset, DatasetConfig, SampleRequest, TokenizerInfo, build_dataset, find_tokenizer,
     resolve_tokenizer_file,
 };
+pub use metrics::{Metrics, WindowSummary};
 pub use record::{ErrorKind, RequestError, RequestRecord};
-pub use result::{BenchResult, Metrics, RunOutcome, WindowSummary};
+pub use result::{BenchResult, RunOutcome};
 
 use crate::failure::{Failure, FailureClass};
 use serde::Serialize;
