@@ -29,6 +29,9 @@ pub enum FailureClass {
     Preempted,
     /// A cluster job lost its node (Slurm `NODE_FAIL`, a node set down, a vanished job).
     NodeFailure,
+    /// The session could not get its GPUs: it needs more than the host (or pool) has, or none
+    /// read idle within `resources.gpu_idle_wait` (other processes hold them).
+    NoGpu,
     /// Anything else (a bug, a full disk, a Docker daemon error).
     Internal,
 }
@@ -48,6 +51,7 @@ impl FailureClass {
             FailureClass::TimeLimit => "time_limit",
             FailureClass::Preempted => "preempted",
             FailureClass::NodeFailure => "node_failure",
+            FailureClass::NoGpu => "no_gpu",
             FailureClass::Internal => "internal",
         }
     }

@@ -343,3 +343,35 @@ fn timed_windows_are_measured_recorded_and_keyed() {
         plan.text()
     );
 }
+
+/// A server that needs more GPUs than `apply` has is a `no_gpu` failure (not `internal`, which
+/// means a bug), and the campaign still ends with a report of what failed.
+#[test]
+fn too_few_gpus_at_apply_time_is_a_no_gpu_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_campaign(dir.path(), 1, 1, "");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("gpus = 1\n", "gpus = 2\n")).unwrap();
+    let out = isobench(&[
+        "apply",
+        "--plain",
+        "--no-report",
+        "--gpus",
+        "0",
+        path.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", out.text());
+    assert!(
+        out.text()
+            .contains("no_gpu: needs 2 GPUs per server; only 1 available"),
+        "{}",
+        out.text()
+    );
+    let journal = std::fs::read_to_string(dir.path().join(".isobench/journal.jsonl")).unwrap();
+    let classes: BTreeSet<&str> = journal
+        .lines()
+        .filter_map(|l| l.split("\"class\":\"").nth(1))
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    assert_eq!(classes, BTreeSet::from(["no_gpu"]), "{journal}");
+}

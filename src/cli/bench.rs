@@ -108,17 +108,17 @@ pub struct BenchArgs {
     #[arg(long, num_args = 1.., value_name = "KEY=VALUE")]
     pub metadata: Vec<String>,
     /// Limit per request (seconds or 90s / 10m) [default: the run timeout].
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_seconds_or_duration)]
     pub request_timeout: Option<Duration>,
     /// Time-based run (not in vLLM): send without pause for --ramp-up + DURATION and measure
     /// the window after the ramp-up; prompts are cycled (docs/loadgen.md, "Time-based runs").
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, value_parser = parse_seconds_or_duration, value_name = "DURATION")]
     pub duration: Option<Duration>,
     /// A timed run's unmeasured start [default: 5s; only with --duration].
-    #[arg(long, value_parser = parse_duration, requires = "duration")]
+    #[arg(long, value_parser = parse_seconds_or_duration, requires = "duration")]
     pub ramp_up: Option<Duration>,
     /// Limit for the whole measured run; open requests are cut and counted as failed.
-    #[arg(long, default_value = "600", value_parser = parse_duration)]
+    #[arg(long, default_value = "600", value_parser = parse_seconds_or_duration)]
     pub timeout: Duration,
     /// Retry a first test request this long until the server answers (0, the default as in
     /// vLLM, skips the check).
@@ -135,17 +135,21 @@ pub struct BenchArgs {
 
 /// Seconds (`90`, `0.5`) or humantime (`90s`, `10m`), at most `util::MAX_DURATION`: the run's
 /// deadline is `Instant::now() + timeout`, which must not overflow.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let d = match text.parse::<f64>() {
-        Ok(seconds) => Duration::try_from_secs_f64(seconds).map_err(|err| {
-            format!(
-                "`{text}`: {err}; at most {} s",
-                crate::util::MAX_DURATION.as_secs()
-            )
-        })?,
-        Err(_) => humantime::parse_duration(text).map_err(|err| format!("`{text}`: {err}"))?,
-    };
-    crate::util::check_duration(text, d)
+fn parse_seconds_or_duration(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<f64>() {
+        // vLLM's flags take plain seconds; the manifest's rules (`util::parse_duration`) apply
+        // to everything else, so the two never disagree about what `90s` or a week means.
+        Ok(seconds) => {
+            let d = Duration::try_from_secs_f64(seconds).map_err(|err| {
+                format!(
+                    "`{text}`: {err}; at most {} s",
+                    crate::util::MAX_DURATION.as_secs()
+                )
+            })?;
+            crate::util::check_duration(text, d)
+        }
+        Err(_) => crate::util::parse_duration(text),
+    }
 }
 
 /// `--ready-check-timeout-sec`: whole seconds, at most `util::MAX_DURATION`.

@@ -78,6 +78,8 @@ enum Readiness<T> {
     Waiting,
     Ready(T),
     Failed(Failure),
+    /// Removed for the disk budget: no pending session needed it.
+    Pruned,
 }
 
 impl<T> Readiness<T> {
@@ -972,7 +974,7 @@ impl Scheduler {
             Err(Shortage::Never) => {
                 let commit = &ctx.campaign.commits[ctx.dag.sessions[s].commit];
                 let f = Failure::new(
-                    FailureClass::Internal,
+                    FailureClass::NoGpu,
                     format!(
                         "needs {} GPUs per server; only {} available",
                         commit.server.gpus,
@@ -1023,7 +1025,7 @@ impl Scheduler {
         let since = *self.waiting_since.entry(s).or_insert_with(Instant::now);
         if since.elapsed() > idle_wait && self.running.is_empty() {
             let f = Failure::new(
-                FailureClass::Internal,
+                FailureClass::NoGpu,
                 format!(
                     "no idle GPU after {} ({list} in use by other processes)",
                     human_duration(idle_wait)
@@ -1287,6 +1289,14 @@ fn prerequisites(
         Some(Readiness::Waiting) => return Prerequisites::Wait,
         Some(Readiness::Failed(f)) => return Prerequisites::Failed(f.clone()),
         Some(Readiness::Ready(info)) => info,
+        // Pruning keeps every image a pending session needs; reaching this is a bug, and the
+        // session fails as one instead of the campaign stopping.
+        Some(Readiness::Pruned) => {
+            return Prerequisites::Failed(Failure::new(
+                FailureClass::Internal,
+                "the image was pruned while a pending session still needed it",
+            ));
+        }
         None => unreachable!("every pending session's image is being pulled"),
     };
     let key = (sess.commit, sess.arm);
@@ -1313,6 +1323,7 @@ fn prerequisites(
             Some(Readiness::Waiting) => return Prerequisites::Wait,
             Some(Readiness::Failed(f)) => return Prerequisites::Failed(f.clone()),
             Some(Readiness::Ready((r, _))) => r.clone(),
+            Some(Readiness::Pruned) => unreachable!("only images are pruned"),
         },
         root => ResolvedSource {
             source: source_of_root(root),
@@ -1400,10 +1411,7 @@ async fn prune_unneeded(
                     "pruned {reference}: no pending session needs it (disk budget {})",
                     human_bytes(budget)
                 ));
-                images.insert(
-                    image,
-                    Readiness::Failed(Failure::new(FailureClass::Internal, "pruned")),
-                );
+                images.insert(image, Readiness::Pruned);
                 let _guard = PULLED_IMAGES.lock().unwrap_or_else(|e| e.into_inner());
                 let _ = state::owned::forget_pulled(ctx.state_dir(), reference);
             }

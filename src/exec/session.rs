@@ -495,10 +495,10 @@ impl OnServer<'_> {
         outcome: &mut SessionOutcome,
     ) -> Result<bool, JournalError> {
         let ctx = self.ctx;
-        let point_index = match ctx.dag.graph[m].target {
-            crate::pipeline::expand::Target::Point { point, .. } => point,
-            _ => 0,
-        };
+        let (_, point_index) = ctx.dag.graph[m]
+            .target
+            .point()
+            .expect("a measure node targets a load point");
         let point = self.commit.load.points[point_index];
         let Some(_permit) = self.turn(point_index, owed).await else {
             outcome.interrupted = true;
@@ -621,10 +621,11 @@ impl OnServer<'_> {
         let (ctx, commit) = (self.ctx, self.commit);
         let dir = ctx.attempt_dir(m).map_err(JournalError)?;
         let node = &ctx.dag.graph[m];
-        let session = &ctx.dag.sessions[match node.target {
-            crate::pipeline::expand::Target::Point { session, .. } => session,
-            _ => 0,
-        }];
+        let (session, _) = node
+            .target
+            .point()
+            .expect("a measure node targets a load point");
+        let session = &ctx.dag.sessions[session];
         let arm = &commit.arms[session.arm];
         let metadata: Vec<(String, String)> = vec![
             ("address".into(), node.address.clone()),

@@ -34,6 +34,16 @@ pub enum Target {
     Commit(usize),
 }
 
+impl Target {
+    /// `(session, point)` of a measure node; None for any other target.
+    pub fn point(&self) -> Option<(usize, usize)> {
+        match *self {
+            Target::Point { session, point } => Some((session, point)),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Node {
     pub address: String,
