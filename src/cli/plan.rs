@@ -75,7 +75,7 @@ impl TargetArgs {
 }
 
 /// Everything `plan` and `apply` share: the campaign, its DAG and the plan against the state.
-pub struct Planned {
+pub struct PlannedCampaign {
     pub campaign: Campaign,
     pub dag: Dag,
     pub state: State,
@@ -113,7 +113,7 @@ pub fn make_plan(
     state_override: Option<&Path>,
     rerun: &[String],
     target: &Selection,
-) -> Result<Planned> {
+) -> Result<PlannedCampaign> {
     let mut campaign = load_campaign(path, state_override)?;
     let targeted = select::apply(&mut campaign, target).map_err(|e| miette::miette!("{e}"))?;
     print_warnings(&campaign);
@@ -126,7 +126,7 @@ pub fn make_plan(
         targeted: targeted.is_some(),
     };
     let plan = plan::plan(&campaign, &dag, &state, &opts);
-    Ok(Planned {
+    Ok(PlannedCampaign {
         campaign,
         dag,
         state,
@@ -142,7 +142,7 @@ pub async fn run_plan(args: PlanArgs) -> Result<ExitCode> {
         &args.rerun,
         &args.target.selection(),
     )?;
-    let Planned {
+    let PlannedCampaign {
         campaign,
         dag,
         plan,

@@ -1,6 +1,6 @@
 //! From trial records to the [`Report`]: per-arm summaries, comparisons, verdicts, the campaign
 //! summary and the failure breakdown. Pure: no I/O.
-use super::input::{Metrics, ReportInput, TrialOutcome, TrialRecord};
+use super::input::{ReportInput, TrialMetrics, TrialOutcome, TrialRecord};
 use super::metric::{HEADLINE, METRICS, MetricDef, metric};
 use super::model::*;
 use super::stats::{self, Better, Verdict};
@@ -138,7 +138,7 @@ fn points_in_order(records: &[&TrialRecord]) -> Vec<String> {
 fn arm_cell(arm: &ArmEntry, records: &[&TrialRecord], confidence: f64) -> ArmCell {
     let mut records = records.to_vec();
     records.sort_by_key(|r| r.trial);
-    let ok: Vec<(u32, &Metrics)> = records
+    let ok: Vec<(u32, &TrialMetrics)> = records
         .iter()
         .filter_map(|r| match &r.outcome {
             TrialOutcome::Ok(m) => Some((r.trial, m.as_ref())),
@@ -211,7 +211,9 @@ fn arm_cell(arm: &ArmEntry, records: &[&TrialRecord], confidence: f64) -> ArmCel
 }
 
 /// Per-request samples pooled over the arm's measured trials.
-fn distributions<'a>(trials: impl Iterator<Item = &'a Metrics>) -> BTreeMap<String, Distribution> {
+fn distributions<'a>(
+    trials: impl Iterator<Item = &'a TrialMetrics>,
+) -> BTreeMap<String, Distribution> {
     let (mut ttft, mut tpot, mut e2el) = (Vec::new(), Vec::new(), Vec::new());
     for m in trials {
         let per = m.per_request_ms();

@@ -123,7 +123,7 @@ impl MeasureInfo {
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum TrialOutcome {
     /// The measurement finished; its metrics.
-    Ok(Box<Metrics>),
+    Ok(Box<TrialMetrics>),
     /// A step of this trial failed (pull, patch, start, measure, ...).
     Failed(Failure),
     /// The arm does not exist for this commit (for example no patch file): not a failure.
@@ -134,7 +134,7 @@ pub enum TrialOutcome {
 /// Every field is optional so that results of older clients, or without `--save-detailed`,
 /// still load; a metric that is missing is reported as not available, never as zero.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Metrics {
+pub struct TrialMetrics {
     pub duration: Option<f64>,
     pub completed: Option<u64>,
     pub failed: Option<u64>,
@@ -181,9 +181,9 @@ pub struct Metrics {
     pub errors: Option<Vec<String>>,
 }
 
-impl Metrics {
+impl TrialMetrics {
     /// Loads a result JSON as written by the load generator (or by `vllm bench serve`).
-    pub fn from_json(text: &str) -> Result<Metrics, serde_json::Error> {
+    pub fn from_json(text: &str) -> Result<TrialMetrics, serde_json::Error> {
         serde_json::from_str(text)
     }
 
@@ -237,7 +237,7 @@ mod tests {
 
     #[test]
     fn loads_vllm_result_json() {
-        let m = Metrics::from_json(SAMPLE).expect("vLLM's result JSON loads");
+        let m = TrialMetrics::from_json(SAMPLE).expect("vLLM's result JSON loads");
         assert_eq!(m.completed, Some(50));
         assert!((m.output_throughput.unwrap() - 495.37375113424514).abs() < 1e-9);
         assert!((m.mean_tpot_ms.unwrap() - 12.476297336774254).abs() < 1e-9);
@@ -248,7 +248,7 @@ mod tests {
 
     #[test]
     fn per_request_samples_reproduce_vllm_means() {
-        let m = Metrics::from_json(SAMPLE).unwrap();
+        let m = TrialMetrics::from_json(SAMPLE).unwrap();
         let per = m.per_request_ms();
         assert_eq!(per.ttft.len(), 50);
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
@@ -267,12 +267,12 @@ mod tests {
 
     #[test]
     fn failed_requests_are_left_out_of_distributions() {
-        let m = Metrics {
+        let m = TrialMetrics {
             ttfts: Some(vec![0.1, 0.0, 0.2]),
             itls: Some(vec![vec![0.01, 0.01], vec![], vec![0.02, 0.02]]),
             output_lens: Some(vec![3, 0, 3]),
             errors: Some(vec![String::new(), "boom".into(), String::new()]),
-            ..Metrics::default()
+            ..TrialMetrics::default()
         };
         let per = m.per_request_ms();
         assert_eq!(per.ttft, vec![100.0, 200.0]);

@@ -1,5 +1,5 @@
 //! The metrics the report summarises and compares, keyed by vLLM's result JSON names.
-use super::input::Metrics;
+use super::input::TrialMetrics;
 use super::stats::Better;
 
 #[derive(Debug, Clone, Copy)]
@@ -12,13 +12,13 @@ pub struct MetricDef {
     pub better: Better,
     /// Shown in the compact terminal and Markdown tables (all metrics go to JSON, CSV, HTML).
     pub compact: bool,
-    get: fn(&Metrics) -> Option<f64>,
+    get: fn(&TrialMetrics) -> Option<f64>,
 }
 
 impl MetricDef {
     /// The metric's value in one trial; `None` when missing or not positive (log-scale statistics
     /// need positive values; vLLM writes 0 for an empty sample list, which is "no data", not 0 ms).
-    pub fn value(&self, m: &Metrics) -> Option<f64> {
+    pub fn value(&self, m: &TrialMetrics) -> Option<f64> {
         (self.get)(m).filter(|v| v.is_finite() && *v > 0.0)
     }
 }
@@ -78,7 +78,7 @@ mod tests {
         keys.dedup();
         assert_eq!(keys.len(), METRICS.len());
         assert_eq!(metric(HEADLINE).unwrap().better, Better::Higher);
-        let m = Metrics {
+        let m = TrialMetrics {
             output_throughput: Some(12.5),
             mean_ttft_ms: Some(0.0),
             ..Default::default()

@@ -14,7 +14,7 @@ pub mod render;
 pub mod seed;
 pub mod stats;
 
-pub use input::{ArmInfo, CommitInfo, Metrics, ReportInput, TrialOutcome, TrialRecord};
+pub use input::{ArmInfo, CommitInfo, ReportInput, TrialMetrics, TrialOutcome, TrialRecord};
 pub use model::Report;
 pub use render::terminal::ColorChoice;
 

@@ -195,7 +195,7 @@ pub fn verdict_rates(reports: &[Report], kind: ComparisonKind) -> Rates {
 /// values follow the scenario (the human arm carries the true difference), for running the
 /// whole report path (`analyze`) on simulated data.
 pub fn synthetic_campaign(scenario: &Scenario, commits: usize, seed: u64) -> super::ReportInput {
-    use super::input::{ArmInfo, CommitInfo, Metrics, ReportInput, TrialOutcome, TrialRecord};
+    use super::input::{ArmInfo, CommitInfo, ReportInput, TrialMetrics, TrialOutcome, TrialRecord};
     use crate::manifest::types::ArmRole;
     let mut rng = StdRng::seed_from_u64(seed);
     let mut trials = Vec::new();
@@ -210,9 +210,9 @@ pub fn synthetic_campaign(scenario: &Scenario, commits: usize, seed: u64) -> sup
                     arm: arm.into(),
                     trial: v.trial,
                     point: "conc=16".into(),
-                    outcome: TrialOutcome::Ok(Box::new(Metrics {
+                    outcome: TrialOutcome::Ok(Box::new(TrialMetrics {
                         output_throughput: Some(v.value),
-                        ..Metrics::default()
+                        ..TrialMetrics::default()
                     })),
                     timestamp: String::new(),
                     duration_s: 0.0,

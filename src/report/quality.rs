@@ -455,7 +455,7 @@ pub fn planning(commits: &[CommitReport], confidence: f64) -> Planning {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::input::{ArmInfo, CommitInfo, MeasureInfo, Metrics};
+    use crate::report::input::{ArmInfo, CommitInfo, MeasureInfo, TrialMetrics};
 
     /// Two arms × 2 trials; `gpu(arm, trial)` and `start(arm, trial)` place each trial.
     fn input(
@@ -471,10 +471,10 @@ mod tests {
                     arm: arm.into(),
                     trial,
                     point: "conc=8".into(),
-                    outcome: TrialOutcome::Ok(Box::new(Metrics {
+                    outcome: TrialOutcome::Ok(Box::new(TrialMetrics {
                         output_throughput: Some(1000.0 + trial as f64),
                         completed: Some(500),
-                        ..Metrics::default()
+                        ..TrialMetrics::default()
                     })),
                     timestamp: String::new(),
                     duration_s: 20.0,

@@ -1,6 +1,6 @@
 //! Recorded results → the report's input: every measurement's metrics or failure, and every
 //! absent arm, read from the journal and the attempt directories.
-use super::input::{ArmInfo, CommitInfo, Metrics, ReportInput, TrialOutcome, TrialRecord};
+use super::input::{ArmInfo, CommitInfo, ReportInput, TrialMetrics, TrialOutcome, TrialRecord};
 use crate::manifest::Campaign;
 use crate::pipeline::expand::{Dag, Target};
 use crate::state::{Event, State};
@@ -82,7 +82,7 @@ pub fn report_input(
                         .map_err(|e| e.to_string())
                         .and_then(|t| {
                             audit_warnings = audit_warnings_of(&t);
-                            Metrics::from_json(&t).map_err(|e| e.to_string())
+                            TrialMetrics::from_json(&t).map_err(|e| e.to_string())
                         }) {
                         Ok(metrics) => TrialOutcome::Ok(Box::new(metrics)),
                         Err(e) => TrialOutcome::Failed(crate::failure::Failure::new(

@@ -159,7 +159,7 @@ fn raw_runs(
 }
 
 /// One run's metrics under the seed's keys, counts as integers.
-fn run_metrics(m: &super::input::Metrics) -> serde_json::Map<String, Value> {
+fn run_metrics(m: &super::input::TrialMetrics) -> serde_json::Map<String, Value> {
     let v = serde_json::to_value(m).unwrap_or_default();
     let mut out = serde_json::Map::new();
     for (ours, theirs) in METRIC_KEYS {
@@ -274,14 +274,14 @@ fn seed_json(
         .collect();
     if success {
         // Counts of the load generator's own result, medians over the measured trials.
-        let ok_metrics: Vec<&super::input::Metrics> = records
+        let ok_metrics: Vec<&super::input::TrialMetrics> = records
             .iter()
             .filter_map(|t| match &t.outcome {
                 TrialOutcome::Ok(m) => Some(m.as_ref()),
                 _ => None,
             })
             .collect();
-        let med = |f: fn(&super::input::Metrics) -> Option<f64>| {
+        let med = |f: fn(&super::input::TrialMetrics) -> Option<f64>| {
             median(&ok_metrics.iter().filter_map(|m| f(m)).collect::<Vec<_>>())
         };
         // Counts stay integers (the seed's `"successful_requests": 50`): a median of an even

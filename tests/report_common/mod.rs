@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 use isobench::failure::{CrashCause, Failure, FailureClass};
 use isobench::manifest::types::ArmRole;
-use isobench::report::{ArmInfo, CommitInfo, Metrics, ReportInput, TrialOutcome, TrialRecord};
+use isobench::report::{ArmInfo, CommitInfo, ReportInput, TrialMetrics, TrialOutcome, TrialRecord};
 use std::path::{Path, PathBuf};
 
 /// A fresh `target/test-artifacts/<name>/` (kept after the test for people and CI to look at).
@@ -20,7 +20,7 @@ pub fn artifacts(name: &str) -> PathBuf {
 
 /// Metrics of one trial: throughput `tput` tok/s, TTFT `ttft` ms, TPOT `tpot` ms, with
 /// per-request arrays (8 requests, 4 output tokens each) consistent with the means.
-pub fn metrics(tput: f64, ttft: f64, tpot: f64) -> Metrics {
+pub fn metrics(tput: f64, ttft: f64, tpot: f64) -> TrialMetrics {
     let requests = 8;
     let out_len = 4u64;
     // Spread TTFT around its mean so distributions have width: ttft · (0.7 .. 1.3).
@@ -30,7 +30,7 @@ pub fn metrics(tput: f64, ttft: f64, tpot: f64) -> Metrics {
     let itls: Vec<Vec<f64>> = (0..requests)
         .map(|_| vec![tpot / 1e3; (out_len - 1) as usize])
         .collect();
-    Metrics {
+    TrialMetrics {
         duration: Some(10.0),
         completed: Some(requests as u64),
         failed: Some(0),
@@ -52,7 +52,7 @@ pub fn metrics(tput: f64, ttft: f64, tpot: f64) -> Metrics {
         itls: Some(itls),
         output_lens: Some(vec![out_len; requests]),
         input_lens: Some(vec![512; requests]),
-        ..Metrics::default()
+        ..TrialMetrics::default()
     }
 }
 
