@@ -654,7 +654,20 @@ impl OnServer<'_> {
         crate::util::fsx::write_atomic(&path, br.to_json_text(true, &metadata).as_bytes())
             .map_err(JournalError)?;
         // `duration_s` feeds the report's trial durations and the seed files' `duration_s`.
-        ctx.done(m, &[path], Some(serde_json::json!({"output_throughput": br.metrics.output_throughput, "completed": br.metrics.completed, "failed": br.metrics.failed, "duration_s": measured.t0.elapsed().as_secs_f64(), "window_start": measured.window_start, "window_end": measured.window_end, "gpus": gpu_labels, "isolate": ctx.isolate.as_str(), "measured_s": br.window.as_ref().map(|w| w.duration_s), "prompts_reused": br.window.as_ref().map(|w| w.prompts_reused)})))?;
+        let info = crate::state::MeasureDoneInfo {
+            output_throughput: br.metrics.output_throughput,
+            completed: br.metrics.completed,
+            failed: br.metrics.failed,
+            duration_s: measured.t0.elapsed().as_secs_f64(),
+            window_start: Some(measured.window_start),
+            window_end: Some(measured.window_end),
+            gpus: gpu_labels,
+            isolate: Some(ctx.isolate.as_str().to_string()),
+            measured_s: br.window.as_ref().map(|w| w.duration_s),
+            prompts_reused: br.window.as_ref().map(|w| w.prompts_reused as u64),
+        };
+        let info = serde_json::to_value(info).expect("plain data serialises");
+        ctx.done(m, &[path], Some(info))?;
         Ok(())
     }
 }

@@ -229,25 +229,14 @@ fn measure_info(
     info: Option<&serde_json::Value>,
     audit_warnings: Vec<String>,
 ) -> Option<crate::report::input::MeasureInfo> {
-    let info = info?;
+    let info: crate::state::MeasureDoneInfo = serde_json::from_value(info?.clone()).ok()?;
     Some(crate::report::input::MeasureInfo {
-        window_start: info.get("window_start")?.as_f64()?,
-        window_end: info.get("window_end")?.as_f64()?,
-        measured_s: info.get("measured_s").and_then(|v| v.as_f64()),
-        prompts_reused: info.get("prompts_reused").and_then(|v| v.as_u64()),
-        gpus: info
-            .get("gpus")
-            .and_then(|g| g.as_array())
-            .map(|g| {
-                g.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        isolate: info
-            .get("isolate")
-            .and_then(|v| v.as_str())
-            .map(str::to_string),
+        window_start: info.window_start?,
+        window_end: info.window_end?,
+        measured_s: info.measured_s,
+        prompts_reused: info.prompts_reused,
+        gpus: info.gpus,
+        isolate: info.isolate,
         audit_warnings,
     })
 }

@@ -38,6 +38,36 @@ pub enum Event {
     Failed,
 }
 
+/// The `info` of a finished measure step's entry: written by `exec`, read back by `report`
+/// (typed on both sides, so a renamed field cannot silently read as missing). Fields added over
+/// time are optional, so older journals still load.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MeasureDoneInfo {
+    /// The headline, for the live view and `plan`'s summary.
+    pub output_throughput: f64,
+    pub completed: usize,
+    pub failed: usize,
+    /// The measure step's wall time (the seed files' `duration_s`).
+    pub duration_s: f64,
+    /// The run, in seconds since the Unix epoch (one clock for every trial of a state).
+    #[serde(default)]
+    pub window_start: Option<f64>,
+    #[serde(default)]
+    pub window_end: Option<f64>,
+    /// GPU UUIDs (or `gpu<index>` for declared GPUs without one).
+    #[serde(default)]
+    pub gpus: Vec<String>,
+    /// The isolation policy it was measured under.
+    #[serde(default)]
+    pub isolate: Option<String>,
+    /// Timed runs: the measured window's length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_s: Option<f64>,
+    /// Timed runs: requests that re-sent a prompt of the same run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompts_reused: Option<u64>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Entry {
     /// Journal format version.
