@@ -186,8 +186,6 @@ const LONG_FNS: &[(&str, &str, usize)] = &[
     // The per-commit resolution of the manifest; being split by its owner (load, check,
     // resolve per commit, issue 18).
     ("manifest/resolve.rs", "resolve_commit", 276),
-    // The cluster settings' checks, one after another; in the file above.
-    ("manifest/resolve.rs", "resolve_cluster", 164),
     // `isobench worker` (the Slurm node side) and the controller's session follow-up: the
     // Slurm backend is being reworked in its own branch.
     ("exec/cluster.rs", "worker", 284),

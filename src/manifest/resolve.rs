@@ -805,9 +805,44 @@ impl<'a> Resolver<'a> {
     ) -> Option<super::model::ClusterSettings> {
         let c = file.cluster.as_ref()?;
         let mut out = ClusterSettings::default();
+        // One check per knob, in the order of the diagnostics they report.
+        if let Some(backend) = self.cluster_backend(c) {
+            out.backend = backend;
+        }
+        self.check_cluster_names(c);
+        out.partition = c.partition.clone();
+        out.account = c.account.clone();
+        out.qos = c.qos.clone();
+        out.constraint = c.constraint.clone();
+        out.time_limit = self.cluster_time_limit(c);
+        if let Some(d) = self.cluster_poll_interval(c) {
+            out.poll_interval = d;
+        }
+        if let Some((gres, gpu_kind)) = self.cluster_gres(c) {
+            out.gres = gres;
+            if let Some(kind) = gpu_kind
+                && resources.gpu_kind.is_none()
+            {
+                resources.gpu_kind = Some(kind);
+            }
+        }
+        self.check_sbatch_args(c);
+        out.sbatch_args = c.sbatch_args.clone().unwrap_or_default();
+        if let Some(placement) = self.cluster_placement(c) {
+            out.placement = placement;
+        }
+        out.retries = c.retries.unwrap_or(out.retries);
+        // Patched arms run too: the process runtime's patched tree is built by the controller
+        // into the (shared) state directory, a Docker arm's derived image on each job's node
+        // (`exec::cluster`, docs/cluster.md).
+        Some(out)
+    }
+
+    /// `cluster.backend`; `None` keeps the default (local), also after reporting an unknown one.
+    fn cluster_backend(&mut self, c: &ClusterDef) -> Option<ClusterBackend> {
         match c.backend.as_deref() {
-            None | Some("local") => {}
-            Some("slurm") => out.backend = ClusterBackend::Slurm,
+            None | Some("local") => None,
+            Some("slurm") => Some(ClusterBackend::Slurm),
             Some(other) => {
                 self.err(
                     "cluster.backend",
@@ -815,8 +850,14 @@ impl<'a> Resolver<'a> {
                     "unknown",
                 )
                 .with_help("use `local` (this host) or `slurm`");
+                None
             }
         }
+    }
+
+    /// Partition, account, QoS and constraint go to `sbatch` as single words: a space would
+    /// split the option.
+    fn check_cluster_names(&mut self, c: &ClusterDef) {
         for (field, value) in [
             ("partition", &c.partition),
             ("account", &c.account),
@@ -833,70 +874,83 @@ impl<'a> Resolver<'a> {
                 );
             }
         }
-        out.partition = c.partition.clone();
-        out.account = c.account.clone();
-        out.qos = c.qos.clone();
-        out.constraint = c.constraint.clone();
-        if let Some(t) = &c.time_limit {
-            match util::parse_duration(t) {
-                Ok(d) if d.as_secs() >= 60 => out.time_limit = Some(d),
-                Ok(_) => {
-                    self.err(
-                        "cluster.time_limit",
-                        "a Slurm time limit is at least one minute",
-                        "too short",
-                    )
-                    .with_help(
-                        "Slurm counts time limits in whole minutes, e.g. `time_limit = \"2m\"`",
-                    );
-                }
-                Err(e) => {
-                    self.err("cluster.time_limit", e, "not a duration");
-                }
-            }
-        }
-        if let Some(t) = &c.poll_interval {
-            match util::parse_duration(t) {
-                Ok(d) if !d.is_zero() => out.poll_interval = d,
-                Ok(_) => {
-                    self.err("cluster.poll_interval", "must be positive", "zero");
-                }
-                Err(e) => {
-                    self.err("cluster.poll_interval", e, "not a duration");
-                }
-            }
-        }
-        if let Some(g) = &c.gres {
-            let parts: Vec<&str> = g.split(':').collect();
-            let word = |p: &str| {
-                !p.is_empty()
-                    && p.chars()
-                        .all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch))
-            };
-            if parts.len() > 2 || !parts.iter().all(|p| word(p)) {
+    }
+
+    /// `cluster.time_limit`: Slurm counts whole minutes, so anything shorter is an error rather
+    /// than a silent round-up.
+    fn cluster_time_limit(&mut self, c: &ClusterDef) -> Option<std::time::Duration> {
+        let t = c.time_limit.as_ref()?;
+        match util::parse_duration(t) {
+            Ok(d) if d.as_secs() >= 60 => Some(d),
+            Ok(_) => {
                 self.err(
-                    "cluster.gres",
-                    format!("`gres` must be a GRES name or name:type, found {g:?}"),
-                    "not a GRES name",
+                    "cluster.time_limit",
+                    "a Slurm time limit is at least one minute",
+                    "too short",
                 )
-                .with_help("e.g. `gres = \"gpu\"` or `gres = \"gpu:h100\"`; the count comes from `server.gpus`");
-            } else if parts.len() == 2 && parts[1].chars().all(|ch| ch.is_ascii_digit()) {
-                self.err(
-                    "cluster.gres",
-                    format!("`gres` names the GPU type, not a count: {g:?}"),
-                    "a count",
-                )
-                .with_help(
-                    "set the GPUs per session with `server.gpus` (per campaign or per commit)",
-                );
-            } else {
-                out.gres = g.clone();
-                if parts.len() == 2 && resources.gpu_kind.is_none() {
-                    resources.gpu_kind = Some(parts[1].to_string());
-                }
+                .with_help("Slurm counts time limits in whole minutes, e.g. `time_limit = \"2m\"`");
+                None
+            }
+            Err(e) => {
+                self.err("cluster.time_limit", e, "not a duration");
+                None
             }
         }
-        // Options isobench sets itself would make a job isobench cannot follow or bill.
+    }
+
+    /// `cluster.poll_interval`: a zero interval would spin on `squeue`.
+    fn cluster_poll_interval(&mut self, c: &ClusterDef) -> Option<std::time::Duration> {
+        let t = c.poll_interval.as_ref()?;
+        match util::parse_duration(t) {
+            Ok(d) if !d.is_zero() => Some(d),
+            Ok(_) => {
+                self.err("cluster.poll_interval", "must be positive", "zero");
+                None
+            }
+            Err(e) => {
+                self.err("cluster.poll_interval", e, "not a duration");
+                None
+            }
+        }
+    }
+
+    /// `cluster.gres`: a name or `name:type`, never a count (that comes from `server.gpus`).
+    /// Returns the GRES and, for a typed one, the type, which may name the GPU model for keys.
+    fn cluster_gres(&mut self, c: &ClusterDef) -> Option<(String, Option<String>)> {
+        let g = c.gres.as_ref()?;
+        let parts: Vec<&str> = g.split(':').collect();
+        let word = |p: &str| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch))
+        };
+        if parts.len() > 2 || !parts.iter().all(|p| word(p)) {
+            self.err(
+                "cluster.gres",
+                format!("`gres` must be a GRES name or name:type, found {g:?}"),
+                "not a GRES name",
+            )
+            .with_help(
+                "e.g. `gres = \"gpu\"` or `gres = \"gpu:h100\"`; the count comes from `server.gpus`",
+            );
+            None
+        } else if parts.len() == 2 && parts[1].chars().all(|ch| ch.is_ascii_digit()) {
+            self.err(
+                "cluster.gres",
+                format!("`gres` names the GPU type, not a count: {g:?}"),
+                "a count",
+            )
+            .with_help("set the GPUs per session with `server.gpus` (per campaign or per commit)");
+            None
+        } else {
+            let kind = (parts.len() == 2).then(|| parts[1].to_string());
+            Some((g.clone(), kind))
+        }
+    }
+
+    /// `cluster.sbatch_args`: options isobench sets itself would make a job isobench cannot
+    /// follow or bill, so they are refused.
+    fn check_sbatch_args(&mut self, c: &ClusterDef) {
         const OWN: &[&str] = &[
             "--job-name",
             "-J",
@@ -936,10 +990,13 @@ impl<'a> Resolver<'a> {
                 );
             }
         }
-        out.sbatch_args = c.sbatch_args.clone().unwrap_or_default();
+    }
+
+    /// `cluster.placement`; `None` keeps the default (spread), also after reporting an unknown one.
+    fn cluster_placement(&mut self, c: &ClusterDef) -> Option<Placement> {
         match c.placement.as_deref() {
-            None | Some("spread") => {}
-            Some("same-node") => out.placement = Placement::SameNode,
+            None | Some("spread") => None,
+            Some("same-node") => Some(Placement::SameNode),
             Some(other) => {
                 self.err(
                     "cluster.placement",
@@ -947,13 +1004,9 @@ impl<'a> Resolver<'a> {
                     "unknown",
                 )
                 .with_help("use `spread` or `same-node`");
+                None
             }
         }
-        out.retries = c.retries.unwrap_or(out.retries);
-        // Patched arms run too: the process runtime's patched tree is built by the controller
-        // into the (shared) state directory, a Docker arm's derived image on each job's node
-        // (`exec::cluster`, docs/cluster.md).
-        Some(out)
     }
 
     /// Hash syntax, duplicates, and unambiguous short forms (8 characters, longer on a clash).
