@@ -156,6 +156,18 @@ struct ArmCtx {
     image: String,
 }
 
+impl ArmCtx {
+    /// Where the arm's server comes from, as templates see it: `arm.image` or `arm.path` (a
+    /// patched arm shows its base's).
+    fn locate(&mut self, source: &ArmSource) {
+        match source.root() {
+            ArmSource::Image { reference } => self.image = reference.clone(),
+            ArmSource::Path { root } => self.path = root.display().to_string(),
+            ArmSource::Patched(_) => {}
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct ServerCtx<'a> {
     max_model_len: Option<u32>,
@@ -1074,38 +1086,8 @@ impl<'a> Resolver<'a> {
         resources: &ResourceSettings,
     ) -> Option<Commit> {
         let p = format!("commits[{i}]");
-        let model_def = match file.models.get(&c.model) {
-            Some(m) => m,
-            None => {
-                let e = self.err(
-                    &format!("{p}.model"),
-                    format!("unknown model `{}`", c.model),
-                    "not in [models]",
-                );
-                match did_you_mean(&c.model, file.models.keys().map(String::as_str)) {
-                    Some(g) => e.with_help(format!("did you mean `{g}`?")),
-                    None => e.with_help(format!(
-                        "defined models: {}",
-                        file.models.keys().cloned().collect::<Vec<_>>().join(", ")
-                    )),
-                };
-                return None;
-            }
-        };
-        if let Some(only) = &c.arms {
-            for (k, name) in only.iter().enumerate() {
-                if !arms.iter().any(|a| &a.def.name == name) {
-                    let e = self.err(
-                        &format!("{p}.arms[{k}]"),
-                        format!("commit lists unknown arm `{name}`"),
-                        "unknown arm",
-                    );
-                    if let Some(g) = did_you_mean(name, arms.iter().map(|a| a.def.name.as_str())) {
-                        e.with_help(format!("did you mean `{g}`?"));
-                    }
-                }
-            }
-        }
+        let model_def = self.commit_model_def(file, c, &p)?;
+        self.check_commit_arm_names(c, arms, &p);
         let empty = ServerSettings::default();
         let commit_server = c.server.as_ref().unwrap_or(&empty);
         if c.server.is_some() {
@@ -1117,20 +1099,9 @@ impl<'a> Resolver<'a> {
         let server_settings = merge_server(commit_server, &file.server);
         let load = self.resolve_load(c.load.as_ref(), &file.load, &format!("{p}.load"))?;
         let server = self.resolve_server(&server_settings, &p, c.server.is_some(), resources)?;
+        let model = self.commit_model(c, model_def);
 
-        let files = self.model_files.get(&c.model).cloned().unwrap_or_default();
-        let path = files.path.unwrap_or_else(|| model_def.hf.clone());
-        let model = Model {
-            hf: model_def.hf.clone(),
-            // Unless told otherwise, vLLM serves a model under the name it was started with.
-            served_name: model_def
-                .served_name
-                .clone()
-                .unwrap_or_else(|| path.clone()),
-            path,
-            tokenizer: files.tokenizer,
-            revision: model_def.revision.clone(),
-        };
+        // The template contexts every arm's command is rendered with.
         let parent_short: String = c.parent.chars().take(short.len().max(8)).collect();
         let commit_ctx = CommitCtx {
             human: &c.human,
@@ -1153,60 +1124,22 @@ impl<'a> Resolver<'a> {
             revision: model.revision.as_deref().unwrap_or(""),
             served_name: &model.served_name,
         };
-        let repo = match (&file.images.registry, &file.images.repo) {
-            (Some(reg), Some(repo)) => format!("{}/{repo}", reg.trim_end_matches('/')),
-            (None, Some(repo)) => repo.clone(),
-            (_, None) => String::new(),
-        };
+        let repo = image_repo(&file.images);
         let empty_vars = BTreeMap::new();
         let server_ctx = ServerCtx {
             max_model_len: server_settings.max_model_len,
             gpus: server.gpus,
             vars: server_settings.vars.as_ref().unwrap_or(&empty_vars),
         };
-
-        // Command template site: the commit's own, else the campaign's, else the default.
-        let (command_site, command_text, command_span) = if let Some(cmd) = &commit_server.command {
-            (
-                format!("{p}.server.command"),
-                cmd.clone(),
-                self.spans.value(&format!("{p}.server.command")),
-            )
-        } else if let Some(cmd) = &file.server.command {
-            (
-                "server.command".to_string(),
-                cmd.clone(),
-                self.spans.value("server.command"),
-            )
-        } else {
-            (
-                "server.command (default)".to_string(),
-                d::SERVER_COMMAND.to_string(),
-                self.spans.value("server"),
-            )
-        };
-        if !self.templates.add(
-            &command_site,
-            &command_text,
-            command_span,
-            self.source,
-            &mut self.out,
-        ) {
-            return None;
-        }
+        let command_site = self.command_template(file, commit_server, &p)?;
 
         let mut resolved_arms: Vec<CommitArm> = Vec::new();
         let mut absent: Vec<AbsentArm> = Vec::new();
         let mut normalized: Vec<(String, String, String)> = Vec::new(); // (arm, normalized command, normalized env)
         for arm in arms {
             let def = arm.def;
-            if let Some(only) = &c.arms
-                && !only.contains(&def.name)
-            {
-                absent.push(AbsentArm {
-                    arm: def.name.clone(),
-                    reason: "not listed in this commit's `arms`".into(),
-                });
+            if let Some(unlisted) = unlisted_arm(c, def) {
+                absent.push(unlisted);
                 continue;
             }
             let mut arm_ctx = ArmCtx {
@@ -1236,11 +1169,7 @@ impl<'a> Resolver<'a> {
                 }
                 None => continue, // error already reported
             };
-            match source.root() {
-                ArmSource::Image { reference } => arm_ctx.image = reference.clone(),
-                ArmSource::Path { root } => arm_ctx.path = root.display().to_string(),
-                ArmSource::Patched(_) => {}
-            }
+            arm_ctx.locate(&source);
             let ctx = Ctx {
                 commit: &commit_ctx,
                 model: &model_ctx,
@@ -1252,34 +1181,8 @@ impl<'a> Resolver<'a> {
                 port: PORT_PLACEHOLDER,
                 isobench: EXE_PLACEHOLDER,
             };
-            self.templates.take_env_reads();
-            let rendered = self
-                .templates
-                .render(&command_site, &ctx, self.source, &mut self.out);
-            self.warn_env_in_argv(&command_site);
-            let Some(line) = rendered else {
+            let Some((line, mut argv)) = self.render_command(&command_site, &ctx) else {
                 continue;
-            };
-            let mut argv = match split_command(&line) {
-                Ok(a) if !a.is_empty() => a,
-                Ok(_) => {
-                    self.out.error(
-                        self.source,
-                        self.spans.value(&command_site),
-                        "the server command renders to nothing",
-                        "empty command",
-                    );
-                    continue;
-                }
-                Err(e) => {
-                    self.out.error(
-                        self.source,
-                        self.spans.value(&command_site),
-                        format!("the server command does not split into arguments: {e}"),
-                        "bad quoting",
-                    );
-                    continue;
-                }
             };
             argv.extend(server_settings.args.clone().unwrap_or_default());
             let normalized_command = normalize_for_drift(&line, &arm_ctx);
@@ -1301,31 +1204,8 @@ impl<'a> Resolver<'a> {
                 declared_env: def.env.clone(),
             });
         }
-        // Same configuration for every arm: after masking what an arm may declare (its own name,
-        // image, path, args, env), the rendered commands must be identical.
-        if let Some((first_arm, first_cmd, _)) = normalized.first().cloned() {
-            for (arm_name, cmd, _) in normalized.iter().skip(1) {
-                if cmd != &first_cmd {
-                    let site = command_site.clone();
-                    self.out
-                        .error(self.source, self.spans.value(&site), format!("commit {short}: the server command differs between arms `{first_arm}` and `{arm_name}` beyond their declared fields"), "renders differently per arm")
-                        .with_help(format!("arms of one commit may differ only in their image/path/patch and their declared `args`/`env`; `{first_arm}`: `{first_cmd}`, `{arm_name}`: `{cmd}`"));
-                    break;
-                }
-            }
-        }
-        // GPUs the servers ask for must exist.
-        if let GpuInventory::Declared(list) = &resources.gpus
-            && server.gpus as usize > list.len()
-        {
-            let at = if commit_server.gpus.is_some() {
-                format!("{p}.server.gpus")
-            } else {
-                "server.gpus".to_string()
-            };
-            self.err(&at, format!("unsatisfiable GPU request: commit {short} needs {} GPUs per server, only {} declared", server.gpus, list.len()), "more GPUs than declared")
-                .with_help("lower `gpus` or declare more in `resources.gpus`");
-        }
+        self.check_arm_drift(&normalized, &command_site, short);
+        self.check_gpu_request(resources, server.gpus, commit_server, &p, short);
         Some(Commit {
             human: c.human.to_ascii_lowercase(),
             parent: c.parent.to_ascii_lowercase(),
@@ -1339,6 +1219,185 @@ impl<'a> Resolver<'a> {
             arms: resolved_arms,
             absent,
         })
+    }
+
+    /// The commit's entry in `[models]`; `None` after reporting an unknown name (with a
+    /// suggestion or the list), since nothing of the commit can be resolved without it.
+    fn commit_model_def<'f>(
+        &mut self,
+        file: &'f ManifestFile,
+        c: &CommitDef,
+        p: &str,
+    ) -> Option<&'f ModelDef> {
+        if let Some(m) = file.models.get(&c.model) {
+            return Some(m);
+        }
+        let e = self.err(
+            &format!("{p}.model"),
+            format!("unknown model `{}`", c.model),
+            "not in [models]",
+        );
+        match did_you_mean(&c.model, file.models.keys().map(String::as_str)) {
+            Some(g) => e.with_help(format!("did you mean `{g}`?")),
+            None => e.with_help(format!(
+                "defined models: {}",
+                file.models.keys().cloned().collect::<Vec<_>>().join(", ")
+            )),
+        };
+        None
+    }
+
+    /// A commit's `arms` may only name arms of `[[arms]]`: a typo would silently drop an arm.
+    fn check_commit_arm_names(&mut self, c: &CommitDef, arms: &[ArmPlan], p: &str) {
+        let Some(only) = &c.arms else {
+            return;
+        };
+        for (k, name) in only.iter().enumerate() {
+            if !arms.iter().any(|a| &a.def.name == name) {
+                let e = self.err(
+                    &format!("{p}.arms[{k}]"),
+                    format!("commit lists unknown arm `{name}`"),
+                    "unknown arm",
+                );
+                if let Some(g) = did_you_mean(name, arms.iter().map(|a| a.def.name.as_str())) {
+                    e.with_help(format!("did you mean `{g}`?"));
+                }
+            }
+        }
+    }
+
+    /// The commit's model as its servers see it: the local files found for `[models]` (see
+    /// `check_models`), else the hub id.
+    fn commit_model(&self, c: &CommitDef, model_def: &ModelDef) -> Model {
+        let files = self.model_files.get(&c.model).cloned().unwrap_or_default();
+        let path = files.path.unwrap_or_else(|| model_def.hf.clone());
+        Model {
+            hf: model_def.hf.clone(),
+            // Unless told otherwise, vLLM serves a model under the name it was started with.
+            served_name: model_def
+                .served_name
+                .clone()
+                .unwrap_or_else(|| path.clone()),
+            path,
+            tokenizer: files.tokenizer,
+            revision: model_def.revision.clone(),
+        }
+    }
+
+    /// Compiles the commit's server command template and returns its site, the name errors are
+    /// reported under: the commit's own, else the campaign's, else the default. `None` when
+    /// the template does not compile (reported).
+    fn command_template(
+        &mut self,
+        file: &ManifestFile,
+        commit_server: &ServerSettings,
+        p: &str,
+    ) -> Option<String> {
+        let (command_site, command_text, command_span) = if let Some(cmd) = &commit_server.command {
+            (
+                format!("{p}.server.command"),
+                cmd.clone(),
+                self.spans.value(&format!("{p}.server.command")),
+            )
+        } else if let Some(cmd) = &file.server.command {
+            (
+                "server.command".to_string(),
+                cmd.clone(),
+                self.spans.value("server.command"),
+            )
+        } else {
+            (
+                "server.command (default)".to_string(),
+                d::SERVER_COMMAND.to_string(),
+                self.spans.value("server"),
+            )
+        };
+        self.templates
+            .add(
+                &command_site,
+                &command_text,
+                command_span,
+                self.source,
+                &mut self.out,
+            )
+            .then_some(command_site)
+    }
+
+    /// One arm's server command: rendered and split into arguments. `None` after reporting
+    /// why it cannot run (template error, nothing left, bad quoting).
+    fn render_command(&mut self, command_site: &str, ctx: &Ctx) -> Option<(String, Vec<String>)> {
+        self.templates.take_env_reads();
+        let rendered = self
+            .templates
+            .render(command_site, ctx, self.source, &mut self.out);
+        self.warn_env_in_argv(command_site);
+        let line = rendered?;
+        match split_command(&line) {
+            Ok(a) if !a.is_empty() => Some((line, a)),
+            Ok(_) => {
+                self.out.error(
+                    self.source,
+                    self.spans.value(command_site),
+                    "the server command renders to nothing",
+                    "empty command",
+                );
+                None
+            }
+            Err(e) => {
+                self.out.error(
+                    self.source,
+                    self.spans.value(command_site),
+                    format!("the server command does not split into arguments: {e}"),
+                    "bad quoting",
+                );
+                None
+            }
+        }
+    }
+
+    /// Same configuration for every arm: after masking what an arm may declare (its own name,
+    /// image, path, args, env), the rendered commands must be identical. `normalized` holds
+    /// (arm, normalized command, normalized env) per arm.
+    fn check_arm_drift(
+        &mut self,
+        normalized: &[(String, String, String)],
+        command_site: &str,
+        short: &str,
+    ) {
+        if let Some((first_arm, first_cmd, _)) = normalized.first().cloned() {
+            for (arm_name, cmd, _) in normalized.iter().skip(1) {
+                if cmd != &first_cmd {
+                    let site = command_site.to_string();
+                    self.out
+                        .error(self.source, self.spans.value(&site), format!("commit {short}: the server command differs between arms `{first_arm}` and `{arm_name}` beyond their declared fields"), "renders differently per arm")
+                        .with_help(format!("arms of one commit may differ only in their image/path/patch and their declared `args`/`env`; `{first_arm}`: `{first_cmd}`, `{arm_name}`: `{cmd}`"));
+                    break;
+                }
+            }
+        }
+    }
+
+    /// GPUs the servers ask for must exist (where `resources.gpus` declares them): reported
+    /// here rather than as a session that can never be scheduled.
+    fn check_gpu_request(
+        &mut self,
+        resources: &ResourceSettings,
+        gpus: u32,
+        commit_server: &ServerSettings,
+        p: &str,
+        short: &str,
+    ) {
+        if let GpuInventory::Declared(list) = &resources.gpus
+            && gpus as usize > list.len()
+        {
+            let at = if commit_server.gpus.is_some() {
+                format!("{p}.server.gpus")
+            } else {
+                "server.gpus".to_string()
+            };
+            self.err(&at, format!("unsatisfiable GPU request: commit {short} needs {} GPUs per server, only {} declared", gpus, list.len()), "more GPUs than declared")
+                .with_help("lower `gpus` or declare more in `resources.gpus`");
+        }
     }
 
     /// The source of an arm for one commit: `Some(Ok)`, `Some(Err(reason))` when the arm is
@@ -1626,6 +1685,24 @@ impl<'a> Resolver<'a> {
                 .clone()
                 .or_else(|| campaign.api_key_env.clone()),
         })
+    }
+}
+
+/// An arm the commit's `arms` leaves out is absent for it (shown as such), not an error.
+fn unlisted_arm(c: &CommitDef, def: &ArmDef) -> Option<AbsentArm> {
+    let only = c.arms.as_ref()?;
+    (!only.contains(&def.name)).then(|| AbsentArm {
+        arm: def.name.clone(),
+        reason: "not listed in this commit's `arms`".into(),
+    })
+}
+
+/// The image repository templates see as `repo`: `images.registry` and `images.repo` joined.
+fn image_repo(images: &Images) -> String {
+    match (&images.registry, &images.repo) {
+        (Some(reg), Some(repo)) => format!("{}/{repo}", reg.trim_end_matches('/')),
+        (None, Some(repo)) => repo.clone(),
+        (_, None) => String::new(),
     }
 }
 
