@@ -764,101 +764,15 @@ pub async fn run_session(
         let (record, id) = match attached {
             Some(a) => a,
             None => {
-                if ctx.cancelled() {
-                    total.interrupted = true;
-                    return Ok(total);
-                }
-                // A process-runtime agent arm: its patched tree first (once per arm), on this
-                // host and into the shared state directory; the job runs its server from it.
-                let patched = match ctl.patched_tree(&ctx, sess.commit, sess.arm).await {
-                    Ok(p) => p,
-                    Err(f) => {
-                        for &n in sess.nodes.iter().chain(sess.measures.iter()) {
-                            if ctx.plan.action(n).executes() && !ctx.is_closed(n) {
-                                ctx.failed(n, f.clone())?;
-                                if ctx.dag.graph[n].kind == StepKind::LoadMeasure {
-                                    total.failed += 1;
-                                }
-                            }
-                        }
-                        ctx.live.line(&format!("{label}: not submitted: {f}"));
-                        return Ok(total);
-                    }
-                };
-                if ctx.cancelled() {
-                    total.interrupted = true;
-                    return Ok(total);
-                }
-                let token = format!(
-                    "isobench-{}-{}-{}",
-                    ctx.run_id,
+                let job = Submission {
                     s,
-                    ctl.seq.fetch_add(1, Ordering::Relaxed)
-                );
-                let record = JobRecord {
-                    t: crate::util::now_rfc3339(),
-                    token: token.clone(),
-                    event: JobEvent::Submitting,
-                    session: session_addr.clone(),
-                    run: ctx.run_id.clone(),
-                    job_id: None,
-                    measures: measures.clone(),
-                    state: None,
-                    reason: None,
-                    node: None,
+                    session: &session_addr,
+                    measures: &measures,
+                    label: &label,
                 };
-                // Journaled before sbatch: a controller killed during the call finds the job
-                // by this token (its name) on the next apply.
-                ctl.log(&record)?;
-                let dir = job_dir(ctx.state_dir(), &token);
-                std::fs::create_dir_all(&dir)?;
-                let spec = slurm::JobSpec {
-                    name: token.clone(),
-                    comment: session_addr.clone(),
-                    partition: ctl.settings.partition.clone(),
-                    account: ctl.settings.account.clone(),
-                    qos: ctl.settings.qos.clone(),
-                    constraint: ctl.settings.constraint.clone(),
-                    time_limit: ctl.settings.time_limit_for(commit),
-                    gres: ctl.settings.gres_for(commit.server.gpus),
-                    nodelist: ctl.pinned.get(&sess.commit).cloned(),
-                    extra: ctl.settings.sbatch_args.clone(),
-                    output: job_dir(&ctl.state, &token).join("slurm.out"),
-                    chdir: std::path::absolute(&ctx.campaign.manifest_dir)
-                        .unwrap_or_else(|_| ctx.campaign.manifest_dir.clone()),
-                    script: ctl.script(&ctx, &session_addr, &token, patched.as_ref()),
-                };
-                match slurm::submit(&spec).await {
-                    Ok(id) => {
-                        ctl.log(&JobRecord {
-                            t: crate::util::now_rfc3339(),
-                            event: JobEvent::Submitted,
-                            job_id: Some(id),
-                            measures: Vec::new(),
-                            ..record.clone()
-                        })?;
-                        (record, Some(id))
-                    }
-                    Err(e) => {
-                        let f = Failure::new(FailureClass::Internal, format!("sbatch: {e}"));
-                        let end = JobEnd {
-                            state: "NOT_SUBMITTED".into(),
-                            reason: e.clone(),
-                            node: String::new(),
-                            cancelled_by_us: false,
-                        };
-                        ctl.log(&ended(&record, None, &end))?;
-                        for &n in sess.nodes.iter().chain(sess.measures.iter()) {
-                            if ctx.plan.action(n).executes() {
-                                ctx.failed(n, f.clone())?;
-                                if ctx.dag.graph[n].kind == StepKind::LoadMeasure {
-                                    total.failed += 1;
-                                }
-                            }
-                        }
-                        ctx.live.line(&format!("{label}: not submitted: {e}"));
-                        return Ok(total);
-                    }
+                match submit(&ctx, &ctl, &job, &mut total).await? {
+                    Some(submitted) => submitted,
+                    None => return Ok(total),
                 }
             }
         };
@@ -889,23 +803,7 @@ pub async fn run_session(
         total.failed += outcome.failed;
         total.interrupted |= outcome.interrupted;
         let class = classify(&end.state, &end.reason, end.cancelled_by_us);
-        let on = if end.node.is_empty() {
-            String::new()
-        } else {
-            format!(" on {}", end.node)
-        };
-        let summary = match &class {
-            None => format!(
-                "slurm job {}{on}: {} measured, {} failed",
-                id.map_or("?".into(), |i| i.to_string()),
-                outcome.measured,
-                outcome.failed
-            ),
-            Some((c, m)) => format!(
-                "slurm job {}{on}: {c}: {m}",
-                id.map_or("?".into(), |i| i.to_string())
-            ),
-        };
+        let summary = job_summary(id, &end, &class, &outcome);
         let retry = matches!(
             class,
             Some((FailureClass::Preempted | FailureClass::NodeFailure, _))
@@ -920,6 +818,166 @@ pub async fn run_session(
         }
         activity.end(&ctx.live, &summary);
         return Ok(total);
+    }
+}
+
+/// The session a job is submitted for: its index, its start address, the measures it still
+/// has to run (fewer on a resubmission) and its label in the live view.
+struct Submission<'a> {
+    s: usize,
+    session: &'a str,
+    measures: &'a [String],
+    label: &'a str,
+}
+
+/// Submits one job for the session: the patched tree first where the arm needs one, then
+/// `submitting` → `sbatch` → `submitted` in `jobs.jsonl`. `None` when no job was submitted
+/// (cancelled, or the tree or `sbatch` failed: the session's steps are then journaled failed
+/// and counted in `total`), and the session ends there.
+async fn submit(
+    ctx: &Ctx,
+    ctl: &Controller,
+    job: &Submission<'_>,
+    total: &mut SessionOutcome,
+) -> Result<Option<(JobRecord, Option<u64>)>, JournalError> {
+    let sess = &ctx.dag.sessions[job.s];
+    if ctx.cancelled() {
+        total.interrupted = true;
+        return Ok(None);
+    }
+    // A process-runtime agent arm: its patched tree first (once per arm), on this
+    // host and into the shared state directory; the job runs its server from it.
+    let patched = match ctl.patched_tree(ctx, sess.commit, sess.arm).await {
+        Ok(p) => p,
+        Err(f) => {
+            total.failed += fail_steps(ctx, job.s, &f, true)?;
+            ctx.live.line(&format!("{}: not submitted: {f}", job.label));
+            return Ok(None);
+        }
+    };
+    if ctx.cancelled() {
+        total.interrupted = true;
+        return Ok(None);
+    }
+    let token = format!(
+        "isobench-{}-{}-{}",
+        ctx.run_id,
+        job.s,
+        ctl.seq.fetch_add(1, Ordering::Relaxed)
+    );
+    let record = JobRecord {
+        t: crate::util::now_rfc3339(),
+        token: token.clone(),
+        event: JobEvent::Submitting,
+        session: job.session.to_string(),
+        run: ctx.run_id.clone(),
+        job_id: None,
+        measures: job.measures.to_vec(),
+        state: None,
+        reason: None,
+        node: None,
+    };
+    // Journaled before sbatch: a controller killed during the call finds the job
+    // by this token (its name) on the next apply.
+    ctl.log(&record)?;
+    let dir = job_dir(ctx.state_dir(), &token);
+    std::fs::create_dir_all(&dir)?;
+    let spec = job_spec(ctx, ctl, job, &token, patched.as_ref());
+    match slurm::submit(&spec).await {
+        Ok(id) => {
+            ctl.log(&JobRecord {
+                t: crate::util::now_rfc3339(),
+                event: JobEvent::Submitted,
+                job_id: Some(id),
+                measures: Vec::new(),
+                ..record.clone()
+            })?;
+            Ok(Some((record, Some(id))))
+        }
+        Err(e) => {
+            let f = Failure::new(FailureClass::Internal, format!("sbatch: {e}"));
+            let end = JobEnd {
+                state: "NOT_SUBMITTED".into(),
+                reason: e.clone(),
+                node: String::new(),
+                cancelled_by_us: false,
+            };
+            ctl.log(&ended(&record, None, &end))?;
+            total.failed += fail_steps(ctx, job.s, &f, false)?;
+            ctx.live.line(&format!("{}: not submitted: {e}", job.label));
+            Ok(None)
+        }
+    }
+}
+
+/// The `sbatch` request for a session's job: the `[cluster]` settings, the GPUs the commit's
+/// server needs, the node a same-node placement pinned, and the `isobench worker` script.
+fn job_spec(
+    ctx: &Ctx,
+    ctl: &Controller,
+    job: &Submission<'_>,
+    token: &str,
+    patched: Option<&PatchedTree>,
+) -> slurm::JobSpec {
+    let sess = &ctx.dag.sessions[job.s];
+    let commit = &ctx.campaign.commits[sess.commit];
+    slurm::JobSpec {
+        name: token.to_string(),
+        comment: job.session.to_string(),
+        partition: ctl.settings.partition.clone(),
+        account: ctl.settings.account.clone(),
+        qos: ctl.settings.qos.clone(),
+        constraint: ctl.settings.constraint.clone(),
+        time_limit: ctl.settings.time_limit_for(commit),
+        gres: ctl.settings.gres_for(commit.server.gpus),
+        nodelist: ctl.pinned.get(&sess.commit).cloned(),
+        extra: ctl.settings.sbatch_args.clone(),
+        output: job_dir(&ctl.state, token).join("slurm.out"),
+        chdir: std::path::absolute(&ctx.campaign.manifest_dir)
+            .unwrap_or_else(|_| ctx.campaign.manifest_dir.clone()),
+        script: ctl.script(ctx, job.session, token, patched),
+    }
+}
+
+/// A session whose job was never submitted: journals `f` for each of its steps the plan was to
+/// run (with `only_open`, those not already closed); returns how many were measures.
+fn fail_steps(ctx: &Ctx, s: usize, f: &Failure, only_open: bool) -> Result<usize, JournalError> {
+    let sess = &ctx.dag.sessions[s];
+    let mut failed_measures = 0;
+    for &n in sess.nodes.iter().chain(sess.measures.iter()) {
+        if ctx.plan.action(n).executes() && !(only_open && ctx.is_closed(n)) {
+            ctx.failed(n, f.clone())?;
+            if ctx.dag.graph[n].kind == StepKind::LoadMeasure {
+                failed_measures += 1;
+            }
+        }
+    }
+    Ok(failed_measures)
+}
+
+/// The live view's last line for a job: what it measured, or why Slurm ended it.
+fn job_summary(
+    id: Option<u64>,
+    end: &JobEnd,
+    class: &Option<(FailureClass, String)>,
+    outcome: &SessionOutcome,
+) -> String {
+    let on = if end.node.is_empty() {
+        String::new()
+    } else {
+        format!(" on {}", end.node)
+    };
+    match class {
+        None => format!(
+            "slurm job {}{on}: {} measured, {} failed",
+            id.map_or("?".into(), |i| i.to_string()),
+            outcome.measured,
+            outcome.failed
+        ),
+        Some((c, m)) => format!(
+            "slurm job {}{on}: {c}: {m}",
+            id.map_or("?".into(), |i| i.to_string())
+        ),
     }
 }
 
