@@ -764,101 +764,15 @@ pub async fn run_session(
         let (record, id) = match attached {
             Some(a) => a,
             None => {
-                if ctx.cancelled() {
-                    total.interrupted = true;
-                    return Ok(total);
-                }
-                // A process-runtime agent arm: its patched tree first (once per arm), on this
-                // host and into the shared state directory; the job runs its server from it.
-                let patched = match ctl.patched_tree(&ctx, sess.commit, sess.arm).await {
-                    Ok(p) => p,
-                    Err(f) => {
-                        for &n in sess.nodes.iter().chain(sess.measures.iter()) {
-                            if ctx.plan.action(n).executes() && !ctx.is_closed(n) {
-                                ctx.failed(n, f.clone())?;
-                                if ctx.dag.graph[n].kind == StepKind::LoadMeasure {
-                                    total.failed += 1;
-                                }
-                            }
-                        }
-                        ctx.live.line(&format!("{label}: not submitted: {f}"));
-                        return Ok(total);
-                    }
-                };
-                if ctx.cancelled() {
-                    total.interrupted = true;
-                    return Ok(total);
-                }
-                let token = format!(
-                    "isobench-{}-{}-{}",
-                    ctx.run_id,
+                let job = Submission {
                     s,
-                    ctl.seq.fetch_add(1, Ordering::Relaxed)
-                );
-                let record = JobRecord {
-                    t: crate::util::now_rfc3339(),
-                    token: token.clone(),
-                    event: JobEvent::Submitting,
-                    session: session_addr.clone(),
-                    run: ctx.run_id.clone(),
-                    job_id: None,
-                    measures: measures.clone(),
-                    state: None,
-                    reason: None,
-                    node: None,
+                    session: &session_addr,
+                    measures: &measures,
+                    label: &label,
                 };
-                // Journaled before sbatch: a controller killed during the call finds the job
-                // by this token (its name) on the next apply.
-                ctl.log(&record)?;
-                let dir = job_dir(ctx.state_dir(), &token);
-                std::fs::create_dir_all(&dir)?;
-                let spec = slurm::JobSpec {
-                    name: token.clone(),
-                    comment: session_addr.clone(),
-                    partition: ctl.settings.partition.clone(),
-                    account: ctl.settings.account.clone(),
-                    qos: ctl.settings.qos.clone(),
-                    constraint: ctl.settings.constraint.clone(),
-                    time_limit: ctl.settings.time_limit_for(commit),
-                    gres: ctl.settings.gres_for(commit.server.gpus),
-                    nodelist: ctl.pinned.get(&sess.commit).cloned(),
-                    extra: ctl.settings.sbatch_args.clone(),
-                    output: job_dir(&ctl.state, &token).join("slurm.out"),
-                    chdir: std::path::absolute(&ctx.campaign.manifest_dir)
-                        .unwrap_or_else(|_| ctx.campaign.manifest_dir.clone()),
-                    script: ctl.script(&ctx, &session_addr, &token, patched.as_ref()),
-                };
-                match slurm::submit(&spec).await {
-                    Ok(id) => {
-                        ctl.log(&JobRecord {
-                            t: crate::util::now_rfc3339(),
-                            event: JobEvent::Submitted,
-                            job_id: Some(id),
-                            measures: Vec::new(),
-                            ..record.clone()
-                        })?;
-                        (record, Some(id))
-                    }
-                    Err(e) => {
-                        let f = Failure::new(FailureClass::Internal, format!("sbatch: {e}"));
-                        let end = JobEnd {
-                            state: "NOT_SUBMITTED".into(),
-                            reason: e.clone(),
-                            node: String::new(),
-                            cancelled_by_us: false,
-                        };
-                        ctl.log(&ended(&record, None, &end))?;
-                        for &n in sess.nodes.iter().chain(sess.measures.iter()) {
-                            if ctx.plan.action(n).executes() {
-                                ctx.failed(n, f.clone())?;
-                                if ctx.dag.graph[n].kind == StepKind::LoadMeasure {
-                                    total.failed += 1;
-                                }
-                            }
-                        }
-                        ctx.live.line(&format!("{label}: not submitted: {e}"));
-                        return Ok(total);
-                    }
+                match submit(&ctx, &ctl, &job, &mut total).await? {
+                    Some(submitted) => submitted,
+                    None => return Ok(total),
                 }
             }
         };
@@ -889,23 +803,7 @@ pub async fn run_session(
         total.failed += outcome.failed;
         total.interrupted |= outcome.interrupted;
         let class = classify(&end.state, &end.reason, end.cancelled_by_us);
-        let on = if end.node.is_empty() {
-            String::new()
-        } else {
-            format!(" on {}", end.node)
-        };
-        let summary = match &class {
-            None => format!(
-                "slurm job {}{on}: {} measured, {} failed",
-                id.map_or("?".into(), |i| i.to_string()),
-                outcome.measured,
-                outcome.failed
-            ),
-            Some((c, m)) => format!(
-                "slurm job {}{on}: {c}: {m}",
-                id.map_or("?".into(), |i| i.to_string())
-            ),
-        };
+        let summary = job_summary(id, &end, &class, &outcome);
         let retry = matches!(
             class,
             Some((FailureClass::Preempted | FailureClass::NodeFailure, _))
@@ -920,6 +818,166 @@ pub async fn run_session(
         }
         activity.end(&ctx.live, &summary);
         return Ok(total);
+    }
+}
+
+/// The session a job is submitted for: its index, its start address, the measures it still
+/// has to run (fewer on a resubmission) and its label in the live view.
+struct Submission<'a> {
+    s: usize,
+    session: &'a str,
+    measures: &'a [String],
+    label: &'a str,
+}
+
+/// Submits one job for the session: the patched tree first where the arm needs one, then
+/// `submitting` → `sbatch` → `submitted` in `jobs.jsonl`. `None` when no job was submitted
+/// (cancelled, or the tree or `sbatch` failed: the session's steps are then journaled failed
+/// and counted in `total`), and the session ends there.
+async fn submit(
+    ctx: &Ctx,
+    ctl: &Controller,
+    job: &Submission<'_>,
+    total: &mut SessionOutcome,
+) -> Result<Option<(JobRecord, Option<u64>)>, JournalError> {
+    let sess = &ctx.dag.sessions[job.s];
+    if ctx.cancelled() {
+        total.interrupted = true;
+        return Ok(None);
+    }
+    // A process-runtime agent arm: its patched tree first (once per arm), on this
+    // host and into the shared state directory; the job runs its server from it.
+    let patched = match ctl.patched_tree(ctx, sess.commit, sess.arm).await {
+        Ok(p) => p,
+        Err(f) => {
+            total.failed += fail_steps(ctx, job.s, &f, true)?;
+            ctx.live.line(&format!("{}: not submitted: {f}", job.label));
+            return Ok(None);
+        }
+    };
+    if ctx.cancelled() {
+        total.interrupted = true;
+        return Ok(None);
+    }
+    let token = format!(
+        "isobench-{}-{}-{}",
+        ctx.run_id,
+        job.s,
+        ctl.seq.fetch_add(1, Ordering::Relaxed)
+    );
+    let record = JobRecord {
+        t: crate::util::now_rfc3339(),
+        token: token.clone(),
+        event: JobEvent::Submitting,
+        session: job.session.to_string(),
+        run: ctx.run_id.clone(),
+        job_id: None,
+        measures: job.measures.to_vec(),
+        state: None,
+        reason: None,
+        node: None,
+    };
+    // Journaled before sbatch: a controller killed during the call finds the job
+    // by this token (its name) on the next apply.
+    ctl.log(&record)?;
+    let dir = job_dir(ctx.state_dir(), &token);
+    std::fs::create_dir_all(&dir)?;
+    let spec = job_spec(ctx, ctl, job, &token, patched.as_ref());
+    match slurm::submit(&spec).await {
+        Ok(id) => {
+            ctl.log(&JobRecord {
+                t: crate::util::now_rfc3339(),
+                event: JobEvent::Submitted,
+                job_id: Some(id),
+                measures: Vec::new(),
+                ..record.clone()
+            })?;
+            Ok(Some((record, Some(id))))
+        }
+        Err(e) => {
+            let f = Failure::new(FailureClass::Internal, format!("sbatch: {e}"));
+            let end = JobEnd {
+                state: "NOT_SUBMITTED".into(),
+                reason: e.clone(),
+                node: String::new(),
+                cancelled_by_us: false,
+            };
+            ctl.log(&ended(&record, None, &end))?;
+            total.failed += fail_steps(ctx, job.s, &f, false)?;
+            ctx.live.line(&format!("{}: not submitted: {e}", job.label));
+            Ok(None)
+        }
+    }
+}
+
+/// The `sbatch` request for a session's job: the `[cluster]` settings, the GPUs the commit's
+/// server needs, the node a same-node placement pinned, and the `isobench worker` script.
+fn job_spec(
+    ctx: &Ctx,
+    ctl: &Controller,
+    job: &Submission<'_>,
+    token: &str,
+    patched: Option<&PatchedTree>,
+) -> slurm::JobSpec {
+    let sess = &ctx.dag.sessions[job.s];
+    let commit = &ctx.campaign.commits[sess.commit];
+    slurm::JobSpec {
+        name: token.to_string(),
+        comment: job.session.to_string(),
+        partition: ctl.settings.partition.clone(),
+        account: ctl.settings.account.clone(),
+        qos: ctl.settings.qos.clone(),
+        constraint: ctl.settings.constraint.clone(),
+        time_limit: ctl.settings.time_limit_for(commit),
+        gres: ctl.settings.gres_for(commit.server.gpus),
+        nodelist: ctl.pinned.get(&sess.commit).cloned(),
+        extra: ctl.settings.sbatch_args.clone(),
+        output: job_dir(&ctl.state, token).join("slurm.out"),
+        chdir: std::path::absolute(&ctx.campaign.manifest_dir)
+            .unwrap_or_else(|_| ctx.campaign.manifest_dir.clone()),
+        script: ctl.script(ctx, job.session, token, patched),
+    }
+}
+
+/// A session whose job was never submitted: journals `f` for each of its steps the plan was to
+/// run (with `only_open`, those not already closed); returns how many were measures.
+fn fail_steps(ctx: &Ctx, s: usize, f: &Failure, only_open: bool) -> Result<usize, JournalError> {
+    let sess = &ctx.dag.sessions[s];
+    let mut failed_measures = 0;
+    for &n in sess.nodes.iter().chain(sess.measures.iter()) {
+        if ctx.plan.action(n).executes() && !(only_open && ctx.is_closed(n)) {
+            ctx.failed(n, f.clone())?;
+            if ctx.dag.graph[n].kind == StepKind::LoadMeasure {
+                failed_measures += 1;
+            }
+        }
+    }
+    Ok(failed_measures)
+}
+
+/// The live view's last line for a job: what it measured, or why Slurm ended it.
+fn job_summary(
+    id: Option<u64>,
+    end: &JobEnd,
+    class: &Option<(FailureClass, String)>,
+    outcome: &SessionOutcome,
+) -> String {
+    let on = if end.node.is_empty() {
+        String::new()
+    } else {
+        format!(" on {}", end.node)
+    };
+    match class {
+        None => format!(
+            "slurm job {}{on}: {} measured, {} failed",
+            id.map_or("?".into(), |i| i.to_string()),
+            outcome.measured,
+            outcome.failed
+        ),
+        Some((c, m)) => format!(
+            "slurm job {}{on}: {c}: {m}",
+            id.map_or("?".into(), |i| i.to_string())
+        ),
     }
 }
 
@@ -1212,37 +1270,9 @@ pub fn bound_gpus(env: impl Fn(&str) -> Option<String>) -> Result<Vec<u32>, Stri
 /// Runs the worker; returns the process exit code (0, 1 for a setup error, 130 interrupted).
 pub async fn worker(args: WorkerArgs) -> Result<u8, String> {
     let began_ms = now_ms();
-    let mut campaign = crate::manifest::load_file(&args.manifest)
-        .map_err(|e| format!("{:?}", miette::Report::new(e)))?;
-    campaign.state_dir = args.state.clone();
     let dir = job_dir(&args.state, &args.token);
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    // The same DAG as the controller's: its inventory has no GPUs (`no_local_gpus`).
-    let dag = crate::plan::desired_dag(&campaign, None);
-    let state = State::load(&args.state).map_err(|e| e.to_string())?;
-    let rerun = args
-        .rerun
-        .iter()
-        .map(|g| crate::plan::address_glob(g))
-        .collect::<Result<Vec<_>, _>>()?;
-    let the_plan = crate::plan::plan(
-        &campaign,
-        &dag,
-        &state,
-        &crate::plan::PlanOptions {
-            rerun,
-            ..Default::default()
-        },
-    );
-    let s = dag
-        .sessions
-        .iter()
-        .position(|sess| {
-            sess.nodes
-                .iter()
-                .any(|n| dag.graph[*n].address == args.session)
-        })
-        .ok_or_else(|| format!("no session {} in this manifest", args.session))?;
+    let planned = plan_session(&args, &dir)?;
+    let s = planned.session;
     let node_name =
         std::env::var("SLURMD_NODENAME").unwrap_or_else(|_| crate::state::lock::hostname());
     let job_id = std::env::var("SLURM_JOB_ID")
@@ -1256,23 +1286,21 @@ pub async fn worker(args: WorkerArgs) -> Result<u8, String> {
         began_ms,
         ..Outcome::default()
     };
-    let write_outcome = |o: &Outcome| {
-        let _ = crate::util::fsx::write_atomic(
-            &dir.join(OUTCOME),
-            &serde_json::to_vec_pretty(o).expect("json"),
-        );
-    };
-    let sess = &dag.sessions[s];
-    if !sess.measures.iter().any(|m| the_plan.action(*m).executes()) {
+    let sess = &planned.dag.sessions[s];
+    if !sess
+        .measures
+        .iter()
+        .any(|m| planned.plan.action(*m).executes())
+    {
         eprintln!(
             "worker: every measurement of {} is already recorded; nothing to run",
             args.session
         );
         outcome.ended_ms = now_ms();
-        write_outcome(&outcome);
+        write_outcome(&dir, &outcome);
         return Ok(0);
     }
-    let commit = &campaign.commits[sess.commit];
+    let commit = &planned.campaign.commits[sess.commit];
     if gpus.len() != commit.server.gpus as usize {
         return Err(format!(
             "the job holds GPUs [{}] but the session needs {}",
@@ -1286,46 +1314,9 @@ pub async fn worker(args: WorkerArgs) -> Result<u8, String> {
         job_id.map_or("?".into(), |i: u64| i.to_string()),
         crate::runtime::cuda_visible_devices(&gpus)
     );
-    let (cancel_tx, cancel_rx) = watch::channel(false);
-    let signalled = dir.join(SIGNALLED);
-    tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            return;
-        };
-        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-        let _ = std::fs::write(&signalled, now_ms().to_string());
-        eprintln!("worker: signalled (time limit, scancel or preemption): stopping the server");
-        let _ = cancel_tx.send(true);
-    });
-    // The GPU idle check happens here, on the node (the controller sees no GPUs).
-    let (inventory, probe) = super::gpu::detect(
-        &crate::manifest::model::GpuInventory::Declared(gpus.clone()),
-        None,
-        campaign.resources.gpu_kind.as_deref(),
-    )?;
-    let mut pool = super::gpu::Pool::new(&inventory, probe, campaign.resources.gpu_idle_memory_mib);
-    let waited = Instant::now();
-    loop {
-        match pool.acquire(gpus.len()) {
-            Ok(_) => break,
-            Err(super::gpu::Shortage::NotIdle(busy))
-                if waited.elapsed() < campaign.resources.gpu_idle_wait =>
-            {
-                eprintln!("worker: waiting for GPUs to read idle: {busy:?}");
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-            Err(e) => {
-                return Err(format!(
-                    "GPUs [{}] not usable: {e:?}",
-                    crate::runtime::cuda_visible_devices(&gpus)
-                ));
-            }
-        }
-    }
+    let cancel_rx = watch_signals(dir.join(SIGNALLED));
+    // Held (with its GPU probe) until the session has run, as the local scheduler holds its own.
+    let _pool = wait_for_idle_gpus(&planned.campaign, &gpus).await?;
     let kind = commit.server.runtime;
     let arm = &commit.arms[sess.arm];
     let source = super::apply::source_of_root(&arm.source);
@@ -1333,122 +1324,18 @@ pub async fn worker(args: WorkerArgs) -> Result<u8, String> {
         crate::manifest::model::ArmSource::Patched(spec) => Some(spec.clone()),
         _ => None,
     };
-    // Process runtime: the controller built the patched tree and names it; it must be the
-    // build of the very patch this worker's manifest names (its hash is in the keys).
-    let tree = match (&patch_spec, kind) {
-        (Some(spec), crate::manifest::types::RuntimeKind::Process) => {
-            let Some(tree) = args.patched.clone() else {
-                return Err(format!(
-                    "{} is a patched arm but the job names no patched tree (submitted by an older isobench?)",
-                    arm.name
-                ));
-            };
-            if !tree.digest.ends_with(&format!("+{}", spec.patch_hash)) {
-                return Err(format!(
-                    "patch file {} changed since the controller built its tree ({}); run apply again",
-                    spec.patch_path.display(),
-                    tree.digest
-                ));
-            }
-            Some(tree)
-        }
-        _ => None,
-    };
-    let (docker, process) = match kind {
-        crate::manifest::types::RuntimeKind::Docker => (
-            Some(
-                crate::runtime::Runtime::docker()
-                    .await
-                    .map_err(|f| f.to_string())?,
-            ),
-            None,
-        ),
-        crate::manifest::types::RuntimeKind::Process => (
-            None,
-            // Per job: a leftover cleanup never touches another job's server on this node.
-            Some(crate::runtime::Runtime::process(dir.join("processes"))),
-        ),
-    };
-    let journal = Journal::open(&dir).map_err(|e| e.to_string())?;
-    let attempts = dag
-        .graph
-        .node_indices()
-        .map(|n| Ok((n, state.next_attempt(&dag.graph[n].address)?)))
-        .collect::<Result<HashMap<_, _>, String>>()?;
-    // The controller's run: servers carry its labels, like those of a local apply.
-    let owner = crate::runtime::Owner {
-        state: crate::state::owned::state_id(&args.state)
-            .map_err(|e| format!("cannot read the state id: {e}"))?,
-        run: args.run.clone(),
-        host: crate::state::lock::hostname(),
-    };
-    let exe = std::env::current_exe()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| "isobench".into());
-    let gpu_env_only = campaign.resources.gpu_env_only;
-    let datasets = super::apply::dataset_for(&campaign, sess.commit);
-    let ctx = Arc::new(Ctx {
-        campaign,
-        dag,
-        plan: the_plan,
-        run_id: args.run.clone(),
-        attempts,
-        journal: Mutex::new(journal),
-        live: super::live::Live::new(true),
-        cancel: cancel_rx,
-        docker,
-        process,
-        // One session per job: nothing on this node is ours to keep apart; Slurm decides
-        // which jobs share a node (`placement` in docs/cluster.md).
-        isolate: crate::manifest::model::Isolate::None,
-        measure_slot: tokio::sync::Semaphore::new(1),
-        rendezvous: super::pairing::Rendezvous::default(),
-        pair_group: HashMap::new(),
-        // Results name the node with the GPU: `n1:gpu0` is not `n2:gpu0`.
-        gpu_ids: gpus
-            .iter()
-            .map(|g| (*g, format!("{node_name}:gpu{g}")))
-            .collect(),
-        exe,
-        gpu_env_only,
-        owner,
-        comparer: Arc::new(NoCompare),
-        servers: Mutex::new(HashMap::new()),
-        closed: Mutex::new(HashSet::new()),
-    });
-    let runtime = ctx.runtime(kind).expect("prepared above");
+    let tree = controller_tree(&args, arm, patch_spec.as_deref(), kind)?;
+    let runtimes = node_runtimes(kind, &dir).await?;
+    let (ctx, datasets) = worker_ctx(&args, planned, cancel_rx, runtimes, &dir, &gpus, &node_name)?;
     // The image (or installation) on this node; journals the pull node as a local apply does.
     let reference = match &source {
         crate::runtime::ServerSource::Image { reference } => reference.clone(),
         crate::runtime::ServerSource::Path { root } => root.display().to_string(),
     };
-    let pull_node = ctx.dag.pulls.get(ctx.dag.sessions[s].image).copied();
-    let journaled_pull = pull_node.filter(|n| ctx.plan.action(*n).executes());
-    if let Some(n) = journaled_pull {
-        ctx.started(n).map_err(|e| e.to_string())?;
-    }
-    let info = match runtime.ensure_image(&reference, |_| {}).await {
-        Ok(info) => {
-            if let Some(n) = journaled_pull {
-                ctx.done(n, &[], Some(serde_json::json!({"id": info.id, "repo_digest": info.repo_digest, "node": node_name})))
-                    .map_err(|e| e.to_string())?;
-            }
-            info
-        }
-        Err(f) => {
-            if let Some(n) = journaled_pull {
-                ctx.failed(n, f.clone()).map_err(|e| e.to_string())?;
-            }
-            let sess = &ctx.dag.sessions[s];
-            for &n in sess.nodes.iter().chain(sess.measures.iter()) {
-                if ctx.plan.action(n).executes() {
-                    ctx.failed(n, f.clone()).map_err(|e| e.to_string())?;
-                }
-            }
-            outcome.ended_ms = now_ms();
-            write_outcome(&outcome);
-            return Ok(1);
-        }
+    let Some(info) = image_on_node(&ctx, s, kind, &reference, &node_name).await? else {
+        outcome.ended_ms = now_ms();
+        write_outcome(&dir, &outcome);
+        return Ok(1);
     };
     let resolved = match (patch_spec, tree) {
         (_, Some(tree)) => ResolvedSource {
@@ -1460,16 +1347,14 @@ pub async fn worker(args: WorkerArgs) -> Result<u8, String> {
             match patch_on_node(&ctx, s, &spec, &reference, &info, &dir, &node_name).await {
                 Ok(r) => r,
                 Err(f) => {
+                    // Interrupted: the controller classifies the steps from the job's end.
                     let interrupted = f.class == FailureClass::Interrupted;
-                    let sess = &ctx.dag.sessions[s];
-                    for &n in sess.nodes.iter().chain(sess.measures.iter()) {
-                        if !interrupted && ctx.plan.action(n).executes() {
-                            ctx.failed(n, f.clone()).map_err(|e| e.to_string())?;
-                        }
+                    if !interrupted {
+                        fail_session_steps(&ctx, s, &f)?;
                     }
                     outcome.ended_ms = now_ms();
                     outcome.interrupted = interrupted;
-                    write_outcome(&outcome);
+                    write_outcome(&dir, &outcome);
                     return Ok(if interrupted { 130 } else { 1 });
                 }
             }
@@ -1491,8 +1376,296 @@ pub async fn worker(args: WorkerArgs) -> Result<u8, String> {
     outcome.measured = r.measured;
     outcome.failed = r.failed;
     outcome.interrupted = r.interrupted;
-    write_outcome(&outcome);
+    write_outcome(&dir, &outcome);
     Ok(if r.interrupted { 130 } else { 0 })
+}
+
+/// What a worker starts from: the controller's inputs (manifest, state, `--rerun`), hence the
+/// controller's DAG and plan, and the index of the session this job was submitted for.
+struct PlannedSession {
+    campaign: Campaign,
+    dag: Dag,
+    state: State,
+    plan: crate::plan::Plan,
+    session: usize,
+}
+
+/// Loads the manifest and the state and plans as the controller did, so that this job runs
+/// exactly the steps the controller expects of it; creates the job's directory `dir`.
+fn plan_session(args: &WorkerArgs, dir: &Path) -> Result<PlannedSession, String> {
+    let mut campaign = crate::manifest::load_file(&args.manifest)
+        .map_err(|e| format!("{:?}", miette::Report::new(e)))?;
+    campaign.state_dir = args.state.clone();
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    // The same DAG as the controller's: its inventory has no GPUs (`no_local_gpus`).
+    let dag = crate::plan::desired_dag(&campaign, None);
+    let state = State::load(&args.state).map_err(|e| e.to_string())?;
+    let rerun = args
+        .rerun
+        .iter()
+        .map(|g| crate::plan::address_glob(g))
+        .collect::<Result<Vec<_>, _>>()?;
+    let plan = crate::plan::plan(
+        &campaign,
+        &dag,
+        &state,
+        &crate::plan::PlanOptions {
+            rerun,
+            ..Default::default()
+        },
+    );
+    let session = dag
+        .sessions
+        .iter()
+        .position(|sess| {
+            sess.nodes
+                .iter()
+                .any(|n| dag.graph[*n].address == args.session)
+        })
+        .ok_or_else(|| format!("no session {} in this manifest", args.session))?;
+    Ok(PlannedSession {
+        campaign,
+        dag,
+        state,
+        plan,
+        session,
+    })
+}
+
+/// `outcome.json`, written atomically: the controller reads it when the job has ended, whatever
+/// state the job left it in.
+fn write_outcome(dir: &Path, o: &Outcome) {
+    let _ = crate::util::fsx::write_atomic(
+        &dir.join(OUTCOME),
+        &serde_json::to_vec_pretty(o).expect("json"),
+    );
+}
+
+/// SIGTERM or SIGINT (time limit, `scancel`, preemption) cancels the session, so the server is
+/// stopped and the steps are journaled as interrupted; the file `signalled` records when, for
+/// the controller's classification.
+fn watch_signals(signalled: PathBuf) -> watch::Receiver<bool> {
+    let (cancel_tx, cancel_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        let _ = std::fs::write(&signalled, now_ms().to_string());
+        eprintln!("worker: signalled (time limit, scancel or preemption): stopping the server");
+        let _ = cancel_tx.send(true);
+    });
+    cancel_rx
+}
+
+/// The GPU idle check happens here, on the node (the controller sees no GPUs): waits up to
+/// `resources.gpu_idle_wait` for the GPUs Slurm bound to read idle.
+async fn wait_for_idle_gpus(campaign: &Campaign, gpus: &[u32]) -> Result<super::gpu::Pool, String> {
+    let (inventory, probe) = super::gpu::detect(
+        &crate::manifest::model::GpuInventory::Declared(gpus.to_vec()),
+        None,
+        campaign.resources.gpu_kind.as_deref(),
+    )?;
+    let mut pool = super::gpu::Pool::new(&inventory, probe, campaign.resources.gpu_idle_memory_mib);
+    let waited = Instant::now();
+    loop {
+        match pool.acquire(gpus.len()) {
+            Ok(_) => break,
+            Err(super::gpu::Shortage::NotIdle(busy))
+                if waited.elapsed() < campaign.resources.gpu_idle_wait =>
+            {
+                eprintln!("worker: waiting for GPUs to read idle: {busy:?}");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(e) => {
+                return Err(format!(
+                    "GPUs [{}] not usable: {e:?}",
+                    crate::runtime::cuda_visible_devices(gpus)
+                ));
+            }
+        }
+    }
+    Ok(pool)
+}
+
+/// Process runtime: the controller built the patched tree and names it; it must be the build
+/// of the very patch this worker's manifest names (its hash is in the keys). `None` for any
+/// other arm.
+fn controller_tree(
+    args: &WorkerArgs,
+    arm: &crate::manifest::model::CommitArm,
+    patch_spec: Option<&crate::manifest::model::PatchSpec>,
+    kind: crate::manifest::types::RuntimeKind,
+) -> Result<Option<PatchedTree>, String> {
+    match (patch_spec, kind) {
+        (Some(spec), crate::manifest::types::RuntimeKind::Process) => {
+            let Some(tree) = args.patched.clone() else {
+                return Err(format!(
+                    "{} is a patched arm but the job names no patched tree (submitted by an older isobench?)",
+                    arm.name
+                ));
+            };
+            if !tree.digest.ends_with(&format!("+{}", spec.patch_hash)) {
+                return Err(format!(
+                    "patch file {} changed since the controller built its tree ({}); run apply again",
+                    spec.patch_path.display(),
+                    tree.digest
+                ));
+            }
+            Ok(Some(tree))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The runtime the session's arm needs on this node, as (docker, process) for [`Ctx`].
+async fn node_runtimes(
+    kind: crate::manifest::types::RuntimeKind,
+    dir: &Path,
+) -> Result<
+    (
+        Option<crate::runtime::Runtime>,
+        Option<crate::runtime::Runtime>,
+    ),
+    String,
+> {
+    Ok(match kind {
+        crate::manifest::types::RuntimeKind::Docker => (
+            Some(
+                crate::runtime::Runtime::docker()
+                    .await
+                    .map_err(|f| f.to_string())?,
+            ),
+            None,
+        ),
+        crate::manifest::types::RuntimeKind::Process => (
+            None,
+            // Per job: a leftover cleanup never touches another job's server on this node.
+            Some(crate::runtime::Runtime::process(dir.join("processes"))),
+        ),
+    })
+}
+
+/// The executor's context for one job: the job's own journal (the controller copies it into
+/// the main one), the controller's run labels, and GPU ids named by node. Also the session's
+/// datasets, read here; their failure is reported only once the image is in place.
+fn worker_ctx(
+    args: &WorkerArgs,
+    planned: PlannedSession,
+    cancel: watch::Receiver<bool>,
+    (docker, process): (
+        Option<crate::runtime::Runtime>,
+        Option<crate::runtime::Runtime>,
+    ),
+    dir: &Path,
+    gpus: &[u32],
+    node_name: &str,
+) -> Result<(Arc<Ctx>, Result<session::Datasets, Failure>), String> {
+    let PlannedSession {
+        campaign,
+        dag,
+        state,
+        plan,
+        session: s,
+    } = planned;
+    let journal = Journal::open(dir).map_err(|e| e.to_string())?;
+    let attempts = dag
+        .graph
+        .node_indices()
+        .map(|n| Ok((n, state.next_attempt(&dag.graph[n].address)?)))
+        .collect::<Result<HashMap<_, _>, String>>()?;
+    // The controller's run: servers carry its labels, like those of a local apply.
+    let owner = crate::runtime::Owner {
+        state: crate::state::owned::state_id(&args.state)
+            .map_err(|e| format!("cannot read the state id: {e}"))?,
+        run: args.run.clone(),
+        host: crate::state::lock::hostname(),
+    };
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "isobench".into());
+    let gpu_env_only = campaign.resources.gpu_env_only;
+    let datasets = super::apply::dataset_for(&campaign, dag.sessions[s].commit);
+    let ctx = Arc::new(Ctx {
+        campaign,
+        dag,
+        plan,
+        run_id: args.run.clone(),
+        attempts,
+        journal: Mutex::new(journal),
+        live: super::live::Live::new(true),
+        cancel,
+        docker,
+        process,
+        // One session per job: nothing on this node is ours to keep apart; Slurm decides
+        // which jobs share a node (`placement` in docs/cluster.md).
+        isolate: crate::manifest::model::Isolate::None,
+        measure_slot: tokio::sync::Semaphore::new(1),
+        rendezvous: super::pairing::Rendezvous::default(),
+        pair_group: HashMap::new(),
+        // Results name the node with the GPU: `n1:gpu0` is not `n2:gpu0`.
+        gpu_ids: gpus
+            .iter()
+            .map(|g| (*g, format!("{node_name}:gpu{g}")))
+            .collect(),
+        exe,
+        gpu_env_only,
+        owner,
+        comparer: Arc::new(NoCompare),
+        servers: Mutex::new(HashMap::new()),
+        closed: Mutex::new(HashSet::new()),
+    });
+    Ok((ctx, datasets))
+}
+
+/// Makes the session's image (or installation) available on this node, journaling the pull
+/// node where the plan runs it. `None` when it cannot be had: then every step of the session
+/// that was to run is journaled failed with the pull's failure.
+async fn image_on_node(
+    ctx: &Ctx,
+    s: usize,
+    kind: crate::manifest::types::RuntimeKind,
+    reference: &str,
+    node_name: &str,
+) -> Result<Option<crate::runtime::ImageInfo>, String> {
+    let runtime = ctx.runtime(kind).expect("prepared above");
+    let pull_node = ctx.dag.pulls.get(ctx.dag.sessions[s].image).copied();
+    let journaled_pull = pull_node.filter(|n| ctx.plan.action(*n).executes());
+    if let Some(n) = journaled_pull {
+        ctx.started(n).map_err(|e| e.to_string())?;
+    }
+    match runtime.ensure_image(reference, |_| {}).await {
+        Ok(info) => {
+            if let Some(n) = journaled_pull {
+                ctx.done(n, &[], Some(serde_json::json!({"id": info.id, "repo_digest": info.repo_digest, "node": node_name})))
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(Some(info))
+        }
+        Err(f) => {
+            if let Some(n) = journaled_pull {
+                ctx.failed(n, f.clone()).map_err(|e| e.to_string())?;
+            }
+            fail_session_steps(ctx, s, &f)?;
+            Ok(None)
+        }
+    }
+}
+
+/// Journals `f` for every step of session `s` the plan was to run, so the controller finds
+/// each accounted for.
+fn fail_session_steps(ctx: &Ctx, s: usize, f: &Failure) -> Result<(), String> {
+    let sess = &ctx.dag.sessions[s];
+    for &n in sess.nodes.iter().chain(sess.measures.iter()) {
+        if ctx.plan.action(n).executes() {
+            ctx.failed(n, f.clone()).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
 }
 
 /// Docker: the agent arm's derived image, built (or found) on this node's engine, over the

@@ -156,6 +156,18 @@ struct ArmCtx {
     image: String,
 }
 
+impl ArmCtx {
+    /// Where the arm's server comes from, as templates see it: `arm.image` or `arm.path` (a
+    /// patched arm shows its base's).
+    fn locate(&mut self, source: &ArmSource) {
+        match source.root() {
+            ArmSource::Image { reference } => self.image = reference.clone(),
+            ArmSource::Path { root } => self.path = root.display().to_string(),
+            ArmSource::Patched(_) => {}
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct ServerCtx<'a> {
     max_model_len: Option<u32>,
@@ -805,9 +817,44 @@ impl<'a> Resolver<'a> {
     ) -> Option<super::model::ClusterSettings> {
         let c = file.cluster.as_ref()?;
         let mut out = ClusterSettings::default();
+        // One check per knob, in the order of the diagnostics they report.
+        if let Some(backend) = self.cluster_backend(c) {
+            out.backend = backend;
+        }
+        self.check_cluster_names(c);
+        out.partition = c.partition.clone();
+        out.account = c.account.clone();
+        out.qos = c.qos.clone();
+        out.constraint = c.constraint.clone();
+        out.time_limit = self.cluster_time_limit(c);
+        if let Some(d) = self.cluster_poll_interval(c) {
+            out.poll_interval = d;
+        }
+        if let Some((gres, gpu_kind)) = self.cluster_gres(c) {
+            out.gres = gres;
+            if let Some(kind) = gpu_kind
+                && resources.gpu_kind.is_none()
+            {
+                resources.gpu_kind = Some(kind);
+            }
+        }
+        self.check_sbatch_args(c);
+        out.sbatch_args = c.sbatch_args.clone().unwrap_or_default();
+        if let Some(placement) = self.cluster_placement(c) {
+            out.placement = placement;
+        }
+        out.retries = c.retries.unwrap_or(out.retries);
+        // Patched arms run too: the process runtime's patched tree is built by the controller
+        // into the (shared) state directory, a Docker arm's derived image on each job's node
+        // (`exec::cluster`, docs/cluster.md).
+        Some(out)
+    }
+
+    /// `cluster.backend`; `None` keeps the default (local), also after reporting an unknown one.
+    fn cluster_backend(&mut self, c: &ClusterDef) -> Option<ClusterBackend> {
         match c.backend.as_deref() {
-            None | Some("local") => {}
-            Some("slurm") => out.backend = ClusterBackend::Slurm,
+            None | Some("local") => None,
+            Some("slurm") => Some(ClusterBackend::Slurm),
             Some(other) => {
                 self.err(
                     "cluster.backend",
@@ -815,8 +862,14 @@ impl<'a> Resolver<'a> {
                     "unknown",
                 )
                 .with_help("use `local` (this host) or `slurm`");
+                None
             }
         }
+    }
+
+    /// Partition, account, QoS and constraint go to `sbatch` as single words: a space would
+    /// split the option.
+    fn check_cluster_names(&mut self, c: &ClusterDef) {
         for (field, value) in [
             ("partition", &c.partition),
             ("account", &c.account),
@@ -833,70 +886,83 @@ impl<'a> Resolver<'a> {
                 );
             }
         }
-        out.partition = c.partition.clone();
-        out.account = c.account.clone();
-        out.qos = c.qos.clone();
-        out.constraint = c.constraint.clone();
-        if let Some(t) = &c.time_limit {
-            match util::parse_duration(t) {
-                Ok(d) if d.as_secs() >= 60 => out.time_limit = Some(d),
-                Ok(_) => {
-                    self.err(
-                        "cluster.time_limit",
-                        "a Slurm time limit is at least one minute",
-                        "too short",
-                    )
-                    .with_help(
-                        "Slurm counts time limits in whole minutes, e.g. `time_limit = \"2m\"`",
-                    );
-                }
-                Err(e) => {
-                    self.err("cluster.time_limit", e, "not a duration");
-                }
-            }
-        }
-        if let Some(t) = &c.poll_interval {
-            match util::parse_duration(t) {
-                Ok(d) if !d.is_zero() => out.poll_interval = d,
-                Ok(_) => {
-                    self.err("cluster.poll_interval", "must be positive", "zero");
-                }
-                Err(e) => {
-                    self.err("cluster.poll_interval", e, "not a duration");
-                }
-            }
-        }
-        if let Some(g) = &c.gres {
-            let parts: Vec<&str> = g.split(':').collect();
-            let word = |p: &str| {
-                !p.is_empty()
-                    && p.chars()
-                        .all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch))
-            };
-            if parts.len() > 2 || !parts.iter().all(|p| word(p)) {
+    }
+
+    /// `cluster.time_limit`: Slurm counts whole minutes, so anything shorter is an error rather
+    /// than a silent round-up.
+    fn cluster_time_limit(&mut self, c: &ClusterDef) -> Option<std::time::Duration> {
+        let t = c.time_limit.as_ref()?;
+        match util::parse_duration(t) {
+            Ok(d) if d.as_secs() >= 60 => Some(d),
+            Ok(_) => {
                 self.err(
-                    "cluster.gres",
-                    format!("`gres` must be a GRES name or name:type, found {g:?}"),
-                    "not a GRES name",
+                    "cluster.time_limit",
+                    "a Slurm time limit is at least one minute",
+                    "too short",
                 )
-                .with_help("e.g. `gres = \"gpu\"` or `gres = \"gpu:h100\"`; the count comes from `server.gpus`");
-            } else if parts.len() == 2 && parts[1].chars().all(|ch| ch.is_ascii_digit()) {
-                self.err(
-                    "cluster.gres",
-                    format!("`gres` names the GPU type, not a count: {g:?}"),
-                    "a count",
-                )
-                .with_help(
-                    "set the GPUs per session with `server.gpus` (per campaign or per commit)",
-                );
-            } else {
-                out.gres = g.clone();
-                if parts.len() == 2 && resources.gpu_kind.is_none() {
-                    resources.gpu_kind = Some(parts[1].to_string());
-                }
+                .with_help("Slurm counts time limits in whole minutes, e.g. `time_limit = \"2m\"`");
+                None
+            }
+            Err(e) => {
+                self.err("cluster.time_limit", e, "not a duration");
+                None
             }
         }
-        // Options isobench sets itself would make a job isobench cannot follow or bill.
+    }
+
+    /// `cluster.poll_interval`: a zero interval would spin on `squeue`.
+    fn cluster_poll_interval(&mut self, c: &ClusterDef) -> Option<std::time::Duration> {
+        let t = c.poll_interval.as_ref()?;
+        match util::parse_duration(t) {
+            Ok(d) if !d.is_zero() => Some(d),
+            Ok(_) => {
+                self.err("cluster.poll_interval", "must be positive", "zero");
+                None
+            }
+            Err(e) => {
+                self.err("cluster.poll_interval", e, "not a duration");
+                None
+            }
+        }
+    }
+
+    /// `cluster.gres`: a name or `name:type`, never a count (that comes from `server.gpus`).
+    /// Returns the GRES and, for a typed one, the type, which may name the GPU model for keys.
+    fn cluster_gres(&mut self, c: &ClusterDef) -> Option<(String, Option<String>)> {
+        let g = c.gres.as_ref()?;
+        let parts: Vec<&str> = g.split(':').collect();
+        let word = |p: &str| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch))
+        };
+        if parts.len() > 2 || !parts.iter().all(|p| word(p)) {
+            self.err(
+                "cluster.gres",
+                format!("`gres` must be a GRES name or name:type, found {g:?}"),
+                "not a GRES name",
+            )
+            .with_help(
+                "e.g. `gres = \"gpu\"` or `gres = \"gpu:h100\"`; the count comes from `server.gpus`",
+            );
+            None
+        } else if parts.len() == 2 && parts[1].chars().all(|ch| ch.is_ascii_digit()) {
+            self.err(
+                "cluster.gres",
+                format!("`gres` names the GPU type, not a count: {g:?}"),
+                "a count",
+            )
+            .with_help("set the GPUs per session with `server.gpus` (per campaign or per commit)");
+            None
+        } else {
+            let kind = (parts.len() == 2).then(|| parts[1].to_string());
+            Some((g.clone(), kind))
+        }
+    }
+
+    /// `cluster.sbatch_args`: options isobench sets itself would make a job isobench cannot
+    /// follow or bill, so they are refused.
+    fn check_sbatch_args(&mut self, c: &ClusterDef) {
         const OWN: &[&str] = &[
             "--job-name",
             "-J",
@@ -936,10 +1002,13 @@ impl<'a> Resolver<'a> {
                 );
             }
         }
-        out.sbatch_args = c.sbatch_args.clone().unwrap_or_default();
+    }
+
+    /// `cluster.placement`; `None` keeps the default (spread), also after reporting an unknown one.
+    fn cluster_placement(&mut self, c: &ClusterDef) -> Option<Placement> {
         match c.placement.as_deref() {
-            None | Some("spread") => {}
-            Some("same-node") => out.placement = Placement::SameNode,
+            None | Some("spread") => None,
+            Some("same-node") => Some(Placement::SameNode),
             Some(other) => {
                 self.err(
                     "cluster.placement",
@@ -947,13 +1016,9 @@ impl<'a> Resolver<'a> {
                     "unknown",
                 )
                 .with_help("use `spread` or `same-node`");
+                None
             }
         }
-        out.retries = c.retries.unwrap_or(out.retries);
-        // Patched arms run too: the process runtime's patched tree is built by the controller
-        // into the (shared) state directory, a Docker arm's derived image on each job's node
-        // (`exec::cluster`, docs/cluster.md).
-        Some(out)
     }
 
     /// Hash syntax, duplicates, and unambiguous short forms (8 characters, longer on a clash).
@@ -1021,38 +1086,8 @@ impl<'a> Resolver<'a> {
         resources: &ResourceSettings,
     ) -> Option<Commit> {
         let p = format!("commits[{i}]");
-        let model_def = match file.models.get(&c.model) {
-            Some(m) => m,
-            None => {
-                let e = self.err(
-                    &format!("{p}.model"),
-                    format!("unknown model `{}`", c.model),
-                    "not in [models]",
-                );
-                match did_you_mean(&c.model, file.models.keys().map(String::as_str)) {
-                    Some(g) => e.with_help(format!("did you mean `{g}`?")),
-                    None => e.with_help(format!(
-                        "defined models: {}",
-                        file.models.keys().cloned().collect::<Vec<_>>().join(", ")
-                    )),
-                };
-                return None;
-            }
-        };
-        if let Some(only) = &c.arms {
-            for (k, name) in only.iter().enumerate() {
-                if !arms.iter().any(|a| &a.def.name == name) {
-                    let e = self.err(
-                        &format!("{p}.arms[{k}]"),
-                        format!("commit lists unknown arm `{name}`"),
-                        "unknown arm",
-                    );
-                    if let Some(g) = did_you_mean(name, arms.iter().map(|a| a.def.name.as_str())) {
-                        e.with_help(format!("did you mean `{g}`?"));
-                    }
-                }
-            }
-        }
+        let model_def = self.commit_model_def(file, c, &p)?;
+        self.check_commit_arm_names(c, arms, &p);
         let empty = ServerSettings::default();
         let commit_server = c.server.as_ref().unwrap_or(&empty);
         if c.server.is_some() {
@@ -1064,20 +1099,9 @@ impl<'a> Resolver<'a> {
         let server_settings = merge_server(commit_server, &file.server);
         let load = self.resolve_load(c.load.as_ref(), &file.load, &format!("{p}.load"))?;
         let server = self.resolve_server(&server_settings, &p, c.server.is_some(), resources)?;
+        let model = self.commit_model(c, model_def);
 
-        let files = self.model_files.get(&c.model).cloned().unwrap_or_default();
-        let path = files.path.unwrap_or_else(|| model_def.hf.clone());
-        let model = Model {
-            hf: model_def.hf.clone(),
-            // Unless told otherwise, vLLM serves a model under the name it was started with.
-            served_name: model_def
-                .served_name
-                .clone()
-                .unwrap_or_else(|| path.clone()),
-            path,
-            tokenizer: files.tokenizer,
-            revision: model_def.revision.clone(),
-        };
+        // The template contexts every arm's command is rendered with.
         let parent_short: String = c.parent.chars().take(short.len().max(8)).collect();
         let commit_ctx = CommitCtx {
             human: &c.human,
@@ -1100,60 +1124,22 @@ impl<'a> Resolver<'a> {
             revision: model.revision.as_deref().unwrap_or(""),
             served_name: &model.served_name,
         };
-        let repo = match (&file.images.registry, &file.images.repo) {
-            (Some(reg), Some(repo)) => format!("{}/{repo}", reg.trim_end_matches('/')),
-            (None, Some(repo)) => repo.clone(),
-            (_, None) => String::new(),
-        };
+        let repo = image_repo(&file.images);
         let empty_vars = BTreeMap::new();
         let server_ctx = ServerCtx {
             max_model_len: server_settings.max_model_len,
             gpus: server.gpus,
             vars: server_settings.vars.as_ref().unwrap_or(&empty_vars),
         };
-
-        // Command template site: the commit's own, else the campaign's, else the default.
-        let (command_site, command_text, command_span) = if let Some(cmd) = &commit_server.command {
-            (
-                format!("{p}.server.command"),
-                cmd.clone(),
-                self.spans.value(&format!("{p}.server.command")),
-            )
-        } else if let Some(cmd) = &file.server.command {
-            (
-                "server.command".to_string(),
-                cmd.clone(),
-                self.spans.value("server.command"),
-            )
-        } else {
-            (
-                "server.command (default)".to_string(),
-                d::SERVER_COMMAND.to_string(),
-                self.spans.value("server"),
-            )
-        };
-        if !self.templates.add(
-            &command_site,
-            &command_text,
-            command_span,
-            self.source,
-            &mut self.out,
-        ) {
-            return None;
-        }
+        let command_site = self.command_template(file, commit_server, &p)?;
 
         let mut resolved_arms: Vec<CommitArm> = Vec::new();
         let mut absent: Vec<AbsentArm> = Vec::new();
         let mut normalized: Vec<(String, String, String)> = Vec::new(); // (arm, normalized command, normalized env)
         for arm in arms {
             let def = arm.def;
-            if let Some(only) = &c.arms
-                && !only.contains(&def.name)
-            {
-                absent.push(AbsentArm {
-                    arm: def.name.clone(),
-                    reason: "not listed in this commit's `arms`".into(),
-                });
+            if let Some(unlisted) = unlisted_arm(c, def) {
+                absent.push(unlisted);
                 continue;
             }
             let mut arm_ctx = ArmCtx {
@@ -1183,11 +1169,7 @@ impl<'a> Resolver<'a> {
                 }
                 None => continue, // error already reported
             };
-            match source.root() {
-                ArmSource::Image { reference } => arm_ctx.image = reference.clone(),
-                ArmSource::Path { root } => arm_ctx.path = root.display().to_string(),
-                ArmSource::Patched(_) => {}
-            }
+            arm_ctx.locate(&source);
             let ctx = Ctx {
                 commit: &commit_ctx,
                 model: &model_ctx,
@@ -1199,34 +1181,8 @@ impl<'a> Resolver<'a> {
                 port: PORT_PLACEHOLDER,
                 isobench: EXE_PLACEHOLDER,
             };
-            self.templates.take_env_reads();
-            let rendered = self
-                .templates
-                .render(&command_site, &ctx, self.source, &mut self.out);
-            self.warn_env_in_argv(&command_site);
-            let Some(line) = rendered else {
+            let Some((line, mut argv)) = self.render_command(&command_site, &ctx) else {
                 continue;
-            };
-            let mut argv = match split_command(&line) {
-                Ok(a) if !a.is_empty() => a,
-                Ok(_) => {
-                    self.out.error(
-                        self.source,
-                        self.spans.value(&command_site),
-                        "the server command renders to nothing",
-                        "empty command",
-                    );
-                    continue;
-                }
-                Err(e) => {
-                    self.out.error(
-                        self.source,
-                        self.spans.value(&command_site),
-                        format!("the server command does not split into arguments: {e}"),
-                        "bad quoting",
-                    );
-                    continue;
-                }
             };
             argv.extend(server_settings.args.clone().unwrap_or_default());
             let normalized_command = normalize_for_drift(&line, &arm_ctx);
@@ -1248,31 +1204,8 @@ impl<'a> Resolver<'a> {
                 declared_env: def.env.clone(),
             });
         }
-        // Same configuration for every arm: after masking what an arm may declare (its own name,
-        // image, path, args, env), the rendered commands must be identical.
-        if let Some((first_arm, first_cmd, _)) = normalized.first().cloned() {
-            for (arm_name, cmd, _) in normalized.iter().skip(1) {
-                if cmd != &first_cmd {
-                    let site = command_site.clone();
-                    self.out
-                        .error(self.source, self.spans.value(&site), format!("commit {short}: the server command differs between arms `{first_arm}` and `{arm_name}` beyond their declared fields"), "renders differently per arm")
-                        .with_help(format!("arms of one commit may differ only in their image/path/patch and their declared `args`/`env`; `{first_arm}`: `{first_cmd}`, `{arm_name}`: `{cmd}`"));
-                    break;
-                }
-            }
-        }
-        // GPUs the servers ask for must exist.
-        if let GpuInventory::Declared(list) = &resources.gpus
-            && server.gpus as usize > list.len()
-        {
-            let at = if commit_server.gpus.is_some() {
-                format!("{p}.server.gpus")
-            } else {
-                "server.gpus".to_string()
-            };
-            self.err(&at, format!("unsatisfiable GPU request: commit {short} needs {} GPUs per server, only {} declared", server.gpus, list.len()), "more GPUs than declared")
-                .with_help("lower `gpus` or declare more in `resources.gpus`");
-        }
+        self.check_arm_drift(&normalized, &command_site, short);
+        self.check_gpu_request(resources, server.gpus, commit_server, &p, short);
         Some(Commit {
             human: c.human.to_ascii_lowercase(),
             parent: c.parent.to_ascii_lowercase(),
@@ -1286,6 +1219,185 @@ impl<'a> Resolver<'a> {
             arms: resolved_arms,
             absent,
         })
+    }
+
+    /// The commit's entry in `[models]`; `None` after reporting an unknown name (with a
+    /// suggestion or the list), since nothing of the commit can be resolved without it.
+    fn commit_model_def<'f>(
+        &mut self,
+        file: &'f ManifestFile,
+        c: &CommitDef,
+        p: &str,
+    ) -> Option<&'f ModelDef> {
+        if let Some(m) = file.models.get(&c.model) {
+            return Some(m);
+        }
+        let e = self.err(
+            &format!("{p}.model"),
+            format!("unknown model `{}`", c.model),
+            "not in [models]",
+        );
+        match did_you_mean(&c.model, file.models.keys().map(String::as_str)) {
+            Some(g) => e.with_help(format!("did you mean `{g}`?")),
+            None => e.with_help(format!(
+                "defined models: {}",
+                file.models.keys().cloned().collect::<Vec<_>>().join(", ")
+            )),
+        };
+        None
+    }
+
+    /// A commit's `arms` may only name arms of `[[arms]]`: a typo would silently drop an arm.
+    fn check_commit_arm_names(&mut self, c: &CommitDef, arms: &[ArmPlan], p: &str) {
+        let Some(only) = &c.arms else {
+            return;
+        };
+        for (k, name) in only.iter().enumerate() {
+            if !arms.iter().any(|a| &a.def.name == name) {
+                let e = self.err(
+                    &format!("{p}.arms[{k}]"),
+                    format!("commit lists unknown arm `{name}`"),
+                    "unknown arm",
+                );
+                if let Some(g) = did_you_mean(name, arms.iter().map(|a| a.def.name.as_str())) {
+                    e.with_help(format!("did you mean `{g}`?"));
+                }
+            }
+        }
+    }
+
+    /// The commit's model as its servers see it: the local files found for `[models]` (see
+    /// `check_models`), else the hub id.
+    fn commit_model(&self, c: &CommitDef, model_def: &ModelDef) -> Model {
+        let files = self.model_files.get(&c.model).cloned().unwrap_or_default();
+        let path = files.path.unwrap_or_else(|| model_def.hf.clone());
+        Model {
+            hf: model_def.hf.clone(),
+            // Unless told otherwise, vLLM serves a model under the name it was started with.
+            served_name: model_def
+                .served_name
+                .clone()
+                .unwrap_or_else(|| path.clone()),
+            path,
+            tokenizer: files.tokenizer,
+            revision: model_def.revision.clone(),
+        }
+    }
+
+    /// Compiles the commit's server command template and returns its site, the name errors are
+    /// reported under: the commit's own, else the campaign's, else the default. `None` when
+    /// the template does not compile (reported).
+    fn command_template(
+        &mut self,
+        file: &ManifestFile,
+        commit_server: &ServerSettings,
+        p: &str,
+    ) -> Option<String> {
+        let (command_site, command_text, command_span) = if let Some(cmd) = &commit_server.command {
+            (
+                format!("{p}.server.command"),
+                cmd.clone(),
+                self.spans.value(&format!("{p}.server.command")),
+            )
+        } else if let Some(cmd) = &file.server.command {
+            (
+                "server.command".to_string(),
+                cmd.clone(),
+                self.spans.value("server.command"),
+            )
+        } else {
+            (
+                "server.command (default)".to_string(),
+                d::SERVER_COMMAND.to_string(),
+                self.spans.value("server"),
+            )
+        };
+        self.templates
+            .add(
+                &command_site,
+                &command_text,
+                command_span,
+                self.source,
+                &mut self.out,
+            )
+            .then_some(command_site)
+    }
+
+    /// One arm's server command: rendered and split into arguments. `None` after reporting
+    /// why it cannot run (template error, nothing left, bad quoting).
+    fn render_command(&mut self, command_site: &str, ctx: &Ctx) -> Option<(String, Vec<String>)> {
+        self.templates.take_env_reads();
+        let rendered = self
+            .templates
+            .render(command_site, ctx, self.source, &mut self.out);
+        self.warn_env_in_argv(command_site);
+        let line = rendered?;
+        match split_command(&line) {
+            Ok(a) if !a.is_empty() => Some((line, a)),
+            Ok(_) => {
+                self.out.error(
+                    self.source,
+                    self.spans.value(command_site),
+                    "the server command renders to nothing",
+                    "empty command",
+                );
+                None
+            }
+            Err(e) => {
+                self.out.error(
+                    self.source,
+                    self.spans.value(command_site),
+                    format!("the server command does not split into arguments: {e}"),
+                    "bad quoting",
+                );
+                None
+            }
+        }
+    }
+
+    /// Same configuration for every arm: after masking what an arm may declare (its own name,
+    /// image, path, args, env), the rendered commands must be identical. `normalized` holds
+    /// (arm, normalized command, normalized env) per arm.
+    fn check_arm_drift(
+        &mut self,
+        normalized: &[(String, String, String)],
+        command_site: &str,
+        short: &str,
+    ) {
+        if let Some((first_arm, first_cmd, _)) = normalized.first().cloned() {
+            for (arm_name, cmd, _) in normalized.iter().skip(1) {
+                if cmd != &first_cmd {
+                    let site = command_site.to_string();
+                    self.out
+                        .error(self.source, self.spans.value(&site), format!("commit {short}: the server command differs between arms `{first_arm}` and `{arm_name}` beyond their declared fields"), "renders differently per arm")
+                        .with_help(format!("arms of one commit may differ only in their image/path/patch and their declared `args`/`env`; `{first_arm}`: `{first_cmd}`, `{arm_name}`: `{cmd}`"));
+                    break;
+                }
+            }
+        }
+    }
+
+    /// GPUs the servers ask for must exist (where `resources.gpus` declares them): reported
+    /// here rather than as a session that can never be scheduled.
+    fn check_gpu_request(
+        &mut self,
+        resources: &ResourceSettings,
+        gpus: u32,
+        commit_server: &ServerSettings,
+        p: &str,
+        short: &str,
+    ) {
+        if let GpuInventory::Declared(list) = &resources.gpus
+            && gpus as usize > list.len()
+        {
+            let at = if commit_server.gpus.is_some() {
+                format!("{p}.server.gpus")
+            } else {
+                "server.gpus".to_string()
+            };
+            self.err(&at, format!("unsatisfiable GPU request: commit {short} needs {} GPUs per server, only {} declared", gpus, list.len()), "more GPUs than declared")
+                .with_help("lower `gpus` or declare more in `resources.gpus`");
+        }
     }
 
     /// The source of an arm for one commit: `Some(Ok)`, `Some(Err(reason))` when the arm is
@@ -1573,6 +1685,24 @@ impl<'a> Resolver<'a> {
                 .clone()
                 .or_else(|| campaign.api_key_env.clone()),
         })
+    }
+}
+
+/// An arm the commit's `arms` leaves out is absent for it (shown as such), not an error.
+fn unlisted_arm(c: &CommitDef, def: &ArmDef) -> Option<AbsentArm> {
+    let only = c.arms.as_ref()?;
+    (!only.contains(&def.name)).then(|| AbsentArm {
+        arm: def.name.clone(),
+        reason: "not listed in this commit's `arms`".into(),
+    })
+}
+
+/// The image repository templates see as `repo`: `images.registry` and `images.repo` joined.
+fn image_repo(images: &Images) -> String {
+    match (&images.registry, &images.repo) {
+        (Some(reg), Some(repo)) => format!("{}/{repo}", reg.trim_end_matches('/')),
+        (None, Some(repo)) => repo.clone(),
+        (_, None) => String::new(),
     }
 }
 
