@@ -108,14 +108,7 @@ async fn full_campaign_pulls_runs_two_at_a_time_and_leaves_no_container() {
     );
     // Two servers at a time on two GPUs; the slow baseline is measurably slower than human.
     assert_eq!(max_overlap(&journal.session_intervals()), 2);
-    let tput = |arm: &str| -> f64 {
-        let v: Vec<f64> = measures
-            .iter()
-            .filter(|(a, _)| a.contains(&format!("arm={arm},")))
-            .map(|(_, e)| e["info"]["output_throughput"].as_f64().unwrap())
-            .collect();
-        v.iter().sum::<f64>() / v.len() as f64
-    };
+    let tput = |arm: &str| mean_throughput(&measures, arm).0;
     assert!(
         tput("human") > 1.5 * tput("baseline"),
         "human {} vs baseline {}",

@@ -605,6 +605,21 @@ fn bad_cluster_settings_are_located_and_nothing_is_submitted() {
     assert_eq!(count(&c.jobs_log(), "submitting"), 0);
 }
 
+/// Replaces the campaign's human arm with an agent arm: the baseline plus `diff` (written as
+/// `agent.diff`), applied at the installation's root.
+fn with_agent_patch(c: &Campaign, diff: &str) {
+    let text = std::fs::read_to_string(&c.manifest).unwrap().replace(
+        "[[arms]]\nname = \"human\"\npath = \"srv/human\"\n",
+        "[[arms]]\nname = \"agent\"\nbase = \"baseline\"\npatch = \"agent.diff\"\npatch_target = \".\"\n",
+    );
+    assert!(
+        text.contains("name = \"agent\""),
+        "no human arm to replace:\n{text}"
+    );
+    std::fs::write(&c.manifest, text).unwrap();
+    std::fs::write(c.dir.path().join("agent.diff"), diff).unwrap();
+}
+
 /// Files below `dir` with their contents (the base installation, before and after).
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut out = BTreeMap::new();
@@ -625,17 +640,11 @@ fn a_patched_agent_arm_runs_from_the_tree_the_controller_built_and_survives_kill
     let marker = unique("patched");
     // baseline and an agent arm (baseline + a patch making tokens 4× faster) × 2 trials.
     let c = campaign(&conf, &marker, 1, 2, 120.0, "");
-    let text = std::fs::read_to_string(&c.manifest).unwrap().replace(
-        "[[arms]]\nname = \"human\"\npath = \"srv/human\"\n",
-        "[[arms]]\nname = \"agent\"\nbase = \"baseline\"\npatch = \"agent.diff\"\npatch_target = \".\"\n",
-    );
-    std::fs::write(&c.manifest, text).unwrap();
-    std::fs::write(
-        c.dir.path().join("agent.diff"),
+    with_agent_patch(
+        &c,
         "diff --git a/sim.toml b/sim.toml\n--- a/sim.toml\n+++ b/sim.toml\n@@ -1,2 +1,2 @@\n \
          ttft_ms = 5.0\n-itl_ms = 120\n+itl_ms = 30\n",
-    )
-    .unwrap();
+    );
     let base = c.dir.path().join("srv/baseline");
     let before = snapshot(&base);
     // Started with a relative manifest path (its state directory relative too): the jobs,
@@ -677,14 +686,10 @@ fn a_patched_agent_arm_runs_from_the_tree_the_controller_built_and_survives_kill
         "{measures:#?}"
     );
     // The agent's servers ran the patched config: 4× shorter inter-token latency.
-    let tput = |arm: &str| -> f64 {
-        let v: Vec<f64> = measures
-            .iter()
-            .filter(|(a, _)| a.contains(&format!("arm={arm},")))
-            .map(|(_, e)| e["info"]["output_throughput"].as_f64().unwrap())
-            .collect();
-        assert_eq!(v.len(), 2, "{arm}");
-        v.iter().sum::<f64>() / v.len() as f64
+    let tput = |arm: &str| {
+        let (mean, trials) = mean_throughput(&measures, arm);
+        assert_eq!(trials, 2, "{arm}");
+        mean
     };
     let (agent, baseline) = (tput("agent"), tput("baseline"));
     assert!(
@@ -730,19 +735,13 @@ fn a_hostile_agent_patch_fails_on_the_controller_and_no_job_is_submitted_for_it(
     let _g = CLUSTER.read().unwrap_or_else(|e| e.into_inner());
     let marker = unique("hostile");
     let c = campaign(&conf, &marker, 1, 1, 5.0, "");
-    let text = std::fs::read_to_string(&c.manifest).unwrap().replace(
-        "[[arms]]\nname = \"human\"\npath = \"srv/human\"\n",
-        "[[arms]]\nname = \"agent\"\nbase = \"baseline\"\npatch = \"agent.diff\"\npatch_target = \".\"\n",
-    );
-    std::fs::write(&c.manifest, text).unwrap();
     // A path climbing out of the target to a file of the campaign's directory.
     let victim = c.dir.path().join("victim");
     std::fs::write(&victim, "a\n").unwrap();
-    std::fs::write(
-        c.dir.path().join("agent.diff"),
+    with_agent_patch(
+        &c,
         "diff --git a/../../victim b/../../victim\n--- a/../../victim\n+++ b/../../victim\n@@ -1 +1 @@\n-a\n+b\n",
-    )
-    .unwrap();
+    );
     let out = c.run(&["apply", "--plain", "--no-report"]);
     assert_eq!(out.status.code(), Some(1), "{}", out.text());
     let journal = Journal::read(&c.state);

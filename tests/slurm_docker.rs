@@ -167,14 +167,7 @@ model = "sim"
     assert_eq!(pull["event"], "done", "{pull}");
     assert!(pull["info"]["node"].as_str().is_some(), "{pull}");
     // The agent's servers ran the derived image: 4× faster tokens than the base.
-    let tput = |arm: &str| -> f64 {
-        let v: Vec<f64> = measures
-            .iter()
-            .filter(|(a, _)| a.contains(&format!("arm={arm},")))
-            .map(|(_, e)| e["info"]["output_throughput"].as_f64().unwrap())
-            .collect();
-        v.iter().sum::<f64>() / v.len() as f64
-    };
+    let tput = |arm: &str| mean_throughput(&measures, arm).0;
     let (agent, baseline) = (tput("agent"), tput("baseline"));
     assert!(
         agent > 2.0 * baseline,

@@ -315,6 +315,17 @@ impl Journal {
 }
 
 /// Most intervals open at one instant.
+/// Mean journaled headline (`info.output_throughput`) of `arm`'s measures among `measures`
+/// (from [`Journal::latest_with_prefix`]), and how many there were.
+pub fn mean_throughput(measures: &BTreeMap<String, serde_json::Value>, arm: &str) -> (f64, usize) {
+    let v: Vec<f64> = measures
+        .iter()
+        .filter(|(a, _)| a.contains(&format!("arm={arm},")))
+        .map(|(_, e)| e["info"]["output_throughput"].as_f64().unwrap())
+        .collect();
+    (v.iter().sum::<f64>() / v.len() as f64, v.len())
+}
+
 pub fn max_overlap(intervals: &[(f64, f64)]) -> usize {
     let mut events: Vec<(f64, i32)> = intervals
         .iter()
