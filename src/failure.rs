@@ -11,6 +11,11 @@ pub enum FailureClass {
     PullFailed,
     /// A patch did not apply cleanly.
     PatchFailed,
+    /// Building an image from its recipe (`[images.build]`) failed: a Dockerfile step, the
+    /// source export, or the engine.
+    BuildFailed,
+    /// Pushing a built image to its registry failed (the image is still measured).
+    PushFailed,
     /// A patch touches compiled sources and no rebuild command is configured.
     NeedsRebuild,
     /// The server exited (see [`CrashCause`]).
@@ -42,6 +47,8 @@ impl FailureClass {
             FailureClass::ImageMissing => "image_missing",
             FailureClass::PullFailed => "pull_failed",
             FailureClass::PatchFailed => "patch_failed",
+            FailureClass::BuildFailed => "build_failed",
+            FailureClass::PushFailed => "push_failed",
             FailureClass::NeedsRebuild => "needs_rebuild",
             FailureClass::Crashed => "crashed",
             FailureClass::StartupTimeout => "startup_timeout",

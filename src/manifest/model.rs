@@ -29,6 +29,8 @@ pub struct Campaign {
     pub commits: Vec<Commit>,
     pub resources: ResourceSettings,
     pub compare: CompareSettings,
+    /// Images built from a recipe (`[images.build]`), by image reference.
+    pub builds: BTreeMap<String, BuildSpec>,
     /// `[cluster]` resolved (`None`: no section); see [`Campaign::slurm`].
     pub cluster: Option<ClusterSettings>,
     /// Valid but risky settings (e.g. an `env()` value on a command line), for the CLI to show.
@@ -82,6 +84,38 @@ pub struct Server {
     pub ipc: Option<String>,
     pub env: BTreeMap<String, String>,
     pub volumes: Vec<String>,
+}
+
+/// How one image is built: the source tree at a commit, a Dockerfile, arguments. Everything in
+/// it that shapes the image enters the build node's key (`pipeline::expand`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildSpec {
+    /// The image reference the build is tagged (and pushed) as.
+    pub reference: String,
+    /// The local git clone.
+    pub repo: PathBuf,
+    /// The full commit hash the source tree is exported at.
+    pub commit: String,
+    /// The tree id of that commit: the source's identity in the key (two commits with the same
+    /// tree build the same image).
+    pub tree: String,
+    pub dockerfile: DockerfileSource,
+    /// blake3 of the Dockerfile's content.
+    pub dockerfile_hash: Hash,
+    pub args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub policy: super::types::BuildPolicy,
+    pub push: bool,
+    /// Which commits and arms use the image, for messages (`015069b0 human`).
+    pub used_by: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DockerfileSource {
+    /// A file next to the manifest (absolute path), added to the context.
+    Manifest(PathBuf),
+    /// A path inside the source tree at the commit.
+    Source(String),
 }
 
 /// How an arm's server comes to exist.

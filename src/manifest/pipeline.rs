@@ -32,6 +32,14 @@ pub enum StepKind {
     ServerStop,
     #[serde(rename = "compare")]
     Compare,
+    /// How the `image.pull` step is instantiated for an image with a build recipe
+    /// (`[images.build]`): built from its commit. Not written in pipeline files.
+    #[serde(skip)]
+    ImageBuild,
+    /// After an [`StepKind::ImageBuild`] with `push = true`: the built image pushed to its
+    /// reference. Not written in pipeline files.
+    #[serde(skip)]
+    ImagePush,
 }
 
 /// What one instance of a step is about; decides how steps are instantiated and connected.
@@ -71,12 +79,14 @@ impl StepKind {
             StepKind::LoadMeasure => "load.measure",
             StepKind::ServerStop => "server.stop",
             StepKind::Compare => "compare",
+            StepKind::ImageBuild => "image.build",
+            StepKind::ImagePush => "image.push",
         }
     }
 
     pub fn scope(self) -> Scope {
         match self {
-            StepKind::ImagePull => Scope::Image,
+            StepKind::ImagePull | StepKind::ImageBuild | StepKind::ImagePush => Scope::Image,
             StepKind::ImagePatch => Scope::Patch,
             StepKind::ServerStart
             | StepKind::ServerReady

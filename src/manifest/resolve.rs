@@ -1,6 +1,8 @@
 //! Manifest text → [`Campaign`]: syntax, schema, references, templates, drift — every problem
 //! collected and located before anything runs.
 
+mod build;
+
 use super::defaults as d;
 use super::diag::{Collector, Diagnostic, ManifestError, Source, Warning, did_you_mean};
 use super::model::*;
@@ -10,7 +12,7 @@ use super::template::{Templates, split_command};
 use super::types::*;
 use crate::util;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// The manifest's JSON Schema (generated from [`ManifestFile`]).
@@ -86,6 +88,8 @@ pub fn load_str(name: &str, text: &str, manifest_dir: &Path) -> Result<Campaign,
         model_files: BTreeMap::new(),
         warnings: Vec::new(),
         warned_env: HashSet::new(),
+        builds: BTreeMap::new(),
+        commit_lookups: HashMap::new(),
     };
     let campaign = r.resolve(&file);
     r.out.finish()?;
@@ -106,6 +110,10 @@ struct Resolver<'a> {
     warnings: Vec<Warning>,
     /// (template site, variable) pairs already warned about.
     warned_env: HashSet<(String, String)>,
+    /// `[images.build]` rendered per image reference ([`Resolver::resolve_build`]).
+    builds: BTreeMap<String, super::model::BuildSpec>,
+    /// (clone, revision) → what git said, so each is looked up once per campaign.
+    commit_lookups: HashMap<(PathBuf, String), build::CommitLookup>,
 }
 
 /// A model's `path` and `tokenizer` after templating and `~` expansion.
@@ -154,6 +162,8 @@ struct ArmCtx {
     role: ArmRole,
     path: String,
     image: String,
+    /// The commit the arm's code is at: the human commit for `human`, the parent otherwise.
+    commit: String,
 }
 
 impl ArmCtx {
@@ -286,6 +296,10 @@ impl<'a> Resolver<'a> {
                 commits.push(commit);
             }
         }
+        if cluster.is_some() && !self.builds.is_empty() {
+            self.err("images.build", "image builds are not supported with `[cluster]` yet: each Slurm job gets its image on its node", "build recipe with a cluster")
+                .with_help("build and push the images once with this manifest on one host (without `[cluster]`, with `push = true`); the cluster's jobs then pull them");
+        }
         let pipeline = pipeline?;
         let results_dir = util::normalize_path(
             &self.manifest_dir.join(
@@ -325,6 +339,7 @@ impl<'a> Resolver<'a> {
                 threshold_pct: file.compare.threshold_pct,
             },
             cluster,
+            builds: std::mem::take(&mut self.builds),
             warnings: Vec::new(),
         })
     }
@@ -1147,6 +1162,7 @@ impl<'a> Resolver<'a> {
                 role: arm.role,
                 path: String::new(),
                 image: String::new(),
+                commit: arm_commit(c, arm.role),
             };
             let source = match self.arm_source(
                 file,
@@ -1181,6 +1197,11 @@ impl<'a> Resolver<'a> {
                 port: PORT_PLACEHOLDER,
                 isobench: EXE_PLACEHOLDER,
             };
+            if let (Some(recipe), ArmSource::Image { reference }) = (&file.images.build, &source)
+                && def.build != Some(false)
+            {
+                self.resolve_build(recipe, &ctx, reference, format!("{short} {}", def.name));
+            }
             let Some((line, mut argv)) = self.render_command(&command_site, &ctx) else {
                 continue;
             };
@@ -1483,6 +1504,7 @@ impl<'a> Resolver<'a> {
             role: base.role,
             path: String::new(),
             image: String::new(),
+            commit: arm_ctx.commit.clone(),
         };
         let base_source = match self.arm_source(
             file, arms, base, commit, model, repo, &base_ctx, chain, runtime,
@@ -1780,12 +1802,22 @@ fn is_env_name(s: &str) -> bool {
 }
 
 /// Replaces what an arm may legitimately differ in (its name, image, path) with placeholders.
+/// The commit an arm's code is at: the human commit for `human`, the parent for the baseline
+/// and for agents (whose patches apply to the baseline).
+fn arm_commit(c: &CommitDef, role: ArmRole) -> String {
+    match role {
+        ArmRole::Human => c.human.to_ascii_lowercase(),
+        ArmRole::Baseline | ArmRole::Agent => c.parent.to_ascii_lowercase(),
+    }
+}
+
 fn normalize_for_drift(rendered: &str, arm: &ArmCtx) -> String {
     let mut s = rendered.to_string();
     for (value, placeholder) in [
         (&arm.image, "<arm.image>"),
         (&arm.path, "<arm.path>"),
         (&arm.name, "<arm.name>"),
+        (&arm.commit, "<arm.commit>"),
     ] {
         if value.len() >= 2 {
             s = s.replace(value.as_str(), placeholder);

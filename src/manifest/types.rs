@@ -72,6 +72,62 @@ pub struct Images {
     /// Registry host prefixed to `repo` in `{{ repo }}`, e.g. `127.0.0.1:5000`.
     #[serde(default)]
     pub registry: Option<String>,
+    /// How to build an arm's image from its commit when it is missing (`docs/images.md`):
+    /// applies to every arm with an `image` unless the arm says `build = false`.
+    #[serde(default)]
+    pub build: Option<BuildDef>,
+}
+
+/// A Dockerfile recipe that builds an arm's image from the source tree at the arm's commit
+/// (the human commit for `human`, the parent for the others).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BuildDef {
+    /// Where the source comes from.
+    pub source: BuildSourceDef,
+    /// The Dockerfile: a path relative to the manifest's directory if such a file exists,
+    /// otherwise a path inside the source tree at the arm's commit. A template.
+    pub dockerfile: String,
+    /// Build arguments (`--build-arg`), templates (`{{ arm.commit }}`, `{{ commit.short }}`).
+    #[serde(default)]
+    pub args: BTreeMap<String, String>,
+    /// The Dockerfile stage to build (`--target`).
+    #[serde(default)]
+    pub target: Option<String>,
+    /// `missing` (default): build only when the image is neither present locally (from this
+    /// recipe or prebuilt) nor pullable; `always`: build whenever the recipe's key changed;
+    /// `never`: never build (the image must exist, as without a recipe).
+    #[serde(default)]
+    pub policy: Option<BuildPolicy>,
+    /// Push the image to its reference after a build (default false).
+    #[serde(default)]
+    pub push: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BuildSourceDef {
+    /// A local git clone (relative to the manifest; a template). Read with `git archive`; its
+    /// working tree is never touched.
+    pub repo: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildPolicy {
+    Missing,
+    Always,
+    Never,
+}
+
+impl BuildPolicy {
+    pub fn name(self) -> &'static str {
+        match self {
+            BuildPolicy::Missing => "missing",
+            BuildPolicy::Always => "always",
+            BuildPolicy::Never => "never",
+        }
+    }
 }
 
 /// One arm. Exactly one way to get its server: `image` (docker), `path` (process runtime:
@@ -108,6 +164,10 @@ pub struct ArmDef {
     /// a patch fails as `needs_rebuild`.
     #[serde(default)]
     pub rebuild: Option<String>,
+    /// `false`: never build this arm's image from `[images.build]` (default: build it when
+    /// the campaign has a recipe and the arm has an `image`).
+    #[serde(default)]
+    pub build: Option<bool>,
     /// Declared per-arm server arguments (the only server difference arms may have).
     #[serde(default)]
     pub args: Vec<String>,

@@ -7,8 +7,9 @@
 //! and the keys of what it depends on. Ports, container names, GPU indices, times and the state
 //! directory never enter a key.
 
-use crate::manifest::model::{ArmSource, Campaign, Commit, CommitArm, LoadPoint};
+use crate::manifest::model::{ArmSource, BuildSpec, Campaign, Commit, CommitArm, LoadPoint};
 use crate::manifest::pipeline::{Pipeline, Scope, StepDef, StepKind};
+use crate::manifest::types::BuildPolicy;
 use crate::util::hash::{Hash, Hasher};
 use petgraph::graph::{DiGraph, NodeIndex};
 use std::collections::HashMap;
@@ -84,7 +85,10 @@ pub struct Dag {
     pub sessions: Vec<Session>,
     pub patches: HashMap<(usize, usize), NodeIndex>,
     pub compares: HashMap<usize, NodeIndex>,
+    /// Per image: the node that makes it available (a pull, or a build when it has a recipe).
     pub pulls: Vec<NodeIndex>,
+    /// Per built image with `push = true`: its push node (after the build).
+    pub pushes: HashMap<usize, NodeIndex>,
 }
 
 impl Dag {
@@ -230,6 +234,25 @@ fn load_hash(commit: &Commit, point: Option<&LoadPoint>) -> Hash {
     h.finish()
 }
 
+/// What makes a built image what it is: its reference, the source tree, the Dockerfile's
+/// content, and the rendered arguments and target. Not the clone's path, nor the policy.
+fn build_components(build: &BuildSpec) -> Vec<(&'static str, Hash)> {
+    let mut args = Hasher::new();
+    for (name, value) in &build.args {
+        args.field(name, value);
+    }
+    args.field("--target", build.target.as_deref().unwrap_or(""));
+    vec![
+        (
+            "image",
+            Hasher::new().field("image", &build.reference).finish(),
+        ),
+        ("source", Hash::of(build.tree.as_bytes())),
+        ("dockerfile", build.dockerfile_hash),
+        ("build", args.finish()),
+    ]
+}
+
 fn key_of(kind: StepKind, components: &[(&'static str, Hash)], upstream: &[Hash]) -> Hash {
     let mut h = Hasher::new();
     h.field("kind", kind.name());
@@ -359,6 +382,10 @@ impl<'a> Expansion<'a> {
         };
         for i in 0..self.dag.images.len() {
             let img = &self.dag.images[i];
+            if let Some(build) = self.build_of(&img.source) {
+                self.add_build(i, build);
+                continue;
+            }
             let components = vec![("image", source_hash(&img.source, manifest_dir))];
             let node = Node {
                 address: format!("{}[{}]", step.id, img.label),
@@ -370,6 +397,64 @@ impl<'a> Expansion<'a> {
             };
             let idx = add(&mut self.dag, node);
             self.dag.pulls.push(idx);
+        }
+    }
+
+    /// The recipe an image is built with, if it has one that may build (`policy != never`).
+    fn build_of(&self, source: &ArmSource) -> Option<&'a BuildSpec> {
+        let ArmSource::Image { reference } = source else {
+            return None;
+        };
+        self.campaign
+            .builds
+            .get(reference)
+            .filter(|b| b.policy != BuildPolicy::Never)
+    }
+
+    /// `build[image=..]` in the place of the image's pull, and `push[image=..]` after it.
+    fn add_build(&mut self, i: usize, build: &BuildSpec) {
+        let label = self.dag.images[i].label.clone();
+        let components = build_components(build);
+        let key = key_of(StepKind::ImageBuild, &components, &[]);
+        let node = Node {
+            address: format!("build[{label}]"),
+            step_id: "build".into(),
+            kind: StepKind::ImageBuild,
+            target: Target::Image(i),
+            key,
+            components: components.clone(),
+        };
+        let idx = add(&mut self.dag, node);
+        self.dag.pulls.push(idx);
+        if build.push {
+            let node = Node {
+                address: format!("push[{label}]"),
+                step_id: "push".into(),
+                kind: StepKind::ImagePush,
+                target: Target::Image(i),
+                key: key_of(StepKind::ImagePush, &components, &[key]),
+                components,
+            };
+            let push = add(&mut self.dag, node);
+            self.dag.graph.add_edge(idx, push, ());
+            self.dag.pushes.insert(i, push);
+        }
+    }
+
+    /// The `image` component of sessions and measures: the reference, and for a built image
+    /// its recipe, so a rebuilt image is measured again.
+    fn image_component(&self, source: &ArmSource) -> Hash {
+        let manifest_dir = &self.campaign.manifest_dir;
+        match self.build_of(source) {
+            Some(build) => {
+                let mut h = Hasher::new();
+                h.hash("source", &source_hash(source, manifest_dir));
+                for (name, c) in build_components(build) {
+                    h.hash(name, &c);
+                }
+                h.finish()
+            }
+            None => source_hash(source, manifest_dir),
         }
     }
 
@@ -396,7 +481,7 @@ impl<'a> Expansion<'a> {
                 .iter()
                 .map(|arm| {
                     (
-                        source_hash(arm.source.root(), manifest_dir),
+                        self.image_component(arm.source.root()),
                         server_hash(commit, arm),
                         patch_chain_hash(&arm.source),
                     )

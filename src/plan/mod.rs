@@ -137,6 +137,9 @@ fn component_phrase(name: &str) -> &str {
         "gpu" => "GPU changed",
         "trial" => "trial changed",
         "measures" => "measurements changed",
+        "source" => "source tree changed",
+        "dockerfile" => "Dockerfile changed",
+        "build" => "build args changed",
         other => other,
     }
 }

@@ -18,6 +18,7 @@ use crate::failure::Failure;
 
 pub mod docker;
 mod docker_auth;
+pub mod docker_build;
 mod logtail;
 mod port;
 pub mod process;
