@@ -7,6 +7,7 @@ use crate::state::State;
 use crate::util::term::Style;
 use clap::ValueEnum;
 use miette::{IntoDiagnostic, Result, WrapErr};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -124,6 +125,7 @@ pub fn make_plan(
     let opts = PlanOptions {
         rerun: parse_globs(rerun)?,
         targeted: targeted.is_some(),
+        ..Default::default()
     };
     let plan = plan::plan(&campaign, &dag, &state, &opts);
     Ok(PlannedCampaign {
@@ -135,6 +137,35 @@ pub fn make_plan(
     })
 }
 
+/// What the local engine holds under each built image's reference, so `plan` can say
+/// `= cached (present)` or `+ build (image missing)`. Read-only and best effort: without a
+/// reachable engine the plan is made from the journal alone.
+async fn build_presence(campaign: &Campaign) -> HashMap<String, plan::ImagePresence> {
+    let mut presence = HashMap::new();
+    if campaign.builds.is_empty() {
+        return presence;
+    }
+    let connect = crate::runtime::docker::DockerRuntime::connect();
+    let Ok(Ok(docker)) = tokio::time::timeout(std::time::Duration::from_secs(3), connect).await
+    else {
+        return presence;
+    };
+    for reference in campaign.builds.keys() {
+        let found = match docker.local_image(reference).await {
+            Ok(None) => plan::ImagePresence::Absent,
+            Ok(Some(image)) => plan::ImagePresence::Present {
+                build_key: image
+                    .labels
+                    .get(crate::exec::build::BUILD_KEY_LABEL)
+                    .cloned(),
+            },
+            Err(_) => continue,
+        };
+        presence.insert(reference.clone(), found);
+    }
+    presence
+}
+
 pub async fn run_plan(args: PlanArgs) -> Result<ExitCode> {
     let planned = make_plan(
         &args.manifest,
@@ -142,6 +173,16 @@ pub async fn run_plan(args: PlanArgs) -> Result<ExitCode> {
         &args.rerun,
         &args.target.selection(),
     )?;
+    let mut planned = planned;
+    let presence = build_presence(&planned.campaign).await;
+    if !presence.is_empty() {
+        let opts = PlanOptions {
+            rerun: parse_globs(&args.rerun)?,
+            targeted: planned.targeted.is_some(),
+            image_presence: presence,
+        };
+        planned.plan = plan::plan(&planned.campaign, &planned.dag, &planned.state, &opts);
+    }
     let PlannedCampaign {
         campaign,
         dag,

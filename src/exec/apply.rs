@@ -395,6 +395,7 @@ fn plan_run(
         &PlanOptions {
             rerun,
             targeted: opts.targeted,
+            ..Default::default()
         },
     ))
 }
@@ -1452,6 +1453,12 @@ fn fail_session(ctx: &Ctx, s: usize, f: &Failure) -> Result<usize, JournalError>
 /// Makes an image (or installation) available; journals the pull node when the plan runs it.
 async fn pull(ctx: &Ctx, image: usize) -> Result<ImageInfo, Failure> {
     let img = &ctx.dag.images[image];
+    if ctx.dag.graph[ctx.dag.pulls[image]].kind == StepKind::ImageBuild
+        && let ArmSource::Image { reference } = &img.source
+        && let Some(spec) = ctx.campaign.builds.get(reference)
+    {
+        return super::build::acquire(ctx, image, spec).await;
+    }
     let source = source_of_root(&img.source);
     let kind = match source {
         ServerSource::Image { .. } => RuntimeKind::Docker,

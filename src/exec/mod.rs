@@ -1,5 +1,6 @@
 //! Execution: `apply` — scheduler (GPUs, pulls, patches, sessions), journal writes, resume.
 pub mod apply;
+pub mod build;
 pub mod check_env;
 pub mod cluster;
 pub mod context;

@@ -4,13 +4,14 @@
 pub mod render;
 pub mod select;
 
-use crate::manifest::model::Campaign;
+use crate::manifest::model::{ArmSource, Campaign};
 use crate::manifest::pipeline::{Scope, StepKind};
+use crate::manifest::types::BuildPolicy;
 use crate::pipeline::expand::{Dag, Node, Target};
 use crate::state::{Event, Inventory, State};
 use petgraph::graph::NodeIndex;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// The campaign's DAG as `plan`, `apply` and `report` all see it. The GPU model enters the
 /// measurement keys: the manifest's `resources.gpu_kind` when set, else the model of the GPUs
@@ -124,6 +125,20 @@ pub struct PlanOptions {
     /// The campaign was narrowed by `--commit`/`--arm`: recorded nodes outside it are not
     /// orphans, just not targeted, and are left out.
     pub targeted: bool,
+    /// What the local engine holds under the references of built images (`[images.build]`),
+    /// when the caller looked (`plan` does, read-only); empty: unknown.
+    pub image_presence: HashMap<String, ImagePresence>,
+}
+
+/// A built image's reference as the local Docker engine has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImagePresence {
+    Absent,
+    /// Present; the key of the recipe that built it (its `isobench.build-key` label), `None`
+    /// for an image built some other way.
+    Present {
+        build_key: Option<String>,
+    },
 }
 
 fn component_phrase(name: &str) -> &str {
@@ -196,6 +211,7 @@ pub fn plan(campaign: &Campaign, dag: &Dag, state: &State, opts: &PlanOptions) -
         .map(|idx| own_action(dag, state, opts, idx))
         .collect();
     follow_sessions(dag, state, &mut nodes);
+    explain_builds(campaign, dag, opts, &mut nodes);
     skip_unneeded_sources(dag, &mut nodes);
     rerun_compares(dag, &mut nodes);
     let orphaned = orphans(dag, state, opts);
@@ -289,11 +305,63 @@ fn follow_sessions(dag: &Dag, state: &State, nodes: &mut [Planned]) {
     }
 }
 
-/// Stage 3: pulls and patches nobody pending needs are not worth doing now.
+/// Stage 2b: build nodes, refined by what the engine holds (when the caller looked): an image
+/// this recipe built, or a prebuilt one under policy `missing`, needs no build; a recorded
+/// build whose image was removed since must be made again.
+fn explain_builds(campaign: &Campaign, dag: &Dag, opts: &PlanOptions, nodes: &mut [Planned]) {
+    for &idx in &dag.pulls {
+        let node = &dag.graph[idx];
+        let Target::Image(i) = node.target else {
+            continue;
+        };
+        let (StepKind::ImageBuild, ArmSource::Image { reference }) =
+            (node.kind, &dag.images[i].source)
+        else {
+            continue;
+        };
+        let Some(presence) = opts.image_presence.get(reference) else {
+            continue;
+        };
+        let policy = campaign.builds.get(reference).map(|b| b.policy);
+        let p = &mut nodes[idx.index()];
+        let forced = opts.rerun.iter().any(|g| g.matches(&node.address));
+        match presence {
+            ImagePresence::Absent if p.action == Action::Cached => {
+                p.action = Action::Run;
+                p.reason = "image missing (built before, removed since)".into();
+            }
+            ImagePresence::Absent if p.action.executes() => {
+                p.reason = match p.reason.as_str() {
+                    "new" => "image missing".into(),
+                    other => format!("{other}; image missing"),
+                }
+            }
+            ImagePresence::Present { build_key } if p.action.executes() && !forced => {
+                match build_key {
+                    Some(k) if *k == node.key.hex() => {
+                        p.action = Action::Cached;
+                        p.reason = "present: built by this recipe".into();
+                    }
+                    None if policy == Some(BuildPolicy::Missing) => {
+                        p.action = Action::Cached;
+                        p.reason = "present (built elsewhere; policy missing)".into();
+                    }
+                    Some(_) => p.reason = format!("{}; the image is from another recipe", p.reason),
+                    None => p.reason = format!("{} (policy always)", p.reason),
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Stage 3: pulls and patches nobody pending needs are not worth doing now (pushes are wanted
+/// for themselves).
 fn skip_unneeded_sources(dag: &Dag, nodes: &mut [Planned]) {
     for idx in dag.graph.node_indices() {
         let node = &dag.graph[idx];
         if !matches!(node.kind.scope(), Scope::Image | Scope::Patch)
+            || node.kind == StepKind::ImagePush
             || !nodes[idx.index()].action.executes()
         {
             continue;

@@ -93,8 +93,14 @@ pub fn text(campaign: &Campaign, dag: &Dag, plan: &Plan, verbose: bool, style: S
         };
         let _ = writeln!(out, "    {:<14} {what}{reason}", painted(style, action));
     };
-    // Shared pulls first.
-    let pulls: Vec<&Planned> = dag.pulls.iter().map(|i| plan.get(*i)).collect();
+    // Shared pulls (or builds, each followed by its push) first.
+    let pulls: Vec<&Planned> = dag
+        .pulls
+        .iter()
+        .enumerate()
+        .flat_map(|(image, node)| std::iter::once(node).chain(dag.pushes.get(&image)))
+        .map(|i| plan.get(*i))
+        .collect();
     if !pulls.is_empty() {
         let _ = writeln!(out, "\n{}", style.bold("images"));
         if verbose || pulls.len() <= 12 {

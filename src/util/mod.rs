@@ -1,5 +1,6 @@
 //! Small helpers shared by several stages.
 pub mod fsx;
+pub mod git;
 pub mod hash;
 pub mod term;
 

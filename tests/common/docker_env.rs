@@ -211,7 +211,7 @@ async fn build_and_push_sims(docker: &Docker) -> Result<(), String> {
 
 /// `(path in the build context, path on this host)` for the binary (as `rootfs/isobench`) and
 /// every library `ldd` lists (at the path it has here).
-fn rootfs_files() -> Result<Vec<(String, String)>, String> {
+pub fn rootfs_files() -> Result<Vec<(String, String)>, String> {
     let binary = env!("CARGO_BIN_EXE_isobench");
     let mut files = vec![("rootfs/isobench".to_string(), binary.to_string())];
     let output = std::process::Command::new("ldd")
@@ -229,7 +229,7 @@ fn rootfs_files() -> Result<Vec<(String, String)>, String> {
     Ok(files)
 }
 
-fn tar_of(files: &[(String, Vec<u8>, u32)]) -> Result<bytes::Bytes, String> {
+pub fn tar_of(files: &[(String, Vec<u8>, u32)]) -> Result<bytes::Bytes, String> {
     let mut builder = tar::Builder::new(Vec::new());
     for (name, bytes, mode) in files {
         let mut header = tar::Header::new_gnu();
@@ -247,7 +247,7 @@ fn tar_of(files: &[(String, Vec<u8>, u32)]) -> Result<bytes::Bytes, String> {
         .map_err(|e| e.to_string())
 }
 
-async fn build(
+pub async fn build(
     docker: &Docker,
     options: BuildImageOptions,
     context: bytes::Bytes,

@@ -7,9 +7,9 @@ use super::{Ctx, Resolver};
 use crate::manifest::model::{BuildSpec, DockerfileSource};
 use crate::manifest::types::{BuildDef, BuildPolicy};
 use crate::util;
+use crate::util::git::read as git;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 /// What the resolver learnt of one (clone, commit): looked up once per campaign.
 #[derive(Clone)]
@@ -180,22 +180,6 @@ fn same_recipe(a: &BuildSpec, b: &BuildSpec) -> bool {
 
 fn short(commit: &str) -> &str {
     &commit[..commit.len().min(12)]
-}
-
-/// Runs a read-only git command in the clone (`-C`), returning stdout.
-pub(crate) fn git(repo: &Path, args: &[&str]) -> Result<Vec<u8>, String> {
-    let output = Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(args)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .output()
-        .map_err(|e| format!("cannot run git: {e}"))?;
-    if output.status.success() {
-        Ok(output.stdout)
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
-    }
 }
 
 fn lookup_commit(repo: &Path, rev: &str) -> CommitLookup {
