@@ -667,7 +667,10 @@ fn d39_build_recipes_are_checked_against_the_clone() {
         let e = load_here(text).unwrap_err().short_lines();
         assert_eq!(e.len(), 1, "{e:#?}");
         let line = text.lines().position(|l| l.starts_with(field)).unwrap() + 1;
-        assert!(e[0].starts_with(&format!("m.toml:{line}:")), "{e:?} (want line {line})");
+        assert!(
+            e[0].starts_with(&format!("m.toml:{line}:")),
+            "{e:?} (want line {line})"
+        );
         assert!(e[0].contains(needle), "{e:?}");
     };
 
@@ -676,16 +679,17 @@ fn d39_build_recipes_are_checked_against_the_clone() {
     assert_eq!(c.builds.len(), 2, "{:#?}", c.builds);
     let baseline = &c.builds[&format!("acme/vllm:baseline-{}", &parent[..12])];
     let human_build = &c.builds[&format!("acme/vllm:human-{}", &human[..12])];
-    assert_eq!(baseline.commit, parent, "the short parent is resolved in the clone");
+    assert_eq!(
+        baseline.commit, parent,
+        "the short parent is resolved in the clone"
+    );
     assert_eq!(baseline.args["VLLM_COMMIT"], parent[..12].to_string());
     assert_eq!(human_build.commit, human);
     assert_eq!(human_build.tree, tree);
     assert_eq!(human_build.target.as_deref(), Some("serve"));
     // `build = false` leaves an arm to be pulled.
-    let opted_out = manifest(recipe, per_arm, &human).replace(
-        "name = \"human\"\n",
-        "name = \"human\"\nbuild = false\n",
-    );
+    let opted_out = manifest(recipe, per_arm, &human)
+        .replace("name = \"human\"\n", "name = \"human\"\nbuild = false\n");
     assert_eq!(load_here(&opted_out).unwrap().builds.len(), 1);
 
     // A commit the clone does not have.
@@ -703,7 +707,11 @@ fn d39_build_recipes_are_checked_against_the_clone() {
     );
     // A Dockerfile neither next to the manifest nor in the source tree.
     located(
-        &manifest(&recipe.replace("docker/Dockerfile", "Dockerfile.gone"), per_arm, &human),
+        &manifest(
+            &recipe.replace("docker/Dockerfile", "Dockerfile.gone"),
+            per_arm,
+            &human,
+        ),
         "no Dockerfile `Dockerfile.gone`",
         "dockerfile = ",
     );
