@@ -30,6 +30,7 @@ use crate::util::hash::{Hash, Hasher};
 mod apply;
 mod diff;
 mod docker;
+mod routine;
 mod tree;
 
 pub use diff::{ChangeKind, Diff, FilePatch, parse as parse_diff};
@@ -130,11 +131,9 @@ async fn build(
             docker::build(d, &input, spec, base, reference, cache_dir, log).await
         }
         (Runtime::Process(_), ServerSource::Path { root }) => {
-            let (input, spec, base) = (input.clone(), spec.clone(), base.clone());
+            let (input, spec) = (input.clone(), spec.clone());
             let (root, cache_dir, log) = (root.clone(), cache_dir.to_path_buf(), log.clone());
-            tokio::task::spawn_blocking(move || {
-                tree::build(&input, &spec, &base, &root, &cache_dir, &log)
-            })
+            tokio::task::spawn_blocking(move || tree::build(&input, &spec, &root, &cache_dir, &log))
             .await
             .map_err(|err| internal(format!("the patch task failed: {err}")))?
         }

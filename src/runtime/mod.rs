@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use crate::failure::Failure;
 
 pub mod docker;
+pub mod docker_helper;
 mod docker_auth;
 mod logtail;
 mod port;
