@@ -18,10 +18,10 @@ use isobench::failure::{Failure, FailureClass};
 use isobench::manifest::model::{ArmSource, PatchSpec};
 use isobench::runtime::{ImageInfo, Runtime, ServerSource};
 use patch_fixtures::*;
-use patch_support::*;
 use patch_images::{
     BASE, NO_VLLM, PYTHON, SITE, SRC, docker_or_skip, read_image_file, run_in_image,
 };
+use patch_support::*;
 
 const SIM_PORT: u16 = 8000;
 

@@ -93,7 +93,11 @@ impl PatchBase for Install {
     async fn assert_nothing_built(&self, _spec: &PatchSpec) {
         for tree in std::fs::read_dir(self.trees()).into_iter().flatten() {
             let tree = tree.unwrap().path();
-            assert!(tree.join("isobench-patch.json").is_file(), "{}", tree.display());
+            assert!(
+                tree.join("isobench-patch.json").is_file(),
+                "{}",
+                tree.display()
+            );
         }
         assert_eq!(snapshot(&self.root()), self.made);
     }

@@ -418,7 +418,9 @@ mod tests {
             header.set_uid(7);
             header.set_gid(8);
             header.set_cksum();
-            builder.append_data(&mut header, name, std::io::empty()).unwrap();
+            builder
+                .append_data(&mut header, name, std::io::empty())
+                .unwrap();
         };
         add("dir/", tar::EntryType::Directory);
         add("dir/a.pyc", tar::EntryType::Regular);

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use crate::failure::Failure;
 
 pub mod docker;
-pub mod docker_helper;
 mod docker_auth;
+pub mod docker_helper;
 mod logtail;
 mod port;
 pub mod process;

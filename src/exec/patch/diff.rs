@@ -96,7 +96,11 @@ impl FilePatch {
     fn set_name(&mut self, side: Side, number: usize, name: Option<String>, prefixed: bool) {
         let (raw, raw_prefixed, absent) = match side {
             Side::Old => (&mut self.old_raw, &mut self.old_prefixed, ChangeKind::Add),
-            Side::New => (&mut self.new_raw, &mut self.new_prefixed, ChangeKind::Delete),
+            Side::New => (
+                &mut self.new_raw,
+                &mut self.new_prefixed,
+                ChangeKind::Delete,
+            ),
         };
         match name {
             Some(name) => {

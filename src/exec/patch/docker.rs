@@ -277,7 +277,6 @@ impl Derived<'_> {
     }
 }
 
-
 /// `127.0.0.1:5000/team/vllm:tag` → `isobench-patched/team/vllm:<12 hex of the key>`.
 pub fn derived_tag(reference: &str, key_hex: &str) -> String {
     let without_digest = reference.split('@').next().unwrap_or(reference);
@@ -381,7 +380,11 @@ fn short(id: &str) -> &str {
 
 // ------------------------------------------------------------------------------ target
 
-async fn find_target(fs: &ImageFs<'_>, spec: &PatchSpec, log: &PatchLog) -> Result<String, Failure> {
+async fn find_target(
+    fs: &ImageFs<'_>,
+    spec: &PatchSpec,
+    log: &PatchLog,
+) -> Result<String, Failure> {
     let reference = fs.reference;
     if let Some(explicit) = &spec.target {
         let path = if explicit.starts_with('/') {
@@ -437,7 +440,11 @@ fn installed_package(path: &str) -> Option<String> {
 /// image has no `python3`/`python` or it does not know `vllm`.
 async fn probe_python(fs: &ImageFs<'_>, log: &PatchLog) -> Result<Option<String>, Failure> {
     for python in ["python3", "python"] {
-        let argv = vec![python.to_string(), "-c".to_string(), PYTHON_PROBE.to_string()];
+        let argv = vec![
+            python.to_string(),
+            "-c".to_string(),
+            PYTHON_PROBE.to_string(),
+        ];
         let name = helper_name("probe", &fs.key);
         let ran = docker_helper::run_once(
             fs.docker,
@@ -471,7 +478,6 @@ async fn probe_python(fs: &ImageFs<'_>, log: &PatchLog) -> Result<Option<String>
     }
     Ok(None)
 }
-
 
 // ------------------------------------------------------------------------------ build
 

@@ -23,9 +23,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::apply::io_failure;
-use super::routine::{
-    Applied, EntryKind, FileOwner, TargetFs, apply_in_scratch, map_onto_target,
-};
+use super::routine::{Applied, EntryKind, FileOwner, TargetFs, apply_in_scratch, map_onto_target};
 use super::{
     BuildRecord, Change, Layout, PACKAGE, PYTHON_PROBE, PatchInput, PatchLog, PatchOutcome,
     PatchedSource, build_key, internal, link_failure, parent_dirs, parse_probe_output, pycache_of,
