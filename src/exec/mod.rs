@@ -3,6 +3,7 @@ pub mod apply;
 pub mod check_env;
 pub mod cluster;
 pub mod context;
+pub mod events;
 pub mod gpu;
 pub mod live;
 pub mod pairing;

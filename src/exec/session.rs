@@ -2,7 +2,7 @@
 //! The server is stopped on every path: success, failure, timeout and cancellation.
 
 use super::context::{Ctx, JournalError};
-use super::live::Activity;
+use super::events::Activity;
 use crate::failure::{CrashCause, Failure, FailureClass};
 use crate::loadgen::{self, ClientConfig, Dataset, LoadClient, Progress, RunConfig};
 use crate::manifest::model::{Commit, CommitArm, EXE_PLACEHOLDER, Isolate, PORT_PLACEHOLDER};
@@ -223,7 +223,7 @@ pub async fn run(
     };
 
     // start
-    let activity = ctx.live.begin(
+    let activity = ctx.begin(
         &label,
         &format!(
             "starting on GPUs [{}]",
@@ -252,7 +252,7 @@ pub async fn run(
         r = runtime.start(&spec) => r,
         _ = ctx.cancelled_wait() => {
             outcome.interrupted = true;
-            activity.end(&ctx.live, "interrupted before the server started");
+            activity.end("interrupted before the server started");
             // A start cut short can leave a created container: remove exactly that one (by
             // name, state and run), never another run's or another state directory's.
             let _ = runtime.cleanup_cancelled_start(&ctx.owner, &spec).await;
@@ -270,7 +270,7 @@ pub async fn run(
                 .chain(stop)
                 .collect();
             outcome.failed = fail_rest(&ctx, &rest, &f)?;
-            activity.end(&ctx.live, &format!("failed to start: {f}"));
+            activity.end(&format!("failed to start: {f}"));
             return Ok(outcome);
         }
     };
@@ -306,7 +306,7 @@ pub async fn run(
         None => Ok(()),
     };
     if let Err(e) = body.and(stop_result) {
-        activity.end(&ctx.live, &format!("server stopped; {e}"));
+        activity.end(&format!("server stopped; {e}"));
         return Err(e);
     }
     let summary = if outcome.interrupted {
@@ -316,7 +316,7 @@ pub async fn run(
     } else {
         format!("{} measured", outcome.measured)
     };
-    activity.end(&ctx.live, &summary);
+    activity.end(&summary);
     Ok(outcome)
 }
 
@@ -325,7 +325,7 @@ struct OnServer<'a> {
     ctx: &'a Ctx,
     runtime: &'a Runtime,
     handle: &'a ServerHandle,
-    activity: &'a Activity,
+    activity: &'a Activity<'a>,
     commit: &'a Commit,
     gpus: &'a [u32],
     dataset: &'a Arc<Datasets>,
