@@ -20,8 +20,7 @@ pub mod stats;
 
 pub use audit::{LagSummary, SelfAudit};
 pub use benchmark::{
-    BenchError, BenchEvent, BenchPlan, BenchRun, BenchStage, MeasuredRun, WarmupPlan,
-    run_benchmark,
+    BenchError, BenchEvent, BenchPlan, BenchRun, BenchStage, MeasuredRun, WarmupPlan, run_benchmark,
 };
 pub use client::{LoadClient, WarmupSummary};
 pub use dataset::{
