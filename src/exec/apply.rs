@@ -875,6 +875,7 @@ impl Scheduler {
     /// The totals line, from the stream's tally.
     fn totals(&self, running: usize) {
         let tally = self.ctx.events.tally();
+        // Only a node transition can fail to be delivered (the journal); totals cannot.
         let _ = self.ctx.emit(&ExecEvent::Totals {
             done: tally.measured() as u64,
             total: self.total_measures as u64,
