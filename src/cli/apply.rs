@@ -158,25 +158,8 @@ pub async fn run_apply(args: ApplyArgs) -> Result<ExitCode> {
     let summary = exec::apply(campaign, &opts, std::sync::Arc::new(ReportComparer))
         .await
         .map_err(|e| miette::miette!("{e}"))?;
-    let code: u8 = if summary.interrupted {
-        130
-    } else if summary.failed_nodes.is_empty() {
-        0
-    } else {
-        1
-    };
-    if events {
-        // The stream's last object: how the run ended (the exit code follows it).
-        let failed: Vec<&str> = summary
-            .failed_nodes
-            .iter()
-            .map(|(a, _)| a.as_str())
-            .collect();
-        println!(
-            "{}",
-            serde_json::json!({"v": 1, "t": crate::util::now_rfc3339(), "event": "apply_finished", "measured": summary.measured, "failed": failed, "interrupted": summary.interrupted, "nothing_to_do": summary.nothing_to_do, "exit_code": code})
-        );
-    }
+    // With `--events jsonl`, the stream's `apply_finished` (the run's last event) is out.
+    let code = summary.exit_code();
     if summary.nothing_to_do {
         return Ok(ExitCode::SUCCESS);
     }

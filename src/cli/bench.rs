@@ -1,13 +1,14 @@
 //! `isobench bench`: the load generator alone, with `vllm bench serve`'s flag names and output.
+//! The benchmark itself is `loadgen::run_benchmark` (as in a campaign session); this file parses
+//! the flags, prints vLLM's lines and names the result file.
 use crate::loadgen::{
-    self, Backend, BenchResult, ClientConfig, DatasetConfig, Goodput, LoadClient, Progress,
-    RunConfig, RunOutcome,
+    self, Backend, BenchEvent, BenchPlan, BenchResult, BenchStage, ClientConfig, DatasetConfig,
+    Goodput, LoadClient, RunConfig, RunOutcome, WarmupPlan,
 };
 use crate::util::term::printable;
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Flags are named as in `vllm bench serve` where the concept is the same, and their defaults
@@ -236,8 +237,9 @@ fn fail(message: String) -> miette::Report {
     miette::miette!("{}", printable(&message))
 }
 
-/// `isobench bench`, in vLLM's order: client and model, prompts, ready check and warm-up, the
-/// measured run, then the summary and the saved result.
+/// `isobench bench`, in vLLM's order: client and model, prompts, then the library's benchmark
+/// (ready check, warm-up, the measured run; rendered by [`Console`]), then the summary and the
+/// saved result.
 pub async fn run(args: BenchArgs) -> miette::Result<ExitCode> {
     let metadata = args.metadata_pairs().map_err(fail)?;
     let client = connect(&args)?;
@@ -255,22 +257,37 @@ pub async fn run(args: BenchArgs) -> miette::Result<ExitCode> {
         .unwrap_or_else(|| model.clone());
     let run = args.run_config(served).map_err(fail)?;
     run.validate().map_err(|err| fail(err.to_string()))?;
-    ready_and_warm(&args, &client, &dataset, &run).await?;
-    announce_run(&run);
-
-    let progress = Arc::new(Progress::new());
+    if args.ready_check_timeout_sec == 0 {
+        println!("Skipping endpoint ready check.");
+    }
     let show_bar = !args.disable_tqdm && std::io::stderr().is_terminal();
-    let reporter = tokio::spawn(report_progress(
-        progress.clone(),
-        dataset.requests.len(),
+    let plan = BenchPlan {
+        run: &run,
+        ready_check: (args.ready_check_timeout_sec > 0)
+            .then(|| Duration::from_secs(args.ready_check_timeout_sec)),
+        warmup: (args.num_warmups > 0).then_some(WarmupPlan {
+            dataset: &dataset,
+            requests: args.num_warmups,
+        }),
+        measure: Some(&dataset),
+        // A bar moves smoothly; plain lines (logs, CI) come every 10 s.
+        progress_every: Duration::from_millis(if show_bar { 200 } else { 10_000 }),
+    };
+    let mut console = Console {
+        run: &run,
+        total: dataset.requests.len(),
         show_bar,
-    ));
-    let result = client
-        .run(&dataset, &run, Some(progress))
-        .await
-        .map_err(|err| fail(err.to_string()))?;
-    reporter.abort();
-    let _ = reporter.await;
+        bar: None,
+    };
+    let benchmark = loadgen::run_benchmark(&client, &plan, |event| console.show(event)).await;
+    console.finish();
+    let result = match benchmark {
+        Ok(done) => done.measured.expect("the plan has a measured run").result,
+        Err(err) if err.stage == BenchStage::ReadyCheck => {
+            return Err(fail(format!("Initial test run failed: {}", err.error)));
+        }
+        Err(err) => return Err(fail(err.error.to_string())),
+    };
 
     print_failures(&result);
     print!("{}", result.summary_text());
@@ -353,42 +370,61 @@ fn prompts(args: &BenchArgs, model: &str) -> miette::Result<loadgen::Dataset> {
     Ok(dataset)
 }
 
-/// vLLM's single-prompt ready check, then the warm-up requests (not measured).
-async fn ready_and_warm(
-    args: &BenchArgs,
-    client: &LoadClient,
-    dataset: &loadgen::Dataset,
-    run: &RunConfig,
-) -> miette::Result<()> {
-    if args.ready_check_timeout_sec > 0 {
-        println!("Starting initial single prompt test run...");
-        client
-            .wait_until_ready(
-                dataset,
-                run,
-                Duration::from_secs(args.ready_check_timeout_sec),
-            )
-            .await
-            .map_err(|err| fail(format!("Initial test run failed: {err}")))?;
-        println!("Initial test run completed.");
-    } else {
-        println!("Skipping endpoint ready check.");
-    }
-    if args.num_warmups > 0 {
-        println!("Warming up with {} requests...", args.num_warmups);
-        let warm = client
-            .warmup(dataset, args.num_warmups, run)
-            .await
-            .map_err(|err| fail(err.to_string()))?;
-        if warm.failed > 0 {
-            eprintln!(
-                "warning: {} of {} warm-up requests failed",
-                warm.failed, warm.requests
-            );
+/// What `bench` shows of the benchmark's stages: vLLM's lines on stdout, and during the
+/// measured run a progress bar on a terminal, plain lines on stderr otherwise.
+struct Console<'a> {
+    run: &'a RunConfig,
+    /// Requests of the measured run (the bar's length).
+    total: usize,
+    show_bar: bool,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Console<'_> {
+    fn show(&mut self, event: BenchEvent<'_>) {
+        match event {
+            BenchEvent::ReadyCheck => println!("Starting initial single prompt test run..."),
+            BenchEvent::Ready => println!("Initial test run completed."),
+            BenchEvent::WarmingUp { requests } => {
+                println!("Warming up with {requests} requests...")
+            }
+            BenchEvent::WarmedUp(warm) => {
+                if warm.failed > 0 {
+                    eprintln!(
+                        "warning: {} of {} warm-up requests failed",
+                        warm.failed, warm.requests
+                    );
+                }
+                println!("Warmup run completed.");
+            }
+            BenchEvent::Measuring => {
+                announce_run(self.run);
+                if self.show_bar {
+                    self.bar = Some(indicatif::ProgressBar::new(self.total as u64));
+                }
+            }
+            BenchEvent::Progress { progress, .. } => match &self.bar {
+                Some(bar) => {
+                    bar.set_position(progress.finished() as u64);
+                    bar.set_message(format!("{} failed", progress.failed()));
+                }
+                None => eprintln!(
+                    "progress: {}/{} done ({} failed), {} output tokens",
+                    progress.finished(),
+                    self.total,
+                    progress.failed(),
+                    progress.output_tokens()
+                ),
+            },
         }
-        println!("Warmup run completed.");
     }
-    Ok(())
+
+    /// The run is over: the bar stays, at its end.
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish();
+        }
+    }
 }
 
 /// vLLM's lines before the measured run.
@@ -423,7 +459,8 @@ fn save(
         std::fs::create_dir_all(parent)
             .map_err(|err| fail(format!("cannot create {}: {err}", parent.display())))?;
     }
-    std::fs::write(&path, result.to_json_text(args.save_detailed, metadata))
+    result
+        .save(&path, args.save_detailed, metadata)
         .map_err(|err| fail(format!("cannot write {}: {err}", path.display())))?;
     println!("Result saved to {}", path.display());
     Ok(())
@@ -467,33 +504,6 @@ fn result_path(args: &BenchArgs, model: &str, result: &BenchResult) -> PathBuf {
     match &args.result_dir {
         Some(dir) => dir.join(name),
         None => PathBuf::from(name),
-    }
-}
-
-/// A progress bar on a terminal; plain lines every 10 s otherwise.
-async fn report_progress(progress: Arc<Progress>, total: usize, bar: bool) {
-    if bar {
-        let bar = indicatif::ProgressBar::new(total as u64);
-        loop {
-            bar.set_position(progress.finished() as u64);
-            bar.set_message(format!("{} failed", progress.failed()));
-            if progress.finished() >= total {
-                bar.finish();
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-    let mut tick = tokio::time::interval(Duration::from_secs(10));
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        eprintln!(
-            "progress: {}/{total} done ({} failed), {} output tokens",
-            progress.finished(),
-            progress.failed(),
-            progress.output_tokens()
-        );
     }
 }
 

@@ -2,6 +2,7 @@
 //! GPU-aware scheduling, prefetching pulls, building patches, and recording every transition.
 
 use super::context::{Ctx, JournalError};
+use super::events::{ExecEvent, Stream};
 use super::gpu::{self, Pool, Shortage};
 use super::live::{Live, human_bytes, human_duration};
 use super::patch::{self, PatchedSource};
@@ -55,6 +56,20 @@ pub struct ApplySummary {
     pub makespan: Duration,
     pub nothing_to_do: bool,
     pub parallel_peak: usize,
+}
+
+impl ApplySummary {
+    /// The process's exit status: 0 all succeeded (or nothing to do), 1 a step failed, 130
+    /// interrupted (run `apply` again to resume).
+    pub fn exit_code(&self) -> u8 {
+        if self.interrupted {
+            130
+        } else if self.failed_nodes.is_empty() {
+            0
+        } else {
+            1
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -161,12 +176,17 @@ pub async fn apply(
     comparer: Arc<dyn super::Comparer>,
 ) -> Result<ApplySummary, ApplyError> {
     let t0 = Instant::now();
-    let Some(prepared) = prepare(campaign, opts).await? else {
-        return Ok(ApplySummary {
-            nothing_to_do: true,
-            makespan: t0.elapsed(),
-            ..Default::default()
-        });
+    let prepared = match prepare(campaign, opts).await? {
+        Prepare::Run(prepared) => prepared,
+        Prepare::NothingToDo(events) => {
+            let summary = ApplySummary {
+                nothing_to_do: true,
+                makespan: t0.elapsed(),
+                ..Default::default()
+            };
+            events.finish(Some(&summary));
+            return Ok(summary);
+        }
     };
     let (cancel_tx, cancel_rx) = watch::channel(false);
     spawn_signal_handler(cancel_tx.clone());
@@ -208,7 +228,7 @@ struct Prepared {
     campaign: Campaign,
     run_id: String,
     owner: crate::runtime::Owner,
-    live: Live,
+    events: Stream,
     slurm: Option<ClusterSettings>,
     inventory: state::Inventory,
     probe: Option<gpu::Probe>,
@@ -222,12 +242,15 @@ struct Prepared {
     process: Option<Runtime>,
 }
 
+/// What [`prepare`] leaves: a run, or nothing to do (and the stream to say so on).
+enum Prepare {
+    Run(Box<Prepared>),
+    NothingToDo(Stream),
+}
+
 /// Takes the lock, finds the GPUs, plans, connects the runtimes and removes what earlier runs
-/// left behind. `None`: nothing is left to do (leftovers are removed even then).
-async fn prepare(
-    mut campaign: Campaign,
-    opts: &ApplyOptions,
-) -> Result<Option<Prepared>, ApplyError> {
+/// left behind (even when nothing is left to do).
+async fn prepare(mut campaign: Campaign, opts: &ApplyOptions) -> Result<Prepare, ApplyError> {
     if let Some(dir) = &opts.state {
         campaign.state_dir = dir.clone();
     }
@@ -241,11 +264,15 @@ async fn prepare(
         run: run_id.clone(),
         host: lock::hostname(),
     };
-    let live = if opts.events {
-        Live::events()
-    } else {
-        Live::new(opts.plain)
-    };
+    // The run's event stream; its journal is attached once the tasks are about to start.
+    let events = Stream::new(
+        if opts.events {
+            Live::events()
+        } else {
+            Live::new(opts.plain)
+        },
+        &run_id,
+    );
     let slurm = campaign.slurm().cloned();
     let (inventory, probe) = find_gpus(&campaign, opts, slurm.is_some())?;
     let state_before = load_state(&campaign.state_dir)?;
@@ -254,7 +281,7 @@ async fn prepare(
     // Slurm: jobs of a killed earlier apply are collected (or followed) before planning.
     let (state_before, reattach) = match &slurm {
         Some(_) => {
-            let r = super::cluster::reconcile(&campaign.state_dir, &dag, &live)
+            let r = super::cluster::reconcile(&campaign.state_dir, &dag, &events)
                 .await
                 .map_err(ApplyError::Setup)?;
             (load_state(&campaign.state_dir)?, r.running)
@@ -262,7 +289,7 @@ async fn prepare(
         None => (state_before, HashMap::new()),
     };
     let the_plan = plan_run(&campaign, &dag, &state_before, opts)?;
-    announce_plan(&live, &the_plan, &inventory);
+    announce_plan(&events, &the_plan, &inventory);
     let pending_sessions: Vec<usize> = (0..dag.sessions.len())
         .filter(|&s| {
             dag.sessions[s]
@@ -279,20 +306,20 @@ async fn prepare(
         .filter(|n| the_plan.action(*n).executes())
         .collect();
     let (docker, process) =
-        connect_runtimes(&campaign, &dag, &pending_sessions, slurm.is_some(), &live).await?;
+        connect_runtimes(&campaign, &dag, &pending_sessions, slurm.is_some(), &events).await?;
     for rt in docker.iter().chain(process.iter()) {
-        clean_leftovers(rt, &campaign, &owner, &live).await;
+        clean_leftovers(rt, &campaign, &owner, &events).await;
     }
     if pending_sessions.is_empty() && pending_compares.is_empty() {
-        live.line("nothing to do: every step is cached");
-        return Ok(None);
+        events.note("nothing to do: every step is cached");
+        return Ok(Prepare::NothingToDo(events));
     }
-    Ok(Some(Prepared {
+    Ok(Prepare::Run(Box::new(Prepared {
         lock,
         campaign,
         run_id,
         owner,
-        live,
+        events,
         slurm,
         inventory,
         probe,
@@ -304,7 +331,7 @@ async fn prepare(
         pending_compares,
         docker,
         process,
-    }))
+    })))
 }
 
 /// `<UTC time without separators>-<pid>`: labels this run's servers and journal entries.
@@ -400,9 +427,9 @@ fn plan_run(
     ))
 }
 
-fn announce_plan(live: &Live, the_plan: &plan::Plan, inventory: &state::Inventory) {
+fn announce_plan(events: &Stream, the_plan: &plan::Plan, inventory: &state::Inventory) {
     let c = &the_plan.counts;
-    live.line(&format!(
+    events.note(&format!(
         "plan: {} to run, {} to rerun, {} incomplete, {} cached, {} orphaned; {} arm(s) absent · GPUs: {} ({})",
         c.run,
         c.rerun,
@@ -423,7 +450,7 @@ async fn connect_runtimes(
     dag: &Dag,
     pending_sessions: &[usize],
     slurm: bool,
-    live: &Live,
+    events: &Stream,
 ) -> Result<(Option<Runtime>, Option<Runtime>), ApplyError> {
     let needs: HashSet<RuntimeKind> = pending_sessions
         .iter()
@@ -453,7 +480,7 @@ async fn connect_runtimes(
                 return Err(ApplyError::Setup(format!("Docker Engine: {f}")));
             }
             Err(f) => {
-                live.line(&format!(
+                events.note(&format!(
                     "warning: Docker Engine not reachable, leftover containers not checked: {f}"
                 ));
                 None
@@ -474,12 +501,12 @@ async fn clean_leftovers(
     rt: &Runtime,
     campaign: &Campaign,
     owner: &crate::runtime::Owner,
-    live: &Live,
+    events: &Stream,
 ) {
     match rt.cleanup_leftovers(owner).await {
         Ok(cleanup) => {
             if !cleanup.removed.is_empty() {
-                live.line(&format!(
+                events.note(&format!(
                     "removed {} leftover {} server(s) of an earlier run: {}",
                     cleanup.removed.len(),
                     rt.kind(),
@@ -487,10 +514,10 @@ async fn clean_leftovers(
                 ));
             }
             for skipped in &cleanup.skipped {
-                live.line(&format!("warning: {skipped}"));
+                events.note(&format!("warning: {skipped}"));
             }
         }
-        Err(f) => live.line(&format!(
+        Err(f) => events.note(&format!(
             "warning: could not clean up leftovers ({}): {f}",
             rt.kind()
         )),
@@ -499,19 +526,19 @@ async fn clean_leftovers(
         && let Ok(unowned) = d.unowned_containers(&campaign.name).await
         && !unowned.is_empty()
     {
-        live.line(&format!(
+        events.note(&format!(
             "warning: container(s) {} of campaign {} were made by an older isobench (no state id) and are not removed automatically; remove them by hand if no older isobench runs",
             unowned.join(", "),
             campaign.name
         ));
     }
     match patch::cleanup_leftovers(rt, &campaign.state_dir.join("patched")).await {
-        Ok(removed) if !removed.is_empty() => live.line(&format!(
+        Ok(removed) if !removed.is_empty() => events.note(&format!(
             "removed {} leftover(s) of interrupted patch builds",
             removed.len()
         )),
         Ok(_) => {}
-        Err(f) => live.line(&format!("warning: could not clean up patch leftovers: {f}")),
+        Err(f) => events.note(&format!("warning: could not clean up patch leftovers: {f}")),
     }
 }
 
@@ -537,7 +564,7 @@ struct Launchpad {
 /// Fixes everything the tasks share before the first one starts: attempt numbers, the
 /// journal, GPU placement and paired groups.
 fn launchpad(
-    p: Prepared,
+    p: Box<Prepared>,
     opts: &ApplyOptions,
     comparer: Arc<dyn super::Comparer>,
     cancel: watch::Receiver<bool>,
@@ -590,7 +617,6 @@ fn launchpad(
                 .count()
         })
         .sum();
-    p.live.set_total(total_measures as u64);
     let ctx = Arc::new(Ctx {
         campaign: p.campaign,
         dag: p.dag,
@@ -598,8 +624,7 @@ fn launchpad(
         run_id: p.run_id,
         owner: p.owner,
         attempts,
-        journal: Mutex::new(journal),
-        live: p.live,
+        events: p.events.with_journal(journal),
         cancel,
         docker: p.docker,
         process: p.process,
@@ -730,8 +755,6 @@ struct Scheduler {
     queue: Vec<usize>,
     running: HashMap<usize, Vec<u32>>,
     waiting_since: HashMap<usize, Instant>,
-    measured_total: u64,
-    failed_total: u64,
     stop_launching: bool,
     last_idle_notice: Option<String>,
     /// A journal write failed (disk full...): nothing more can be recorded, so nothing new
@@ -778,8 +801,6 @@ impl Scheduler {
             queue,
             running: HashMap::new(),
             waiting_since: HashMap::new(),
-            measured_total: 0,
-            failed_total: 0,
             stop_launching: false,
             last_idle_notice: None,
             fatal: None,
@@ -827,12 +848,7 @@ impl Scheduler {
                 self.stop_launching = true;
             }
             self.launch_ready();
-            self.ctx.live.totals(
-                self.measured_total,
-                self.total_measures as u64,
-                self.running.len(),
-                self.failed_total,
-            );
+            self.totals(self.running.len());
             if self.drained() {
                 break;
             }
@@ -844,15 +860,10 @@ impl Scheduler {
                 self.on_event(event).await;
             }
         }
-        self.ctx.live.totals(
-            self.measured_total,
-            self.total_measures as u64,
-            0,
-            self.failed_total,
-        );
+        self.totals(0);
         if let Some(e) = self.fatal.take() {
             sweep_servers(&self.ctx).await;
-            self.ctx.live.finish();
+            self.ctx.events.finish(None);
             return Err(e.into());
         }
         if self.sweep {
@@ -860,6 +871,18 @@ impl Scheduler {
         }
         self.summary.interrupted |= self.ctx.cancelled();
         Ok(self.summary)
+    }
+
+    /// The totals line, from the stream's tally.
+    fn totals(&self, running: usize) {
+        let tally = self.ctx.events.tally();
+        // Only a node transition can fail to be delivered (the journal); totals cannot.
+        let _ = self.ctx.emit(&ExecEvent::Totals {
+            done: tally.measured() as u64,
+            total: self.total_measures as u64,
+            running,
+            failed: tally.failed() as u64,
+        });
     }
 
     /// Whether the loop is over: nothing runs and nothing more will start, or (interrupted)
@@ -919,8 +942,7 @@ impl Scheduler {
                 // Must still report back, or apply waits forever; the job, not
                 // `ended` in cluster/jobs.jsonl, is followed by the next apply.
                 Err(e) => {
-                    ctx2.live
-                        .line(&format!("error: a Slurm session task failed: {e}"));
+                    ctx2.note(&format!("error: a Slurm session task failed: {e}"));
                     Ok(SessionOutcome::default())
                 }
             };
@@ -1017,7 +1039,7 @@ impl Scheduler {
             .collect::<Vec<_>>()
             .join(", ");
         if self.last_idle_notice.as_deref() != Some(list.as_str()) {
-            self.ctx.live.line(&format!(
+            self.ctx.note(&format!(
                 "waiting for a GPU to read idle ({list} in use; threshold {} MiB)",
                 self.ctx.campaign.resources.gpu_idle_memory_mib
             ));
@@ -1042,9 +1064,8 @@ impl Scheduler {
     /// Session `s` (at queue position `i`) will not run: its pending nodes are marked failed
     /// and it leaves the queue.
     fn give_up(&mut self, i: usize, s: usize, f: &Failure) {
-        match fail_session(&self.ctx, s, f) {
-            Ok(n) => self.failed_total += n as u64,
-            Err(e) => self.abort(e),
+        if let Err(e) = fail_session(&self.ctx, s, f) {
+            self.abort(e);
         }
         self.queue.remove(i);
     }
@@ -1053,8 +1074,7 @@ impl Scheduler {
     fn abort(&mut self, e: JournalError) {
         if self.fatal.is_none() {
             self.ctx
-                .live
-                .line(&format!("error: {e}; stopping every server, then exiting"));
+                .note(&format!("error: {e}; stopping every server, then exiting"));
             let _ = self.cancel.send(true);
             self.fatal = Some(e);
         }
@@ -1099,21 +1119,18 @@ impl Scheduler {
             }
         };
         self.sweep |= outcome.unrecorded_server;
-        self.measured_total += outcome.measured as u64;
-        self.failed_total += outcome.failed as u64;
-        self.summary.measured += outcome.measured;
         self.summary.interrupted |= outcome.interrupted;
         if outcome.failed > 0 && self.fail_fast {
             self.ctx
-                .live
-                .line("--fail-fast: a step failed; not starting new sessions");
+                .note("--fail-fast: a step failed; not starting new sessions");
             self.stop_launching = true;
         }
     }
 }
 
 /// Compares each commit whose measurements changed (cheap; reads the results just written),
-/// unless interrupted; then collects this run's failed measurements for the summary.
+/// unless interrupted; then reads the run's counts from the stream's tally (measurements done,
+/// this run's failed measurements in DAG order) and ends the stream with the summary.
 fn summarize(
     ctx: &Ctx,
     pending_compares: &[NodeIndex],
@@ -1125,26 +1142,19 @@ fn summarize(
             run_compare(ctx, cmp)?;
         }
     }
-    ctx.live.finish();
-    let state_after = load_state(ctx.state_dir())?;
+    let tally = ctx.events.tally();
+    summary.measured = tally.measured();
     summary.failed_nodes = ctx
         .dag
         .graph
         .node_indices()
         .filter_map(|n| {
-            let e = state_after.get(&ctx.dag.graph[n].address)?;
-            (e.run == ctx.run_id
-                && e.event == state::Event::Failed
-                && ctx.dag.graph[n].kind == StepKind::LoadMeasure)
-                .then(|| {
-                    (
-                        e.addr.clone(),
-                        e.failure.clone().expect("failed entries carry a failure"),
-                    )
-                })
+            let address = &ctx.dag.graph[n].address;
+            Some((address.clone(), tally.failure_of(address)?))
         })
         .collect();
     summary.makespan = t0.elapsed();
+    ctx.events.finish(Some(&summary));
     Ok(summary)
 }
 
@@ -1165,8 +1175,7 @@ async fn supervise_session(
         let commit = &ctx.campaign.commits[ctx.dag.sessions[s].commit];
         if let Some(runtime) = ctx.runtime(commit.server.runtime) {
             let _ = runtime.stop(&handle, Duration::from_secs(10)).await;
-            ctx.live
-                .line(&format!("stopped server {} of a failed session", handle.id));
+            ctx.note(&format!("stopped server {} of a failed session", handle.id));
         }
     }
     match joined {
@@ -1227,7 +1236,7 @@ fn task_failed(
         FailureClass::Internal,
         format!("internal error: the {what} task failed: {why}"),
     );
-    ctx.live.line(&format!("{f}"));
+    ctx.note(&format!("{f}"));
     for n in nodes {
         if ctx.plan.action(n).executes() && !ctx.is_closed(n) {
             let _ = ctx.failed(n, f.clone());
@@ -1255,7 +1264,7 @@ async fn sweep_servers(ctx: &Ctx) {
         if let Ok(removed) = rt.cleanup_this_run(&ctx.owner).await
             && !removed.is_empty()
         {
-            ctx.live.line(&format!(
+            ctx.note(&format!(
                 "removed {} {} server(s) left by failed tasks: {}",
                 removed.len(),
                 rt.kind(),
@@ -1389,7 +1398,7 @@ async fn prune_unneeded(
     let pulled = match pulled {
         Ok(pulled) => pulled,
         Err(e) => {
-            ctx.live.line(&format!(
+            ctx.note(&format!(
                 "warning: not pruning: cannot read what was pulled: {e}"
             ));
             return;
@@ -1408,7 +1417,7 @@ async fn prune_unneeded(
         }
         match docker.remove_image(reference).await {
             Ok(()) => {
-                ctx.live.line(&format!(
+                ctx.note(&format!(
                     "pruned {reference}: no pending session needs it (disk budget {})",
                     human_bytes(budget)
                 ));
@@ -1416,24 +1425,20 @@ async fn prune_unneeded(
                 let _guard = PULLED_IMAGES.lock().unwrap_or_else(|e| e.into_inner());
                 let _ = state::owned::forget_pulled(ctx.state_dir(), reference);
             }
-            Err(e) => ctx
-                .live
-                .line(&format!("warning: could not prune {reference}: {e}")),
+            Err(e) => ctx.note(&format!("warning: could not prune {reference}: {e}")),
         }
     }
 }
 
 /// Marks every pending node of a session failed (its image or patch could not be had).
-fn fail_session(ctx: &Ctx, s: usize, f: &Failure) -> Result<usize, JournalError> {
+fn fail_session(ctx: &Ctx, s: usize, f: &Failure) -> Result<(), JournalError> {
     let sess = &ctx.dag.sessions[s];
-    let mut measures = 0;
     for &n in sess.nodes.iter().chain(sess.measures.iter()) {
         if !ctx.plan.action(n).executes() {
             continue;
         }
         ctx.failed(n, f.clone())?;
         if ctx.dag.graph[n].kind == StepKind::LoadMeasure {
-            measures += 1;
             // Its paired partners must not wait for a session that never starts.
             if let (Some(&group), crate::pipeline::expand::Target::Point { point, .. }) =
                 (ctx.pair_group.get(&s), ctx.dag.graph[n].target)
@@ -1443,11 +1448,11 @@ fn fail_session(ctx: &Ctx, s: usize, f: &Failure) -> Result<usize, JournalError>
         }
     }
     let commit = &ctx.campaign.commits[sess.commit];
-    ctx.live.line(&format!(
+    ctx.note(&format!(
         "{} {} #{}: not run: {f}",
         commit.short, commit.arms[sess.arm].name, sess.trial
     ));
-    Ok(measures)
+    Ok(())
 }
 
 /// Makes an image (or installation) available; journals the pull node when the plan runs it.
@@ -1477,7 +1482,7 @@ async fn pull(ctx: &Ctx, image: usize) -> Result<ImageInfo, Failure> {
         ctx.started(n).map_err(journal_err)?;
     }
     let reference = reference_of(&source);
-    let activity = ctx.live.begin(&format!("pull {reference}"), "checking");
+    let activity = ctx.begin(&format!("pull {reference}"), "checking");
     let progress = |p: crate::runtime::PullProgress| {
         if p.total_bytes > 0 {
             activity.set(format!(
@@ -1505,7 +1510,7 @@ async fn pull(ctx: &Ctx, image: usize) -> Result<ImageInfo, Failure> {
                     id: info.id.clone(),
                 };
                 if let Err(e) = state::owned::record_pulled(ctx.state_dir(), image) {
-                    ctx.live.line(&format!(
+                    ctx.note(&format!(
                         "warning: cannot record that {reference} was pulled (it will not be pruned): {e}"
                     ));
                 }
@@ -1513,14 +1518,14 @@ async fn pull(ctx: &Ctx, image: usize) -> Result<ImageInfo, Failure> {
             if let Some(n) = journaled {
                 ctx.done(n, &[], Some(serde_json::json!({"id": info.id, "repo_digest": info.repo_digest, "size": info.size, "pulled": info.pulled}))).map_err(journal_err)?;
             }
-            activity.end(&ctx.live, if info.pulled { "pulled" } else { "present" });
+            activity.end(if info.pulled { "pulled" } else { "present" });
         }
-        Err(f) if f.class == FailureClass::Interrupted => activity.end(&ctx.live, "interrupted"),
+        Err(f) if f.class == FailureClass::Interrupted => activity.end("interrupted"),
         Err(f) => {
             if let Some(n) = journaled {
                 ctx.failed(n, f.clone()).map_err(journal_err)?;
             }
-            activity.end(&ctx.live, &format!("failed: {f}"));
+            activity.end(&format!("failed: {f}"));
         }
     }
     r
@@ -1550,7 +1555,7 @@ pub(super) async fn build_patch(
         ctx.started(n).map_err(journal_err)?;
     }
     let label = format!("patch {} {}", commit.short, commit.arms[key.1].name);
-    let activity = ctx.live.begin(&label, "applying");
+    let activity = ctx.begin(&label, "applying");
     let base_source = source_of_root(spec.base.root());
     let r = patch::build_patched(
         runtime,
@@ -1595,7 +1600,7 @@ pub(super) async fn build_patch(
                 };
                 ctx.done(n, &outputs, Some(serde_json::json!({"reused": outcome.reused, "fuzz_used": outcome.fuzz_used, "files": outcome.files, "source": digest}))).map_err(journal_err)?;
             }
-            activity.end(&ctx.live, if outcome.reused { "reused" } else { "built" });
+            activity.end(if outcome.reused { "reused" } else { "built" });
             Ok((
                 ResolvedSource {
                     source,
@@ -1612,7 +1617,7 @@ pub(super) async fn build_patch(
             if let Some(n) = journaled {
                 ctx.failed(n, f.clone()).map_err(journal_err)?;
             }
-            activity.end(&ctx.live, &format!("failed: {f}"));
+            activity.end(&format!("failed: {f}"));
             Err(f)
         }
     }

@@ -75,9 +75,7 @@ pub(super) async fn acquire(
     }
     ctx.started(node).map_err(journal_failure)?;
     let started = Instant::now();
-    let activity = ctx
-        .live
-        .begin(&format!("build {}", spec.reference), "checking");
+    let activity = ctx.begin(&format!("build {}", spec.reference), "checking");
     let result = tokio::select! {
         r = obtain(ctx, docker, node, spec, &key, local, &activity) => r,
         _ = ctx.cancelled_wait() => Err(Failure::new(FailureClass::Interrupted, "interrupted")),
@@ -94,26 +92,23 @@ pub(super) async fn acquire(
             let outputs: Vec<std::path::PathBuf> = Vec::new();
             ctx.done(node, &outputs, Some(facts))
                 .map_err(journal_failure)?;
-            activity.end(
-                &ctx.live,
-                &format!(
-                    "{} in {}",
-                    outcome.as_str(),
-                    human_duration(started.elapsed())
-                ),
-            );
+            activity.end(&format!(
+                "{} in {}",
+                outcome.as_str(),
+                human_duration(started.elapsed())
+            ));
             push_if_pending(ctx, docker, image, spec).await;
             Ok(info)
         }
         Err(f) => {
             if f.class == FailureClass::Interrupted {
-                activity.end(&ctx.live, "interrupted");
+                activity.end("interrupted");
             } else {
                 ctx.failed(node, f.clone()).map_err(journal_failure)?;
-                activity.end(
-                    &ctx.live,
-                    &format!("failed: {}", f.message.lines().next().unwrap_or("")),
-                );
+                activity.end(&format!(
+                    "failed: {}",
+                    f.message.lines().next().unwrap_or("")
+                ));
             }
             Err(f)
         }
@@ -128,7 +123,7 @@ async fn obtain(
     spec: &BuildSpec,
     key: &str,
     local: Option<LocalImage>,
-    activity: &super::live::Activity,
+    activity: &super::events::Activity<'_>,
 ) -> Result<(Outcome, ImageInfo), Failure> {
     if let Some(found) = &local
         && usable(found, key, spec.policy)
@@ -182,7 +177,7 @@ async fn build(
     node: NodeIndex,
     spec: &BuildSpec,
     key: &str,
-    activity: &super::live::Activity,
+    activity: &super::events::Activity<'_>,
 ) -> Result<(), Failure> {
     let dir = ctx
         .attempt_dir(node)
@@ -302,19 +297,17 @@ async fn push_if_pending(ctx: &Ctx, docker: &DockerRuntime, image: usize, spec: 
         return;
     }
     if let Err(e) = ctx.started(node) {
-        ctx.live.line(&format!("push {}: {e}", spec.reference));
+        ctx.note(&format!("push {}: {e}", spec.reference));
         return;
     }
-    let activity = ctx
-        .live
-        .begin(&format!("push {}", spec.reference), "pushing");
+    let activity = ctx.begin(&format!("push {}", spec.reference), "pushing");
     let result = tokio::select! {
         r = docker.push(&spec.reference, |status| activity.set(status.chars().take(100).collect())) => r,
         _ = ctx.cancelled_wait() => Err(Failure::new(FailureClass::Interrupted, "interrupted")),
     };
     let recorded = match result {
         Ok(digest) => {
-            activity.end(&ctx.live, "pushed");
+            activity.end("pushed");
             ctx.done(
                 node,
                 &[],
@@ -322,16 +315,16 @@ async fn push_if_pending(ctx: &Ctx, docker: &DockerRuntime, image: usize, spec: 
             )
         }
         Err(f) if f.class == FailureClass::Interrupted => {
-            activity.end(&ctx.live, "interrupted");
+            activity.end("interrupted");
             Ok(())
         }
         Err(f) => {
-            activity.end(&ctx.live, &format!("failed: {f}"));
+            activity.end(&format!("failed: {f}"));
             ctx.failed(node, f)
         }
     };
     if let Err(e) = recorded {
-        ctx.live.line(&format!("push {}: {e}", spec.reference));
+        ctx.note(&format!("push {}: {e}", spec.reference));
     }
 }
 

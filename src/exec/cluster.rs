@@ -24,7 +24,8 @@
 //! engine, after the base image (`patch_on_node`); a controller needs no Docker.
 
 use super::context::{Ctx, JournalError};
-use super::live::{Activity, human_duration};
+use super::events::{Activity, Stream};
+use super::live::human_duration;
 use super::session::{self, ResolvedSource, SessionOutcome};
 use crate::failure::{Failure, FailureClass};
 use crate::manifest::model::{Campaign, ClusterSettings, Placement};
@@ -284,11 +285,7 @@ pub struct Reconciled {
 /// At the start of `apply` with the slurm backend: jobs of an earlier, killed apply that ended
 /// meanwhile are collected into the journal (so `plan` sees their results), running ones are
 /// handed back to follow. Needs `squeue` to answer: guessing could submit a session twice.
-pub async fn reconcile(
-    state_dir: &Path,
-    dag: &Dag,
-    live: &super::live::Live,
-) -> Result<Reconciled, String> {
+pub async fn reconcile(state_dir: &Path, dag: &Dag, events: &Stream) -> Result<Reconciled, String> {
     let open = open_jobs(state_dir);
     let mut out = Reconciled::default();
     if open.is_empty() {
@@ -304,7 +301,7 @@ pub async fn reconcile(
         let found = by_name.get(token.as_str()).copied();
         match found {
             Some(info) if info.alive() => {
-                live.line(&format!(
+                events.note(&format!(
                     "slurm: job {} of an earlier apply ({}) is {}: following it, not submitting again",
                     info.id,
                     record.session,
@@ -324,11 +321,12 @@ pub async fn reconcile(
                     None => vanished(id, &job_dir(state_dir, &token)).await,
                 };
                 let id = found.map(|i| i.id).or(id);
-                collect(state_dir, &mut journal, dag, &record, id, &end)
+                let mut append = |e: &Entry| journal.append(e).map_err(JournalError);
+                collect(state_dir, &mut append, dag, &record, id, &end)
                     .map_err(|e| e.to_string())?;
                 log.append(&ended(&record, id, &end))
                     .map_err(|e| e.to_string())?;
-                live.line(&format!(
+                events.note(&format!(
                     "slurm: collected job {} of an earlier apply ({}): {}",
                     id.map_or("?".into(), |i| i.to_string()),
                     record.session,
@@ -407,10 +405,12 @@ fn ended(record: &JobRecord, id: Option<u64>, end: &JobEnd) -> JobRecord {
 
 /// Copies a finished job's journal into the main journal (the `start` entry gains the job id,
 /// node and GPUs), then journals a classified failure for each step it was to run and did not
-/// finish. Returns the session's counts.
+/// finish. Returns the session's counts. Every entry goes through `append`: the run's event
+/// stream while it runs, the bare journal when an earlier apply's job is collected before the
+/// run's stream has one.
 fn collect(
     state_dir: &Path,
-    journal: &mut Journal,
+    append: &mut dyn FnMut(&Entry) -> Result<(), JournalError>,
     dag: &Dag,
     record: &JobRecord,
     id: Option<u64>,
@@ -470,7 +470,7 @@ fn collect(
                     finished.insert(entry.addr.clone(), e);
                 }
             }
-            journal.append(&entry)?;
+            append(&entry)?;
         }
     }
     let is_measure = |addr: &str| {
@@ -546,7 +546,7 @@ fn collect(
         } else {
             f.message = format!("not finished: {message}");
         }
-        journal.append(&super::record::failed(
+        append(&super::record::failed(
             &dag.graph[n],
             attempt,
             &record.run,
@@ -779,7 +779,7 @@ pub async fn run_session(
         // Only a squeue asked after sbatch answered proves a job gone: an earlier one may
         // predate it.
         let submitted_at = Instant::now();
-        let activity = ctx.live.begin(
+        let activity = ctx.begin(
             &label,
             &format!(
                 "slurm job {} submitted",
@@ -787,10 +787,14 @@ pub async fn run_session(
             ),
         );
         let (id, end) = follow(&ctx, &ctl, &record.token, id, submitted_at, &activity).await;
-        let outcome = {
-            let mut journal = ctx.journal.lock().expect("journal lock");
-            collect(ctx.state_dir(), &mut journal, &ctx.dag, &record, id, &end)?
-        };
+        let outcome = collect(
+            ctx.state_dir(),
+            &mut |e: &Entry| ctx.transition(e),
+            &ctx.dag,
+            &record,
+            id,
+            &end,
+        )?;
         // What a resubmission still has to run: the measures not recorded as done.
         let state = State::load(ctx.state_dir())?;
         measures.retain(|m| {
@@ -811,12 +815,12 @@ pub async fn run_session(
             && !ctx.cancelled();
         if retry {
             retries -= 1;
-            activity.end(&ctx.live, &format!("{summary}; resubmitting"));
+            activity.end(&format!("{summary}; resubmitting"));
             // The failed measures were journaled; the new job's worker plans them again.
             total.failed -= outcome.failed.min(total.failed);
             continue;
         }
-        activity.end(&ctx.live, &summary);
+        activity.end(&summary);
         return Ok(total);
     }
 }
@@ -851,7 +855,7 @@ async fn submit(
         Ok(p) => p,
         Err(f) => {
             total.failed += fail_steps(ctx, job.s, &f, true)?;
-            ctx.live.line(&format!("{}: not submitted: {f}", job.label));
+            ctx.note(&format!("{}: not submitted: {f}", job.label));
             return Ok(None);
         }
     };
@@ -904,7 +908,7 @@ async fn submit(
             };
             ctl.log(&ended(&record, None, &end))?;
             total.failed += fail_steps(ctx, job.s, &f, false)?;
-            ctx.live.line(&format!("{}: not submitted: {e}", job.label));
+            ctx.note(&format!("{}: not submitted: {e}", job.label));
             Ok(None)
         }
     }
@@ -989,7 +993,7 @@ async fn follow(
     token: &str,
     mut id: Option<u64>,
     submitted_at: Instant,
-    activity: &Activity,
+    activity: &Activity<'_>,
 ) -> (Option<u64>, JobEnd) {
     let mut rx = ctl.snapshot.clone();
     let mut cancel_sent = false;
@@ -998,7 +1002,7 @@ async fn follow(
         if ctx.cancelled() && !cancel_sent {
             if let Some(i) = id {
                 if let Err(e) = slurm::cancel(&[i]).await {
-                    ctx.live.line(&format!("warning: scancel {i}: {e}"));
+                    ctx.note(&format!("warning: scancel {i}: {e}"));
                 }
                 cancel_sent = true;
             } else if rx.borrow().at > submitted_at {
@@ -1042,7 +1046,7 @@ async fn follow(
                 };
                 let key = format!("{} {}", info.state, info.nodes);
                 if key != announced && info.state == "RUNNING" {
-                    ctx.live.line(&format!(
+                    ctx.note(&format!(
                         "{}: slurm job {} running on {}",
                         activity_label(ctx, token),
                         info.id,
@@ -1596,8 +1600,7 @@ fn worker_ctx(
         plan,
         run_id: args.run.clone(),
         attempts,
-        journal: Mutex::new(journal),
-        live: super::live::Live::new(true),
+        events: Stream::new(super::live::Live::new(true), &args.run).with_journal(journal),
         cancel,
         docker,
         process,

@@ -1,7 +1,7 @@
-//! What every task of one `apply` shares: the campaign, its DAG and plan, the journal, the
-//! runtimes, the live view, and the cancellation signal.
+//! What every task of one `apply` shares: the campaign, its DAG and plan, the event stream
+//! (journal, live view, tally), the runtimes, and the cancellation signal.
 
-use super::live::Live;
+use super::events::{Activity, ExecEvent, Stream, lock};
 use super::record;
 use crate::failure::Failure;
 use crate::manifest::model::Campaign;
@@ -9,7 +9,7 @@ use crate::manifest::types::RuntimeKind;
 use crate::pipeline::expand::Dag;
 use crate::plan::Plan;
 use crate::runtime::{Runtime, ServerHandle};
-use crate::state::{Event, Journal};
+use crate::state::{Entry, Event};
 use petgraph::graph::NodeIndex;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -25,8 +25,8 @@ pub struct Ctx {
     pub owner: crate::runtime::Owner,
     /// Attempt number each node gets in this run (the state's last + 1; never reused).
     pub attempts: HashMap<NodeIndex, u32>,
-    pub journal: Mutex<Journal>,
-    pub live: Live,
+    /// Where every step reports what happens: journal first, then live view and tally.
+    pub events: Stream,
     pub cancel: watch::Receiver<bool>,
     pub docker: Option<Runtime>,
     pub process: Option<Runtime>,
@@ -51,12 +51,6 @@ pub struct Ctx {
     /// Nodes whose `done` or `failed` this run has written: a task that panicked leaves the
     /// rest of its nodes to be marked failed by the scheduler.
     pub closed: Mutex<HashSet<NodeIndex>>,
-}
-
-/// A poisoned lock only means another task panicked while holding it; the data (a journal
-/// handle, a map) is still sound, and one panicked session must not take down the others.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A journal write failed: the run cannot continue safely.
@@ -110,11 +104,30 @@ impl Ctx {
             .to_string()
     }
 
-    fn append(&self, entry: &crate::state::Entry) -> Result<(), JournalError> {
-        lock(&self.journal).append(entry)?;
-        // Every transition passes here: the event stream sees exactly what the journal does.
-        self.live.event(entry);
-        Ok(())
+    /// Delivers one event to the run's subscribers (see [`Stream::emit`]).
+    pub fn emit(&self, event: &ExecEvent<'_>) -> Result<(), JournalError> {
+        self.events.emit(event)
+    }
+
+    /// A permanent human line.
+    pub fn note(&self, msg: &str) {
+        self.events.note(msg);
+    }
+
+    /// One active node's line (`label: status`), until [`Activity::end`].
+    pub fn begin(&self, label: &str, status: &str) -> Activity<'_> {
+        self.events.begin(label, status)
+    }
+
+    /// A node transition: journaled, then shown and tallied. Also for entries another writer
+    /// made (a Slurm job's journal, copied when the job ends), so they count like this run's.
+    pub fn transition(&self, entry: &Entry) -> Result<(), JournalError> {
+        let step = self
+            .dag
+            .index
+            .get(&entry.addr)
+            .map(|n| self.dag.graph[*n].kind);
+        self.emit(&ExecEvent::Node { step, entry })
     }
 
     /// Records the server a session started (until [`Ctx::forget_server`]).
@@ -135,7 +148,7 @@ impl Ctx {
     /// `started`: written before the step has any effect.
     pub fn started(&self, node: NodeIndex) -> Result<(), JournalError> {
         test_panic_hook(&self.dag.graph[node].address);
-        self.append(&record::entry(
+        self.transition(&record::entry(
             &self.dag.graph[node],
             Event::Started,
             self.attempt(node),
@@ -166,7 +179,7 @@ impl Ctx {
             })
             .collect::<BTreeMap<_, _>>();
         entry.info = info;
-        self.append(&entry)?;
+        self.transition(&entry)?;
         lock(&self.closed).insert(node);
         Ok(())
     }
@@ -175,7 +188,7 @@ impl Ctx {
         if let Some(log) = &failure.log_path {
             failure.log_path = Some(self.rel(Path::new(log)));
         }
-        self.append(&record::failed(
+        self.transition(&record::failed(
             &self.dag.graph[node],
             self.attempt(node),
             &self.run_id,

@@ -1,9 +1,13 @@
 //! What `apply` shows while it runs. On a terminal: one line per active node (pulling 43 % of
 //! 12 GB, starting 35 s, measuring 61/100 requests at 2,310 tok/s) under a totals line with an
-//! ETA. Elsewhere (CI, logs): plain timestamped lines, one per transition.
+//! ETA. Elsewhere (CI, logs): plain timestamped lines, one per transition. With `--events
+//! jsonl`, stdout also carries the journal's entries and the final `apply_finished`. It is one
+//! subscriber of the run's event stream (`exec::events`).
 
+use super::events::{ExecEvent, lock};
 use crate::util::term::{printable, printable_line};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -15,10 +19,12 @@ pub struct Live {
     lock: Mutex<()>,
     /// `apply --events jsonl`: every node transition as one JSON line on stdout.
     events: bool,
+    /// The active nodes' lines, by activity id.
+    active: Mutex<HashMap<u64, ActiveLine>>,
 }
 
 /// One active node's line.
-pub struct Activity {
+struct ActiveLine {
     bar: Option<ProgressBar>,
     label: String,
     started: Instant,
@@ -82,6 +88,7 @@ impl Live {
             started: Instant::now(),
             lock: Mutex::new(()),
             events: false,
+            active: Mutex::new(HashMap::new()),
         }
     }
 
@@ -94,14 +101,50 @@ impl Live {
         }
     }
 
-    /// A node transition, as the journal records it (same object, same schema; see
-    /// docs/events.md). Printed only in event-stream mode.
-    pub fn event(&self, entry: &crate::state::Entry) {
-        if !self.events {
-            return;
+    /// Shows one event of the run's stream (`exec::events`).
+    pub fn event(&self, event: &ExecEvent<'_>) {
+        match *event {
+            ExecEvent::Node { entry, .. } => {
+                // The very object the journal recorded (docs/events.md).
+                if self.events {
+                    self.json_line(entry);
+                }
+            }
+            ExecEvent::Note(msg) => self.line(msg),
+            ExecEvent::ActivityBegin { id, label, status } => self.begin(id, label, status),
+            ExecEvent::ActivityStatus { id, status } => {
+                if let Some(bar) = lock(&self.active).get(&id).and_then(|a| a.bar.as_ref()) {
+                    bar.set_message(printable_line(status).into_owned());
+                }
+            }
+            ExecEvent::ActivityEnd { id, status } => self.end(id, status),
+            ExecEvent::Totals {
+                done,
+                total,
+                running,
+                failed,
+            } => self.totals(done, total, running, failed),
+            ExecEvent::Finished(summary) => {
+                if let Some(t) = &self.totals {
+                    t.finish_and_clear();
+                }
+                if let (true, Some(summary)) = (self.events, summary) {
+                    // The stream's last object: how the run ended (the exit code follows it).
+                    let failed: Vec<&str> = summary
+                        .failed_nodes
+                        .iter()
+                        .map(|(a, _)| a.as_str())
+                        .collect();
+                    self.json_line(&serde_json::json!({"v": 1, "t": crate::util::now_rfc3339(), "event": "apply_finished", "measured": summary.measured, "failed": failed, "interrupted": summary.interrupted, "nothing_to_do": summary.nothing_to_do, "exit_code": summary.exit_code()}));
+                }
+            }
         }
+    }
+
+    /// One JSON object on stdout (`--events jsonl`).
+    fn json_line(&self, value: &impl serde::Serialize) {
         let _g = self.lock.lock();
-        if let Ok(line) = serde_json::to_string(entry) {
+        if let Ok(line) = serde_json::to_string(value) {
             use std::io::Write;
             let mut out = std::io::stdout().lock();
             // A closed stdout must not stop the campaign: the journal has the record.
@@ -111,7 +154,7 @@ impl Live {
     }
 
     /// A permanent line (above the live area on a terminal).
-    pub fn line(&self, msg: &str) {
+    fn line(&self, msg: &str) {
         // Lines quote server errors and log lines: no control character reaches the terminal.
         let msg = printable(msg);
         let _g = self.lock.lock();
@@ -124,15 +167,10 @@ impl Live {
         }
     }
 
-    pub fn set_total(&self, measurements: u64) {
-        if let Some(t) = &self.totals {
-            t.set_length(measurements);
-        }
-    }
-
     /// Updates the totals line: measurements done, running sessions, ETA from the pace so far.
-    pub fn totals(&self, done: u64, total: u64, running: usize, failed: u64) {
+    fn totals(&self, done: u64, total: u64, running: usize, failed: u64) {
         if let Some(t) = &self.totals {
+            t.set_length(total);
             t.set_position(done);
             let elapsed = self.started.elapsed();
             let eta = if done > 0 && total > done {
@@ -151,55 +189,44 @@ impl Live {
         }
     }
 
-    pub fn begin(&self, label: &str, msg: &str) -> Activity {
+    fn begin(&self, id: u64, label: &str, status: &str) {
         let bar = self.tty.as_ref().map(|mp| {
             let bar = mp.insert_from_back(1, ProgressBar::new_spinner());
             bar.set_style(
                 ProgressStyle::with_template("  {spinner} {prefix} {msg}").expect("valid template"),
             );
             bar.set_prefix(printable_line(label).into_owned());
-            bar.set_message(printable_line(msg).into_owned());
+            bar.set_message(printable_line(status).into_owned());
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         });
         if bar.is_none() {
-            self.line(&format!("{label}: {msg}"));
+            self.line(&format!("{label}: {status}"));
         }
-        Activity {
-            bar,
-            label: label.to_string(),
-            started: Instant::now(),
-        }
+        lock(&self.active).insert(
+            id,
+            ActiveLine {
+                bar,
+                label: label.to_string(),
+                started: Instant::now(),
+            },
+        );
     }
 
-    pub fn finish(&self) {
-        if let Some(t) = &self.totals {
-            t.finish_and_clear();
-        }
-    }
-}
-
-impl Activity {
-    /// Replaces the activity's status text (terminal only; plain output stays quiet).
-    pub fn set(&self, msg: String) {
-        if let Some(bar) = &self.bar {
-            bar.set_message(printable_line(&msg).into_owned());
-        }
-    }
-
-    pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
-    }
-
-    /// Ends the line and prints a permanent one.
-    pub fn end(self, live: &Live, msg: &str) {
-        if let Some(bar) = &self.bar {
+    /// Ends an active line, with a permanent one when there is a status to say.
+    fn end(&self, id: u64, status: Option<&str>) {
+        let Some(active) = lock(&self.active).remove(&id) else {
+            return;
+        };
+        if let Some(bar) = &active.bar {
             bar.finish_and_clear();
         }
-        live.line(&format!(
-            "{}: {msg} ({})",
-            self.label,
-            human_duration(self.started.elapsed())
-        ));
+        if let Some(status) = status {
+            self.line(&format!(
+                "{}: {status} ({})",
+                active.label,
+                human_duration(active.started.elapsed())
+            ));
+        }
     }
 }

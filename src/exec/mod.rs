@@ -4,6 +4,7 @@ pub mod build;
 pub mod check_env;
 pub mod cluster;
 pub mod context;
+pub mod events;
 pub mod gpu;
 pub mod live;
 pub mod pairing;

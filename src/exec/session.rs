@@ -2,9 +2,12 @@
 //! The server is stopped on every path: success, failure, timeout and cancellation.
 
 use super::context::{Ctx, JournalError};
-use super::live::Activity;
+use super::events::Activity;
 use crate::failure::{CrashCause, Failure, FailureClass};
-use crate::loadgen::{self, ClientConfig, Dataset, LoadClient, Progress, RunConfig};
+use crate::loadgen::{
+    self, BenchError, BenchEvent, BenchPlan, ClientConfig, Dataset, LoadClient, MeasuredRun,
+    RunConfig, WarmupPlan,
+};
 use crate::manifest::model::{Commit, CommitArm, EXE_PLACEHOLDER, Isolate, PORT_PLACEHOLDER};
 use crate::manifest::pipeline::StepKind;
 use crate::runtime::{GpuMode, Runtime, ServerHandle, ServerSource, ServerSpec};
@@ -223,7 +226,7 @@ pub async fn run(
     };
 
     // start
-    let activity = ctx.live.begin(
+    let activity = ctx.begin(
         &label,
         &format!(
             "starting on GPUs [{}]",
@@ -252,7 +255,7 @@ pub async fn run(
         r = runtime.start(&spec) => r,
         _ = ctx.cancelled_wait() => {
             outcome.interrupted = true;
-            activity.end(&ctx.live, "interrupted before the server started");
+            activity.end("interrupted before the server started");
             // A start cut short can leave a created container: remove exactly that one (by
             // name, state and run), never another run's or another state directory's.
             let _ = runtime.cleanup_cancelled_start(&ctx.owner, &spec).await;
@@ -270,7 +273,7 @@ pub async fn run(
                 .chain(stop)
                 .collect();
             outcome.failed = fail_rest(&ctx, &rest, &f)?;
-            activity.end(&ctx.live, &format!("failed to start: {f}"));
+            activity.end(&format!("failed to start: {f}"));
             return Ok(outcome);
         }
     };
@@ -306,7 +309,7 @@ pub async fn run(
         None => Ok(()),
     };
     if let Err(e) = body.and(stop_result) {
-        activity.end(&ctx.live, &format!("server stopped; {e}"));
+        activity.end(&format!("server stopped; {e}"));
         return Err(e);
     }
     let summary = if outcome.interrupted {
@@ -316,7 +319,7 @@ pub async fn run(
     } else {
         format!("{} measured", outcome.measured)
     };
-    activity.end(&ctx.live, &summary);
+    activity.end(&summary);
     Ok(outcome)
 }
 
@@ -325,20 +328,14 @@ struct OnServer<'a> {
     ctx: &'a Ctx,
     runtime: &'a Runtime,
     handle: &'a ServerHandle,
-    activity: &'a Activity,
+    activity: &'a Activity<'a>,
     commit: &'a Commit,
     gpus: &'a [u32],
     dataset: &'a Arc<Datasets>,
 }
 
-/// One measured load point, as it came back.
-struct Measured {
-    result: Result<loadgen::BenchResult, loadgen::LoadgenError>,
-    /// When the measurement started (its duration is taken when it is recorded).
-    t0: std::time::Instant,
-    window_start: f64,
-    window_end: f64,
-}
+/// How often a measurement's live line is updated.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
 /// The session's steps while its server runs: ready → warm-up → each pending measurement. A
 /// step that fails marks the rest failed; an interruption stops where it is. The caller stops
@@ -466,16 +463,26 @@ impl OnServer<'_> {
         ctx.started(warmup)?;
         let point = commit.load.points.first().expect("at least one load point");
         let warmup_run = run_config(commit, point);
+        let plan = BenchPlan {
+            run: &warmup_run,
+            ready_check: None,
+            warmup: Some(WarmupPlan {
+                dataset: &self.dataset.warmup,
+                requests: commit.load.warmup as usize,
+            }),
+            measure: None,
+            progress_every: PROGRESS_EVERY,
+        };
         let w = tokio::select! {
-            w = client.warmup(&self.dataset.warmup, commit.load.warmup as usize, &warmup_run) => w,
+            w = loadgen::run_benchmark(client, &plan, |_| {}) => w,
             _ = ctx.cancelled_wait() => { outcome.interrupted = true; return Ok(false); }
         };
-        match w {
+        match w.map(|done| done.warmup.expect("the plan has a warm-up")) {
             Ok(summary) => ctx.done(warmup, &[], serde_json::to_value(&summary).ok())?,
             Err(e) => {
                 let f = crash_failure(self.runtime, self.handle, "during warm-up")
                     .await
-                    .unwrap_or_else(|| e.to_failure());
+                    .unwrap_or_else(|| e.error.to_failure());
                 ctx.failed(warmup, f.clone())?;
                 outcome.failed = fail_rest(ctx, measures, &f)?;
                 return Ok(false);
@@ -509,22 +516,22 @@ impl OnServer<'_> {
             outcome.interrupted = true;
             return Ok(false);
         };
-        let failure = match &measured.result {
-            Ok(br) => {
+        let failure = match &measured {
+            Ok(run) => {
                 match crash_failure(self.runtime, self.handle, "during the measurement").await {
                     Some(crash) => Some(crash),
-                    None => br.failure(),
+                    None => run.result.failure(),
                 }
             }
             Err(e) => Some(
                 crash_failure(self.runtime, self.handle, "during the measurement")
                     .await
-                    .unwrap_or_else(|| e.to_failure()),
+                    .unwrap_or_else(|| e.error.to_failure()),
             ),
         };
-        match (failure, &measured.result) {
-            (None, Ok(br)) => {
-                self.record(m, &point, br, &measured)?;
+        match (failure, &measured) {
+            (None, Ok(run)) => {
+                self.record(m, &point, run)?;
                 outcome.measured += 1;
             }
             (Some(f), _) => {
@@ -579,34 +586,39 @@ impl OnServer<'_> {
         &self,
         client: &LoadClient,
         point: &crate::manifest::model::LoadPoint,
-    ) -> Option<Measured> {
-        let ctx = self.ctx;
-        let window_start = unix_now();
-        let progress = Arc::new(Progress::new());
+    ) -> Option<Result<MeasuredRun, BenchError>> {
         let run = run_config(self.commit, point);
-        let measure = client.run(&self.dataset.measure, &run, Some(progress.clone()));
-        tokio::pin!(measure);
-        let mut ticker = tokio::time::interval(Duration::from_millis(250));
-        let t0 = std::time::Instant::now();
-        let result = loop {
-            tokio::select! {
-                r = &mut measure => break Some(r),
-                _ = ctx.cancelled_wait() => break None,
-                _ = ticker.tick() => {
-                    let secs = t0.elapsed().as_secs_f64().max(1e-3);
-                    // A timed run's total is open (0).
-                    let of_total = match progress.total() { 0 => String::new(), n => format!("/{n}") };
-                    self.activity.set(format!("measuring {}: {}{of_total} requests, {:.0} tok/s", point.label(), progress.finished(), progress.output_tokens() as f64 / secs));
-                }
-            }
+        let plan = BenchPlan {
+            run: &run,
+            ready_check: None,
+            warmup: None,
+            measure: Some(&self.dataset.measure),
+            progress_every: PROGRESS_EVERY,
         };
-        let window_end = unix_now();
-        Some(Measured {
-            result: result?,
-            t0,
-            window_start,
-            window_end,
-        })
+        let label = point.label();
+        let show = |event: BenchEvent<'_>| match event {
+            BenchEvent::Measuring => self.activity.set(format!("measuring {label}")),
+            BenchEvent::Progress { progress, elapsed } => {
+                let secs = elapsed.as_secs_f64().max(1e-3);
+                // A timed run's total is open (0).
+                let of_total = match progress.total() {
+                    0 => String::new(),
+                    n => format!("/{n}"),
+                };
+                self.activity.set(format!(
+                    "measuring {label}: {}{of_total} requests, {:.0} tok/s",
+                    progress.finished(),
+                    progress.output_tokens() as f64 / secs
+                ));
+            }
+            _ => {}
+        };
+        tokio::select! {
+            r = loadgen::run_benchmark(client, &plan, show) => {
+                Some(r.map(|done| done.measured.expect("the plan has a measured run")))
+            }
+            _ = self.ctx.cancelled_wait() => None,
+        }
     }
 
     /// Writes `result.json` (the load generator's JSON plus isobench metadata) and journals
@@ -615,9 +627,9 @@ impl OnServer<'_> {
         &self,
         m: NodeIndex,
         point: &crate::manifest::model::LoadPoint,
-        br: &loadgen::BenchResult,
-        measured: &Measured,
+        measured: &MeasuredRun,
     ) -> Result<(), JournalError> {
+        let br = &measured.result;
         let (ctx, commit) = (self.ctx, self.commit);
         let dir = ctx.attempt_dir(m).map_err(JournalError)?;
         let node = &ctx.dag.graph[m];
@@ -651,14 +663,13 @@ impl OnServer<'_> {
             })
             .collect();
         let path = dir.join("result.json");
-        crate::util::fsx::write_atomic(&path, br.to_json_text(true, &metadata).as_bytes())
-            .map_err(JournalError)?;
+        br.save(&path, true, &metadata).map_err(JournalError)?;
         // `duration_s` feeds the report's trial durations and the seed files' `duration_s`.
         let info = crate::state::MeasureDoneInfo {
             output_throughput: br.metrics.output_throughput,
             completed: br.metrics.completed,
             failed: br.metrics.failed,
-            duration_s: measured.t0.elapsed().as_secs_f64(),
+            duration_s: measured.started.elapsed().as_secs_f64(),
             window_start: Some(measured.window_start),
             window_end: Some(measured.window_end),
             gpus: gpu_labels,
@@ -670,14 +681,6 @@ impl OnServer<'_> {
         ctx.done(m, &[path], Some(info))?;
         Ok(())
     }
-}
-
-/// Seconds since the Unix epoch: windows of different sessions compare on one clock.
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 fn point_of(ctx: &Ctx, m: NodeIndex) -> Option<usize> {

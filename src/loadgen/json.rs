@@ -32,6 +32,17 @@ impl BenchResult {
         serde_json::to_string_pretty(&Ordered(self.entries(detailed, metadata))).unwrap_or_default()
     }
 
+    /// Saves the result JSON ([`BenchResult::to_json_text`]) at `path`, atomically: a reader
+    /// (the report, a resumed campaign) never sees half a file.
+    pub fn save(
+        &self,
+        path: &std::path::Path,
+        detailed: bool,
+        metadata: &[(String, String)],
+    ) -> std::io::Result<()> {
+        crate::util::fsx::write_atomic(path, self.to_json_text(detailed, metadata).as_bytes())
+    }
+
     fn entries(&self, detailed: bool, metadata: &[(String, String)]) -> Vec<(String, Value)> {
         let m = &self.metrics;
         let run = &self.run;

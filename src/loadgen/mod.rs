@@ -2,10 +2,12 @@
 //!
 //! Semantics follow `vllm bench serve` of vLLM 0.31/0.32 (see [`SEMANTICS`] and
 //! `docs/loadgen.md`); raw per-request timings are kept so any other definition can be
-//! recomputed. The executor builds a [`Dataset`] once per (commit, load point), makes one
-//! [`LoadClient`] per server session, calls [`LoadClient::warmup`] once and
-//! [`LoadClient::run`] per measure step, and writes [`BenchResult::to_json`].
+//! recomputed. [`run_benchmark`] is the one entry point for a benchmark (ready check, warm-up,
+//! measured run with progress): `isobench bench` calls it once; the executor builds a
+//! [`Dataset`] once per commit, makes one [`LoadClient`] per server session, calls it for the
+//! warm-up step and for each measure step, and saves [`BenchResult::save`].
 mod audit;
+mod benchmark;
 mod client;
 mod console;
 mod dataset;
@@ -17,6 +19,9 @@ pub mod sse;
 pub mod stats;
 
 pub use audit::{LagSummary, SelfAudit};
+pub use benchmark::{
+    BenchError, BenchEvent, BenchPlan, BenchRun, BenchStage, MeasuredRun, WarmupPlan, run_benchmark,
+};
 pub use client::{LoadClient, WarmupSummary};
 pub use dataset::{
     Dataset, DatasetConfig, SampleRequest, TokenizerInfo, build_dataset, find_tokenizer,
