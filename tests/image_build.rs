@@ -393,7 +393,8 @@ async fn missing_images_are_built_pushed_measured_cached_and_rebuilt_exactly_whe
     // The report says how every arm got its image: built ones with their build time, the
     // broken one first with its failure.
     let report = isobench(&["report", "--format", "json", &path]);
-    let json: serde_json::Value = serde_json::from_slice(&report.stdout).expect(&report.text());
+    let json: serde_json::Value =
+        serde_json::from_slice(&report.stdout).unwrap_or_else(|e| panic!("{e}: {}", report.text()));
     let images = json["images"].as_array().unwrap();
     assert_eq!(images.len(), 6, "{images:#?}");
     let row = |commit: &str, arm: &str| {
@@ -421,7 +422,10 @@ async fn missing_images_are_built_pushed_measured_cached_and_rebuilt_exactly_whe
         )
     );
     let markdown = isobench(&["report", "--format", "markdown", &path]).text();
-    let table = &markdown[markdown.find("### Images").expect(&markdown)..];
+    let at = markdown
+        .find("### Images")
+        .unwrap_or_else(|| panic!("{markdown}"));
+    let table = &markdown[at..];
     let first_row = table.lines().nth(4).unwrap_or_default();
     assert!(
         first_row.contains("failed"),
