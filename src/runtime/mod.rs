@@ -17,13 +17,14 @@ use std::time::{Duration, Instant};
 use crate::failure::Failure;
 
 pub mod docker;
-mod docker_auth;
+pub mod docker_auth;
 pub mod docker_build;
 mod logtail;
 mod port;
 pub mod process;
 mod procfs;
 mod ready;
+pub mod registry;
 pub mod slurm;
 
 pub use logtail::read_log_tail;
