@@ -436,3 +436,27 @@ async fn credentials_come_from_a_helper_and_without_them_images_are_unauthorized
         out.text()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_env_says_once_per_registry_that_it_is_unreachable() {
+    let Some(_docker) = engine_or_skip("plan --check-env: unreachable registry").await else {
+        return;
+    };
+    // A loopback port nothing listens on: the lookup is refused at once.
+    let host = format!("127.0.0.1:{}", isobench::runtime::free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_manifest(dir.path(), &format!("{host}/isobench-test/nowhere"));
+    let out = images(vec!["plan".into(), "--check-env".into(), manifest], vec![]).await;
+    let text = out.text();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| (l.starts_with("ok ") || l.starts_with("FAIL")) && l.contains(&host))
+        .collect();
+    // Two commits × (baseline, human); the agent arms patch the baselines' images.
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(
+        lines[0].starts_with(&format!("FAIL registry {host} unreachable: 4 images not checked")),
+        "{text}"
+    );
+}
