@@ -390,6 +390,43 @@ async fn missing_images_are_built_pushed_measured_cached_and_rebuilt_exactly_whe
             .await
             .is_empty()
     );
+    // The report says how every arm got its image: built ones with their build time, the
+    // broken one first with its failure.
+    let report = isobench(&["report", "--format", "json", &path]);
+    let json: serde_json::Value = serde_json::from_slice(&report.stdout).expect(&report.text());
+    let images = json["images"].as_array().unwrap();
+    assert_eq!(images.len(), 6, "{images:#?}");
+    let row = |commit: &str, arm: &str| {
+        images
+            .iter()
+            .find(|r| r["commit"] == commit[..8] && r["arm"] == arm)
+            .unwrap_or_else(|| panic!("no image row for {commit} {arm}: {images:#?}"))
+            .clone()
+    };
+    assert_eq!(row(&broken, "human")["status"], "failed");
+    assert!(
+        row(&broken, "human")["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("build_failed: ")
+    );
+    assert_eq!(row(&broken, "baseline")["status"], "built");
+    assert_eq!(
+        row(&h1, "human")["image"],
+        format!(
+            "{}/{}:human-{}",
+            docker_env::registry(),
+            fx.repo_name,
+            short(&h1)
+        )
+    );
+    let markdown = isobench(&["report", "--format", "markdown", &path]).text();
+    let table = &markdown[markdown.find("### Images").expect(&markdown)..];
+    let first_row = table.lines().nth(4).unwrap_or_default();
+    assert!(
+        first_row.contains("failed"),
+        "failures come first:\n{table}"
+    );
     let mut all_tags = registry_tags(&fx.repo_name).await;
     all_tags.push(format!("human-{}", short(&broken)));
     remove_images(docker.client(), &fx, &all_tags).await;

@@ -610,3 +610,115 @@ fn d38_timed_window_settings() {
     );
     assert!(load(BASE).unwrap().commits[0].load.timed.is_none());
 }
+
+/// `[images.build]`: the recipe is rendered per arm against a real git clone next to the
+/// manifest; what cannot be built is a located error at `plan`, not a surprise at build time.
+#[test]
+fn d39_build_recipes_are_checked_against_the_clone() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&src)
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    git(&["init", "-q"]);
+    std::fs::create_dir(src.join("docker")).unwrap();
+    std::fs::write(src.join("docker/Dockerfile"), "FROM scratch\n").unwrap();
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "parent"]);
+    let parent = git(&["rev-parse", "HEAD"]);
+    std::fs::write(src.join("x"), "1").unwrap();
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "human"]);
+    let human = git(&["rev-parse", "HEAD"]);
+    let tree = git(&["rev-parse", "HEAD^{tree}"]);
+
+    let manifest = |build: &str, image: &str, commit_human: &str| {
+        BASE.replace(
+            "repo = \"acme/vllm\"\n",
+            &format!("repo = \"acme/vllm\"\n\n[images.build]\n{build}\n"),
+        )
+        .replace(
+            "image = \"{{ images.repo }}:baseline-{{ commit.parent[:12] }}\"",
+            &format!("image = \"{image}\""),
+        )
+        .replace(
+            "image = \"{{ images.repo }}:{{ commit.human }}\"",
+            &format!("image = \"{image}\""),
+        )
+        .replace("015069b01741e9ecb9e604c7fe87fbdfc306ebe5", commit_human)
+        .replace("fbefc8a78d22", &parent[..12])
+    };
+    let per_arm = "{{ images.repo }}:{{ arm.name }}-{{ arm.commit[:12] }}";
+    let recipe = "source = { repo = \"src\" }\ndockerfile = \"docker/Dockerfile\"\nargs = { VLLM_COMMIT = \"{{ arm.commit }}\" }\ntarget = \"serve\"";
+    let load_here = |text: &str| manifest::load_str("m.toml", text, dir.path());
+    let located = |text: &str, needle: &str, field: &str| {
+        let e = load_here(text).unwrap_err().short_lines();
+        assert_eq!(e.len(), 1, "{e:#?}");
+        let line = text.lines().position(|l| l.starts_with(field)).unwrap() + 1;
+        assert!(
+            e[0].starts_with(&format!("m.toml:{line}:")),
+            "{e:?} (want line {line})"
+        );
+        assert!(e[0].contains(needle), "{e:?}");
+    };
+
+    // Valid: each arm's image at its own commit, arguments rendered per arm.
+    let c = load_here(&manifest(recipe, per_arm, &human)).unwrap();
+    assert_eq!(c.builds.len(), 2, "{:#?}", c.builds);
+    let baseline = &c.builds[&format!("acme/vllm:baseline-{}", &parent[..12])];
+    let human_build = &c.builds[&format!("acme/vllm:human-{}", &human[..12])];
+    assert_eq!(
+        baseline.commit, parent,
+        "the short parent is resolved in the clone"
+    );
+    assert_eq!(baseline.args["VLLM_COMMIT"], parent[..12].to_string());
+    assert_eq!(human_build.commit, human);
+    assert_eq!(human_build.tree, tree);
+    assert_eq!(human_build.target.as_deref(), Some("serve"));
+    // `build = false` leaves an arm to be pulled.
+    let opted_out = manifest(recipe, per_arm, &human)
+        .replace("name = \"human\"\n", "name = \"human\"\nbuild = false\n");
+    assert_eq!(load_here(&opted_out).unwrap().builds.len(), 1);
+
+    // A commit the clone does not have.
+    let unknown = "1234567890123456789012345678901234567890";
+    located(
+        &manifest(recipe, per_arm, unknown),
+        &format!("commit {unknown} is not in the clone"),
+        "source = ",
+    );
+    // No clone at all.
+    located(
+        &manifest(&recipe.replace("\"src\"", "\"nowhere\""), per_arm, &human),
+        "no git clone at",
+        "source = ",
+    );
+    // A Dockerfile neither next to the manifest nor in the source tree.
+    located(
+        &manifest(
+            &recipe.replace("docker/Dockerfile", "Dockerfile.gone"),
+            per_arm,
+            &human,
+        ),
+        "no Dockerfile `Dockerfile.gone`",
+        "dockerfile = ",
+    );
+    // One reference for two commits' trees: built twice from different sources.
+    located(
+        &manifest(recipe, "acme/vllm:same", &human),
+        "would be built twice from different sources",
+        "[images.build]",
+    );
+}

@@ -6,8 +6,8 @@ mod common;
 mod patch_fixtures;
 #[path = "common/patch_images.rs"]
 mod patch_images;
+mod patch_support;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -16,11 +16,12 @@ use common::docker_env::{CampaignGuard, containers_of};
 use isobench::exec::patch::{PatchOutcome, PatchedSource, build_patched, derived_image_tag};
 use isobench::failure::{Failure, FailureClass};
 use isobench::manifest::model::{ArmSource, PatchSpec};
-use isobench::runtime::{GpuMode, ImageInfo, Runtime, ServerSource, ServerSpec, labels};
+use isobench::runtime::{ImageInfo, Runtime, ServerSource};
 use patch_fixtures::*;
 use patch_images::{
     BASE, NO_VLLM, PYTHON, SITE, SRC, docker_or_skip, read_image_file, run_in_image,
 };
+use patch_support::*;
 
 const SIM_PORT: u16 = 8000;
 
@@ -52,35 +53,6 @@ impl Fixture {
         }
     }
 
-    fn spec(&self, name: &str, patch: &str) -> PatchSpec {
-        patch_spec(
-            &self.dir.path().join("patches"),
-            name,
-            patch,
-            ArmSource::Image {
-                reference: self.reference.clone(),
-            },
-        )
-    }
-
-    fn log(&self, name: &str) -> PathBuf {
-        self.dir.path().join(format!("logs/{name}.log"))
-    }
-
-    async fn build(&self, spec: &PatchSpec, log: &str) -> Result<PatchOutcome, Failure> {
-        build_patched(
-            &self.runtime,
-            spec,
-            &self.base,
-            &ServerSource::Image {
-                reference: self.reference.clone(),
-            },
-            &self.dir.path().join("state/patched"),
-            &self.log(log),
-        )
-        .await
-    }
-
     fn tag(&self, spec: &PatchSpec) -> String {
         derived_image_tag(&self.reference, &self.base.id, spec)
     }
@@ -99,6 +71,51 @@ impl Fixture {
 
     async fn file(&self, image: &str, rel: &str) -> Option<patch_images::ImageFile> {
         read_image_file(self.docker(), image, &format!("{SITE}/{rel}")).await
+    }
+}
+
+impl PatchBase for Fixture {
+    fn spec(&self, name: &str, patch: &str) -> PatchSpec {
+        patch_spec(
+            &self.dir.path().join("patches"),
+            name,
+            patch,
+            ArmSource::Image {
+                reference: self.reference.clone(),
+            },
+        )
+    }
+
+    fn log(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("logs/{name}.log"))
+    }
+
+    fn target(&self) -> String {
+        SITE.to_string()
+    }
+
+    async fn build(&self, spec: &PatchSpec, log: &str) -> Result<PatchOutcome, Failure> {
+        build_patched(
+            &self.runtime,
+            spec,
+            &self.base,
+            &ServerSource::Image {
+                reference: self.reference.clone(),
+            },
+            &self.dir.path().join("state/patched"),
+            &self.log(log),
+        )
+        .await
+    }
+
+    /// No derived image of the spec and no helper of its build. (Images are immutable: the
+    /// base cannot change.)
+    async fn assert_nothing_built(&self, spec: &PatchSpec) {
+        assert!(
+            !self.image_exists(&self.tag(spec)).await,
+            "no image for a failed patch"
+        );
+        self.assert_no_helpers(spec).await;
     }
 }
 
@@ -208,20 +225,14 @@ async fn the_derived_image_serves_faster_by_the_configured_amount() {
         let campaign = guard.campaign.clone();
         let logs = fx.dir.path().join("logs");
         async move {
-            let spec = ServerSpec {
-                name: format!("{campaign}-{name}"),
-                labels: BTreeMap::from([(labels::CAMPAIGN.to_string(), campaign.clone())]),
-                source: ServerSource::Image { reference },
-                argv: Vec::new(),
-                env: BTreeMap::new(),
-                gpus: Vec::new(),
-                gpu_mode: GpuMode::EnvOnly,
-                port: SIM_PORT,
-                shm_size: None,
-                ipc: None,
-                volumes: Vec::new(),
-                log_path: logs.join(format!("{name}.server.log")),
-            };
+            let spec = sim_server(
+                format!("{campaign}-{name}"),
+                &campaign,
+                ServerSource::Image { reference },
+                Vec::new(),
+                SIM_PORT,
+                logs.join(format!("{name}.server.log")),
+            );
             serve_and_measure(
                 &runtime,
                 &spec,
@@ -333,36 +344,7 @@ async fn a_rejected_hunk_is_patch_failed_with_the_hunk_listed() {
     let Some(fx) = Fixture::new("patch_rejected", BASE).await else {
         return;
     };
-    // Made against an engine.py whose line 30 differs from the image's.
-    let theirs = engine_py_with(&[(30, "line_30 = 'theirs'")]);
-    let theirs_patched = engine_py_with(&[(5, "line_5 = 'fast'"), (30, "line_30 = 'faster'")]);
-    let patch = git_diff(
-        &[("vllm/engine.py", &theirs)],
-        &[("vllm/engine.py", Some(&theirs_patched))],
-    );
-    let spec = fx.spec("rejected", &patch);
-    let failure = fx.build(&spec, "rejected").await.unwrap_err();
-    assert_eq!(failure.class, FailureClass::PatchFailed, "{failure}");
-    assert!(
-        failure.message.contains(&format!(
-            "does not apply to {SITE}: vllm/engine.py: hunk #2 `@@ -27,7 +27,7 @@"
-        )),
-        "{}",
-        failure.message
-    );
-    assert!(!failure.message.contains("hunk #1"), "{}", failure.message);
-    assert_eq!(
-        failure.log_path.as_deref(),
-        Some(fx.log("rejected").to_str().unwrap())
-    );
-    let log = std::fs::read_to_string(fx.log("rejected")).unwrap();
-    assert!(log.contains("Rejected hunk #2."), "{log}");
-    assert!(log.contains("FAILED: patch_failed"), "{log}");
-    assert!(
-        !fx.image_exists(&fx.tag(&spec)).await,
-        "no image for a failed patch"
-    );
-    fx.assert_no_helpers(&spec).await;
+    case_rejected_hunk(&fx).await;
 }
 
 #[tokio::test]
@@ -382,32 +364,9 @@ async fn compiled_sources_need_a_rebuild_which_runs_in_a_build_container() {
             ("vllm/__init__.py", Some("VALUE = 'patched source'\n")),
         ],
     );
-    let spec = fx.spec("cuda", &patch);
-
-    // No rebuild command: fails before touching the engine.
-    let failure = fx.build(&spec, "cuda").await.unwrap_err();
-    assert_eq!(failure.class, FailureClass::NeedsRebuild, "{failure}");
-    assert!(
-        failure.message.contains("csrc/attention.cu"),
-        "{}",
-        failure.message
-    );
-    assert!(failure.message.contains("`rebuild`"), "{}", failure.message);
-    assert!(!fx.image_exists(&fx.tag(&spec)).await);
-
-    // A rebuild over the installed package (no sources there) cannot help.
-    let install = PatchSpec {
-        rebuild: Some("true".into()),
-        ..spec.clone()
-    };
-    let failure = fx.build(&install, "cuda-install").await.unwrap_err();
-    assert_eq!(failure.class, FailureClass::NeedsRebuild, "{failure}");
-    assert!(
-        failure.message.contains("installed package"),
-        "{}",
-        failure.message
-    );
-    fx.assert_no_helpers(&install).await;
+    // No rebuild command: fails before touching the engine; nor can an installed package
+    // rebuild.
+    let spec = case_compiled_sources_need_a_rebuild(&fx, &patch).await;
 
     // Over the source tree: the rebuild runs in a build container of the derived image (here
     // it "compiles" the kernel by copying it with shell builtins) and its result is committed.
@@ -714,41 +673,14 @@ async fn a_patch_with_nothing_for_an_installed_package_is_the_base_plus_labels()
     let Some(fx) = Fixture::new("patch_tests_only", BASE).await else {
         return;
     };
-    let patch = git_diff(
-        &[("tests/test_engine.py", "def test(): pass\n")],
-        &[("tests/test_engine.py", Some("def test(): assert True\n"))],
-    );
-    let outcome = fx
-        .build(&fx.spec("tests-only", &patch), "tests-only")
-        .await
-        .unwrap();
+    let outcome = case_nothing_for_an_installed_package(&fx).await;
     let (reference, _) = image(&outcome);
-    assert!(outcome.files.is_empty());
-    assert_eq!(outcome.skipped, vec!["tests/test_engine.py"]);
     let layers = |i: bollard::models::ImageInspect| i.root_fs.unwrap().layers.unwrap();
     assert_eq!(
         layers(fx.docker().inspect_image(&reference).await.unwrap()),
         layers(fx.docker().inspect_image(BASE).await.unwrap()),
         "no files, no new layer"
     );
-
-    // Made from inside the package directory: would skip everything silently, so it fails.
-    let misrooted = git_diff(
-        &[("sim.toml", BASE_SIM_TOML)],
-        &[("sim.toml", Some(FASTER_SIM_TOML))],
-    );
-    let spec = fx.spec("misrooted", &misrooted);
-    let failure = fx.build(&spec, "misrooted").await.unwrap_err();
-    assert_eq!(failure.class, FailureClass::PatchFailed);
-    assert!(
-        failure
-            .message
-            .contains("which is `vllm/sim.toml` in the installed package"),
-        "{}",
-        failure.message
-    );
-    assert!(!fx.image_exists(&fx.tag(&spec)).await);
-    fx.assert_no_helpers(&spec).await;
 }
 
 /// Issue 17: the hostile corpus (`tests/fuzz_corpus/patch`) through the Docker runtime. Its

@@ -2,17 +2,18 @@
 //! strictly with real `git apply`, the original install never modified.
 #[path = "common/patch_fixtures.rs"]
 mod patch_fixtures;
+mod patch_support;
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use isobench::exec::patch::{PatchOutcome, PatchedSource, build_patched};
-use isobench::failure::FailureClass;
+use isobench::failure::{Failure, FailureClass};
 use isobench::manifest::model::{ArmSource, PatchSpec};
-use isobench::runtime::{GpuMode, Runtime, ServerSource, ServerSpec, free_port, labels};
+use isobench::runtime::{Runtime, ServerSource, free_port};
 use patch_fixtures::*;
+use patch_support::*;
 
 const SITE: &str = "lib/python3.11/site-packages";
 
@@ -21,6 +22,8 @@ const SITE: &str = "lib/python3.11/site-packages";
 struct Install {
     dir: tempfile::TempDir,
     runtime: Runtime,
+    /// The install as made, for "untouched".
+    made: Vec<(PathBuf, String, u64, i64)>,
 }
 
 impl Install {
@@ -30,7 +33,8 @@ impl Install {
             write(&dir.path().join("inst").join(SITE).join(rel), &text);
         }
         let runtime = Runtime::process(dir.path().join("processes"));
-        Install { dir, runtime }
+        let made = snapshot(&dir.path().join("inst"));
+        Install { dir, runtime, made }
     }
 
     fn root(&self) -> PathBuf {
@@ -45,6 +49,12 @@ impl Install {
         self.dir.path().join("state/patched")
     }
 
+    fn trees(&self) -> PathBuf {
+        self.cache().join("trees")
+    }
+}
+
+impl PatchBase for Install {
     fn log(&self, name: &str) -> PathBuf {
         self.dir.path().join(format!("logs/{name}.log"))
     }
@@ -58,11 +68,11 @@ impl Install {
         )
     }
 
-    async fn build(
-        &self,
-        spec: &PatchSpec,
-        log: &str,
-    ) -> Result<PatchOutcome, isobench::failure::Failure> {
+    fn target(&self) -> String {
+        self.site().canonicalize().unwrap().display().to_string()
+    }
+
+    async fn build(&self, spec: &PatchSpec, log: &str) -> Result<PatchOutcome, Failure> {
         let base = self
             .runtime
             .ensure_image(&self.root().to_string_lossy(), |_| {})
@@ -77,6 +87,19 @@ impl Install {
             &self.log(log),
         )
         .await
+    }
+
+    /// No half-made copy is left (every tree has its record), and the install is as made.
+    async fn assert_nothing_built(&self, _spec: &PatchSpec) {
+        for tree in std::fs::read_dir(self.trees()).into_iter().flatten() {
+            let tree = tree.unwrap().path();
+            assert!(
+                tree.join("isobench-patch.json").is_file(),
+                "{}",
+                tree.display()
+            );
+        }
+        assert_eq!(snapshot(&self.root()), self.made);
     }
 }
 
@@ -303,52 +326,13 @@ async fn same_inputs_are_reused_and_two_agents_get_two_trees() {
 #[tokio::test]
 async fn a_rejected_hunk_fails_listing_file_and_hunk() {
     let install = Install::new();
-    // Made against an engine.py whose line 30 differs from the installed one.
-    let theirs = engine_py_with(&[(30, "line_30 = 'theirs'")]);
-    let theirs_patched = engine_py_with(&[(5, "line_5 = 'fast'"), (30, "line_30 = 'faster'")]);
-    let patch = git_diff(
-        &[("vllm/engine.py", &theirs)],
-        &[("vllm/engine.py", Some(&theirs_patched))],
-    );
-    let spec = install.spec("broken", &patch);
-    let before = snapshot(&install.root());
-    let failure = install.build(&spec, "broken").await.unwrap_err();
-    assert_eq!(failure.class, FailureClass::PatchFailed, "{failure}");
-    assert!(
-        failure
-            .message
-            .contains("vllm/engine.py: hunk #2 `@@ -27,7 +27,7 @@"),
-        "{}",
-        failure.message
-    );
-    assert!(!failure.message.contains("hunk #1"), "{}", failure.message);
-    let log = std::fs::read_to_string(install.log("broken")).unwrap();
-    assert!(log.contains("Rejected hunk #2."), "{log}");
+    case_rejected_hunk(&install).await;
+    // Not even a finished tree: both builds failed.
     assert_eq!(
-        failure.log_path.as_deref(),
-        Some(install.log("broken").to_str().unwrap())
-    );
-    // Nothing usable is left behind, and the install is untouched.
-    let trees = install.cache().join("trees");
-    assert_eq!(std::fs::read_dir(&trees).map(|d| d.count()).unwrap_or(0), 0);
-    assert_eq!(snapshot(&install.root()), before);
-
-    // A file the base does not have is listed too.
-    let missing = git_diff(
-        &[("vllm/absent.py", "x = 1\n")],
-        &[("vllm/absent.py", Some("x = 2\n"))],
-    );
-    let failure = install
-        .build(&install.spec("missing", &missing), "missing")
-        .await
-        .unwrap_err();
-    assert_eq!(failure.class, FailureClass::PatchFailed);
-    assert!(
-        failure
-            .message
-            .contains("vllm/absent.py: No such file or directory"),
-        "{}",
-        failure.message
+        std::fs::read_dir(install.trees())
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0
     );
 }
 
@@ -462,30 +446,7 @@ async fn compiled_sources_need_a_rebuild_command_and_a_source_tree() {
             ),
         ],
     );
-    let spec = install.spec("cuda", &cu_patch);
-    let failure = install.build(&spec, "cuda").await.unwrap_err();
-    assert_eq!(failure.class, FailureClass::NeedsRebuild, "{failure}");
-    assert!(
-        failure.message.contains("csrc/attention.cu"),
-        "{}",
-        failure.message
-    );
-
-    // A rebuild command over an installed package has nothing to rebuild.
-    let with_rebuild = PatchSpec {
-        rebuild: Some("true".into()),
-        ..spec.clone()
-    };
-    let failure = install
-        .build(&with_rebuild, "cuda-install")
-        .await
-        .unwrap_err();
-    assert_eq!(failure.class, FailureClass::NeedsRebuild);
-    assert!(
-        failure.message.contains("installed package"),
-        "{}",
-        failure.message
-    );
+    let spec = case_compiled_sources_need_a_rebuild(&install, &cu_patch).await;
 
     // A source tree (an editable install) is patched whole and rebuilt in the copy.
     let src = install.dir.path().join("src");
@@ -655,31 +616,26 @@ async fn the_patched_tree_serves_faster_by_the_configured_amount() {
         let logs = install.dir.path().join("logs");
         async move {
             let port = free_port();
-            let spec = ServerSpec {
-                name: name.into(),
-                labels: BTreeMap::from([(labels::CAMPAIGN.to_string(), "patch-test".to_string())]),
-                source: ServerSource::Path { root: dir },
-                argv: [
-                    env!("CARGO_BIN_EXE_isobench"),
-                    "sim",
-                    "--config",
-                    "vllm/sim.toml",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    &port.to_string(),
-                ]
-                .map(String::from)
-                .to_vec(),
-                env: BTreeMap::new(),
-                gpus: Vec::new(),
-                gpu_mode: GpuMode::EnvOnly,
+            let argv = [
+                env!("CARGO_BIN_EXE_isobench"),
+                "sim",
+                "--config",
+                "vllm/sim.toml",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+            ]
+            .map(String::from)
+            .to_vec();
+            let spec = sim_server(
+                name.into(),
+                "patch-test",
+                ServerSource::Path { root: dir },
+                argv,
                 port,
-                shm_size: None,
-                ipc: None,
-                volumes: Vec::new(),
-                log_path: logs.join(format!("{name}.server.log")),
-            };
+                logs.join(format!("{name}.server.log")),
+            );
             serve_and_measure(
                 &runtime,
                 &spec,
@@ -697,41 +653,11 @@ async fn the_patched_tree_serves_faster_by_the_configured_amount() {
 #[tokio::test]
 async fn a_patch_with_nothing_for_the_target_gives_an_unchanged_copy() {
     let install = Install::new();
-    let tests_only = git_diff(
-        &[("tests/test_engine.py", "def test(): pass\n")],
-        &[("tests/test_engine.py", Some("def test(): assert True\n"))],
-    );
-    let outcome = install
-        .build(&install.spec("tests-only", &tests_only), "tests-only")
-        .await
-        .unwrap();
-    assert!(outcome.files.is_empty());
-    assert_eq!(outcome.skipped, vec!["tests/test_engine.py"]);
+    let outcome = case_nothing_for_an_installed_package(&install).await;
     let (root, _) = tree(&outcome);
     assert_eq!(
         std::fs::read_to_string(root.join("vllm/engine.py")).unwrap(),
         engine_py()
-    );
-
-    // A patch made from inside the package directory would skip everything silently: it fails.
-    let misrooted = git_diff(
-        &[("engine.py", &engine_py())],
-        &[(
-            "engine.py",
-            Some(&engine_py_with(&[(5, "line_5 = 'fast'")])),
-        )],
-    );
-    let failure = install
-        .build(&install.spec("misrooted", &misrooted), "misrooted")
-        .await
-        .unwrap_err();
-    assert_eq!(failure.class, FailureClass::PatchFailed);
-    assert!(
-        failure
-            .message
-            .contains("names `engine.py`, which is `vllm/engine.py` in the installed package"),
-        "{}",
-        failure.message
     );
 
     // An empty patch: the agent changed nothing, and the arm measures exactly that.

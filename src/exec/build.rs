@@ -142,10 +142,9 @@ async fn obtain(
             .await;
         if pulled.is_ok()
             && let Some(found) = docker.local_image(&spec.reference).await?
+            && usable(&found, key, spec.policy)
         {
-            if usable(&found, key, spec.policy) {
-                return Ok((Outcome::Pulled, image_info(&found)));
-            }
+            return Ok((Outcome::Pulled, image_info(&found)));
         }
     }
     build(ctx, docker, node, spec, key, activity).await?;

@@ -9,11 +9,15 @@
 //! 2. a cache hit (same key) returns the earlier result with `reused: true`;
 //! 3. find the target: `patch_target`, else the directory holding the `vllm` package (asked of
 //!    the base's own Python, else searched for on its filesystem);
-//! 4. map patch paths onto the target (an installed package takes only `vllm/...` files);
+//! 4. map patch paths onto the target (an installed package takes only `vllm/...` files) and
+//!    refuse paths through links in it;
 //! 5. fetch real copies of the touched files and apply the patch on the host, strictly unless
 //!    `patch_fuzz` allows tolerance ([`apply`]);
 //! 6. layer the result over the base ([`docker`]: build context + classic builder;
 //!    [`tree`]: hard-linked copy with the patched files as real copies).
+//!
+//! Steps 3–5 are one routine for both builders ([`routine`], over the [`routine::TargetFs`]
+//! each implements); steps 2 and 6 are theirs.
 //!
 //! Everything done is written to the step's log in plain words, `git apply` output included.
 use std::io::Write as _;
@@ -30,6 +34,7 @@ use crate::util::hash::{Hash, Hasher};
 mod apply;
 mod diff;
 mod docker;
+mod routine;
 mod tree;
 
 pub use diff::{ChangeKind, Diff, FilePatch, parse as parse_diff};
@@ -130,13 +135,11 @@ async fn build(
             docker::build(d, &input, spec, base, reference, cache_dir, log).await
         }
         (Runtime::Process(_), ServerSource::Path { root }) => {
-            let (input, spec, base) = (input.clone(), spec.clone(), base.clone());
+            let (input, spec) = (input.clone(), spec.clone());
             let (root, cache_dir, log) = (root.clone(), cache_dir.to_path_buf(), log.clone());
-            tokio::task::spawn_blocking(move || {
-                tree::build(&input, &spec, &base, &root, &cache_dir, &log)
-            })
-            .await
-            .map_err(|err| internal(format!("the patch task failed: {err}")))?
+            tokio::task::spawn_blocking(move || tree::build(&input, &spec, &root, &cache_dir, &log))
+                .await
+                .map_err(|err| internal(format!("the patch task failed: {err}")))?
         }
         (runtime, source) => Err(internal(format!(
             "the {} runtime cannot patch {}",

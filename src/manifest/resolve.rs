@@ -90,6 +90,7 @@ pub fn load_str(name: &str, text: &str, manifest_dir: &Path) -> Result<Campaign,
         warned_env: HashSet::new(),
         builds: BTreeMap::new(),
         commit_lookups: HashMap::new(),
+        build_problems: HashSet::new(),
     };
     let campaign = r.resolve(&file);
     r.out.finish()?;
@@ -114,6 +115,8 @@ struct Resolver<'a> {
     builds: BTreeMap<String, super::model::BuildSpec>,
     /// (clone, revision) → what git said, so each is looked up once per campaign.
     commit_lookups: HashMap<(PathBuf, String), build::CommitLookup>,
+    /// Build problems already reported: one missing clone is one error, not one per arm.
+    build_problems: HashSet<String>,
 }
 
 /// A model's `path` and `tokenizer` after templating and `~` expansion.

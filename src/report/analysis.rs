@@ -86,6 +86,7 @@ pub fn analyze(input: &ReportInput, settings: &Settings) -> Report {
         commits,
         summary,
         quality,
+        images: input.images.clone(),
     }
 }
 

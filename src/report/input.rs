@@ -25,6 +25,9 @@ pub struct ReportInput {
     /// Arms in manifest order.
     pub arms: Vec<ArmInfo>,
     pub trials: Vec<TrialRecord>,
+    /// How each commit's arm got its image (see [`super::model::ImageRow`]).
+    #[serde(default)]
+    pub images: Vec<super::model::ImageRow>,
 }
 
 pub fn default_confidence() -> f64 {

@@ -174,6 +174,7 @@ mod tests {
 
     fn input() -> ReportInput {
         ReportInput {
+            images: Vec::new(),
             campaign: "c".into(),
             generated_at: "2026-01-01T00:00:00Z".into(),
             confidence: 0.95,

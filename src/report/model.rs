@@ -31,6 +31,54 @@ pub struct Report {
     pub summary: CampaignSummary,
     /// Windows, trial spread, GPU placement, overlapping measurements, self-audit warnings.
     pub quality: Quality,
+    /// Per commit and arm: the image and how it was had (pulled, built, derived by a patch) or
+    /// why not. Empty for inputs that carry no image records.
+    #[serde(default)]
+    pub images: Vec<ImageRow>,
+}
+
+/// How one commit's arm got its image (or installation), from the journal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ImageRow {
+    /// Commit short hash.
+    pub commit: String,
+    pub arm: String,
+    /// The image reference, the installation path, or `<base arm> + <patch file>`.
+    pub image: String,
+    pub status: ImageStatus,
+    /// The failure (class: message), or what was done (`built in 12.3 s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageStatus {
+    /// Pulled from its registry by isobench.
+    Pulled,
+    /// Already on the host (or a checked installation).
+    Present,
+    /// Built from its commit (`[images.build]`).
+    Built,
+    /// The base arm's image plus the agent's patch.
+    Derived,
+    /// Could not be had: missing, pull, build or patch failure.
+    Failed,
+    /// Not attempted yet.
+    NotRun,
+}
+
+impl ImageStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageStatus::Pulled => "pulled",
+            ImageStatus::Present => "present",
+            ImageStatus::Built => "built",
+            ImageStatus::Derived => "derived (patch)",
+            ImageStatus::Failed => "failed",
+            ImageStatus::NotRun => "not run",
+        }
+    }
 }
 
 /// How numbers were computed.

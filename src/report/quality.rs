@@ -495,6 +495,7 @@ mod tests {
             }
         }
         ReportInput {
+            images: Vec::new(),
             campaign: "q".into(),
             generated_at: String::new(),
             confidence: 0.95,

@@ -1,6 +1,7 @@
 //! Recorded results → the report's input: every measurement's metrics or failure, and every
 //! absent arm, read from the journal and the attempt directories.
 use super::input::{ArmInfo, CommitInfo, ReportInput, TrialMetrics, TrialOutcome, TrialRecord};
+use super::model::{ImageRow, ImageStatus};
 use crate::manifest::Campaign;
 use crate::pipeline::expand::{Dag, Target};
 use crate::state::{Event, State};
@@ -151,6 +152,7 @@ pub fn report_input(
         }
     }
     ReportInput {
+        images: image_rows(campaign, dag, state, only),
         campaign: campaign.name.clone(),
         generated_at: crate::util::now_rfc3339(),
         confidence: campaign.compare.confidence,
@@ -261,4 +263,94 @@ fn audit_warnings_of(text: &str) -> Vec<String> {
     serde_json::from_str::<Result>(text)
         .map(|r| r.isobench.audit.warnings)
         .unwrap_or_default()
+}
+
+/// Per commit and arm, how its image was had, from the latest journal entry of the node that
+/// makes it (pull or build; patch for derived arms).
+fn image_rows(campaign: &Campaign, dag: &Dag, state: &State, only: Option<usize>) -> Vec<ImageRow> {
+    use crate::manifest::model::ArmSource;
+    let mut rows = Vec::new();
+    for (ci, commit) in campaign.commits.iter().enumerate() {
+        if only.is_some_and(|c| c != ci) {
+            continue;
+        }
+        for (ai, arm) in commit.arms.iter().enumerate() {
+            let Some(session) = dag.sessions.iter().find(|s| s.commit == ci && s.arm == ai) else {
+                continue;
+            };
+            let (image, node) = match &arm.source {
+                ArmSource::Patched(spec) => {
+                    let file = spec
+                        .patch_path
+                        .file_name()
+                        .map(|f| f.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    (
+                        format!("{} + {file}", spec.base_arm),
+                        dag.patches.get(&(ci, ai)).copied(),
+                    )
+                }
+                _ => (
+                    dag.images[session.image].label.clone(),
+                    dag.pulls.get(session.image).copied(),
+                ),
+            };
+            let image = image
+                .strip_prefix("image=")
+                .or_else(|| image.strip_prefix("path="))
+                .unwrap_or(&image)
+                .to_string();
+            let entry = node.and_then(|n| state.get(&dag.graph[n].address));
+            let (status, detail) = image_status(entry, matches!(arm.source, ArmSource::Patched(_)));
+            rows.push(ImageRow {
+                commit: commit.short.clone(),
+                arm: arm.name.clone(),
+                image,
+                status,
+                detail,
+            });
+        }
+    }
+    rows
+}
+
+fn image_status(
+    entry: Option<&crate::state::Entry>,
+    derived: bool,
+) -> (ImageStatus, Option<String>) {
+    let Some(entry) = entry else {
+        return (ImageStatus::NotRun, None);
+    };
+    let info = entry.info.as_ref();
+    match entry.event {
+        Event::Started => (ImageStatus::NotRun, Some("interrupted".into())),
+        Event::Failed => (
+            ImageStatus::Failed,
+            entry.failure.as_ref().map(|f| {
+                let first = f.message.lines().next().unwrap_or_default();
+                format!("{}: {first}", f.class)
+            }),
+        ),
+        Event::Done if derived => (ImageStatus::Derived, None),
+        Event::Done => {
+            let seconds = info.and_then(|i| i.get("seconds")).and_then(|v| v.as_f64());
+            match info.and_then(|i| i.get("outcome")).and_then(|v| v.as_str()) {
+                Some("built") => (
+                    ImageStatus::Built,
+                    seconds.map(|s| format!("built in {s:.1} s")),
+                ),
+                Some("pulled") => (ImageStatus::Pulled, None),
+                Some(_) => (ImageStatus::Present, None),
+                // A pull node: `info.pulled` says whether it had to pull.
+                None if info
+                    .and_then(|i| i.get("pulled"))
+                    .and_then(|v| v.as_bool())
+                    .unwrap_or(false) =>
+                {
+                    (ImageStatus::Pulled, None)
+                }
+                None => (ImageStatus::Present, None),
+            }
+        }
+    }
 }

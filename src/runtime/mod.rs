@@ -19,6 +19,7 @@ use crate::failure::Failure;
 pub mod docker;
 pub mod docker_auth;
 pub mod docker_build;
+pub mod docker_helper;
 mod logtail;
 mod port;
 pub mod process;

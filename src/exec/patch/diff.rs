@@ -56,7 +56,65 @@ pub struct FilePatch {
     modes: Vec<(usize, String)>,
 }
 
+/// One side of a file section: before the change or after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Old,
+    New,
+}
+
+/// Git's extended header lines that name one side of a rename or copy.
+const NAME_LINES: [(&str, ChangeKind, Side); 4] = [
+    ("rename from ", ChangeKind::Rename, Side::Old),
+    ("rename to ", ChangeKind::Rename, Side::New),
+    ("copy from ", ChangeKind::Copy, Side::Old),
+    ("copy to ", ChangeKind::Copy, Side::New),
+];
+
 impl FilePatch {
+    /// A section that names nothing yet, beginning with `text`.
+    fn empty(text: &str) -> FilePatch {
+        FilePatch {
+            text: text.to_string(),
+            old_raw: None,
+            new_raw: None,
+            old_prefixed: true,
+            new_prefixed: true,
+            saw_old_line: false,
+            kind: ChangeKind::Modify,
+            binary: false,
+            hunks: Vec::new(),
+            named: Vec::new(),
+            git_names: None,
+            modes: Vec::new(),
+        }
+    }
+
+    /// Records the name a line gives one side (`None`: `/dev/null`, so the file is added or
+    /// deleted). `prefixed`: the line carries git's `a/`/`b/` (`---`/`+++`), unlike `rename
+    /// from`-style lines. Every name is kept for [`check_path`].
+    fn set_name(&mut self, side: Side, number: usize, name: Option<String>, prefixed: bool) {
+        let (raw, raw_prefixed, absent) = match side {
+            Side::Old => (&mut self.old_raw, &mut self.old_prefixed, ChangeKind::Add),
+            Side::New => (
+                &mut self.new_raw,
+                &mut self.new_prefixed,
+                ChangeKind::Delete,
+            ),
+        };
+        match name {
+            Some(name) => {
+                self.named.push((number, name.clone()));
+                *raw = Some(name);
+                *raw_prefixed = prefixed;
+            }
+            None => {
+                *raw = None;
+                self.kind = absent;
+            }
+        }
+    }
+
     /// The old path with `strip` leading components removed (`None` for added files).
     pub fn old_path(&self, strip: usize) -> Option<String> {
         self.old_raw
@@ -221,24 +279,16 @@ impl Parser {
     fn git_header(&mut self, number: usize, line: &str, rest: &str) {
         self.files.extend(self.current.take());
         let (old, new) = parse_git_header_names(rest);
-        self.current = Some(FilePatch {
-            text: line.to_string(),
-            old_raw: old.clone(),
-            new_raw: new.clone(),
-            old_prefixed: true,
-            new_prefixed: true,
-            saw_old_line: false,
-            kind: ChangeKind::Modify,
-            binary: false,
-            hunks: Vec::new(),
-            named: old
-                .iter()
-                .chain(new.iter())
-                .map(|n| (number, n.clone()))
-                .collect(),
-            git_names: Some((number, rest.to_string(), old, new)),
-            modes: Vec::new(),
-        });
+        let mut file = FilePatch::empty(line);
+        file.old_raw = old.clone();
+        file.new_raw = new.clone();
+        file.named = old
+            .iter()
+            .chain(new.iter())
+            .map(|n| (number, n.clone()))
+            .collect();
+        file.git_names = Some((number, rest.to_string(), old, new));
+        self.current = Some(file);
     }
 
     /// `--- name`: the old side's name. After a hunk (or with no file open) it begins a
@@ -250,35 +300,12 @@ impl Parser {
         };
         if starts_new {
             self.files.extend(self.current.take());
-            self.current = Some(FilePatch {
-                text: String::new(),
-                old_raw: None,
-                new_raw: None,
-                old_prefixed: true,
-                new_prefixed: true,
-                saw_old_line: false,
-                kind: ChangeKind::Modify,
-                binary: false,
-                hunks: Vec::new(),
-                named: Vec::new(),
-                git_names: None,
-                modes: Vec::new(),
-            });
+            self.current = Some(FilePatch::empty(""));
         }
         let file = self.current.as_mut().expect("just ensured");
         file.text.push_str(line);
         file.saw_old_line = true;
-        match diff_line_name(rest) {
-            Some(name) => {
-                file.named.push((number, name.clone()));
-                file.old_raw = Some(name);
-                file.old_prefixed = true;
-            }
-            None => {
-                file.old_raw = None;
-                file.kind = ChangeKind::Add;
-            }
-        }
+        file.set_name(Side::Old, number, diff_line_name(rest), true);
     }
 
     /// Any other line of a file section: `+++`, a hunk header, git's extended headers (modes,
@@ -289,17 +316,7 @@ impl Parser {
         };
         file.text.push_str(line);
         if let Some(rest) = body.strip_prefix("+++ ") {
-            match diff_line_name(rest) {
-                Some(name) => {
-                    file.named.push((number, name.clone()));
-                    file.new_raw = Some(name);
-                    file.new_prefixed = true;
-                }
-                None => {
-                    file.new_raw = None;
-                    file.kind = ChangeKind::Delete;
-                }
-            }
+            file.set_name(Side::New, number, diff_line_name(rest), true);
         } else if body.starts_with("@@ ") {
             let (old_count, new_count) = parse_hunk_counts(body)
                 .ok_or_else(|| format!("line {number}: malformed hunk header `{body}`"))?;
@@ -323,26 +340,13 @@ impl Parser {
             file.modes.push((number, body.to_string()));
         } else if body.starts_with("old mode ") || body.starts_with("new mode ") {
             file.modes.push((number, body.to_string()));
-        } else if let Some(name) = body.strip_prefix("rename from ") {
-            file.kind = ChangeKind::Rename;
-            file.old_raw = Some(unquote(name));
-            file.old_prefixed = false;
-            file.named.push((number, unquote(name)));
-        } else if let Some(name) = body.strip_prefix("rename to ") {
-            file.kind = ChangeKind::Rename;
-            file.new_raw = Some(unquote(name));
-            file.new_prefixed = false;
-            file.named.push((number, unquote(name)));
-        } else if let Some(name) = body.strip_prefix("copy from ") {
-            file.kind = ChangeKind::Copy;
-            file.old_raw = Some(unquote(name));
-            file.old_prefixed = false;
-            file.named.push((number, unquote(name)));
-        } else if let Some(name) = body.strip_prefix("copy to ") {
-            file.kind = ChangeKind::Copy;
-            file.new_raw = Some(unquote(name));
-            file.new_prefixed = false;
-            file.named.push((number, unquote(name)));
+        } else if let Some((kind, side, name)) = NAME_LINES
+            .iter()
+            .find_map(|(prefix, kind, side)| Some((*kind, *side, body.strip_prefix(prefix)?)))
+        {
+            // Never prefixed: these lines name the paths as they are.
+            file.kind = kind;
+            file.set_name(side, number, Some(unquote(name)), false);
         } else if let Some(index) = body.strip_prefix("index ")
             && let Some((_, mode)) = index.split_once(' ')
         {

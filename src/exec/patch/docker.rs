@@ -1,8 +1,9 @@
 //! Docker: the patched files layered over the base image as a derived image.
 //!
-//! A helper container is *created* (never started) from the base image; the engine's archive
-//! API reads single files and directories out of it, so only the files the patch touches are
-//! extracted. The target directory is `patch_target`, else asked of the image's own Python (a
+//! A helper container ([`crate::runtime::docker_helper`]) is *created* (never started) from the
+//! base image; the engine's archive API reads single files and directories out of it, so only
+//! the files the patch touches are extracted ([`ImageFs`], the image's side of the routine
+//! shared with the tree builder, [`super::routine`]). The target directory is `patch_target`, else asked of the image's own Python (a
 //! short-lived container, no network), else found by scanning the image's filesystem export for
 //! `*/site-packages/vllm/__init__.py`. After `git apply` on the host, a build context is
 //! generated — `FROM <base id>`, one `COPY` of the patched files per owner, an exec-form
@@ -16,30 +17,29 @@
 //! finds the tag, checks the key label and returns it with `reused: true`.
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerCreateBody, HostConfig};
-use bollard::query_parameters::{
-    BuildImageOptions, CreateContainerOptions, DownloadFromContainerOptions, LogsOptions,
-    RemoveContainerOptions, WaitContainerOptions,
-};
+use bollard::query_parameters::BuildImageOptions;
 use futures_util::StreamExt;
 
-use super::apply::{ApplyJob, apply_with_tolerance, check_git, io_failure};
+use super::apply::io_failure;
+use super::routine::{
+    Applied, EntryKind, FileOwner, Mapped, TargetFs, apply_in_scratch, join, map_onto_target,
+};
 use super::{
-    BuildRecord, Change, Mapping, PACKAGE, PYTHON_PROBE, PatchInput, PatchLog, PatchOutcome,
-    PatchedSource, TargetFacts, build_key, collect_changes, internal, link_failure, parent_dirs,
-    parse_probe_output, pycache_of, scratch_dir, short_hex, target_failure,
+    BuildRecord, Change, PACKAGE, PYTHON_PROBE, PatchInput, PatchLog, PatchOutcome, PatchedSource,
+    build_key, internal, parse_probe_output, pycache_of, scratch_dir, short_hex, target_failure,
 };
 use crate::failure::{Failure, FailureClass};
 use crate::manifest::model::PatchSpec;
 use crate::runtime::ImageInfo;
 use crate::runtime::docker::DockerRuntime;
+use crate::runtime::docker_helper::{self, Helper, RunOnce};
 
-/// Label keys of derived images and helper containers.
+/// Label keys of derived images (those of helper containers: [`docker_helper::labels`]).
 pub mod labels {
     /// On every derived image (for pruning): `true`.
     pub const PATCHED: &str = "isobench.patched";
@@ -53,69 +53,27 @@ pub mod labels {
     pub const PATCH_HASH: &str = "isobench.patch.hash";
     /// The build record (JSON): files, skipped files, fuzz used, target.
     pub const RECORD: &str = "isobench.patch.record";
-    /// On helper and probe containers: `true`.
-    pub const HELPER: &str = "isobench.patch.helper";
-    /// On helper and probe containers: `<host>:<pid>` of the isobench process that made them;
-    /// [`super::cleanup_helpers`] removes those whose process is gone.
-    pub const OWNER: &str = "isobench.patch.owner";
 }
 
 fn helper_labels() -> HashMap<String, String> {
-    HashMap::from([
-        (labels::HELPER.to_string(), "true".to_string()),
-        (
-            labels::OWNER.to_string(),
-            format!("{}:{}", crate::state::lock::hostname(), std::process::id()),
-        ),
-    ])
+    docker_helper::helper_labels(&crate::state::lock::hostname())
 }
 
 /// Removes helper and probe containers that an isobench process on this host left behind when
 /// it was killed mid-build (its pid is gone). Those of live processes are kept: another apply
 /// may be building right now. Returns the names removed.
 pub async fn cleanup_helpers(runtime: &DockerRuntime) -> Result<Vec<String>, Failure> {
-    use bollard::query_parameters::ListContainersOptions;
-    let docker = runtime.client();
-    let options = ListContainersOptions {
-        all: true,
-        filters: Some(HashMap::from([(
-            "label".to_string(),
-            vec![format!("{}=true", labels::HELPER)],
-        )])),
-        ..Default::default()
-    };
-    let containers = docker
-        .list_containers(Some(options))
-        .await
-        .map_err(|e| internal(format!("listing patch helper containers: {e}")))?;
-    let this_host = crate::state::lock::hostname();
-    let mut removed = Vec::new();
-    for container in containers {
-        let owner = container
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(labels::OWNER))
-            .cloned()
-            .unwrap_or_default();
-        let gone = match owner.rsplit_once(':') {
-            Some((host, pid)) if host == this_host => !Path::new(&format!("/proc/{pid}")).exists(),
-            _ => false,
-        };
-        if gone && let Some(id) = container.id {
-            remove_container(docker, &id).await;
-            removed.extend(container.names.unwrap_or_default());
-        }
-    }
-    Ok(removed)
+    docker_helper::cleanup_helpers(runtime.client(), &crate::state::lock::hostname()).await
 }
 
 /// Registry-free repository for derived images.
 pub const REPOSITORY_PREFIX: &str = "isobench-patched";
 /// How long the base's Python may take to answer the probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(120);
-/// Largest single file or directory read out of an image.
-const FETCH_LIMIT: usize = 512 << 20;
 
+/// Finds an earlier build of the same key, else creates a helper container from the base,
+/// applies the patch over it with the shared routine, and builds the derived image. The helper
+/// and the scratch directory are removed whatever happens.
 pub(super) async fn build(
     runtime: &DockerRuntime,
     input: &PatchInput,
@@ -131,199 +89,151 @@ pub(super) async fn build(
     if let Some(outcome) = find_built(docker, &tag, &key.hex(), log).await? {
         return Ok(outcome);
     }
-    let helper = create_helper(docker, &base.id, &key.hex()).await?;
+    let name = helper_name("files", &key.hex());
+    let helper = Helper::create(docker, &base.id, name, helper_labels()).await?;
     log.line(&format!(
         "helper container {} created from {} (not started)",
-        short(&helper),
+        short(helper.id()),
         base.id
     ));
-    let result = HelperBuild {
+    let fs = ImageFs {
         docker,
         helper: &helper,
-        input,
-        spec,
+        key: key.hex(),
         base,
         reference,
-        tag: &tag,
-        key: &key,
-        cache_dir,
-        log,
+    };
+    let result = async {
+        let mapped = map_onto_target(&fs, input, spec, log).await?;
+        let work = scratch_dir(cache_dir, &key);
+        let applied = apply_in_scratch(&fs, &mapped, input, spec, work, log).await?;
+        let derived = Derived {
+            fs: &fs,
+            input,
+            spec,
+            tag: &tag,
+            context_dir: cache_dir.join("contexts").join(short_hex(&key, 24)),
+            log,
+        };
+        derived.build(&mapped, &applied).await
     }
-    .run()
     .await;
-    remove_container(docker, &helper).await;
+    helper.remove().await;
     result
 }
 
-/// One patch build through its helper container (created from the base, never started: files
-/// are read out of it through the engine).
-struct HelperBuild<'a> {
+/// A base image as the shared routine sees it: read through a helper container created from
+/// it (never started; the engine's archive API reads single files out of it).
+struct ImageFs<'a> {
     docker: &'a Docker,
-    helper: &'a str,
-    input: &'a PatchInput,
-    spec: &'a PatchSpec,
+    helper: &'a Helper<'a>,
+    /// The build's key, for the names of probe containers.
+    key: String,
     base: &'a ImageInfo,
     reference: &'a str,
+}
+
+impl TargetFs for ImageFs<'_> {
+    fn place(&self, target: &str) -> String {
+        format!("image {} (below {target})", self.reference)
+    }
+
+    async fn find_target(&self, spec: &PatchSpec, log: &PatchLog) -> Result<String, Failure> {
+        find_target(self, spec, log).await
+    }
+
+    /// The engine resolves links inside the container, so this is about the image, not the
+    /// host.
+    async fn kind(&self, path: &str) -> Result<Option<EntryKind>, Failure> {
+        Ok(self.helper.head_kind(path).await?.map(|flag| match flag {
+            b'2' => EntryKind::Link,
+            b'5' => EntryKind::Dir,
+            _ => EntryKind::Other,
+        }))
+    }
+
+    async fn has_file(&self, path: &str) -> Result<bool, Failure> {
+        Ok(self.helper.head_kind(path).await?.is_some())
+    }
+
+    async fn fetch(&self, path: &str, dest: &Path) -> Result<Option<FileOwner>, Failure> {
+        let Some(entry) = self.helper.fetch_file(path).await? else {
+            return Ok(None);
+        };
+        if entry.kind != tar::EntryType::Regular {
+            return Err(Failure::new(
+                FailureClass::PatchFailed,
+                format!(
+                    "{path} in the image is a {:?}, not a regular file; only regular files can be patched",
+                    entry.kind
+                ),
+            ));
+        }
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io_failure("creating", parent, e))?;
+        }
+        std::fs::write(dest, &entry.bytes).map_err(|e| io_failure("writing", dest, e))?;
+        std::fs::set_permissions(dest, std::fs::Permissions::from_mode(entry.mode))
+            .map_err(|e| io_failure("setting the mode of", dest, e))?;
+        Ok(Some((entry.uid, entry.gid)))
+    }
+}
+
+/// The materialise step of an image: a build context over the base, built as the derived
+/// image.
+struct Derived<'a> {
+    fs: &'a ImageFs<'a>,
+    input: &'a PatchInput,
+    spec: &'a PatchSpec,
     tag: &'a str,
-    key: &'a crate::util::hash::Hash,
-    cache_dir: &'a Path,
+    /// Where the context is written (kept for inspection).
+    context_dir: std::path::PathBuf,
     log: &'a PatchLog,
 }
 
-impl HelperBuild<'_> {
-    /// Finds the target and maps the patch onto it, refuses links on the patch's paths, then
-    /// applies and builds in a scratch directory that is removed whatever happens.
-    async fn run(&self) -> Result<PatchOutcome, Failure> {
-        let (target, mapping, rebuild) = self.map_onto_target().await?;
-        self.refuse_links(&target, &mapping).await?;
-        let work = scratch_dir(self.cache_dir, self.key);
-        if work.exists() {
-            std::fs::remove_dir_all(&work).map_err(|e| io_failure("clearing", &work, e))?;
-        }
-        let pre = work.join("pre");
-        std::fs::create_dir_all(&pre).map_err(|e| io_failure("creating", &pre, e))?;
-        let result = self.build_in(&work, &pre, &target, &mapping, rebuild).await;
-        let _ = std::fs::remove_dir_all(&work);
-        result
-    }
-
-    /// The installed package the patch applies to, and which of the patch's files belong to
-    /// it. Fails when files the patch names at the wrong root exist in the target, or when a
-    /// rebuild is needed and impossible.
-    async fn map_onto_target(&self) -> Result<(String, Mapping, bool), Failure> {
-        let (docker, helper, input, log) = (self.docker, self.helper, self.input, self.log);
-        let target = find_target(
-            docker,
-            helper,
-            &self.key.hex(),
-            self.base,
-            self.reference,
-            self.spec,
-            log,
-        )
-        .await?;
-        let facts = TargetFacts {
-            holds_package: exists(
-                docker,
-                helper,
-                &join(&target, &format!("{PACKAGE}/__init__.py")),
-            )
-            .await?,
-            has_build_script: exists(docker, helper, &join(&target, "setup.py")).await?
-                || exists(docker, helper, &join(&target, "pyproject.toml")).await?,
-            name: target.rsplit('/').next().unwrap_or("").to_string(),
-        };
-        let mapping = Mapping::new(input, &facts);
-        log.line(&format!(
-            "target {target}: {:?}; applying {} file(s), skipping {}",
-            mapping.layout,
-            mapping.applied.len(),
-            mapping.skipped.len()
-        ));
-        for skipped in &mapping.skipped {
-            log.line(&format!("  skipped (not part of the target): {skipped}"));
-        }
-        let mut misrooted = Vec::new();
-        for (named, real) in mapping.misrooted_candidates() {
-            if exists(docker, helper, &join(&target, &real)).await? {
-                misrooted.push((named, real));
-            }
-        }
-        if !misrooted.is_empty() {
-            return Err(Mapping::misrooted_failure(input, &misrooted));
-        }
-        let rebuild = mapping.check_rebuildable(input, self.spec, &target)?;
-        Ok((target, mapping, rebuild))
-    }
-
-    /// Before anything is read: no path of the patch may go through a link in the image (the
-    /// paths themselves were checked when the patch was parsed: relative, no `..`). The engine
-    /// resolves links inside the container, so this is about the image, not the host: a COPY
-    /// through a link would change files outside the target.
-    async fn refuse_links(&self, target: &str, mapping: &Mapping) -> Result<(), Failure> {
-        let mut kinds: HashMap<String, Option<u8>> = HashMap::new();
-        for rel in mapping.pre_image_paths(self.input) {
-            let mut steps = parent_dirs(&rel);
-            steps.push(&rel);
-            for step in steps {
-                let path = join(target, step);
-                let kind = match kinds.get(&path) {
-                    Some(kind) => *kind,
-                    None => {
-                        let kind = head_kind(self.docker, self.helper, &path).await?;
-                        kinds.insert(path, kind);
-                        kind
-                    }
-                };
-                match kind {
-                    Some(b'2') => {
-                        let place = format!("image {} (below {target})", self.reference);
-                        return Err(link_failure(&self.input.name, &rel, step, &place));
-                    }
-                    Some(b'5') => {}
-                    _ => break,
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Extracts, applies, writes the build context and builds the derived image.
-    async fn build_in(
-        &self,
-        work: &Path,
-        pre: &Path,
-        target: &str,
-        mapping: &Mapping,
-        rebuild: bool,
-    ) -> Result<PatchOutcome, Failure> {
-        let (input, log) = (self.input, self.log);
-        let owners = self.extract(pre, target, mapping).await?;
-        let (fuzz_used, changes, applied_dir) = self.apply(work, pre, target, mapping).await?;
-        let blank_caches = self.stale_caches(target, &changes).await?;
+impl Derived<'_> {
+    /// Writes the build context and builds the derived image, labelled with its inputs and
+    /// build record.
+    async fn build(&self, mapped: &Mapped, applied: &Applied) -> Result<PatchOutcome, Failure> {
+        let (input, log, base) = (self.input, self.log, self.fs.base);
+        let target = mapped.target.as_str();
+        let blank_caches = self.stale_caches(target, &applied.changes).await?;
         let record = BuildRecord {
-            key: self.key.hex(),
-            files: mapping.applied_paths(input),
-            skipped: mapping.skipped.clone(),
-            fuzz_used,
+            key: self.fs.key.clone(),
+            files: mapped.mapping.applied_paths(input),
+            skipped: mapped.mapping.skipped.clone(),
+            fuzz_used: applied.fuzz_used,
             target: target.to_string(),
         };
-        let context_dir = self
-            .cache_dir
-            .join("contexts")
-            .join(short_hex(self.key, 24));
         let context = write_context(
-            &context_dir,
-            &self.base.id,
+            &self.context_dir,
+            &base.id,
             target,
-            &changes,
-            &applied_dir,
-            &owners,
+            &applied.changes,
+            &applied.dir,
+            &applied.owners,
             &blank_caches,
-            self.spec.rebuild.as_deref().filter(|_| rebuild),
+            self.spec.rebuild.as_deref().filter(|_| mapped.rebuild),
         )?;
         log.line(&format!(
             "build context {} ({} file(s) changed, {} stale cache(s) blanked)",
-            context_dir.display(),
-            changes.len(),
+            self.context_dir.display(),
+            applied.changes.len(),
             blank_caches.len()
         ));
         log.block(&context.dockerfile);
-        let mut image_labels = HashMap::from([
+        let image_labels = HashMap::from([
             (labels::PATCHED.to_string(), "true".to_string()),
-            (labels::KEY.to_string(), self.key.hex()),
-            (labels::BASE_ID.to_string(), self.base.id.clone()),
-            (
-                labels::BASE_DIGEST.to_string(),
-                self.base.digest().to_string(),
-            ),
+            (labels::KEY.to_string(), self.fs.key.clone()),
+            (labels::BASE_ID.to_string(), base.id.clone()),
+            (labels::BASE_DIGEST.to_string(), base.digest().to_string()),
             (labels::PATCH_HASH.to_string(), input.hash.hex()),
+            (
+                labels::RECORD.to_string(),
+                serde_json::to_string(&record).expect("plain data"),
+            ),
         ]);
-        image_labels.insert(
-            labels::RECORD.to_string(),
-            serde_json::to_string(&record).expect("plain data"),
-        );
-        let id = build_image(self.docker, self.tag, image_labels, context, log).await?;
+        let id = build_image(self.fs.docker, self.tag, image_labels, context, log).await?;
         Ok(PatchOutcome {
             source: PatchedSource::Image {
                 reference: self.tag.to_string(),
@@ -337,102 +247,26 @@ impl HelperBuild<'_> {
         })
     }
 
-    /// Real copies of the touched files into `pre`, with their owners for the COPY lines.
-    async fn extract(
-        &self,
-        pre: &Path,
-        target: &str,
-        mapping: &Mapping,
-    ) -> Result<HashMap<String, (u64, u64)>, Failure> {
-        let input = self.input;
-        let mut owners: HashMap<String, (u64, u64)> = HashMap::new();
-        for rel in mapping.pre_image_paths(input) {
-            let path = join(target, &rel);
-            let Some(entry) = fetch_file(self.docker, self.helper, &path).await? else {
-                continue;
-            };
-            let dest = pre.join(&rel);
-            if let Some(parent) = dest.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| io_failure("creating", parent, e))?;
-            }
-            std::fs::write(&dest, &entry.bytes).map_err(|e| io_failure("writing", &dest, e))?;
-            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(entry.mode))
-                .map_err(|e| io_failure("setting the mode of", &dest, e))?;
-            owners.insert(rel, (entry.uid, entry.gid));
-        }
-        self.log.line(&format!(
-            "extracted {} of {} touched path(s) from the base ({} are new)",
-            owners.len(),
-            mapping.pre_image_paths(input).len(),
-            mapping.pre_image_paths(input).len() - owners.len()
-        ));
-        Ok(owners)
-    }
-
-    /// Applies the part of the patch that belongs to the target to the extracted copies (with
-    /// `git apply`, off the async threads). Returns the fuzz used, the changes, and the
-    /// directory holding the patched files.
-    async fn apply(
-        &self,
-        work: &Path,
-        pre: &Path,
-        target: &str,
-        mapping: &Mapping,
-    ) -> Result<(Option<u32>, Vec<Change>, PathBuf), Failure> {
-        if mapping.applied.is_empty() {
-            self.log.line(
-                "nothing of the patch applies to this target: the image is the base plus labels",
-            );
-            return Ok((None, Vec::new(), pre.to_path_buf()));
-        }
-        let patch_file = work.join("patch.diff");
-        std::fs::write(&patch_file, mapping.filtered_patch(self.input))
-            .map_err(|e| io_failure("writing", &patch_file, e))?;
-        let (work, pre) = (work.to_path_buf(), pre.to_path_buf());
-        let (input, mapping, log) = (self.input.clone(), mapping.clone(), self.log.clone());
-        let (fuzz, target) = (self.spec.fuzz, target.to_string());
-        let (applied, changes) = tokio::task::spawn_blocking(move || {
-            log.line(&check_git()?);
-            let headers = mapping.hunk_headers(&input);
-            let lookup = |path: &str, n: u32| headers.get(&(path.to_string(), n)).cloned();
-            let applied = apply_with_tolerance(
-                &ApplyJob {
-                    pre_images: &pre,
-                    work: &work,
-                    patch: &patch_file,
-                    strip: mapping.git_strip,
-                    fuzz,
-                    max_context: input.diff.max_context(),
-                    hunk_header: &lookup,
-                    target: &target,
-                    patch_name: &input.name,
-                },
-                &log,
-            )?;
-            let changes = collect_changes(&input, &mapping, &pre, &applied.dir)?;
-            Ok::<_, Failure>((applied, changes))
-        })
-        .await
-        .map_err(|e| internal(format!("the patch task failed: {e}")))??;
-        Ok((applied.fuzz_used, changes, applied.dir))
-    }
-
-    /// Stale compiled caches of changed modules, to be overwritten with empty files.
+    /// Stale compiled caches of changed modules, to be overwritten with empty files (Python
+    /// rejects those, bad magic, and recompiles from the patched source).
     async fn stale_caches(
         &self,
         target: &str,
         changes: &[Change],
-    ) -> Result<Vec<(String, (u64, u64))>, Failure> {
-        let mut blank_caches: Vec<(String, (u64, u64))> = Vec::new();
+    ) -> Result<Vec<(String, FileOwner)>, Failure> {
+        let mut blank_caches: Vec<(String, FileOwner)> = Vec::new();
         for change in changes {
             if let Change::Write {
                 rel, existed: true, ..
             } = change
                 && let Some((cache, prefix)) = pycache_of(rel)
             {
-                for (name, owner) in
-                    list_dir(self.docker, self.helper, &join(target, &cache)).await?
-                {
+                let listed = self
+                    .fs
+                    .helper
+                    .list_files(&join(target, &cache), plain_name)
+                    .await?;
+                for (name, owner) in listed {
                     if name.starts_with(&prefix) && name.ends_with(".pyc") {
                         blank_caches.push((format!("{cache}/{name}"), owner));
                     }
@@ -524,28 +358,10 @@ async fn find_built(
     }))
 }
 
-// ------------------------------------------------------------------------------ containers
-
-async fn create_helper(docker: &Docker, image: &str, key: &str) -> Result<String, Failure> {
-    let name = helper_name("files", key);
-    let body = ContainerCreateBody {
-        image: Some(image.to_string()),
-        // Never started; an entrypoint only because the engine wants a command to create.
-        entrypoint: Some(vec!["/isobench-patch-helper".to_string()]),
-        cmd: Some(Vec::new()),
-        labels: Some(helper_labels()),
-        network_disabled: Some(true),
-        ..Default::default()
-    };
-    let options = CreateContainerOptions {
-        name: Some(name),
-        ..Default::default()
-    };
-    docker
-        .create_container(Some(options), body)
-        .await
-        .map(|r| r.id)
-        .map_err(|err| internal(format!("creating a helper container from {image}: {err}")))
+/// Whether a file name listed in the image may become a path of the build context on this
+/// host: not `..`, no `/`, `\` or control characters (what [`super::diff::check_path`] refuses).
+fn plain_name(name: &str) -> bool {
+    super::diff::check_path(name).is_ok()
 }
 
 fn helper_name(what: &str, key: &str) -> String {
@@ -558,15 +374,6 @@ fn helper_name(what: &str, key: &str) -> String {
     )
 }
 
-async fn remove_container(docker: &Docker, id: &str) {
-    let options = RemoveContainerOptions {
-        force: true,
-        v: true,
-        ..Default::default()
-    };
-    let _ = docker.remove_container(id, Some(options)).await;
-}
-
 fn short(id: &str) -> &str {
     crate::util::prefix_chars(id, 12)
 }
@@ -574,22 +381,19 @@ fn short(id: &str) -> &str {
 // ------------------------------------------------------------------------------ target
 
 async fn find_target(
-    docker: &Docker,
-    helper: &str,
-    key: &str,
-    base: &ImageInfo,
-    reference: &str,
+    fs: &ImageFs<'_>,
     spec: &PatchSpec,
     log: &PatchLog,
 ) -> Result<String, Failure> {
+    let reference = fs.reference;
     if let Some(explicit) = &spec.target {
         let path = if explicit.starts_with('/') {
             explicit.trim_end_matches('/').to_string()
         } else {
             format!("/{}", explicit.trim_end_matches('/'))
         };
-        return match head_kind(docker, helper, &path).await? {
-            Some(b'5') => {
+        return match fs.kind(&path).await? {
+            Some(EntryKind::Dir) => {
                 log.line(&format!("target from patch_target: {path}"));
                 Ok(path)
             }
@@ -601,11 +405,11 @@ async fn find_target(
             ))),
         };
     }
-    if let Some(found) = probe_python(docker, &base.id, key, log).await? {
+    if let Some(found) = probe_python(fs, log).await? {
         return Ok(found);
     }
     log.line("scanning the image's filesystem for */site-packages/vllm/__init__.py");
-    let mut found = scan_export(docker, helper).await?;
+    let mut found = fs.helper.scan_export(installed_package).await?;
     found.sort();
     found.dedup();
     match found.len() {
@@ -624,288 +428,55 @@ async fn find_target(
     }
 }
 
+/// A path of the image's filesystem export (`/`-relative) that is an installed package's
+/// `vllm/__init__.py` → the directory holding the package.
+fn installed_package(path: &str) -> Option<String> {
+    let holder = path.strip_suffix(&format!("/{PACKAGE}/__init__.py"))?;
+    (holder.ends_with("/site-packages") || holder.ends_with("/dist-packages"))
+        .then(|| format!("/{holder}"))
+}
+
 /// Asks the image's own Python where `vllm` is (finds editable installs too). `None` when the
 /// image has no `python3`/`python` or it does not know `vllm`.
-async fn probe_python(
-    docker: &Docker,
-    image: &str,
-    key: &str,
-    log: &PatchLog,
-) -> Result<Option<String>, Failure> {
+async fn probe_python(fs: &ImageFs<'_>, log: &PatchLog) -> Result<Option<String>, Failure> {
     for python in ["python3", "python"] {
-        let body = ContainerCreateBody {
-            image: Some(image.to_string()),
-            entrypoint: Some(vec![
-                python.to_string(),
-                "-c".to_string(),
-                PYTHON_PROBE.to_string(),
-            ]),
-            cmd: Some(Vec::new()),
-            labels: Some(helper_labels()),
-            host_config: Some(HostConfig {
-                network_mode: Some("none".to_string()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let options = CreateContainerOptions {
-            name: Some(helper_name("probe", key)),
-            ..Default::default()
-        };
-        let id = match docker.create_container(Some(options), body).await {
-            Ok(r) => r.id,
-            Err(err) => return Err(internal(format!("creating a probe container: {err}"))),
-        };
-        let answer = async {
-            if let Err(err) = docker
-                .start_container(
-                    &id,
-                    None::<bollard::query_parameters::StartContainerOptions>,
-                )
-                .await
-            {
-                log.line(&format!(
-                    "no {python} in the image ({})",
-                    first_line(&err.to_string())
-                ));
-                return None;
+        let argv = vec![
+            python.to_string(),
+            "-c".to_string(),
+            PYTHON_PROBE.to_string(),
+        ];
+        let name = helper_name("probe", &fs.key);
+        let ran = docker_helper::run_once(
+            fs.docker,
+            &fs.base.id,
+            argv,
+            name,
+            helper_labels(),
+            PROBE_TIMEOUT,
+        )
+        .await?;
+        let output = match ran {
+            RunOnce::NotStarted(err) => {
+                log.line(&format!("no {python} in the image ({})", first_line(&err)));
+                continue;
             }
-            let wait = async {
-                let mut stream = docker.wait_container(&id, None::<WaitContainerOptions>);
-                while stream.next().await.is_some() {}
-            };
-            if tokio::time::timeout(PROBE_TIMEOUT, wait).await.is_err() {
+            RunOnce::TimedOut => {
                 log.line(&format!("{python} did not answer within {PROBE_TIMEOUT:?}"));
-                return None;
+                continue;
             }
-            let options = LogsOptions {
-                stdout: true,
-                stderr: true,
-                ..Default::default()
-            };
-            let mut output = String::new();
-            let mut logs = docker.logs(&id, Some(options));
-            while let Some(Ok(chunk)) = logs.next().await {
-                output.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
-            }
-            let found = parse_probe_output(&output);
-            log.line(&format!(
-                "asked the image's {python} where vllm is: {}",
-                found.as_deref().unwrap_or("it does not know")
-            ));
-            if found.is_none() {
-                log.block(&output);
-            }
-            Some(found)
+            RunOnce::Finished(output) => output,
+        };
+        let found = parse_probe_output(&output);
+        log.line(&format!(
+            "asked the image's {python} where vllm is: {}",
+            found.as_deref().unwrap_or("it does not know")
+        ));
+        if found.is_none() {
+            log.block(&output);
         }
-        .await;
-        remove_container(docker, &id).await;
-        match answer {
-            Some(found) => return Ok(found),
-            None => continue,
-        }
+        return Ok(found);
     }
     Ok(None)
-}
-
-/// Scans the helper's filesystem export (tar headers only are looked at) for installed `vllm`
-/// packages; returns the directories holding them.
-async fn scan_export(docker: &Docker, helper: &str) -> Result<Vec<String>, Failure> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(16);
-    let scanner = tokio::task::spawn_blocking(move || {
-        let reader = ChannelReader {
-            rx: &mut rx,
-            current: bytes::Bytes::new(),
-        };
-        let mut archive = tar::Archive::new(reader);
-        let mut found = Vec::new();
-        for entry in archive.entries()? {
-            let entry = entry?;
-            let path = entry.path()?.to_string_lossy().into_owned();
-            let path = path.trim_start_matches("./").trim_start_matches('/');
-            if let Some(holder) = path.strip_suffix(&format!("/{PACKAGE}/__init__.py"))
-                && (holder.ends_with("/site-packages") || holder.ends_with("/dist-packages"))
-            {
-                found.push(format!("/{holder}"));
-            }
-        }
-        Ok::<_, std::io::Error>(found)
-    });
-    let mut stream = docker.export_container(helper);
-    while let Some(chunk) = stream.next().await {
-        let item = chunk.map_err(std::io::Error::other);
-        let failed = item.is_err();
-        if tx.send(item).await.is_err() || failed {
-            break;
-        }
-    }
-    drop(tx);
-    scanner
-        .await
-        .map_err(|e| internal(format!("the scan task failed: {e}")))?
-        .map_err(|e| internal(format!("reading the image's filesystem export: {e}")))
-}
-
-/// A blocking reader over chunks sent from async code.
-struct ChannelReader<'a> {
-    rx: &'a mut tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
-    current: bytes::Bytes,
-}
-
-impl std::io::Read for ChannelReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(chunk)) => self.current = chunk,
-                Some(Err(err)) => return Err(err),
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current[..n]);
-        let _ = self.current.split_to(n);
-        Ok(n)
-    }
-}
-
-// ------------------------------------------------------------------------------ archive API
-
-/// The type flag of the path's tar header (`b'5'` directory, `b'0'` file, `b'2'` symlink),
-/// `None` if it does not exist. Reads only the first header, then drops the stream.
-async fn head_kind(docker: &Docker, container: &str, path: &str) -> Result<Option<u8>, Failure> {
-    let options = DownloadFromContainerOptions {
-        path: path.to_string(),
-    };
-    let mut stream = docker.download_from_container(container, Some(options));
-    let mut head: Vec<u8> = Vec::new();
-    while head.len() < 512 {
-        match stream.next().await {
-            Some(Ok(chunk)) => head.extend_from_slice(&chunk),
-            Some(Err(DockerError::DockerResponseServerError {
-                status_code: 404, ..
-            })) => return Ok(None),
-            Some(Err(err)) => {
-                return Err(internal(format!("reading {path} from the image: {err}")));
-            }
-            None => break,
-        }
-    }
-    Ok(head.get(156).copied().or(Some(0)))
-}
-
-async fn exists(docker: &Docker, container: &str, path: &str) -> Result<bool, Failure> {
-    Ok(head_kind(docker, container, path).await?.is_some())
-}
-
-/// The whole archive of `path` (404 → `None`), at most [`FETCH_LIMIT`] bytes.
-async fn download(
-    docker: &Docker,
-    container: &str,
-    path: &str,
-) -> Result<Option<Vec<u8>>, Failure> {
-    let options = DownloadFromContainerOptions {
-        path: path.to_string(),
-    };
-    let mut stream = docker.download_from_container(container, Some(options));
-    let mut bytes: Vec<u8> = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        match chunk {
-            Ok(chunk) => {
-                bytes.extend_from_slice(&chunk);
-                if bytes.len() > FETCH_LIMIT {
-                    return Err(internal(format!(
-                        "{path} in the image is larger than {} MiB",
-                        FETCH_LIMIT >> 20
-                    )));
-                }
-            }
-            Err(DockerError::DockerResponseServerError {
-                status_code: 404, ..
-            }) => return Ok(None),
-            Err(err) => return Err(internal(format!("reading {path} from the image: {err}"))),
-        }
-    }
-    Ok(Some(bytes))
-}
-
-/// A regular file read from the image.
-struct FileEntry {
-    bytes: Vec<u8>,
-    mode: u32,
-    uid: u64,
-    gid: u64,
-}
-
-async fn fetch_file(
-    docker: &Docker,
-    container: &str,
-    path: &str,
-) -> Result<Option<FileEntry>, Failure> {
-    let Some(archive) = download(docker, container, path).await? else {
-        return Ok(None);
-    };
-    let bad = |e: std::io::Error| internal(format!("reading the archive of {path}: {e}"));
-    let mut archive = tar::Archive::new(archive.as_slice());
-    let mut entries = archive.entries().map_err(bad)?;
-    let Some(entry) = entries.next() else {
-        return Ok(None);
-    };
-    let mut entry = entry.map_err(bad)?;
-    let header = entry.header();
-    if header.entry_type() != tar::EntryType::Regular {
-        return Err(Failure::new(
-            FailureClass::PatchFailed,
-            format!(
-                "{path} in the image is a {:?}, not a regular file; only regular files can be patched",
-                header.entry_type()
-            ),
-        ));
-    }
-    let mode = header.mode().map_err(bad)? & 0o7777;
-    let uid = header.uid().map_err(bad)?;
-    let gid = header.gid().map_err(bad)?;
-    let mut bytes = Vec::new();
-    std::io::Read::read_to_end(&mut entry, &mut bytes).map_err(bad)?;
-    Ok(Some(FileEntry {
-        bytes,
-        mode,
-        uid,
-        gid,
-    }))
-}
-
-/// Names (and owners) of the files directly in directory `path`; empty if it does not exist.
-async fn list_dir(
-    docker: &Docker,
-    container: &str,
-    path: &str,
-) -> Result<Vec<(String, (u64, u64))>, Failure> {
-    let Some(archive) = download(docker, container, path).await? else {
-        return Ok(Vec::new());
-    };
-    files_in_archive(&archive).map_err(|e| internal(format!("reading the archive of {path}: {e}")))
-}
-
-/// The regular files directly in the directory an archive from the engine holds. Their names
-/// become paths on this host (in the build context), so only plain single names count: an
-/// entry named with `..`, `/`, `\` or a control character, and links, are left out.
-fn files_in_archive(archive: &[u8]) -> std::io::Result<Vec<(String, (u64, u64))>> {
-    let mut archive = tar::Archive::new(archive);
-    let mut names = Vec::new();
-    for entry in archive.entries()? {
-        let entry = entry?;
-        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        // Entries are `<dir name>/<file>`; only direct children that are files count.
-        let parts: Vec<&str> = name.trim_end_matches('/').split('/').collect();
-        if parts.len() == 2
-            && entry.header().entry_type() == tar::EntryType::Regular
-            && super::diff::check_path(parts[1]).is_ok()
-        {
-            let owner = (entry.header().uid()?, entry.header().gid()?);
-            names.push((parts[1].to_string(), owner));
-        }
-    }
-    Ok(names)
 }
 
 // ------------------------------------------------------------------------------ build
@@ -1076,15 +647,6 @@ fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or("").trim()
 }
 
-/// `/a/b` + `c/d` → `/a/b/c/d`.
-fn join(dir: &str, rel: &str) -> String {
-    format!(
-        "{}/{}",
-        dir.trim_end_matches('/'),
-        rel.trim_start_matches('/')
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1233,7 +795,7 @@ mod tests {
         );
         let archive = builder.into_inner().unwrap();
         assert_eq!(
-            files_in_archive(&archive).unwrap(),
+            docker_helper::files_in_archive(&archive, plain_name).unwrap(),
             vec![("engine.cpython-311.pyc".to_string(), (7, 8))]
         );
     }

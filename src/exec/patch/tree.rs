@@ -12,6 +12,9 @@
 //! mtime, inode of every file), so a reinstalled package gets a fresh copy; it is complete
 //! once `isobench-patch.json` is written, and a copy without it (an interrupted build) is
 //! removed and built again.
+//!
+//! The patch itself is applied by the routine shared with Docker ([`super::routine`]), over
+//! [`TreeFs`]; this file adds the cache, the copy and the rebuild.
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -19,15 +22,15 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::apply::{ApplyJob, apply_with_tolerance, check_git, io_failure};
+use super::apply::io_failure;
+use super::routine::{Applied, EntryKind, FileOwner, TargetFs, apply_in_scratch, map_onto_target};
 use super::{
-    BuildRecord, Change, Layout, Mapping, PACKAGE, PYTHON_PROBE, PatchInput, PatchLog,
-    PatchOutcome, PatchedSource, TargetFacts, build_key, collect_changes, internal, link_failure,
-    parent_dirs, parse_probe_output, pycache_of, scratch_dir, short_hex, target_failure,
+    BuildRecord, Change, Layout, PACKAGE, PYTHON_PROBE, PatchInput, PatchLog, PatchOutcome,
+    PatchedSource, build_key, internal, link_failure, parent_dirs, parse_probe_output, pycache_of,
+    scratch_dir, short_hex, target_failure,
 };
 use crate::failure::{Failure, FailureClass};
 use crate::manifest::model::PatchSpec;
-use crate::runtime::ImageInfo;
 use crate::util::hash::Hasher;
 
 /// Marks a finished copy; holds its [`BuildRecord`].
@@ -38,27 +41,32 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Builds (or finds) the patched copy of a base tree: maps the patch onto the target, then,
 /// under the copy's lock, applies it in a scratch directory and makes the copy (hard links for
 /// untouched files). A copy is marked finished by its record file; a half-made one is removed.
+///
+/// Runs on a blocking thread: the shared routine is async (an image is read through the
+/// engine), but over a tree every step of it is a file operation on this thread.
 pub(super) fn build(
     input: &PatchInput,
     spec: &PatchSpec,
-    _base: &ImageInfo,
     root: &Path,
     cache_dir: &Path,
     log: &PatchLog,
 ) -> Result<PatchOutcome, Failure> {
-    let m = map_onto_target(input, spec, root, log)?;
+    let runtime = tokio::runtime::Handle::current();
+    let fs = TreeFs::open(root)?;
+    let mapped = runtime.block_on(map_onto_target(&fs, input, spec, log))?;
+    let target = PathBuf::from(&mapped.target);
     // What gets copied: (source directory, its place in the copy).
-    let (scope, prefix): (PathBuf, PathBuf) = match &m.mapping.layout {
-        Layout::Install => (m.target.join(PACKAGE), PathBuf::from(PACKAGE)),
-        Layout::Package { name } => (m.target.clone(), PathBuf::from(name)),
-        Layout::SourceTree | Layout::Plain => (m.target.clone(), PathBuf::new()),
+    let (scope, prefix): (PathBuf, PathBuf) = match &mapped.mapping.layout {
+        Layout::Install => (target.join(PACKAGE), PathBuf::from(PACKAGE)),
+        Layout::Package { name } => (target.clone(), PathBuf::from(name)),
+        Layout::SourceTree | Layout::Plain => (target.clone(), PathBuf::new()),
     };
     let fingerprint = fingerprint(&scope)?;
-    let identity = format!("{}#{}", m.target_text, fingerprint);
+    let identity = format!("{}#{}", mapped.target, fingerprint);
     let key = build_key(&identity, spec);
     let dir = cache_dir.join("trees").join(short_hex(&key, 24));
     // The copy of the target, and the directory holding the copied `vllm` package.
-    let (copy_root, pythonpath) = match &m.mapping.layout {
+    let (copy_root, pythonpath) = match &mapped.mapping.layout {
         Layout::Package { name } => (dir.join(name), dir.clone()),
         _ => (dir.clone(), dir.clone()),
     };
@@ -95,35 +103,28 @@ pub(super) fn build(
         std::fs::remove_dir_all(&dir).map_err(|e| io_failure("removing", &dir, e))?;
     }
 
-    // Apply in a scratch directory holding real copies of the touched files only.
-    let work = scratch_dir(cache_dir, &key);
-    if work.exists() {
-        std::fs::remove_dir_all(&work).map_err(|e| io_failure("clearing", &work, e))?;
-    }
-    let pre = work.join("pre");
-    std::fs::create_dir_all(&pre).map_err(|e| io_failure("creating", &pre, e))?;
     let result = (|| {
-        let (fuzz_used, changes, applied_dir) = m.apply_in(&work, &pre)?;
-        m.make_copy(
-            &scope,
-            &dir.join(&prefix),
-            &copy_root,
-            &changes,
-            &applied_dir,
-        )?;
+        let work = scratch_dir(cache_dir, &key);
+        let applied = runtime.block_on(apply_in_scratch(&fs, &mapped, input, spec, work, log))?;
+        let copy = Copy {
+            input,
+            spec,
+            log,
+            rebuild: mapped.rebuild,
+        };
+        copy.make(&scope, &dir.join(&prefix), &copy_root, &applied)?;
         let record = BuildRecord {
             key: key.hex(),
-            files: m.mapping.applied_paths(input),
-            skipped: m.mapping.skipped.clone(),
-            fuzz_used,
-            target: m.target_text.clone(),
+            files: mapped.mapping.applied_paths(input),
+            skipped: mapped.mapping.skipped.clone(),
+            fuzz_used: applied.fuzz_used,
+            target: mapped.target.clone(),
         };
         let json = serde_json::to_vec_pretty(&record).expect("plain data");
         crate::util::fsx::write_atomic(&record_path, &json)
             .map_err(|e| io_failure("writing", &record_path, e))?;
         Ok(record)
     })();
-    let _ = std::fs::remove_dir_all(&work);
     match result {
         Ok(record) => Ok(outcome(record, false)),
         Err(failure) => {
@@ -134,144 +135,80 @@ pub(super) fn build(
     }
 }
 
-/// A patch mapped onto its target directory: what the later stages of [`build`] share.
-struct Mapped<'a> {
-    input: &'a PatchInput,
-    spec: &'a PatchSpec,
-    log: &'a PatchLog,
-    target: PathBuf,
-    target_text: String,
-    mapping: Mapping,
-    /// The spec's rebuild command must run in the copy.
-    rebuild: bool,
+/// A base tree on this host, as the shared routine sees it.
+struct TreeFs {
+    /// The base tree, canonical.
+    root: PathBuf,
 }
 
-/// Finds the target below the base tree and maps the patch's files onto it. Fails when files
-/// the patch names at the wrong root exist there, when a needed rebuild is impossible, or when
-/// a path of the patch goes through a link.
-fn map_onto_target<'a>(
-    input: &'a PatchInput,
-    spec: &'a PatchSpec,
-    root: &Path,
-    log: &'a PatchLog,
-) -> Result<Mapped<'a>, Failure> {
-    let root = std::fs::canonicalize(crate::util::expand_tilde(&root.to_string_lossy())).map_err(
-        |err| {
+impl TreeFs {
+    fn open(root: &Path) -> Result<TreeFs, Failure> {
+        let expanded = crate::util::expand_tilde(&root.to_string_lossy());
+        let root = std::fs::canonicalize(expanded).map_err(|err| {
             Failure::new(
                 FailureClass::ImageMissing,
                 format!("base tree {} is not there: {err}", root.display()),
             )
-        },
-    )?;
-    let target = find_target(&root, spec, log)?;
-    let facts = TargetFacts {
-        holds_package: target.join(PACKAGE).join("__init__.py").is_file(),
-        has_build_script: target.join("setup.py").is_file()
-            || target.join("pyproject.toml").is_file(),
-        name: target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-    };
-    let mapping = Mapping::new(input, &facts);
-    let target_text = target.display().to_string();
-    log.line(&format!(
-        "target {target_text}: {:?}; applying {} file(s), skipping {}",
-        mapping.layout,
-        mapping.applied.len(),
-        mapping.skipped.len()
-    ));
-    let misrooted: Vec<(String, String)> = mapping
-        .misrooted_candidates()
-        .into_iter()
-        .filter(|(_, real)| target.join(real).is_file())
-        .collect();
-    if !misrooted.is_empty() {
-        return Err(Mapping::misrooted_failure(input, &misrooted));
+        })?;
+        Ok(TreeFs { root })
     }
-    let rebuild = mapping.check_rebuildable(input, spec, &target_text)?;
-    // Before any file is read or written: no path of the patch may go through a link in the
-    // target (the copy keeps the target's links, so a write through one would leave the copy).
-    // The paths themselves were checked when the patch was parsed (relative, no `..`).
-    for rel in mapping.pre_image_paths(input) {
-        if let Some(link) = first_link(&target, &rel, true) {
-            return Err(link_failure(
-                &input.name,
-                &rel,
-                &link,
-                &format!("the target {target_text}"),
-            ));
-        }
-    }
-    Ok(Mapped {
-        input,
-        spec,
-        log,
-        target,
-        target_text,
-        mapping,
-        rebuild,
-    })
 }
 
-impl Mapped<'_> {
-    /// Copies the touched files into `pre` and applies the target's part of the patch there
-    /// (`git apply`). Returns the fuzz used, the changes, and the directory holding the
-    /// patched files.
-    fn apply_in(
-        &self,
-        work: &Path,
-        pre: &Path,
-    ) -> Result<(Option<u32>, Vec<Change>, PathBuf), Failure> {
-        let (input, mapping, log) = (self.input, &self.mapping, self.log);
-        if mapping.applied.is_empty() {
-            log.line("nothing of the patch applies to this target: the copy is unchanged");
-            return Ok((None, Vec::new(), pre.to_path_buf()));
-        }
-        for rel in mapping.pre_image_paths(input) {
-            let from = self.target.join(&rel);
-            if std::fs::symlink_metadata(&from).is_ok_and(|m| m.is_file()) {
-                let to = pre.join(&rel);
-                if let Some(parent) = to.parent() {
-                    std::fs::create_dir_all(parent)
-                        .map_err(|e| io_failure("creating", parent, e))?;
-                }
-                std::fs::copy(&from, &to).map_err(|e| io_failure("copying", &from, e))?;
-            }
-        }
-        let patch_file = work.join("patch.diff");
-        std::fs::write(&patch_file, mapping.filtered_patch(input))
-            .map_err(|e| io_failure("writing", &patch_file, e))?;
-        log.line(&check_git()?);
-        let headers = mapping.hunk_headers(input);
-        let lookup = |path: &str, n: u32| headers.get(&(path.to_string(), n)).cloned();
-        let applied = apply_with_tolerance(
-            &ApplyJob {
-                pre_images: pre,
-                work,
-                patch: &patch_file,
-                strip: mapping.git_strip,
-                fuzz: self.spec.fuzz,
-                max_context: input.diff.max_context(),
-                hunk_header: &lookup,
-                target: &self.target_text,
-                patch_name: &input.name,
-            },
-            log,
-        )?;
-        let changes = collect_changes(input, mapping, pre, &applied.dir)?;
-        Ok((applied.fuzz_used, changes, applied.dir))
+impl TargetFs for TreeFs {
+    fn place(&self, target: &str) -> String {
+        format!("the target {target}")
     }
 
+    async fn find_target(&self, spec: &PatchSpec, log: &PatchLog) -> Result<String, Failure> {
+        find_target(&self.root, spec, log).map(|p| p.display().to_string())
+    }
+
+    async fn kind(&self, path: &str) -> Result<Option<EntryKind>, Failure> {
+        Ok(match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_symlink() => Some(EntryKind::Link),
+            Ok(meta) if meta.is_dir() => Some(EntryKind::Dir),
+            Ok(_) => Some(EntryKind::Other),
+            Err(_) => None,
+        })
+    }
+
+    async fn has_file(&self, path: &str) -> Result<bool, Failure> {
+        Ok(Path::new(path).is_file())
+    }
+
+    async fn fetch(&self, path: &str, dest: &Path) -> Result<Option<FileOwner>, Failure> {
+        use std::os::unix::fs::MetadataExt;
+        let from = Path::new(path);
+        let meta = match std::fs::symlink_metadata(from) {
+            Ok(meta) if meta.is_file() => meta,
+            _ => return Ok(None),
+        };
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io_failure("creating", parent, e))?;
+        }
+        std::fs::copy(from, dest).map_err(|e| io_failure("copying", from, e))?;
+        Ok(Some((u64::from(meta.uid()), u64::from(meta.gid()))))
+    }
+}
+
+/// The materialise step of a tree: the patched copy.
+struct Copy<'a> {
+    input: &'a PatchInput,
+    spec: &'a PatchSpec,
+    log: &'a PatchLog,
+    /// The spec's rebuild command must run in the copy.
+    rebuild: bool,
+}
+
+impl Copy<'_> {
     /// Copies `scope` to `dest` (hard links unless a rebuild will write into the copy), writes
     /// the changes into it, then runs the rebuild if one is needed.
-    fn make_copy(
+    fn make(
         &self,
         scope: &Path,
         dest: &Path,
         copy_root: &Path,
-        changes: &[Change],
-        applied_dir: &Path,
+        applied: &Applied,
     ) -> Result<(), Failure> {
         let log = self.log;
         let (linked, copied) = copy_tree(scope, dest, !self.rebuild)?;
@@ -280,8 +217,8 @@ impl Mapped<'_> {
             scope.display(),
             dest.display()
         ));
-        for change in changes {
-            apply_change(change, &self.input.name, applied_dir, copy_root, log)?;
+        for change in &applied.changes {
+            apply_change(change, &self.input.name, &applied.dir, copy_root, log)?;
         }
         if self.rebuild {
             run_rebuild(
@@ -499,14 +436,11 @@ fn copy_tree(from: &Path, to: &Path, links: bool) -> Result<(u64, u64), Failure>
     Ok((linked, copied))
 }
 
-/// The first symbolic link below `root` on the way to `rel`: one of its parent directories, or
-/// (with `itself`) `rel` itself. `None` when there is none up to the first missing component.
-fn first_link(root: &Path, rel: &str, itself: bool) -> Option<String> {
-    let mut steps = parent_dirs(rel);
-    if itself {
-        steps.push(rel);
-    }
-    for step in steps {
+/// The first symbolic link below `root` among the directories on the way to `rel`; `None` when
+/// there is none up to the first missing component. (The target itself was checked by the
+/// shared routine; this checks the copy, where a link would lead out of it.)
+fn first_link(root: &Path, rel: &str) -> Option<String> {
+    for step in parent_dirs(rel) {
         match std::fs::symlink_metadata(root.join(step)) {
             Ok(meta) if meta.file_type().is_symlink() => return Some(step.to_string()),
             Ok(meta) if meta.is_dir() => {}
@@ -531,7 +465,7 @@ fn apply_change(
     let rel = match change {
         Change::Write { rel, .. } | Change::Delete { rel } => rel,
     };
-    if let Some(link) = first_link(copy_root, rel, false) {
+    if let Some(link) = first_link(copy_root, rel) {
         let place = format!("the copy {}", copy_root.display());
         return Err(link_failure(patch_name, rel, &link, &place));
     }

@@ -115,8 +115,10 @@ impl Resolver<'_> {
         match lookup {
             CommitLookup::Found { commit, tree } => Some((commit, tree)),
             CommitLookup::Unknown(why) => {
-                self.err("images.build.source.repo", format!("cannot build the image of {used_by}: {why}"), "source of the build")
-                    .with_help("fetch the commit into the clone (`git fetch origin <commit>`), or set `build = false` on the arm to pull its image instead");
+                if self.build_problems.insert(why.clone()) {
+                    self.err("images.build.source.repo", format!("cannot build the image of {used_by}: {why}"), "source of the build")
+                        .with_help("fetch the commit into the clone (`git fetch origin <commit>`), or set `build = false` on the arm to pull its image instead");
+                }
                 None
             }
         }
@@ -155,15 +157,19 @@ impl Resolver<'_> {
                 util::hash::Hash::of(&bytes),
             )),
             Err(_) => {
-                self.err(
-                    "images.build.dockerfile",
-                    format!(
-                        "no Dockerfile `{path}` for {used_by}: neither {} nor `{inside}` in the source tree at {}",
-                        beside.display(),
-                        short(commit)
-                    ),
-                    "not found",
+                let why = format!(
+                    "no Dockerfile `{path}`: neither {} nor `{inside}` in the source tree at {}",
+                    beside.display(),
+                    short(commit)
                 );
+                // Reported once per path: the same file is missing for every arm.
+                if self.build_problems.insert(format!("dockerfile {path}")) {
+                    self.err(
+                        "images.build.dockerfile",
+                        format!("{why} (for {used_by})"),
+                        "not found",
+                    );
+                }
                 None
             }
         }

@@ -185,6 +185,7 @@ fn summary(report: &Report, out: &mut String) {
             "Failure categories",
             tables::failure_categories_table(report),
         ),
+        ("Images", tables::images_table(report, false)),
     ];
     for (title, table) in sections.iter().filter(|(_, t)| !t.rows.is_empty()) {
         let _ = writeln!(out, "<h3>{}</h3>", esc(title));

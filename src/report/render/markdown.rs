@@ -105,6 +105,7 @@ pub fn render(report: &Report) -> String {
             "### Failure categories\n\n",
             tables::failure_categories_table(report),
         ),
+        ("### Images\n\n", tables::images_table(report, false)),
     ];
     for (title, table) in sections.iter().filter(|(_, t)| !t.rows.is_empty()) {
         out.push_str(title);

@@ -302,3 +302,31 @@ pub fn failure_categories_table(report: &Report) -> TextTable {
     }
     t
 }
+
+/// Per commit and arm: the image and how it was had; failures first, then in campaign order.
+pub fn images_table(report: &Report, failed_only: bool) -> TextTable {
+    use crate::report::model::ImageStatus;
+    let mut t = TextTable::new(strings(&["commit", "arm", "image", "how", "detail"]), &[]);
+    let mut rows: Vec<_> = report
+        .images
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| !failed_only || r.status == ImageStatus::Failed)
+        .collect();
+    rows.sort_by_key(|(i, r)| (r.status != ImageStatus::Failed, *i));
+    for (_, r) in rows {
+        let tone = match r.status {
+            ImageStatus::Failed => Tone::Bad,
+            ImageStatus::NotRun => Tone::Dim,
+            _ => Tone::Plain,
+        };
+        t.push(vec![
+            toned(&r.commit, Tone::Commits),
+            plain(&r.arm),
+            toned(&r.image, Tone::Code),
+            toned(r.status.as_str(), tone),
+            plain(r.detail.clone().unwrap_or_default()),
+        ]);
+    }
+    t
+}

@@ -195,6 +195,10 @@ pub fn render(report: &Report, color: bool) -> String {
             "Failure categories",
             tables::failure_categories_table(report),
         ),
+        (
+            "Images that could not be had",
+            tables::images_table(report, true),
+        ),
     ];
     for (title, table) in sections.iter().filter(|(_, t)| !t.rows.is_empty()) {
         out.push('\n');
