@@ -62,7 +62,11 @@ async fn push_tiny(docker: &Docker, reference: &str, credentials: DockerCredenti
     let mut stream = docker.push_image(repo, Some(options), Some(credentials));
     while let Some(event) = stream.next().await {
         let info = event.unwrap_or_else(|e| panic!("pushing {reference}: {e}"));
-        assert!(info.error.is_none(), "pushing {reference}: {:?}", info.error);
+        assert!(
+            info.error.is_none(),
+            "pushing {reference}: {:?}",
+            info.error
+        );
     }
     docker_env::remove_local_image(docker, reference).await;
 }
@@ -128,7 +132,8 @@ model = "sim"
 
 /// `(commit, arm) -> (status, patched_from)` of `isobench images --format json`.
 fn statuses(json: &str) -> Vec<(String, String, String, Option<String>)> {
-    let rows: serde_json::Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    let rows: serde_json::Value =
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"));
     rows.as_array()
         .unwrap()
         .iter()
@@ -143,8 +148,18 @@ fn statuses(json: &str) -> Vec<(String, String, String, Option<String>)> {
         .collect()
 }
 
-fn row(commit: &str, arm: &str, status: &str, from: Option<&str>) -> (String, String, String, Option<String>) {
-    (commit.into(), arm.into(), status.into(), from.map(str::to_string))
+fn row(
+    commit: &str,
+    arm: &str,
+    status: &str,
+    from: Option<&str>,
+) -> (String, String, String, Option<String>) {
+    (
+        commit.into(),
+        arm.into(),
+        status.into(),
+        from.map(str::to_string),
+    )
 }
 
 async fn images(args: Vec<String>, env: Vec<(String, String)>) -> std::process::Output {
@@ -174,7 +189,16 @@ async fn images_are_local_in_the_registry_or_missing() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = write_manifest(dir.path(), &repo);
 
-    let out = images(vec!["images".into(), manifest.clone(), "--format".into(), "json".into()], vec![]).await;
+    let out = images(
+        vec![
+            "images".into(),
+            manifest.clone(),
+            "--format".into(),
+            "json".into(),
+        ],
+        vec![],
+    )
+    .await;
     docker_env::remove_local_image(&docker, &local).await;
     // bbbb2222's images exist nowhere and have no recipe: exit 1.
     assert_eq!(out.status.code(), Some(1), "{}", out.text());
@@ -190,9 +214,19 @@ async fn images_are_local_in_the_registry_or_missing() {
         ]
     );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(json[0]["digest"].as_str().unwrap().starts_with("sha256:"), "{json}");
-    assert!(json[1]["id"].as_str().unwrap().starts_with("sha256:"), "{json}");
-    assert_eq!(json[2]["image"].as_str(), Some(in_registry.as_str()), "the base's image");
+    assert!(
+        json[0]["digest"].as_str().unwrap().starts_with("sha256:"),
+        "{json}"
+    );
+    assert!(
+        json[1]["id"].as_str().unwrap().starts_with("sha256:"),
+        "{json}"
+    );
+    assert_eq!(
+        json[2]["image"].as_str(),
+        Some(in_registry.as_str()),
+        "the base's image"
+    );
 
     // Text: one line per row under a header, the agent's base shown as derived by patch.
     build_tiny(&docker, &local).await;
@@ -201,11 +235,20 @@ async fn images_are_local_in_the_registry_or_missing() {
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 7, "{text}");
-    assert!(lines[0].starts_with("COMMIT") && lines[0].contains("STATUS"), "{text}");
+    assert!(
+        lines[0].starts_with("COMMIT") && lines[0].contains("STATUS"),
+        "{text}"
+    );
     let words = |l: &str| l.split_whitespace().map(str::to_string).collect::<Vec<_>>();
-    assert_eq!(words(lines[1])[..4], ["aaaa1111", "baseline", &in_registry, "registry"]);
+    assert_eq!(
+        words(lines[1])[..4],
+        ["aaaa1111", "baseline", &in_registry, "registry"]
+    );
     assert_eq!(words(lines[2])[..4], ["aaaa1111", "human", &local, "local"]);
-    assert!(lines[3].contains("derived by patch from baseline"), "{text}");
+    assert!(
+        lines[3].contains("derived by patch from baseline"),
+        "{text}"
+    );
     assert_eq!(words(lines[4])[3], "missing", "{text}");
 }
 
@@ -272,12 +315,19 @@ model = "sim"
     let path = dir.path().join("m.toml");
     std::fs::write(&path, manifest).unwrap();
     let p = path.display().to_string();
-    let out = images(vec!["images".into(), p, "--format".into(), "markdown".into()], vec![]).await;
+    let out = images(
+        vec!["images".into(), p, "--format".into(), "markdown".into()],
+        vec![],
+    )
+    .await;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(out.status.code(), Some(0), "{}", out.text());
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 4, "{text}");
-    assert!(lines[0].starts_with("| COMMIT | ARM | IMAGE | STATUS"), "{text}");
+    assert!(
+        lines[0].starts_with("| COMMIT | ARM | IMAGE | STATUS"),
+        "{text}"
+    );
     assert!(lines[1].starts_with("|---|"), "{text}");
     for (line, arm) in lines[2..].iter().zip(["baseline", "human"]) {
         let cells: Vec<&str> = line.split(" | ").collect();
@@ -317,7 +367,10 @@ fn htpasswd_line(user: &str, password: &str) -> Option<String> {
 
 async fn auth_registry(test: &str) -> Option<AuthRegistry> {
     let Some(line) = htpasswd_line("isobench", "s3cret-pw") else {
-        docker_env::unavailable(test, "neither `htpasswd` nor python3 `crypt` makes bcrypt hashes");
+        docker_env::unavailable(
+            test,
+            "neither `htpasswd` nor python3 `crypt` makes bcrypt hashes",
+        );
         return None;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -330,7 +383,10 @@ async fn auth_registry(test: &str) -> Option<AuthRegistry> {
     );
     std::fs::write(dir.path().join("config.yml"), config).unwrap();
     let child = match Command::new("docker-registry")
-        .args(["serve", &dir.path().join("config.yml").display().to_string()])
+        .args([
+            "serve",
+            &dir.path().join("config.yml").display().to_string(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -348,7 +404,11 @@ async fn auth_registry(test: &str) -> Option<AuthRegistry> {
     };
     let probe = reqwest::Client::builder().no_proxy().build().unwrap();
     for _ in 0..100 {
-        if let Ok(r) = probe.get(format!("http://127.0.0.1:{port}/v2/")).send().await {
+        if let Ok(r) = probe
+            .get(format!("http://127.0.0.1:{port}/v2/"))
+            .send()
+            .await
+        {
             assert_eq!(r.status(), 401, "the registry must ask for credentials");
             return Some(registry);
         }
@@ -400,17 +460,33 @@ async fn credentials_come_from_a_helper_and_without_them_images_are_unauthorized
     .unwrap();
     let without = dir.path().join("empty-config");
     std::fs::create_dir(&without).unwrap();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let run = |config: &Path| {
         let env = vec![
             ("PATH".to_string(), path.clone()),
             ("DOCKER_CONFIG".to_string(), config.display().to_string()),
         ];
-        images(vec!["images".into(), manifest.clone(), "--format".into(), "json".into()], env)
+        images(
+            vec![
+                "images".into(),
+                manifest.clone(),
+                "--format".into(),
+                "json".into(),
+            ],
+            env,
+        )
     };
 
     let out = run(&with_helper).await;
-    assert!(!out.text().contains("s3cret-pw"), "a secret was printed: {}", out.text());
+    assert!(
+        !out.text().contains("s3cret-pw"),
+        "a secret was printed: {}",
+        out.text()
+    );
     assert_eq!(
         statuses(&String::from_utf8_lossy(&out.stdout)),
         [
@@ -431,7 +507,8 @@ async fn credentials_come_from_a_helper_and_without_them_images_are_unauthorized
     let rows = statuses(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(rows.len(), 6, "{}", out.text());
     assert!(
-        rows.iter().all(|(_, _, status, _)| status == "unauthorized"),
+        rows.iter()
+            .all(|(_, _, status, _)| status == "unauthorized"),
         "{}",
         out.text()
     );
@@ -456,7 +533,9 @@ async fn check_env_says_once_per_registry_that_it_is_unreachable() {
     // Two commits × (baseline, human); the agent arms patch the baselines' images.
     assert_eq!(lines.len(), 1, "{text}");
     assert!(
-        lines[0].starts_with(&format!("FAIL registry {host} unreachable: 4 images not checked")),
+        lines[0].starts_with(&format!(
+            "FAIL registry {host} unreachable: 4 images not checked"
+        )),
         "{text}"
     );
 }

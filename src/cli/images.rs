@@ -46,10 +46,9 @@ pub async fn run(args: ImagesArgs) -> Result<ExitCode> {
     };
     let rows = check_env::image_rows(&campaign, docker.as_ref()).await;
     match args.format {
-        ImagesFormat::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&rows).into_diagnostic()?
-        ),
+        ImagesFormat::Json => {
+            println!("{}", serde_json::to_string_pretty(&rows).into_diagnostic()?)
+        }
         ImagesFormat::Text => print!("{}", text(&rows)),
         ImagesFormat::Markdown => print!("{}", markdown(&rows)),
     }

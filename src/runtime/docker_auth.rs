@@ -91,7 +91,8 @@ fn key_names_host(key: &str, host: &str) -> bool {
         .trim_start_matches("https://")
         .trim_start_matches("http://");
     let key_host = key_host.split('/').next().unwrap_or(key_host);
-    key_host == host || (host == "docker.io" && (key == DOCKER_HUB || key_host == "index.docker.io"))
+    key_host == host
+        || (host == "docker.io" && (key == DOCKER_HUB || key_host == "index.docker.io"))
 }
 
 /// Runs a credential helper: `(helper name, server URL) -> its JSON answer`, `None` when it
@@ -193,7 +194,10 @@ mod tests {
 
         let private = file_only(CONFIG, "registry.example.com:5000/team/vllm:x").unwrap();
         assert_eq!(private.username, "me");
-        assert_eq!(private.secret, "s3cr3t:with-colon", "only the first ':' splits");
+        assert_eq!(
+            private.secret, "s3cr3t:with-colon",
+            "only the first ':' splits"
+        );
 
         assert!(file_only(CONFIG, "127.0.0.1:5000/isobench-test/sim:fast").is_none());
         assert!(file_only("{}", "ubuntu").is_none());
@@ -222,12 +226,18 @@ mod tests {
         assert_eq!((gh.username.as_str(), gh.secret.as_str()), ("u", "tok"));
         // The default store covers every other host, and its "not found" is final.
         assert!(from_config(config, "quay.io", &helper).is_none());
-        let hub = from_config(config, "docker.io", &helper).unwrap().into_docker();
+        let hub = from_config(config, "docker.io", &helper)
+            .unwrap()
+            .into_docker();
         assert_eq!(hub.identitytoken.as_deref(), Some("refresh"));
         assert_eq!(hub.username, None);
         assert_eq!(
             asked.into_inner(),
-            ["gh ghcr.io", "desktop quay.io", &format!("desktop {DOCKER_HUB}")]
+            [
+                "gh ghcr.io",
+                "desktop quay.io",
+                &format!("desktop {DOCKER_HUB}")
+            ]
         );
     }
 

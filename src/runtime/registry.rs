@@ -47,9 +47,7 @@ impl ImageName {
     pub fn parse(image: &str) -> ImageName {
         let image = image.trim();
         let host = docker_auth::registry_host(image).to_string();
-        let rest = image
-            .strip_prefix(&format!("{host}/"))
-            .unwrap_or(image);
+        let rest = image.strip_prefix(&format!("{host}/")).unwrap_or(image);
         let (path, reference) = match rest.split_once('@') {
             Some((path, digest)) => (path, digest.to_string()),
             None => match rest.rsplit_once(':') {
@@ -71,14 +69,17 @@ impl ImageName {
 
     /// Whether the registry is on this host's loopback, reached over plain HTTP.
     fn is_loopback(&self) -> bool {
-        let name = self.host.rsplit_once(':').map_or(self.host.as_str(), |(h, port)| {
-            // `[::1]:5000`, or a host with a port; a bare IPv6 address has no brackets here.
-            if port.chars().all(|c| c.is_ascii_digit()) {
-                h
-            } else {
-                &self.host
-            }
-        });
+        let name = self
+            .host
+            .rsplit_once(':')
+            .map_or(self.host.as_str(), |(h, port)| {
+                // `[::1]:5000`, or a host with a port; a bare IPv6 address has no brackets here.
+                if port.chars().all(|c| c.is_ascii_digit()) {
+                    h
+                } else {
+                    &self.host
+                }
+            });
         let name = name.trim_start_matches('[').trim_end_matches(']');
         name == "localhost"
             || name
@@ -93,7 +94,12 @@ pub async fn lookup(image: &str, engine: Option<&DockerRuntime>) -> Lookup {
     let name = ImageName::parse(image);
     let credentials = docker_auth::for_host(&name.host);
     if name.is_loopback() {
-        return lookup_http(&format!("http://{}", name.host), &name, credentials.as_ref()).await;
+        return lookup_http(
+            &format!("http://{}", name.host),
+            &name,
+            credentials.as_ref(),
+        )
+        .await;
     }
     match engine {
         Some(engine) => lookup_engine(engine, image, credentials).await,
@@ -115,7 +121,11 @@ async fn lookup_engine(
         serveraddress: Some(c.server),
         ..Default::default()
     });
-    match engine.client().inspect_registry_image(image, credentials).await {
+    match engine
+        .client()
+        .inspect_registry_image(image, credentials)
+        .await
+    {
         Ok(found) => Lookup::Found {
             digest: found.descriptor.digest.unwrap_or_default(),
         },
@@ -159,10 +169,7 @@ pub async fn lookup_http(
             };
         }
     };
-    let url = format!(
-        "{base}/v2/{}/manifests/{}",
-        name.repository, name.reference
-    );
+    let url = format!("{base}/v2/{}/manifests/{}", name.repository, name.reference);
     let head = |auth: Option<String>| {
         let mut request = client.head(&url).header("Accept", ACCEPT);
         if let Some(auth) = auth {
@@ -343,12 +350,20 @@ mod tests {
     fn references_split_like_the_registry_api_wants() {
         let hub = ImageName::parse("ubuntu");
         assert_eq!(
-            (hub.host.as_str(), hub.repository.as_str(), hub.reference.as_str()),
+            (
+                hub.host.as_str(),
+                hub.repository.as_str(),
+                hub.reference.as_str()
+            ),
             ("docker.io", "library/ubuntu", "latest")
         );
         let local = ImageName::parse("127.0.0.1:5000/team/vllm:abc");
         assert_eq!(
-            (local.host.as_str(), local.repository.as_str(), local.reference.as_str()),
+            (
+                local.host.as_str(),
+                local.repository.as_str(),
+                local.reference.as_str()
+            ),
             ("127.0.0.1:5000", "team/vllm", "abc")
         );
         assert!(local.is_loopback());
