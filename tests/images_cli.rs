@@ -350,7 +350,8 @@ impl Drop for AuthRegistry {
     }
 }
 
-/// A bcrypt htpasswd line: `htpasswd -Bbn` (apache2-utils) if installed, else Python's `crypt`.
+/// A bcrypt htpasswd line: `htpasswd -Bbn` (apache2-utils) if installed, else Python's `crypt`
+/// (Debian 12's python3, which scripts/ci-setup.sh installs, has it; 3.13 dropped it).
 fn htpasswd_line(user: &str, password: &str) -> Option<String> {
     let run = |cmd: &mut Command| {
         let out = cmd.output().ok()?;
@@ -361,7 +362,9 @@ fn htpasswd_line(user: &str, password: &str) -> Option<String> {
         let script = format!(
             "import crypt; print('{user}:' + crypt.crypt('{password}', crypt.mksalt(crypt.METHOD_BLOWFISH)))"
         );
-        run(Command::new("python3").args(["-W", "ignore", "-c", &script]))
+        ["python3", "/usr/bin/python3"]
+            .iter()
+            .find_map(|python| run(Command::new(python).args(["-W", "ignore", "-c", &script])))
     })
 }
 

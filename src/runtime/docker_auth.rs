@@ -40,7 +40,7 @@ impl std::fmt::Debug for Credentials {
 impl Credentials {
     /// Helpers answer `<token>` as the user name for an identity token (an OAuth refresh
     /// token), which the engine takes in its own field.
-    fn into_docker(self) -> DockerCredentials {
+    pub(super) fn into_docker(self) -> DockerCredentials {
         if self.username == "<token>" {
             return DockerCredentials {
                 identitytoken: Some(self.secret),

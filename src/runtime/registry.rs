@@ -115,12 +115,7 @@ async fn lookup_engine(
     credentials: Option<Credentials>,
 ) -> Lookup {
     use bollard::errors::Error as DockerError;
-    let credentials = credentials.map(|c| bollard::auth::DockerCredentials {
-        username: Some(c.username),
-        password: Some(c.secret),
-        serveraddress: Some(c.server),
-        ..Default::default()
-    });
+    let credentials = credentials.map(Credentials::into_docker);
     match engine
         .client()
         .inspect_registry_image(image, credentials)
