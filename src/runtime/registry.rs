@@ -386,4 +386,71 @@ mod tests {
             ]
         );
     }
+
+    /// A registry that only answers with a token from its realm, which wants Basic credentials
+    /// (Docker Hub's and GHCR's scheme); over a raw socket, one request per connection.
+    async fn token_registry() -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let realm = format!("{base}/token");
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 8192];
+                let n = socket.read(&mut buf).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]).to_string();
+                let has = |h: &str| request.lines().any(|l| l.eq_ignore_ascii_case(h));
+                let basic = format!(
+                    "authorization: Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode("u:pw")
+                );
+                let response = if request
+                    .starts_with("GET /token?service=reg&scope=repository%3Ateam%2Fimg%3Apull ")
+                {
+                    if has(&basic) {
+                        "HTTP/1.1 200 OK\r\ncontent-length: 15\r\n\r\n{\"token\":\"tok\"}"
+                            .to_string()
+                    } else {
+                        "HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n".to_string()
+                    }
+                } else if !has("authorization: Bearer tok") {
+                    format!(
+                        "HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Bearer realm=\"{realm}\",service=\"reg\",scope=\"repository:team/img:pull\"\r\ncontent-length: 0\r\n\r\n"
+                    )
+                } else if request.starts_with("HEAD /v2/team/img/manifests/v1 ") {
+                    "HTTP/1.1 200 OK\r\ndocker-content-digest: sha256:abc\r\ncontent-length: 0\r\n\r\n".to_string()
+                } else {
+                    "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n".to_string()
+                };
+                let _ = socket.write_all(response.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            }
+        });
+        base
+    }
+
+    #[tokio::test]
+    async fn bearer_challenges_are_answered_with_a_token_got_with_the_credentials() {
+        let base = token_registry().await;
+        let creds = |secret: &str| Credentials {
+            username: "u".into(),
+            secret: secret.into(),
+            server: base.clone(),
+        };
+        let image = |tag: &str| ImageName::parse(&format!("127.0.0.1:1/team/img:{tag}"));
+        assert_eq!(
+            lookup_http(&base, &image("v1"), Some(&creds("pw"))).await,
+            Lookup::Found {
+                digest: "sha256:abc".into()
+            }
+        );
+        assert_eq!(
+            lookup_http(&base, &image("v2"), Some(&creds("pw"))).await,
+            Lookup::NotFound
+        );
+        for wrong in [Some(creds("nope")), None] {
+            let answer = lookup_http(&base, &image("v1"), wrong.as_ref()).await;
+            assert!(matches!(answer, Lookup::Unauthorized { .. }), "{answer:?}");
+        }
+    }
 }
