@@ -5,6 +5,7 @@ use std::process::ExitCode;
 pub mod apply;
 pub mod bench;
 pub mod demo;
+pub mod images;
 pub mod plan;
 pub mod report;
 pub mod schema;
@@ -33,6 +34,10 @@ pub enum Command {
     /// Show what `apply` would do: every node with an action and a reason. Touches nothing.
     /// Exit code: 0 success, 1 error; with `--detailed-exitcode` 2 when changes are pending.
     Plan(plan::PlanArgs),
+    /// Per commit and arm: is its image here, in its registry, buildable from its recipe, or
+    /// missing? Registry lookups use the Docker config's credentials (helpers included).
+    /// Exit code: 0 every image can be obtained, 1 otherwise.
+    Images(images::ImagesArgs),
     /// Run the plan: only what is not done yet. After a crash or Ctrl-C, run it again to resume.
     /// Exit code: 0 all succeeded, 1 a step failed, 130 interrupted.
     Apply(apply::ApplyArgs),
@@ -101,6 +106,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Plan(args) => plan::run_plan(args).await,
             Command::Apply(args) => apply::run_apply(args).await,
+            Command::Images(args) => images::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::State(args) => state::run_state(args),
             Command::Unlock(args) => unlock::run_unlock(args),

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crate::failure::Failure;
 
 pub mod docker;
-mod docker_auth;
+pub mod docker_auth;
 pub mod docker_build;
 pub mod docker_helper;
 mod logtail;
@@ -25,6 +25,7 @@ mod port;
 pub mod process;
 mod procfs;
 mod ready;
+pub mod registry;
 pub mod slurm;
 
 pub use logtail::read_log_tail;
