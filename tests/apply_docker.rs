@@ -12,15 +12,7 @@ fn manifest(campaign: &str, arms: &[(&str, &str)], commits: usize, extra: &str) 
 name = "{campaign}"
 repeats = 2
 
-[models.sim]
-hf = "isobench/sim"
-served_name = "sim"
-
-[server]
-runtime = "docker"
-command = "/isobench sim --config /etc/isobench/sim.toml --host 0.0.0.0 --port {{{{ port }}}} --model sim"
-gpus = 1
-ready = {{ path = "/health", timeout = "20s", interval = "100ms" }}
+{sim_server}
 
 [load]
 dataset = {{ input_len = 32, output_len = 16 }}
@@ -34,7 +26,8 @@ gpus = [0, 1]
 gpu_mode = "env"
 gpu_kind = "test-gpu"
 {extra}
-"#
+"#,
+        sim_server = docker_env::SIM_MODEL_AND_SERVER
     );
     for (name, image) in arms {
         let role = match *name {

@@ -7,27 +7,13 @@ mod apply_support;
 mod common;
 use apply_support::*;
 use common::docker_env::{self, CampaignGuard};
+use common::git_repo::git;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 const SLOW: &str = "ttft_ms = 40.0\nitl_ms = 8.0\n";
 const FAST: &str = "ttft_ms = 10.0\nitl_ms = 2.0\n";
-
-fn git(repo: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .expect("git");
-    assert!(out.status.success(), "git {args:?}: {}", out.text());
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// Commits `sim.toml` (or deletes it, with `None`) and returns the new commit's hash.
 fn commit_sim(repo: &Path, sim: Option<&str>, message: &str) -> String {
@@ -121,15 +107,7 @@ dockerfile = "{{{{ 'Dockerfile.human' if arm.role == 'human' else 'Dockerfile.ba
 args = {{ BASE = "{base}", SLEEP = "{sleep}" }}
 push = true
 
-[models.sim]
-hf = "isobench/sim"
-served_name = "sim"
-
-[server]
-runtime = "docker"
-command = "/isobench sim --config /etc/isobench/sim.toml --host 0.0.0.0 --port {{{{ port }}}} --model sim"
-gpus = 1
-ready = {{ path = "/health", timeout = "20s", interval = "100ms" }}
+{sim_server}
 
 [load]
 dataset = {{ input_len = 32, output_len = 16 }}
@@ -151,6 +129,7 @@ image = "{{{{ repo }}}}:{{{{ arm.name }}}}-{{{{ arm.commit[:12] }}}}"
 name = "human"
 image = "{{{{ repo }}}}:{{{{ arm.name }}}}-{{{{ arm.commit[:12] }}}}"
 "#,
+            sim_server = docker_env::SIM_MODEL_AND_SERVER,
             registry = docker_env::registry(),
             repo = self.repo_name,
             base = self.base,

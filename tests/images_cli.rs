@@ -9,6 +9,7 @@ use apply_support::*;
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use common::docker_env;
+use common::git_repo::git;
 use futures_util::StreamExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -250,21 +251,6 @@ async fn images_are_local_in_the_registry_or_missing() {
         "{text}"
     );
     assert_eq!(words(lines[4])[3], "missing", "{text}");
-}
-
-fn git(repo: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .expect("git");
-    assert!(out.status.success(), "git {args:?}: {}", out.text());
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread")]

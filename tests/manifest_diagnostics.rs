@@ -1,6 +1,8 @@
 //! Every malformed manifest gets a located diagnostic: file, line, column, message (and a help
 //! line where one helps). Each case asserts the message and where it points.
 
+mod common;
+
 use isobench::manifest::{self, ManifestError};
 use std::path::Path;
 
@@ -618,20 +620,7 @@ fn d39_build_recipes_are_checked_against_the_clone() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     std::fs::create_dir(&src).unwrap();
-    let git = |args: &[&str]| {
-        let out = std::process::Command::new("git")
-            .arg("-C")
-            .arg(&src)
-            .args(args)
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@example.com")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@example.com")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    };
+    let git = |args: &[&str]| common::git_repo::git(&src, args);
     git(&["init", "-q"]);
     std::fs::create_dir(src.join("docker")).unwrap();
     std::fs::write(src.join("docker/Dockerfile"), "FROM scratch\n").unwrap();

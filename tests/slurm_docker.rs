@@ -68,15 +68,7 @@ base = "baseline"
 patch = "agent.diff"
 patch_target = "/etc/isobench"
 
-[models.sim]
-hf = "isobench/sim"
-served_name = "sim"
-
-[server]
-runtime = "docker"
-command = "/isobench sim --config /etc/isobench/sim.toml --host 0.0.0.0 --port {{{{ port }}}} --model sim"
-gpus = 1
-ready = {{ path = "/health", timeout = "20s", interval = "100ms" }}
+{sim_server}
 
 [load]
 dataset = {{ input_len = 16, output_len = 16 }}
@@ -99,6 +91,7 @@ human = "{human}"
 parent = "{parent}"
 model = "sim"
 "#,
+            sim_server = docker_env::SIM_MODEL_AND_SERVER,
             campaign = guard.campaign,
             slow = Sim::Slow.reference(),
             human = "a".repeat(40),

@@ -25,6 +25,20 @@ use futures_util::StreamExt;
 use isobench::runtime::docker::DockerRuntime;
 use isobench::runtime::{Runtime, labels};
 
+/// The `[models.sim]` and `[server]` sections of a campaign of sim containers (the sim images'
+/// binary at `/isobench`, its config at `/etc/isobench/sim.toml`), shared by the Docker tests'
+/// manifests, which add their own arms, load, resources and commits.
+pub const SIM_MODEL_AND_SERVER: &str = r#"[models.sim]
+hf = "isobench/sim"
+served_name = "sim"
+
+[server]
+runtime = "docker"
+command = "/isobench sim --config /etc/isobench/sim.toml --host 0.0.0.0 --port {{ port }} --model sim"
+gpus = 1
+ready = { path = "/health", timeout = "20s", interval = "100ms" }
+"#;
+
 /// Port the sim listens on inside its container.
 pub const SIM_PORT: u16 = 8000;
 /// What the `crash-at-start` image prints before it exits 1.

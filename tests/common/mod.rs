@@ -2,4 +2,5 @@
 #![allow(dead_code)]
 
 pub mod docker_env;
+pub mod git_repo;
 pub mod slurm_env;
