@@ -1773,7 +1773,6 @@ impl NodeLock {
             .collect();
         let path = std::env::temp_dir().join(format!("isobench-patch-{name}.lock"));
         tokio::task::spawn_blocking(move || {
-            use std::os::fd::AsRawFd;
             let file = std::fs::OpenOptions::new()
                 .write(true)
                 .create(true)
@@ -1782,14 +1781,9 @@ impl NodeLock {
                 // Another user's lock file: reading is enough for flock.
                 .or_else(|_| std::fs::File::open(&path))
                 .map_err(|e| format!("opening {}: {e}", path.display()))?;
-            // SAFETY: flock on a file descriptor we own.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-                return Err(format!(
-                    "locking {}: {}",
-                    path.display(),
-                    std::io::Error::last_os_error()
-                ));
-            }
+            // `flock` on Unix, so it is shared with every other job's lock on this node.
+            file.lock()
+                .map_err(|e| format!("locking {}: {e}", path.display()))?;
             Ok(NodeLock(file))
         })
         .await

@@ -614,16 +614,14 @@ impl<'a> Resolver<'a> {
                 "not a path",
             );
         }
-        if let Some(ds) = &l.dataset {
-            if let Some(r) = ds.range_ratio
-                && !(0.0..1.0).contains(&r)
-            {
-                self.err(
-                    &format!("{p}.dataset.range_ratio"),
-                    format!("range_ratio must be in [0, 1), found {r}"),
-                    "out of range",
-                );
-            }
+        if let Some(r) = l.dataset.as_ref().and_then(|ds| ds.range_ratio)
+            && !(0.0..1.0).contains(&r)
+        {
+            self.err(
+                &format!("{p}.dataset.range_ratio"),
+                format!("range_ratio must be in [0, 1), found {r}"),
+                "out of range",
+            );
         }
         if let Some(c) = &l.concurrency {
             self.check_list(&format!("{p}.concurrency"), c, |v| {

@@ -1,11 +1,10 @@
-//! One `apply` per state directory: an exclusive `flock` on `<state>/lock`, whose content names
-//! the holder. The kernel drops the lock when the holder dies (even by `kill -9`), so a crash
+//! One `apply` per state directory: an exclusive lock on `<state>/lock` (std's `File::try_lock`,
+//! which is `flock` on Unix), whose content names the holder. The kernel drops the lock when the holder dies (even by `kill -9`), so a crash
 //! never leaves a lock that blocks the next run; `isobench unlock` exists for the cases flock
 //! cannot see (a hung holder, a lock file copied between machines).
 
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Seek, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -50,8 +49,7 @@ pub struct LockGuard {
 impl Drop for LockGuard {
     fn drop(&mut self) {
         let _ = self.file.set_len(0);
-        // SAFETY: flock on a file descriptor we own.
-        unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_UN) };
+        let _ = self.file.unlock();
     }
 }
 
@@ -62,16 +60,10 @@ pub fn hostname() -> String {
 }
 
 fn try_flock(file: &std::fs::File) -> std::io::Result<bool> {
-    // SAFETY: flock on a file descriptor we own.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        return Ok(true);
-    }
-    let err = std::io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Ok(false)
-    } else {
-        Err(err)
+    match file.try_lock() {
+        Ok(()) => Ok(true),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
     }
 }
 

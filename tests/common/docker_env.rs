@@ -490,7 +490,6 @@ struct CrossProcessLock(std::fs::File);
 
 impl CrossProcessLock {
     fn acquire(name: &str) -> CrossProcessLock {
-        use std::os::fd::AsRawFd;
         let path = std::env::temp_dir().join(format!("{name}.lock"));
         let mut file = std::fs::OpenOptions::new()
             .create(true)
@@ -498,9 +497,8 @@ impl CrossProcessLock {
             .write(true)
             .open(&path)
             .unwrap();
-        // SAFETY: flock on a file descriptor we own.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-        assert_eq!(rc, 0, "flock {}", path.display());
+        file.lock()
+            .unwrap_or_else(|e| panic!("locking {}: {e}", path.display()));
         let _ = writeln!(file, "{}", std::process::id());
         CrossProcessLock(file)
     }

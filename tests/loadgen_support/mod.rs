@@ -42,7 +42,11 @@ pub fn train_tokenizer(dir: &Path, bos: bool) -> PathBuf {
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             line.push_str(words[(state >> 33) as usize % words.len()]);
-            line.push(if (state >> 20) % 7 == 0 { ',' } else { ' ' });
+            line.push(if (state >> 20).is_multiple_of(7) {
+                ','
+            } else {
+                ' '
+            });
         }
         corpus.push(line);
     }
