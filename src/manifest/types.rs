@@ -438,7 +438,7 @@ pub struct Resources {
     /// Old spelling of `isolate = "exclusive"`.
     #[serde(default)]
     pub isolate_measure: Option<bool>,
-    /// Concurrent image pulls (default 2).
+    /// Concurrent image pulls and builds (`[images.build]`) (default 2).
     #[serde(default)]
     #[schemars(range(min = 1))]
     pub pull_parallelism: Option<u32>,
