@@ -273,6 +273,12 @@ fn point_section(report: &Report, point: &PointReport, out: &mut String) {
     draw(out, &tables::arms_table(point));
     if !point.comparisons.is_empty() {
         draw(out, &tables::comparisons_table(point));
+        let examples = tables::outputs_examples_table(point);
+        if !examples.rows.is_empty() {
+            out.push_str("<details><summary>divergent outputs</summary>");
+            draw(out, &examples);
+            out.push_str("</details>\n");
+        }
     }
 
     // Every metric, arms and comparisons side by side, for those who want TTFT p99 too.
