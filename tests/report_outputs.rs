@@ -91,7 +91,10 @@ fn an_agent_that_generates_other_text_is_flagged_at_the_exact_token() {
     let human = &comparison(&report, "human", "baseline")["outputs"];
     assert_eq!(human["finding"], "identical", "{human}");
     assert_eq!(human["summary"], "identical");
-    assert_eq!((human["compared"].as_u64(), human["identical"].as_u64()), (Some(32), Some(32)));
+    assert_eq!(
+        (human["compared"].as_u64(), human["identical"].as_u64()),
+        (Some(32), Some(32))
+    );
     assert_eq!(human["unit"], "tokens");
     assert_eq!(human["marks_verdict"], false);
     // The floor: the baseline's trial 2 against its trial 1, all identical.
@@ -134,10 +137,15 @@ fn an_agent_that_generates_other_text_is_flagged_at_the_exact_token() {
     let md = std::fs::read_to_string(results.join("report.md")).unwrap();
     assert!(md.contains("⚠ outputs diverged"), "{md}");
     assert!(
-        md.contains(&format!("diverged: 32/32 requests, first at token {DIVERGE_AT}")),
+        md.contains(&format!(
+            "diverged: 32/32 requests, first at token {DIVERGE_AT}"
+        )),
         "{md}"
     );
-    assert!(md.contains("`\" the model says hello token differs here"), "{md}");
+    assert!(
+        md.contains("`\" the model says hello token differs here"),
+        "{md}"
+    );
     let terminal = isobench(&["report", manifest.to_str().unwrap()]).text();
     assert!(terminal.contains("⚠ outputs diverged"), "{terminal}");
     assert!(terminal.contains("divergent outputs"), "{terminal}");

@@ -480,9 +480,7 @@ pub struct OutputsCheckSettings {
 }
 
 /// When diverged outputs mark a speed verdict (`faster ⚠ outputs diverged`).
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputsMode {
     /// Any request whose text differs from the reference's marks the verdict.

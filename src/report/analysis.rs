@@ -49,8 +49,7 @@ pub fn analyze(input: &ReportInput, settings: &Settings) -> Report {
                         .zip(&mine)
                         .map(|(arm, mine)| arm_cell(arm, mine, settings.confidence))
                         .collect();
-                    let answers: Vec<ArmAnswers> =
-                        mine.iter().map(|m| ArmAnswers::of(m)).collect();
+                    let answers: Vec<ArmAnswers> = mine.iter().map(|m| ArmAnswers::of(m)).collect();
                     let comparisons = pairs
                         .iter()
                         .filter_map(|&(kind, cand, refr)| {
@@ -58,7 +57,7 @@ pub fn analyze(input: &ReportInput, settings: &Settings) -> Report {
                             c.outputs = outputs::check(
                                 input.outputs.mode,
                                 &tokenizers,
-                                &commit_short,
+                                commit_short,
                                 &answers[cand],
                                 &answers[refr],
                                 &cells[refr].arm,

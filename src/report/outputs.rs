@@ -142,17 +142,25 @@ impl Counts {
             if self.first.is_none_or(|f| at < f) {
                 self.first = Some(at);
                 // The earliest divergences are the telling examples: keep those.
-                self.examples.insert(0, example(*prompt, trial, at, theirs, ours));
+                self.examples
+                    .insert(0, example(*prompt, trial, at, theirs, ours));
                 self.examples.truncate(MAX_EXAMPLES);
             } else if self.examples.len() < MAX_EXAMPLES {
-                self.examples.push(example(*prompt, trial, at, theirs, ours));
+                self.examples
+                    .push(example(*prompt, trial, at, theirs, ours));
             }
         }
     }
 }
 
 /// The texts around their first differing character, `…` where cut.
-fn example(prompt: usize, trial: u32, at: usize, reference: &str, candidate: &str) -> DivergenceExample {
+fn example(
+    prompt: usize,
+    trial: u32,
+    at: usize,
+    reference: &str,
+    candidate: &str,
+) -> DivergenceExample {
     let split = reference
         .chars()
         .zip(candidate.chars())
@@ -183,11 +191,7 @@ fn example(prompt: usize, trial: u32, at: usize, reference: &str, candidate: &st
 
 /// Candidate vs reference, round by round (each trial number both measured); the first trial
 /// of each when they share none.
-fn compare(
-    candidate: &ArmAnswers<'_>,
-    reference: &ArmAnswers<'_>,
-    counter: Counter<'_>,
-) -> Counts {
+fn compare(candidate: &ArmAnswers<'_>, reference: &ArmAnswers<'_>, counter: Counter<'_>) -> Counts {
     let mut tally = Counts::default();
     let rounds: Vec<_> = candidate
         .trials
@@ -230,7 +234,9 @@ pub fn check(
     reference: &ArmAnswers<'_>,
     reference_arm: &str,
 ) -> OutputsCheck {
-    let counter = tokenizers.of(commit).map_or(Counter::Chars, Counter::Tokens);
+    let counter = tokenizers
+        .of(commit)
+        .map_or(Counter::Chars, Counter::Tokens);
     let unit = counter.unit();
     let not_checked = |reason: &str| OutputsCheck {
         mode,
@@ -369,7 +375,10 @@ mod tests {
     fn identical_diverged_and_not_checked() {
         let base = [record(1, &["ab cd", "xy"]), record(2, &["ab cd", "xy"])];
         let same = run(OutputsMode::Floor, &base, &base);
-        assert_eq!((same.finding, same.summary.as_str()), (OutputsFinding::Identical, "identical"));
+        assert_eq!(
+            (same.finding, same.summary.as_str()),
+            (OutputsFinding::Identical, "identical")
+        );
         assert_eq!(same.floor.as_ref().map(|f| f.identical_fraction), Some(1.0));
         assert!(!same.marks_verdict);
 
@@ -377,12 +386,18 @@ mod tests {
         let d = run(OutputsMode::Floor, &changed, &base);
         assert_eq!(d.finding, OutputsFinding::Diverged);
         assert_eq!(d.summary, "diverged: 2/4 requests, first at character 4");
-        assert_eq!((d.unit, d.first_divergence, d.marks_verdict), (DivergenceUnit::Chars, Some(4), true));
+        assert_eq!(
+            (d.unit, d.first_divergence, d.marks_verdict),
+            (DivergenceUnit::Chars, Some(4), true)
+        );
         assert_eq!(d.examples[0].reference, "ab cd");
         assert_eq!(d.examples[0].candidate, "ab ce");
 
         let off = run(OutputsMode::Off, &changed, &base);
-        assert_eq!((off.finding, off.marks_verdict), (OutputsFinding::NotChecked, false));
+        assert_eq!(
+            (off.finding, off.marks_verdict),
+            (OutputsFinding::NotChecked, false)
+        );
         let no_text = [TrialRecord {
             outcome: TrialOutcome::Ok(Box::default()),
             ..record(1, &[])
@@ -411,13 +426,26 @@ mod tests {
     #[test]
     fn prompts_are_matched_by_index_and_failed_requests_are_skipped() {
         let mut timed = TrialMetrics {
-            generated_texts: Some(vec!["p1".into(), "p0".into(), "p1 again".into(), "bad".into()]),
+            generated_texts: Some(vec![
+                "p1".into(),
+                "p0".into(),
+                "p1 again".into(),
+                "bad".into(),
+            ]),
             prompt_indices: Some(vec![1, 0, 1, 2]),
-            errors: Some(vec![String::new(), String::new(), String::new(), "boom".into()]),
+            errors: Some(vec![
+                String::new(),
+                String::new(),
+                String::new(),
+                "boom".into(),
+            ]),
             ..TrialMetrics::default()
         };
         let answers = timed.answers().unwrap();
-        assert_eq!(answers.into_iter().collect::<Vec<_>>(), vec![(0, "p0"), (1, "p1")]);
+        assert_eq!(
+            answers.into_iter().collect::<Vec<_>>(),
+            vec![(0, "p0"), (1, "p1")]
+        );
         timed.prompt_indices = None;
         assert_eq!(timed.answers().unwrap().get(&2), Some(&"p1 again"));
     }
@@ -427,7 +455,13 @@ mod tests {
         let long_a = format!("{}X{}", "a".repeat(100), "b".repeat(100));
         let long_b = format!("{}Y{}", "a".repeat(100), "b".repeat(100));
         let e = example(0, 1, 100, &long_a, &long_b);
-        assert_eq!(e.reference, format!("…{}X{}…", "a".repeat(40), "b".repeat(39)));
-        assert_eq!(e.candidate, format!("…{}Y{}…", "a".repeat(40), "b".repeat(39)));
+        assert_eq!(
+            e.reference,
+            format!("…{}X{}…", "a".repeat(40), "b".repeat(39))
+        );
+        assert_eq!(
+            e.candidate,
+            format!("…{}Y{}…", "a".repeat(40), "b".repeat(39))
+        );
     }
 }

@@ -160,10 +160,7 @@ pub fn comparisons_table(point: &PointReport) -> TextTable {
         let marked = c.outputs.marks_verdict;
         let mut row = vec![
             plain(format!("{} vs {}", c.candidate, c.reference)),
-            marked_cell(
-                diff_cell(c.metrics.get(HEADLINE), fmt_verdict),
-                marked,
-            ),
+            marked_cell(diff_cell(c.metrics.get(HEADLINE), fmt_verdict), marked),
             outputs_cell(&c.outputs),
         ];
         row.extend(
