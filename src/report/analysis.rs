@@ -365,52 +365,7 @@ fn summarize_campaign(
             .then_with(|| a.category.cmp(&b.category))
     });
 
-    let mut tallies = Vec::new();
-    for &(kind, cand, refr) in pairs {
-        let mut tally = Tally {
-            kind,
-            candidate: arms[cand].name.clone(),
-            reference: arms[refr].name.clone(),
-            faster: 0,
-            within_noise: 0,
-            slower: 0,
-            no_noise_estimate: 0,
-            candidate_failed: 0,
-            not_comparable: 0,
-            seed: settings.threshold_pct.map(|_| SeedTally::default()),
-            outputs_diverged: 0,
-        };
-        for point in commits.iter().flat_map(|c| &c.points) {
-            let (c, r) = (&point.arms[cand], &point.arms[refr]);
-            if outputs_marked(point, kind, &c.arm) {
-                tally.outputs_diverged += 1;
-            }
-            let diff = headline_diff(point, kind, &c.arm);
-            match diff {
-                Some(d) => {
-                    match d.verdict {
-                        Verdict::Faster => tally.faster += 1,
-                        Verdict::WithinNoise => tally.within_noise += 1,
-                        Verdict::Slower => tally.slower += 1,
-                        Verdict::NoNoiseEstimate => tally.no_noise_estimate += 1,
-                    }
-                    if let (Some(seed), Some(v)) = (tally.seed.as_mut(), d.seed_verdict) {
-                        match v {
-                            Verdict::Faster => seed.faster += 1,
-                            Verdict::Slower => seed.slower += 1,
-                            _ => seed.within_noise += 1,
-                        }
-                    }
-                }
-                None if r.status.has_data() && c.status == CellStatus::Failed => {
-                    tally.candidate_failed += 1
-                }
-                None if c.status == CellStatus::NotRun && r.status == CellStatus::NotRun => {}
-                None => tally.not_comparable += 1,
-            }
-        }
-        tallies.push(tally);
-    }
+    let tallies = tallies(commits, arms, pairs, settings);
 
     let human = arms.iter().position(|a| a.role == ArmRole::Human);
     let baseline = arms.iter().position(|a| a.role == ArmRole::Baseline);
@@ -486,6 +441,62 @@ fn summarize_campaign(
         fdr: super::quality::fdr(commits, settings.confidence),
         planning: super::quality::planning(commits, settings.confidence),
     }
+}
+
+/// Wins / matches / losses / failures (and marked outputs) per comparison on the headline.
+fn tallies(
+    commits: &[CommitReport],
+    arms: &[ArmEntry],
+    pairs: &[(ComparisonKind, usize, usize)],
+    settings: &Settings,
+) -> Vec<Tally> {
+    let mut tallies = Vec::new();
+    for &(kind, cand, refr) in pairs {
+        let mut tally = Tally {
+            kind,
+            candidate: arms[cand].name.clone(),
+            reference: arms[refr].name.clone(),
+            faster: 0,
+            within_noise: 0,
+            slower: 0,
+            no_noise_estimate: 0,
+            candidate_failed: 0,
+            not_comparable: 0,
+            seed: settings.threshold_pct.map(|_| SeedTally::default()),
+            outputs_diverged: 0,
+        };
+        for point in commits.iter().flat_map(|c| &c.points) {
+            let (c, r) = (&point.arms[cand], &point.arms[refr]);
+            if outputs_marked(point, kind, &c.arm) {
+                tally.outputs_diverged += 1;
+            }
+            let diff = headline_diff(point, kind, &c.arm);
+            match diff {
+                Some(d) => {
+                    match d.verdict {
+                        Verdict::Faster => tally.faster += 1,
+                        Verdict::WithinNoise => tally.within_noise += 1,
+                        Verdict::Slower => tally.slower += 1,
+                        Verdict::NoNoiseEstimate => tally.no_noise_estimate += 1,
+                    }
+                    if let (Some(seed), Some(v)) = (tally.seed.as_mut(), d.seed_verdict) {
+                        match v {
+                            Verdict::Faster => seed.faster += 1,
+                            Verdict::Slower => seed.slower += 1,
+                            _ => seed.within_noise += 1,
+                        }
+                    }
+                }
+                None if r.status.has_data() && c.status == CellStatus::Failed => {
+                    tally.candidate_failed += 1
+                }
+                None if c.status == CellStatus::NotRun && r.status == CellStatus::NotRun => {}
+                None => tally.not_comparable += 1,
+            }
+        }
+        tallies.push(tally);
+    }
+    tallies
 }
 
 fn add_failure(categories: &mut Vec<FailureCategory>, f: &Failure, commit: &str, arm: &str) {

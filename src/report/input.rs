@@ -350,6 +350,26 @@ mod tests {
     }
 
     #[test]
+    fn generated_texts_are_matched_to_their_prompts() {
+        // A timed run over 3 prompts: the measured window starts at request 2 and cycles on.
+        let text = r#"{"generated_texts": ["c", "a", "b", "c2"],
+            "isobench": {"dataset": {"num_prompts": 3},
+                         "requests": [{"index": 2}, {"index": 3}, {"index": 4}, {"index": 5}]}}"#;
+        let m = TrialMetrics::from_json(text).unwrap();
+        assert_eq!(m.prompt_indices, Some(vec![2, 0, 1, 2]));
+        let answers = m.answers().unwrap();
+        assert_eq!(
+            answers.into_iter().collect::<Vec<_>>(),
+            vec![(0, "a"), (1, "b"), (2, "c")],
+            "each prompt's first answer"
+        );
+        // vLLM's own result: no isobench block, the lists are in prompt order.
+        let m = TrialMetrics::from_json(SAMPLE).unwrap();
+        assert_eq!(m.prompt_indices, None);
+        assert_eq!(m.answers().map(|a| a.len()), Some(50));
+    }
+
+    #[test]
     fn failed_requests_are_left_out_of_distributions() {
         let m = TrialMetrics {
             ttfts: Some(vec![0.1, 0.0, 0.2]),
