@@ -151,6 +151,8 @@ fn an_agent_that_generates_other_text_is_flagged_at_the_exact_token() {
     assert!(terminal.contains("divergent outputs"), "{terminal}");
     let html = std::fs::read_to_string(results.join("report.html")).unwrap();
     assert!(html.contains("⚠ outputs diverged"), "{html}");
+    // The agent-vs-human difference chart labels the agent's bar too.
+    assert!(html.contains(">11111111 ⚠ outputs diverged<"), "{html}");
     let csv = std::fs::read_to_string(results.join("report.csv")).unwrap();
     assert!(
         csv.contains(&format!(
