@@ -8,7 +8,9 @@
 # KILL_AFTER measurements are done -> apply again (must resume, not redo) -> report -> checks
 # (the Python at the end): every arm has all its trials; every request of every trial produced
 # exactly the requested output tokens; TTFT and TPOT are positive and sane; no measurement that
-# was done before the kill was started again; no server was left running.
+# was done before the kill was started again; no server was left running; every comparison's
+# outputs were checked in tokens against a measured floor, and the agent's (which changes no
+# numerics) are not marked as diverged from the baseline's.
 #
 # The manifest and its patch are copied into WORK, so state (WORK/.isobench) and results
 # (WORK/results) start empty and never touch the checkout.
@@ -185,6 +187,32 @@ for _, path in sorted(latest_results.values()):
         problems.append(f"{name}: E2E {e2el} ms is not TTFT + {OUTPUT_LEN - 1} x TPOT")
     if not (r["median_ttft_ms"] <= r["p99_ttft_ms"] and r["median_tpot_ms"] <= r["p99_tpot_ms"]):
         problems.append(f"{name}: a median above its p99")
+
+# 5. Output equivalence (docs/report.md): every comparison compared all prompts of all rounds in
+#    tokens of the model's tokenizer, against a measured floor (the reference vs itself); the
+#    agent's patch changes how the engine polls, not what the model computes, so its outputs
+#    must not be marked as diverged from the baseline's. 0.31.0 vs 0.32.0 is reported as found.
+findings = {}
+for commit in report["commits"]:
+    for point in commit["points"]:
+        for c in point["comparisons"]:
+            o = c.get("outputs", {})
+            findings[f"{c['candidate']} vs {c['reference']}"] = o
+            if o.get("finding") == "not_checked" or o.get("unit") != "tokens":
+                problems.append(f"{c['candidate']} vs {c['reference']}: outputs {o.get('summary')} ({o.get('unit')})")
+                continue
+            if o["compared"] != PROMPTS * TRIALS:
+                problems.append(f"{c['candidate']} vs {c['reference']}: {o['compared']} requests compared, expected {PROMPTS * TRIALS}")
+            floor = o.get("floor") or {}
+            if floor.get("compared") != PROMPTS * (TRIALS - 1):
+                problems.append(f"{c['candidate']} vs {c['reference']}: floor over {floor.get('compared')} requests, expected {PROMPTS * (TRIALS - 1)}")
+agent = findings.get("agent vs baseline", {})
+if agent.get("marks_verdict"):
+    problems.append(f"agent vs baseline: outputs marked as diverged: {agent.get('summary')}; examples {agent.get('examples')}")
+for name, o in findings.items():
+    floor = o.get("floor") or {}
+    print(f"outputs {name}: {o.get('summary')} (floor: {floor.get('arm')} vs itself "
+          f"{floor.get('identical')}/{floor.get('compared')} identical)")
 
 # 4. No server left running: every pid record of the process runtime is gone or dead.
 for record in state.glob("**/processes/*.json"):

@@ -711,3 +711,33 @@ fn d39_build_recipes_are_checked_against_the_clone() {
         "[images.build]",
     );
 }
+
+/// `[check.outputs] mode`: `exact`, `floor` (the default) or `off`; a wrong value is pointed
+/// at, with the nearest name suggested.
+#[test]
+fn d40_outputs_check_mode() {
+    use isobench::manifest::types::OutputsMode;
+    let text = with("\n[check.outputs]\nmode = \"exakt\"\n");
+    let line = text.lines().count();
+    one(
+        &text,
+        &format!("{line}:8"),
+        "`check.outputs.mode`: expected one of `exact`, `floor`, `off`",
+    );
+    assert!(helps(&text).contains(&"did you mean `exact`?".to_string()));
+    let unknown = with("\n[check.outputs]\nmod = \"exact\"\n");
+    assert!(
+        errors(&unknown)[0].contains("mod"),
+        "{:?}",
+        errors(&unknown)
+    );
+    assert_eq!(load(BASE).unwrap().compare.outputs, OutputsMode::Floor);
+    for (value, mode) in [
+        ("exact", OutputsMode::Exact),
+        ("floor", OutputsMode::Floor),
+        ("off", OutputsMode::Off),
+    ] {
+        let c = load(&with(&format!("\n[check.outputs]\nmode = \"{value}\"\n"))).unwrap();
+        assert_eq!(c.compare.outputs, mode);
+    }
+}

@@ -316,6 +316,8 @@ impl Isolate {
 pub struct CompareSettings {
     pub confidence: f64,
     pub threshold_pct: Option<f64>,
+    /// `[check.outputs] mode`: when diverged outputs mark a speed verdict.
+    pub outputs: super::types::OutputsMode,
 }
 
 /// Where sessions are placed on a cluster.

@@ -340,6 +340,7 @@ impl<'a> Resolver<'a> {
             compare: super::model::CompareSettings {
                 confidence: file.compare.confidence.unwrap_or(d::CONFIDENCE),
                 threshold_pct: file.compare.threshold_pct,
+                outputs: file.check.outputs.mode.unwrap_or_default(),
             },
             cluster,
             builds: std::mem::take(&mut self.builds),

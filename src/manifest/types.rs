@@ -56,6 +56,9 @@ pub struct ManifestFile {
     /// How the report compares arms.
     #[serde(default)]
     pub compare: CompareSettings,
+    /// Checks on what the arms produced, beside their speed (`[check.outputs]`).
+    #[serde(default)]
+    pub check: CheckSettings,
     /// Where sessions run: this host (default) or a Slurm cluster (`docs/cluster.md`).
     #[serde(default)]
     pub cluster: Option<ClusterDef>,
@@ -457,6 +460,47 @@ pub struct CompareSettings {
     /// Also apply the seed's rule: a difference of at least this many percent is a win/loss.
     #[serde(default)]
     pub threshold_pct: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckSettings {
+    /// Output equivalence: every arm's generated text compared with its reference's, per prompt
+    /// (`docs/report.md`, "Output equivalence").
+    #[serde(default)]
+    pub outputs: OutputsCheckSettings,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OutputsCheckSettings {
+    /// Which divergence marks a comparison's speed verdict (default `floor`).
+    #[serde(default)]
+    pub mode: Option<OutputsMode>,
+}
+
+/// When diverged outputs mark a speed verdict (`faster ⚠ outputs diverged`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputsMode {
+    /// Any request whose text differs from the reference's marks the verdict.
+    Exact,
+    /// Only divergence beyond the reference arm's own trial-to-trial divergence (its
+    /// nondeterminism floor) marks the verdict.
+    #[default]
+    Floor,
+    /// Outputs are not compared.
+    Off,
+}
+
+impl OutputsMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputsMode::Exact => "exact",
+            OutputsMode::Floor => "floor",
+            OutputsMode::Off => "off",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

@@ -1,8 +1,10 @@
 //! From trial records to the [`Report`]: per-arm summaries, comparisons, verdicts, the campaign
-//! summary and the failure breakdown. Pure: no I/O.
+//! summary and the failure breakdown. Pure but for one read: the commits' tokenizers, which the
+//! output-equivalence check counts tokens with (`super::outputs`).
 use super::input::{ReportInput, TrialMetrics, TrialOutcome, TrialRecord};
 use super::metric::{HEADLINE, METRICS, MetricDef, metric};
 use super::model::*;
+use super::outputs::{self, ArmAnswers};
 use super::stats::{self, Better, Verdict};
 use crate::failure::Failure;
 use crate::manifest::types::ArmRole;
@@ -21,30 +23,46 @@ pub fn analyze(input: &ReportInput, settings: &Settings) -> Report {
         })
         .collect();
     let pairs = comparison_pairs(&arms);
+    let tokenizers = outputs::Tokenizers::load(&input.outputs);
     let commits: Vec<CommitReport> = input
         .commits
         .iter()
         .map(|c| {
+            let commit_short = c.short.as_str();
             let records: Vec<&TrialRecord> =
                 latest_records(input.trials.iter().filter(|t| t.commit == c.short));
             let points = points_in_order(&records)
                 .into_iter()
                 .map(|point| {
-                    let cells: Vec<ArmCell> = arms
+                    let mine: Vec<Vec<&TrialRecord>> = arms
                         .iter()
                         .map(|arm| {
-                            let mine: Vec<&TrialRecord> = records
+                            records
                                 .iter()
                                 .copied()
                                 .filter(|t| t.arm == arm.name && t.point == point)
-                                .collect();
-                            arm_cell(arm, &mine, settings.confidence)
+                                .collect()
                         })
                         .collect();
+                    let cells: Vec<ArmCell> = arms
+                        .iter()
+                        .zip(&mine)
+                        .map(|(arm, mine)| arm_cell(arm, mine, settings.confidence))
+                        .collect();
+                    let answers: Vec<ArmAnswers> = mine.iter().map(|m| ArmAnswers::of(m)).collect();
                     let comparisons = pairs
                         .iter()
                         .filter_map(|&(kind, cand, refr)| {
-                            compare_cells(kind, &cells[cand], &cells[refr], settings)
+                            let mut c = compare_cells(kind, &cells[cand], &cells[refr], settings)?;
+                            c.outputs = outputs::check(
+                                input.outputs.mode,
+                                &tokenizers,
+                                commit_short,
+                                &answers[cand],
+                                &answers[refr],
+                                &cells[refr].arm,
+                            );
+                            Some(c)
                         })
                         .collect();
                     PointReport {
@@ -270,6 +288,7 @@ fn compare_cells(
         candidate: candidate.arm.clone(),
         reference: reference.arm.clone(),
         metrics,
+        outputs: OutputsCheck::default(),
     })
 }
 
@@ -346,48 +365,7 @@ fn summarize_campaign(
             .then_with(|| a.category.cmp(&b.category))
     });
 
-    let mut tallies = Vec::new();
-    for &(kind, cand, refr) in pairs {
-        let mut tally = Tally {
-            kind,
-            candidate: arms[cand].name.clone(),
-            reference: arms[refr].name.clone(),
-            faster: 0,
-            within_noise: 0,
-            slower: 0,
-            no_noise_estimate: 0,
-            candidate_failed: 0,
-            not_comparable: 0,
-            seed: settings.threshold_pct.map(|_| SeedTally::default()),
-        };
-        for point in commits.iter().flat_map(|c| &c.points) {
-            let (c, r) = (&point.arms[cand], &point.arms[refr]);
-            let diff = headline_diff(point, kind, &c.arm);
-            match diff {
-                Some(d) => {
-                    match d.verdict {
-                        Verdict::Faster => tally.faster += 1,
-                        Verdict::WithinNoise => tally.within_noise += 1,
-                        Verdict::Slower => tally.slower += 1,
-                        Verdict::NoNoiseEstimate => tally.no_noise_estimate += 1,
-                    }
-                    if let (Some(seed), Some(v)) = (tally.seed.as_mut(), d.seed_verdict) {
-                        match v {
-                            Verdict::Faster => seed.faster += 1,
-                            Verdict::Slower => seed.slower += 1,
-                            _ => seed.within_noise += 1,
-                        }
-                    }
-                }
-                None if r.status.has_data() && c.status == CellStatus::Failed => {
-                    tally.candidate_failed += 1
-                }
-                None if c.status == CellStatus::NotRun && r.status == CellStatus::NotRun => {}
-                None => tally.not_comparable += 1,
-            }
-        }
-        tallies.push(tally);
-    }
+    let tallies = tallies(commits, arms, pairs, settings);
 
     let human = arms.iter().position(|a| a.role == ArmRole::Human);
     let baseline = arms.iter().position(|a| a.role == ArmRole::Baseline);
@@ -426,6 +404,15 @@ fn summarize_campaign(
                             )
                             .cloned(),
                             agent_vs_human: vs_human.clone(),
+                            outputs_diverged: outputs_marked(
+                                point,
+                                ComparisonKind::AgentVsBaseline,
+                                &agent.arm,
+                            ) || outputs_marked(
+                                point,
+                                ComparisonKind::AgentVsHuman,
+                                &agent.arm,
+                            ),
                         });
                     } else if agent.status == CellStatus::Failed {
                         let f = first_failure(agent).expect("a failed cell has a failed trial");
@@ -454,6 +441,62 @@ fn summarize_campaign(
         fdr: super::quality::fdr(commits, settings.confidence),
         planning: super::quality::planning(commits, settings.confidence),
     }
+}
+
+/// Wins / matches / losses / failures (and marked outputs) per comparison on the headline.
+fn tallies(
+    commits: &[CommitReport],
+    arms: &[ArmEntry],
+    pairs: &[(ComparisonKind, usize, usize)],
+    settings: &Settings,
+) -> Vec<Tally> {
+    let mut tallies = Vec::new();
+    for &(kind, cand, refr) in pairs {
+        let mut tally = Tally {
+            kind,
+            candidate: arms[cand].name.clone(),
+            reference: arms[refr].name.clone(),
+            faster: 0,
+            within_noise: 0,
+            slower: 0,
+            no_noise_estimate: 0,
+            candidate_failed: 0,
+            not_comparable: 0,
+            seed: settings.threshold_pct.map(|_| SeedTally::default()),
+            outputs_diverged: 0,
+        };
+        for point in commits.iter().flat_map(|c| &c.points) {
+            let (c, r) = (&point.arms[cand], &point.arms[refr]);
+            if outputs_marked(point, kind, &c.arm) {
+                tally.outputs_diverged += 1;
+            }
+            let diff = headline_diff(point, kind, &c.arm);
+            match diff {
+                Some(d) => {
+                    match d.verdict {
+                        Verdict::Faster => tally.faster += 1,
+                        Verdict::WithinNoise => tally.within_noise += 1,
+                        Verdict::Slower => tally.slower += 1,
+                        Verdict::NoNoiseEstimate => tally.no_noise_estimate += 1,
+                    }
+                    if let (Some(seed), Some(v)) = (tally.seed.as_mut(), d.seed_verdict) {
+                        match v {
+                            Verdict::Faster => seed.faster += 1,
+                            Verdict::Slower => seed.slower += 1,
+                            _ => seed.within_noise += 1,
+                        }
+                    }
+                }
+                None if r.status.has_data() && c.status == CellStatus::Failed => {
+                    tally.candidate_failed += 1
+                }
+                None if c.status == CellStatus::NotRun && r.status == CellStatus::NotRun => {}
+                None => tally.not_comparable += 1,
+            }
+        }
+        tallies.push(tally);
+    }
+    tallies
 }
 
 fn add_failure(categories: &mut Vec<FailureCategory>, f: &Failure, commit: &str, arm: &str) {
@@ -501,6 +544,15 @@ pub fn headline_diff<'a>(
         .iter()
         .find(|c| c.kind == kind && c.candidate == candidate)
         .and_then(|c| c.metrics.get(HEADLINE))
+}
+
+/// Whether the comparison of `kind` for `candidate` at this point has its verdict marked by
+/// diverged outputs.
+pub fn outputs_marked(point: &PointReport, kind: ComparisonKind, candidate: &str) -> bool {
+    point
+        .comparisons
+        .iter()
+        .any(|c| c.kind == kind && c.candidate == candidate && c.outputs.marks_verdict)
 }
 
 pub fn median_of(cell: &ArmCell, key: &str) -> Option<f64> {

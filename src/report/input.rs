@@ -6,6 +6,7 @@
 use crate::failure::Failure;
 use crate::manifest::types::ArmRole;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Everything the report needs about one campaign.
@@ -28,6 +29,21 @@ pub struct ReportInput {
     /// How each commit's arm got its image (see [`super::model::ImageRow`]).
     #[serde(default)]
     pub images: Vec<super::model::ImageRow>,
+    /// How generated outputs are compared (`[check.outputs]`, the commits' tokenizers).
+    #[serde(default)]
+    pub outputs: OutputsInput,
+}
+
+/// What the output-equivalence check needs beyond the trials (see [`super::outputs`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OutputsInput {
+    /// `[check.outputs] mode` (default `floor`).
+    #[serde(default)]
+    pub mode: crate::manifest::types::OutputsMode,
+    /// Per commit (short hash): the `tokenizer.json` its prompts were made with, so that a
+    /// divergence is counted in tokens; commits without one are compared in characters.
+    #[serde(default)]
+    pub tokenizers: std::collections::BTreeMap<String, PathBuf>,
 }
 
 pub fn default_confidence() -> f64 {
@@ -182,12 +198,52 @@ pub struct TrialMetrics {
     /// Error text per request; empty for a success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<String>>,
+    /// The text each request generated (`--save-detailed`), in the order of the per-request
+    /// lists: the requests' send order (vLLM's: prompt order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generated_texts: Option<Vec<String>>,
+    /// Not a vLLM key: per entry of the per-request lists, the dataset prompt it answered. Read
+    /// from the `isobench` block (`requests[].index` modulo the dataset's prompts) by
+    /// [`TrialMetrics::from_json`]; absent for vLLM's own results, whose lists are in prompt
+    /// order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_indices: Option<Vec<usize>>,
 }
 
 impl TrialMetrics {
     /// Loads a result JSON as written by the load generator (or by `vllm bench serve`).
     pub fn from_json(text: &str) -> Result<TrialMetrics, serde_json::Error> {
-        serde_json::from_str(text)
+        let mut metrics: TrialMetrics = serde_json::from_str(text)?;
+        if metrics.prompt_indices.is_none() && metrics.generated_texts.is_some() {
+            metrics.prompt_indices = prompt_indices(text);
+        }
+        Ok(metrics)
+    }
+
+    /// Each prompt's first successful answer: prompt index → generated text. `None` when the
+    /// result holds no generated texts. Timed runs re-send prompts; only the first answer counts.
+    pub fn answers(&self) -> Option<BTreeMap<usize, &str>> {
+        let texts = self.generated_texts.as_ref()?;
+        let mut out = BTreeMap::new();
+        for (i, text) in texts.iter().enumerate() {
+            let errored = self
+                .errors
+                .as_ref()
+                .and_then(|e| e.get(i))
+                .is_some_and(|e| !e.is_empty());
+            if errored {
+                continue;
+            }
+            let prompt = match &self.prompt_indices {
+                Some(p) => match p.get(i) {
+                    Some(&p) => p,
+                    None => continue,
+                },
+                None => i,
+            };
+            out.entry(prompt).or_insert(text.as_str());
+        }
+        Some(out)
     }
 
     /// Per-request samples of the successful requests, in milliseconds: TTFT, TPOT and E2E latency.
@@ -221,6 +277,31 @@ impl TrialMetrics {
         }
         out
     }
+}
+
+/// The prompt of every entry of a result's per-request lists, from its `isobench` block: the
+/// request's index modulo the dataset's prompts (a timed run cycles through the dataset).
+fn prompt_indices(text: &str) -> Option<Vec<usize>> {
+    #[derive(Deserialize)]
+    struct Request {
+        index: usize,
+    }
+    #[derive(Deserialize)]
+    struct Dataset {
+        num_prompts: usize,
+    }
+    #[derive(Deserialize)]
+    struct Block {
+        dataset: Dataset,
+        requests: Vec<Request>,
+    }
+    #[derive(Deserialize)]
+    struct Result {
+        isobench: Block,
+    }
+    let block = serde_json::from_str::<Result>(text).ok()?.isobench;
+    let n = block.dataset.num_prompts.max(1);
+    Some(block.requests.iter().map(|r| r.index % n).collect())
 }
 
 /// Per-request latency samples of one trial (milliseconds).
@@ -266,6 +347,26 @@ mod tests {
             "{}",
             mean(&per.tpot)
         );
+    }
+
+    #[test]
+    fn generated_texts_are_matched_to_their_prompts() {
+        // A timed run over 3 prompts: the measured window starts at request 2 and cycles on.
+        let text = r#"{"generated_texts": ["c", "a", "b", "c2"],
+            "isobench": {"dataset": {"num_prompts": 3},
+                         "requests": [{"index": 2}, {"index": 3}, {"index": 4}, {"index": 5}]}}"#;
+        let m = TrialMetrics::from_json(text).unwrap();
+        assert_eq!(m.prompt_indices, Some(vec![2, 0, 1, 2]));
+        let answers = m.answers().unwrap();
+        assert_eq!(
+            answers.into_iter().collect::<Vec<_>>(),
+            vec![(0, "a"), (1, "b"), (2, "c")],
+            "each prompt's first answer"
+        );
+        // vLLM's own result: no isobench block, the lists are in prompt order.
+        let m = TrialMetrics::from_json(SAMPLE).unwrap();
+        assert_eq!(m.prompt_indices, None);
+        assert_eq!(m.answers().map(|a| a.len()), Some(50));
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod input;
 pub mod metric;
 pub mod model;
 pub mod montecarlo;
+pub mod outputs;
 pub mod quality;
 pub mod recorded;
 pub mod render;
@@ -175,6 +176,7 @@ mod tests {
     fn input() -> ReportInput {
         ReportInput {
             images: Vec::new(),
+            outputs: Default::default(),
             campaign: "c".into(),
             generated_at: "2026-01-01T00:00:00Z".into(),
             confidence: 0.95,

@@ -4,7 +4,7 @@
 //! may be added in a minor release, never renamed or removed without bumping the version.
 use super::stats::{Better, Method, Summary, Verdict};
 use crate::failure::{CrashCause, Failure, FailureClass};
-use crate::manifest::types::ArmRole;
+use crate::manifest::types::{ArmRole, OutputsMode};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -243,6 +243,102 @@ pub struct Comparison {
     pub reference: String,
     /// Per metric key (only metrics measured in both arms).
     pub metrics: BTreeMap<String, MetricDiff>,
+    /// Whether the candidate generated what the reference did (`docs/report.md`, "Output
+    /// equivalence"); `not_checked` in reports of older versions.
+    #[serde(default)]
+    pub outputs: OutputsCheck,
+}
+
+/// The output-equivalence finding of one comparison.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OutputsCheck {
+    pub finding: OutputsFinding,
+    /// One line: `identical`, `within floor: …`, `diverged: N/M requests, first at token k`,
+    /// `not checked: <reason>`.
+    pub summary: String,
+    /// `[check.outputs] mode`, which decided `marks_verdict`.
+    pub mode: OutputsMode,
+    /// What `first_divergence` and `mean_common_prefix` count: tokens of the commit's tokenizer,
+    /// or characters where none is known.
+    pub unit: DivergenceUnit,
+    /// Requests compared: prompts answered by both arms, over the rounds both measured.
+    pub compared: usize,
+    /// Of those, with identical text.
+    pub identical: usize,
+    pub identical_fraction: Option<f64>,
+    /// The shortest common prefix of a diverged request: where the earliest divergence is.
+    pub first_divergence: Option<usize>,
+    /// Mean common-prefix length of the diverged requests.
+    pub mean_common_prefix: Option<f64>,
+    /// The reference compared with itself across its trials (none with one trial).
+    pub floor: Option<OutputsFloor>,
+    /// The speed verdict carries `⚠ outputs diverged` (per `mode`).
+    pub marks_verdict: bool,
+    /// The earliest divergent requests, texts cut around where they part.
+    pub examples: Vec<DivergenceExample>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputsFinding {
+    /// Every compared request generated the same text.
+    Identical,
+    /// Some differ, but no more than the reference differs from itself across trials.
+    WithinFloor,
+    /// More requests differ than the reference's own floor explains (or it has none).
+    Diverged,
+    /// Not compared: mode `off`, no generated texts recorded, or nothing to pair.
+    #[default]
+    NotChecked,
+}
+
+impl OutputsFinding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputsFinding::Identical => "identical",
+            OutputsFinding::WithinFloor => "within_floor",
+            OutputsFinding::Diverged => "diverged",
+            OutputsFinding::NotChecked => "not_checked",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DivergenceUnit {
+    Tokens,
+    #[default]
+    Chars,
+}
+
+impl DivergenceUnit {
+    pub fn singular(self) -> &'static str {
+        match self {
+            DivergenceUnit::Tokens => "token",
+            DivergenceUnit::Chars => "character",
+        }
+    }
+}
+
+/// The nondeterminism floor: an arm's later trials against its first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OutputsFloor {
+    pub arm: String,
+    pub compared: usize,
+    pub identical: usize,
+    pub identical_fraction: f64,
+    pub first_divergence: Option<usize>,
+}
+
+/// A divergent request: its prompt (dataset index), round, where it parts (in `unit`), and the
+/// two texts around the first differing character (raw here; renderers escape them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DivergenceExample {
+    pub prompt: usize,
+    pub trial: u32,
+    pub at: usize,
+    pub reference: String,
+    pub candidate: String,
 }
 
 /// A difference in percent, **positive = better** (higher throughput or lower latency).
@@ -430,6 +526,9 @@ pub struct Tally {
     pub not_comparable: usize,
     /// The seed's rule on the same comparisons (`faster`, `within_noise`, `slower`), if asked.
     pub seed: Option<SeedTally>,
+    /// Comparisons whose verdict is marked because the outputs diverged.
+    #[serde(default)]
+    pub outputs_diverged: usize,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -452,6 +551,9 @@ pub struct CompleteRow {
     pub human_vs_baseline: Option<MetricDiff>,
     pub agent_vs_baseline: Option<MetricDiff>,
     pub agent_vs_human: MetricDiff,
+    /// The agent's outputs diverged from the baseline's or the human's (a marked verdict).
+    #[serde(default)]
+    pub outputs_diverged: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -233,6 +233,7 @@ pub fn synthetic_campaign(scenario: &Scenario, commits: usize, seed: u64) -> sup
         });
     }
     ReportInput {
+        outputs: Default::default(),
         images: Vec::new(),
         campaign: scenario.name.into(),
         generated_at: String::new(),

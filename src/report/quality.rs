@@ -495,6 +495,7 @@ mod tests {
             }
         }
         ReportInput {
+            outputs: Default::default(),
             images: Vec::new(),
             campaign: "q".into(),
             generated_at: String::new(),

@@ -153,6 +153,7 @@ pub fn report_input(
     }
     ReportInput {
         images: image_rows(campaign, dag, state, only),
+        outputs: outputs_input(campaign, only),
         campaign: campaign.name.clone(),
         generated_at: crate::util::now_rfc3339(),
         confidence: campaign.compare.confidence,
@@ -179,6 +180,30 @@ pub fn report_input(
             })
             .collect(),
         trials,
+    }
+}
+
+/// `[check.outputs]` and, per commit, the tokenizer its prompts were made with (found as the
+/// executor finds it: the model's `tokenizer`, else one in its path or the Hugging Face cache).
+fn outputs_input(campaign: &Campaign, only: Option<usize>) -> crate::report::input::OutputsInput {
+    let tokenizers = campaign
+        .commits
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| only.is_none_or(|c| c == *i))
+        .filter_map(|(_, c)| {
+            let path = c
+                .model
+                .tokenizer
+                .clone()
+                .or_else(|| crate::loadgen::find_tokenizer(&c.model.path))
+                .or_else(|| crate::loadgen::find_tokenizer(&c.model.hf))?;
+            Some((c.short.clone(), path))
+        })
+        .collect();
+    crate::report::input::OutputsInput {
+        mode: campaign.compare.outputs,
+        tokenizers,
     }
 }
 

@@ -54,6 +54,10 @@ pub struct SimConfig {
     /// Without `ignore_eos`, stop after this many tokens (finish_reason `stop`), like a model
     /// that emits EOS early. Unset = always generate the requested length.
     pub eos_after_tokens: Option<u32>,
+    /// From this token on (0-based), generate the words of a second vocabulary instead of the
+    /// usual ones: a server whose outputs part from an unchanged one's at exactly this token
+    /// (for output-equivalence checks). Unset = the usual words throughout.
+    pub diverge_after_tokens: Option<u32>,
     /// Tokenizer for exact prompt token counts (`tokenizer.json` or a directory holding one).
     pub tokenizer: Option<PathBuf>,
     /// Without a tokenizer, prompt tokens are estimated as ceil(chars / chars_per_token).
@@ -107,6 +111,7 @@ impl Default for SimConfig {
             role_chunk: true,
             default_max_tokens: 16,
             eos_after_tokens: None,
+            diverge_after_tokens: None,
             tokenizer: None,
             chars_per_token: 4.0,
             chat_template_tokens: 0,

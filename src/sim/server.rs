@@ -95,6 +95,12 @@ pub(crate) struct Stats {
 }
 
 /// State shared by every connection of one server process.
+/// Words of a diverged server (`diverge_after_tokens`): none of them is in [`VOCAB`], so the
+/// text differs from the first diverged token on.
+const DIVERGED_VOCAB: [&str; 8] = [
+    " other", " changed", " skipped", " wrong", " answer", " differs", " here", " now",
+];
+
 pub(crate) struct Shared {
     pub config: SimConfig,
     pub speed_factor: f64,
@@ -116,6 +122,17 @@ impl Shared {
     fn slowdown(&self) -> f64 {
         let running = self.running.load(Ordering::Relaxed).max(1);
         1.0 + self.config.concurrency_slowdown * (running - 1) as f64
+    }
+
+    /// The word generated as token `i` of every answer (the usual vocabulary, or the diverged
+    /// one from `diverge_after_tokens` on).
+    pub(crate) fn word(&self, i: usize) -> &'static str {
+        let diverged = self
+            .config
+            .diverge_after_tokens
+            .is_some_and(|k| i >= k as usize);
+        let vocab: &[&str] = if diverged { &DIVERGED_VOCAB } else { &VOCAB };
+        vocab[i % vocab.len()]
     }
 
     /// A configured delay as it applies now: times the speed factor and the slowdown.
@@ -768,7 +785,7 @@ async fn plain_response(
     shared.timer.sleep_until(end).await;
     drop(running);
     let text: String = (0..completion_tokens as usize)
-        .map(|i| VOCAB[i % VOCAB.len()])
+        .map(|i| shared.word(i))
         .collect();
     shared
         .stats

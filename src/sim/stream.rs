@@ -156,7 +156,7 @@ impl SimStream {
                 };
                 self.buf.extend_from_slice(open);
                 for i in 0..tokens {
-                    let word = VOCAB[((self.sent_tokens + i) as usize) % VOCAB.len()];
+                    let word = self.shared.word((self.sent_tokens + i) as usize);
                     self.buf.extend_from_slice(word.as_bytes());
                 }
                 self.buf.extend_from_slice(close);

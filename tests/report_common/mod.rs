@@ -235,6 +235,7 @@ pub fn campaign() -> ReportInput {
         }
     }
     ReportInput {
+        outputs: Default::default(),
         images: Vec::new(),
         campaign: "fixture-3way".into(),
         generated_at: "2026-02-01T12:00:00Z".into(),

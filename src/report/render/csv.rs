@@ -6,6 +6,11 @@
 //!   (empty with one trial), `n` the trials used.
 //! * `comparison`: `arm` (candidate) against `reference`; `value` the difference in percent,
 //!   positive = better, with its interval and `verdict`.
+//! * `outputs`: the comparison's output equivalence (`metric` = `outputs`): `value` the fraction
+//!   of requests with identical text, `ci_low` the first divergence (in `unit`: `tokens` or
+//!   `chars`), `ci_high` the reference's own identical fraction across its trials (the floor),
+//!   `n` the requests compared, `verdict` the finding (`identical`, `within_floor`, `diverged`,
+//!   `not_checked`), with `+marked` when it marks the speed verdict.
 //!
 //! * `quality`: one measured trial's window: `reference` holds its GPU(s), `value` the window
 //!   in seconds, `ci_low` the window start (Unix seconds), `ci_high` the number of trials
@@ -16,7 +21,7 @@
 //!
 //! Failed and absent cells produce no rows (see the JSON or the failure breakdown).
 use crate::report::metric::metric;
-use crate::report::model::Report;
+use crate::report::model::{DivergenceUnit, Report};
 use crate::report::stats::Verdict;
 use std::fmt::Write;
 
@@ -125,6 +130,30 @@ pub fn render(report: &Report) -> String {
                         verdict_key(d.verdict).into(),
                     ]);
                 }
+                let o = &c.outputs;
+                line([
+                    "outputs".into(),
+                    commit.short.clone(),
+                    point.point.clone(),
+                    c.candidate.clone(),
+                    c.reference.clone(),
+                    "outputs".into(),
+                    String::new(),
+                    num(o.identical_fraction),
+                    num(o.first_divergence.map(|k| k as f64)),
+                    num(o.floor.as_ref().map(|f| f.identical_fraction)),
+                    o.compared.to_string(),
+                    match o.unit {
+                        DivergenceUnit::Tokens => "tokens",
+                        DivergenceUnit::Chars => "chars",
+                    }
+                    .into(),
+                    if o.marks_verdict {
+                        format!("{}+marked", o.finding.as_str())
+                    } else {
+                        o.finding.as_str().into()
+                    },
+                ]);
             }
         }
     }

@@ -4,7 +4,7 @@ use super::svg::{self, esc};
 use super::tables::{self, TextTable, Tone};
 use super::{fmt_diff, fmt_summary, reading_guide};
 use crate::manifest::types::ArmRole;
-use crate::report::analysis::headline_diff;
+use crate::report::analysis::{headline_diff, outputs_marked};
 use crate::report::metric::{HEADLINE, METRICS, metric};
 use crate::report::model::{ArmCell, ComparisonKind, MetricDiff, PointReport, Report};
 use std::fmt::Write;
@@ -226,8 +226,15 @@ fn difference_charts(report: &Report, headline_label: &str) -> String {
                     let c = point.comparisons.iter().find(|c| c.kind == kind);
                     c.map(|c| c.candidate.clone())
                 });
-                if let Some(d) = candidate.and_then(|cand| headline_diff(point, kind, &cand)) {
-                    rows.push((label(&commit.short, &point.point), d));
+                let Some(cand) = candidate else { continue };
+                if let Some(d) = headline_diff(point, kind, &cand) {
+                    // A bar whose outputs diverged says so where the eye lands: its label.
+                    let mark = if outputs_marked(point, kind, &cand) {
+                        format!(" {}", tables::OUTPUTS_MARK)
+                    } else {
+                        String::new()
+                    };
+                    rows.push((format!("{}{mark}", label(&commit.short, &point.point)), d));
                 }
             }
         }
@@ -273,6 +280,12 @@ fn point_section(report: &Report, point: &PointReport, out: &mut String) {
     draw(out, &tables::arms_table(point));
     if !point.comparisons.is_empty() {
         draw(out, &tables::comparisons_table(point));
+        let examples = tables::outputs_examples_table(point);
+        if !examples.rows.is_empty() {
+            out.push_str("<details><summary>divergent outputs</summary>");
+            draw(out, &examples);
+            out.push_str("</details>\n");
+        }
     }
 
     // Every metric, arms and comparisons side by side, for those who want TTFT p99 too.

@@ -163,6 +163,11 @@ pub fn render(report: &Report) -> String {
             }
             if !point.comparisons.is_empty() {
                 draw(&mut out, &tables::comparisons_table(point));
+                let examples = tables::outputs_examples_table(point);
+                if !examples.rows.is_empty() {
+                    out.push_str("Divergent outputs (earliest first):\n\n");
+                    draw(&mut out, &examples);
+                }
             }
         }
     }

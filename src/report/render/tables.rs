@@ -3,7 +3,9 @@
 use super::{fmt_diff, fmt_num, fmt_pct, fmt_status, fmt_summary, fmt_verdict};
 use crate::report::analysis::first_failure;
 use crate::report::metric::{HEADLINE, METRICS, MetricDef, metric};
-use crate::report::model::{ArmCell, CellStatus, MetricDiff, PointReport, Report};
+use crate::report::model::{
+    ArmCell, CellStatus, MetricDiff, OutputsCheck, OutputsFinding, PointReport, Report,
+};
 use crate::report::stats::Verdict;
 
 /// How a cell should look; each renderer maps tones to its means (ANSI colour, CSS class,
@@ -147,16 +149,19 @@ pub fn arms_table(point: &PointReport) -> TextTable {
     t
 }
 
-/// Comparisons of one load point: the headline verdict, then difference [interval] per metric.
+/// Comparisons of one load point: the headline verdict (marked when the outputs diverged), the
+/// outputs finding, then difference [interval] per metric.
 pub fn comparisons_table(point: &PointReport) -> TextTable {
     let metrics = point_metrics(point);
-    let mut headers = strings(&["comparison", "verdict"]);
+    let mut headers = strings(&["comparison", "verdict", "outputs"]);
     headers.extend(metrics.iter().map(|m| m.label.to_string()));
     let mut t = TextTable::new(headers, &[]);
     for c in &point.comparisons {
+        let marked = c.outputs.marks_verdict;
         let mut row = vec![
             plain(format!("{} vs {}", c.candidate, c.reference)),
-            diff_cell(c.metrics.get(HEADLINE), fmt_verdict),
+            marked_cell(diff_cell(c.metrics.get(HEADLINE), fmt_verdict), marked),
+            outputs_cell(&c.outputs),
         ];
         row.extend(
             metrics
@@ -164,6 +169,67 @@ pub fn comparisons_table(point: &PointReport) -> TextTable {
                 .map(|m| diff_cell(c.metrics.get(m.key), fmt_diff)),
         );
         t.push(row);
+    }
+    t
+}
+
+/// A verdict cell with [`OUTPUTS_MARK`] appended (and the warning tone) when `marked`.
+fn marked_cell(cell: TextCell, marked: bool) -> TextCell {
+    if !marked {
+        return cell;
+    }
+    toned(format!("{} {OUTPUTS_MARK}", cell.text), Tone::Warn)
+}
+
+/// What a verdict carries when the arm's outputs diverged from its reference's.
+pub const OUTPUTS_MARK: &str = "⚠ outputs diverged";
+
+fn outputs_cell(o: &OutputsCheck) -> TextCell {
+    let tone = match o.finding {
+        OutputsFinding::Identical | OutputsFinding::WithinFloor => Tone::Plain,
+        OutputsFinding::Diverged if o.marks_verdict => Tone::Bad,
+        OutputsFinding::Diverged => Tone::Warn,
+        OutputsFinding::NotChecked => Tone::Dim,
+    };
+    let floor = o
+        .floor
+        .as_ref()
+        .filter(|_| o.finding != OutputsFinding::WithinFloor)
+        .map(|f| {
+            format!(
+                "; floor: {} vs itself {}/{} identical",
+                f.arm, f.identical, f.compared
+            )
+        })
+        .unwrap_or_default();
+    toned(format!("{}{floor}", o.summary), tone)
+}
+
+/// Divergent texts of one load point: per comparison, its earliest divergent requests, the two
+/// texts around where they part, escaped (quotes, `\n`, control characters) so they stay text.
+pub fn outputs_examples_table(point: &PointReport) -> TextTable {
+    let mut t = TextTable::new(
+        strings(&[
+            "comparison",
+            "prompt",
+            "trial",
+            "diverges at",
+            "reference",
+            "candidate",
+        ]),
+        &[1, 2, 3],
+    );
+    for c in &point.comparisons {
+        for e in &c.outputs.examples {
+            t.push(vec![
+                plain(format!("{} vs {}", c.candidate, c.reference)),
+                plain(e.prompt.to_string()),
+                plain(e.trial.to_string()),
+                plain(format!("{} {}", c.outputs.unit.singular(), e.at)),
+                toned(format!("{:?}", e.reference), Tone::Code),
+                toned(format!("{:?}", e.candidate), Tone::Code),
+            ]);
+        }
     }
     t
 }
@@ -178,11 +244,12 @@ pub fn tally_table(report: &Report) -> TextTable {
         "no noise estimate",
         "candidate failed",
         "not comparable",
+        "outputs diverged",
     ]);
     if let Some(t) = report.settings.threshold_pct {
         headers.push(format!("seed rule ±{t}% (faster/within/slower)"));
     }
-    let mut table = TextTable::new(headers, &[1, 2, 3, 4, 5, 6]);
+    let mut table = TextTable::new(headers, &[1, 2, 3, 4, 5, 6, 7]);
     for t in &report.summary.tallies {
         let mut row = vec![
             plain(format!("{} vs {}", t.candidate, t.reference)),
@@ -195,6 +262,10 @@ pub fn tally_table(report: &Report) -> TextTable {
                 Tone::count(t.candidate_failed, Tone::Bad),
             ),
             plain(t.not_comparable.to_string()),
+            toned(
+                t.outputs_diverged.to_string(),
+                Tone::count(t.outputs_diverged, Tone::Bad),
+            ),
         ];
         if report.settings.threshold_pct.is_some() {
             let s = t.seed.clone().unwrap_or_default();
@@ -240,7 +311,10 @@ pub fn complete_table(report: &Report) -> TextTable {
             diff_cell(r.human_vs_baseline.as_ref(), pct),
             diff_cell(r.agent_vs_baseline.as_ref(), pct),
             diff_cell(Some(&r.agent_vs_human), fmt_diff),
-            diff_cell(Some(&r.agent_vs_human), fmt_verdict),
+            marked_cell(
+                diff_cell(Some(&r.agent_vs_human), fmt_verdict),
+                r.outputs_diverged,
+            ),
         ]);
     }
     t

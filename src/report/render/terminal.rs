@@ -167,6 +167,11 @@ pub fn render(report: &Report, color: bool) -> String {
             if !point.comparisons.is_empty() {
                 out.push('\n');
                 draw(&tables::comparisons_table(point), &mut out, "    ", color);
+                let examples = tables::outputs_examples_table(point);
+                if !examples.rows.is_empty() {
+                    out.push_str("    divergent outputs\n");
+                    draw(&examples, &mut out, "    ", color);
+                }
             }
         }
     }
