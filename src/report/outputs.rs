@@ -201,10 +201,10 @@ fn compare(candidate: &ArmAnswers<'_>, reference: &ArmAnswers<'_>, counter: Coun
             Some((*t, c, &r.1))
         })
         .collect();
-    if rounds.is_empty() {
-        if let (Some((t, c)), Some((_, r))) = (candidate.trials.first(), reference.trials.first()) {
-            tally.add(*t, c, r, counter);
-        }
+    if rounds.is_empty()
+        && let (Some((t, c)), Some((_, r))) = (candidate.trials.first(), reference.trials.first())
+    {
+        tally.add(*t, c, r, counter);
     }
     for (t, c, r) in rounds {
         tally.add(t, c, r, counter);
