@@ -10,7 +10,9 @@
 # exactly the requested output tokens; TTFT and TPOT are positive and sane; no measurement that
 # was done before the kill was started again; no server was left running; every comparison's
 # outputs were checked in tokens against a measured floor, and the agent's (which changes no
-# numerics) are not marked as diverged from the baseline's.
+# numerics) are not marked as diverged from the baseline's. Then a second agent arm whose patch
+# biases one logit in greedy sampling is added and run alone (`apply --arm`): its outputs must be
+# flagged `diverged` against the baseline, and nothing else may run again.
 #
 # The manifest and its patch are copied into WORK, so state (WORK/.isobench) and results
 # (WORK/results) start empty and never touch the checkout.
@@ -225,5 +227,47 @@ if problems:
     sys.exit(1)
 print(f"ok: {len(latest_results)} measurements x {PROMPTS} requests x {OUTPUT_LEN} tokens; "
       f"{len(measured_at_kill)} measured before the kill, none measured again")
+EOF
+log "an agent patch that changes outputs (a logit bias in greedy sampling): only its arm runs"
+cat >> "$MANIFEST" <<'TOML'
+
+[[arms]]
+name = "agent-logits"
+base = "baseline"
+patch = "patches/vllm-cpu/greedy-logit-bias.diff"
+TOML
+cp "$STATE/journal.jsonl" "$WORK/journal-before-logits.jsonl"
+if ! "$ISOBENCH" apply --plain --arm agent-logits "$MANIFEST" > "$WORK/apply-logits.txt" 2>&1; then
+  tail -30 "$WORK/apply-logits.txt"; log "apply --arm agent-logits failed"; exit 1
+fi
+"$ISOBENCH" report "$MANIFEST" --format json > "$WORK/report-logits.json"
+python3 - "$WORK/report-logits.json" "$WORK/journal-before-logits.jsonl" "$STATE/journal.jsonl" <<'EOF'
+import json, sys
+report = json.load(open(sys.argv[1]))
+before = sum(1 for _ in open(sys.argv[2]))
+new = [json.loads(l) for l in open(sys.argv[3]).read().splitlines()[before:] if l.strip()]
+problems = []
+# Only the new arm ran: no other arm's measurement was started again.
+rerun = [e["addr"] for e in new if e["event"] == "started" and e["addr"].startswith("measure[")
+         and ",arm=agent-logits," not in e["addr"]]
+if rerun:
+    problems.append(f"--arm agent-logits started other measurements: {rerun}")
+found = None
+for commit in report["commits"]:
+    for point in commit["points"]:
+        for c in point["comparisons"]:
+            if c["candidate"] == "agent-logits" and c["reference"] == "baseline":
+                found = c.get("outputs", {})
+if found is None:
+    problems.append("no agent-logits vs baseline comparison in the report")
+else:
+    print(f"outputs agent-logits vs baseline: {found.get('summary')}")
+    if found.get("finding") != "diverged" or not found.get("marks_verdict"):
+        problems.append(f"agent-logits vs baseline not flagged: {found}")
+    if found.get("unit") != "tokens":
+        problems.append(f"divergence not counted in tokens: {found}")
+if problems:
+    print("FAILED:\n  " + "\n  ".join(problems))
+    sys.exit(1)
 EOF
 log "passed; everything is in $WORK"
