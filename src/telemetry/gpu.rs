@@ -74,6 +74,15 @@ struct Running {
     thread: std::thread::JoinHandle<Result<Vec<GpuSample>, String>>,
 }
 
+impl Drop for GpuSampler {
+    /// A window abandoned (an interrupted measurement) stops its thread too.
+    fn drop(&mut self) {
+        if let Ok(run) = &self.inner {
+            run.stop.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 fn unix_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -81,6 +90,13 @@ fn unix_now() -> f64 {
 }
 
 impl GpuSampler {
+    /// A sampler that has nothing, for `reason`.
+    pub fn absent(reason: &str) -> GpuSampler {
+        GpuSampler {
+            inner: Err(reason.to_string()),
+        }
+    }
+
     /// Starts sampling `gpus` (NVML indices) `hz` times a second, each sample also written to
     /// `raw_path` as a JSON line. No NVML, or a GPU it does not know: no GPU telemetry, with the
     /// reason.
@@ -125,8 +141,8 @@ impl GpuSampler {
     }
 
     /// Stops (after one last sample) and summarises: the `isobench.telemetry.gpu` object.
-    pub fn finish(self) -> Value {
-        let run = match self.inner {
+    pub fn finish(mut self) -> Value {
+        let run = match std::mem::replace(&mut self.inner, Err(String::new())) {
             Ok(r) => r,
             Err(reason) => return super::absent(&reason),
         };
@@ -177,7 +193,8 @@ fn sample_loop(
             next = now;
         }
     }
-    raw.flush().map_err(|e| format!("{}: {e}", raw_path.display()))?;
+    raw.flush()
+        .map_err(|e| format!("{}: {e}", raw_path.display()))?;
     Ok(samples)
 }
 
@@ -238,12 +255,21 @@ fn energy(samples: &[&GpuSample]) -> (Option<f64>, Option<&'static str>) {
 }
 
 pub fn summarise_gpu(samples: &[&GpuSample]) -> GpuSummary {
-    let (util_mean, util_max, _) = stats(samples.iter().filter_map(|s| s.sm_util_pct.map(f64::from)));
-    let (_, mem_max, _) = stats(samples.iter().filter_map(|s| s.memory_used_mib.map(|m| m as f64)));
+    let (util_mean, util_max, _) =
+        stats(samples.iter().filter_map(|s| s.sm_util_pct.map(f64::from)));
+    let (_, mem_max, _) = stats(
+        samples
+            .iter()
+            .filter_map(|s| s.memory_used_mib.map(|m| m as f64)),
+    );
     let (power_mean, power_max, _) = stats(samples.iter().filter_map(|s| s.power_w));
     let (clock_mean, _, clock_min) =
         stats(samples.iter().filter_map(|s| s.sm_clock_mhz.map(f64::from)));
-    let (_, temp_max, _) = stats(samples.iter().filter_map(|s| s.temperature_c.map(f64::from)));
+    let (_, temp_max, _) = stats(
+        samples
+            .iter()
+            .filter_map(|s| s.temperature_c.map(f64::from)),
+    );
     let (energy_j, energy_source) = energy(samples);
     let throttled = samples.iter().filter(|s| !s.throttle.is_empty()).count();
     GpuSummary {
@@ -258,7 +284,10 @@ pub fn summarise_gpu(samples: &[&GpuSample]) -> GpuSummary {
         temperature_max_c: temp_max,
         energy_j,
         energy_source,
-        throttle_reasons: samples.iter().flat_map(|s| s.throttle.iter().copied()).collect(),
+        throttle_reasons: samples
+            .iter()
+            .flat_map(|s| s.throttle.iter().copied())
+            .collect(),
         throttled_fraction: if samples.is_empty() {
             0.0
         } else {
@@ -315,7 +344,13 @@ fn mean_of(v: impl Iterator<Item = f64>) -> Option<f64> {
 mod tests {
     use super::*;
 
-    fn s(t: f64, gpu: u32, power: f64, energy: Option<u64>, throttle: Vec<&'static str>) -> GpuSample {
+    fn s(
+        t: f64,
+        gpu: u32,
+        power: f64,
+        energy: Option<u64>,
+        throttle: Vec<&'static str>,
+    ) -> GpuSample {
         GpuSample {
             t,
             gpu,

@@ -11,10 +11,7 @@ pub enum CpuSource {
     /// A process group (the process runtime starts each server as a group leader).
     ProcessGroup(i32),
     /// A container, through the Docker Engine.
-    Container {
-        docker: bollard::Docker,
-        id: String,
-    },
+    Container { docker: bollard::Docker, id: String },
 }
 
 impl CpuSource {

@@ -303,8 +303,12 @@ fn read(samples: &[Sample], name: &str, kind: Kind) -> Option<Reading> {
     }
     match kind {
         Kind::Histogram => {
-            let sums: Vec<f64> = of(samples, &format!("{name}_sum")).map(|s| s.value).collect();
-            let counts: Vec<f64> = of(samples, &format!("{name}_count")).map(|s| s.value).collect();
+            let sums: Vec<f64> = of(samples, &format!("{name}_sum"))
+                .map(|s| s.value)
+                .collect();
+            let counts: Vec<f64> = of(samples, &format!("{name}_count"))
+                .map(|s| s.value)
+                .collect();
             (!counts.is_empty()).then(|| Reading::Histogram {
                 sum: sums.iter().sum(),
                 count: counts.iter().sum(),
@@ -608,7 +612,8 @@ fn summarise(first: &Scrape, ticks: &[Scrape], last: &Scrape) -> ServerSummary {
         .chain(std::iter::once(last))
         .collect();
     for m in VLLM_METRICS {
-        let (Some((name, start)), Some((_, end))) = (first.mapped.get(m.key), last.mapped.get(m.key))
+        let (Some((name, start)), Some((_, end))) =
+            (first.mapped.get(m.key), last.mapped.get(m.key))
         else {
             s.missing.push(m.key.to_string());
             continue;
