@@ -36,7 +36,8 @@ pub fn quality(input: &ReportInput, commits: &[CommitReport]) -> Quality {
         .filter(|t| matches!(t.outcome, TrialOutcome::Ok(_)))
         .collect();
     let overlaps = overlaps(&measured);
-    let (trials, mut warnings) = trial_flags(&measured, &overlaps);
+    let (mut trials, mut warnings) = trial_flags(&measured, &overlaps);
+    telemetry_notes(&measured, &mut trials, &mut warnings);
     let arms = arm_placement(commits, &trials, &mut warnings);
     Quality {
         min_window_s: MIN_WINDOW_S,
@@ -46,6 +47,73 @@ pub fn quality(input: &ReportInput, commits: &[CommitReport]) -> Quality {
         gpu_effects: gpu_effects(&measured, input.confidence),
         overlapping_trials: overlaps.iter().filter(|o| !o.is_empty()).count(),
         warnings,
+    }
+}
+
+/// The server's TTFT mean may trail the client's by the HTTP round trip and SSE framing; a gap
+/// beyond this many ms and this fraction of the client's mean says the two measure different
+/// things (another client on the server, a proxy, a clock problem).
+pub const TTFT_GAP_MS: f64 = 10.0;
+pub const TTFT_GAP_FRACTION: f64 = 0.25;
+
+/// Telemetry's quality notes per trial (`measured` and `trials` in the same order): GPU clocks
+/// throttled during the window, and the server's TTFT disagreeing with the client's; plus one
+/// warning per kind, and one per collector absent everywhere.
+fn telemetry_notes(
+    measured: &[&TrialRecord],
+    trials: &mut [TrialQuality],
+    warnings: &mut Vec<String>,
+) {
+    let (mut throttled, mut gaps, mut with_telemetry) = (0, 0, 0);
+    let mut absent: BTreeMap<&str, String> = BTreeMap::new();
+    for (t, q) in measured.iter().zip(trials.iter_mut()) {
+        let TrialOutcome::Ok(m) = &t.outcome else {
+            continue;
+        };
+        let Some(tel) = &m.telemetry else { continue };
+        with_telemetry += 1;
+        if !tel.throttle_reasons.is_empty() {
+            throttled += 1;
+            q.flags.push(format!(
+                "GPU clocks throttled ({})",
+                tel.throttle_reasons.join(", ")
+            ));
+        }
+        if let (Some(gap), Some(client)) = (tel.ttft_gap_ms(), tel.client_mean_ttft_ms)
+            && gap.abs() > TTFT_GAP_MS
+            && gap.abs() > TTFT_GAP_FRACTION * client
+        {
+            gaps += 1;
+            q.flags.push(format!(
+                "server TTFT mean {:.1} ms vs client {client:.1} ms",
+                client - gap
+            ));
+        }
+        for (part, reason) in [
+            ("server metrics", &tel.server_absent),
+            ("GPU telemetry", &tel.gpu_absent),
+            ("host CPU time", &tel.host_absent),
+        ] {
+            if let Some(r) = reason {
+                absent.entry(part).or_insert_with(|| r.clone());
+            }
+        }
+    }
+    if throttled > 0 {
+        warnings.push(format!(
+            "{throttled} trial(s) ran with GPU clocks throttled (power or thermal limits): their speed reflects the cooling and power budget, not only the code"
+        ));
+    }
+    if gaps > 0 {
+        warnings.push(format!(
+            "{gaps} trial(s): the server's mean TTFT differs from the client's by more than {TTFT_GAP_MS:.0} ms and {:.0} %: check that nothing else sent requests to the server",
+            TTFT_GAP_FRACTION * 100.0
+        ));
+    }
+    if with_telemetry > 0 {
+        for (part, reason) in absent {
+            warnings.push(format!("{part} absent in some trials: {reason}"));
+        }
     }
 }
 
