@@ -6,10 +6,13 @@
 mod apply_support;
 use apply_support::*;
 
-/// Runs a two-arm, one-trial sim campaign with `server_lines` in `[server]`; returns each
-/// measurement's result JSON and its attempt directory.
-fn campaign(marker: &str, server_lines: &str) -> Vec<(serde_json::Value, std::path::PathBuf)> {
-    let dir = tempfile::tempdir().unwrap().keep();
+type Measured = Vec<(serde_json::Value, std::path::PathBuf)>;
+
+/// Runs a two-arm, one-trial sim campaign with `server_lines` in `[server]`; returns its
+/// directory, and each measurement's result JSON and attempt directory.
+fn campaign(marker: &str, server_lines: &str) -> (tempfile::TempDir, Measured) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
     for arm in ["baseline", "human"] {
         write_sim_config(
             &dir,
@@ -30,7 +33,7 @@ fn campaign(marker: &str, server_lines: &str) -> Vec<(serde_json::Value, std::pa
     let state = dir.join(".isobench");
     let measures = Journal::read(&state).latest_with_prefix("measure[");
     assert_eq!(measures.len(), 2);
-    measures
+    let measured = measures
         .values()
         .map(|e| {
             assert_eq!(e["event"], "done", "{e}");
@@ -39,13 +42,15 @@ fn campaign(marker: &str, server_lines: &str) -> Vec<(serde_json::Value, std::pa
             let result = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
             (result, path.parent().unwrap().to_path_buf())
         })
-        .collect()
+        .collect();
+    (tmp, measured)
 }
 
 #[test]
 fn server_metric_deltas_equal_the_clients_counts() {
     let marker = unique("telemetry");
-    for (result, dir) in campaign(&marker, "") {
+    let (tmp, measured) = campaign(&marker, "");
+    for (result, dir) in measured {
         let t = &result["isobench"]["telemetry"];
         let server = &t["server"];
         assert_eq!(server["available"], true, "{t:#}");
@@ -124,12 +129,31 @@ fn server_metric_deltas_equal_the_clients_counts() {
             - lines[0]["samples"][key].as_f64().unwrap();
         assert_eq!(delta, 256.0);
     }
+    // The report: server CPU per token per arm and compared; server figures per arm only.
+    let report_path = tmp
+        .path()
+        .join(format!("results/telemetry-{marker}/report.json"));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    let point = &report["commits"][0]["points"][0];
+    for arm in point["arms"].as_array().unwrap() {
+        assert!(arm["metrics"]["cpu_ms_per_output_token"].is_object(), "{arm:#}");
+        assert!(arm["metrics"]["server_mean_ttft_ms"].is_object(), "{arm:#}");
+        // No GPU here: no energy figures at all, rather than zeros.
+        assert!(arm["metrics"]["j_per_output_token"].is_null(), "{arm:#}");
+    }
+    let comparison = &point["comparisons"][0]["metrics"];
+    assert!(comparison["cpu_ms_per_output_token"].is_object(), "{comparison:#}");
+    assert!(comparison["server_mean_ttft_ms"].is_null(), "{comparison:#}");
+    let warnings = report["quality"]["warnings"].to_string();
+    assert!(warnings.contains("GPU telemetry absent in some trials: NVML"), "{warnings}");
 }
 
 #[test]
 fn a_server_without_the_endpoint_is_absent_and_measured_all_the_same() {
     let marker = unique("telemetry-404");
-    for (result, dir) in campaign(&marker, "metrics_path = \"/no-metrics-here\"\n") {
+    let (_tmp, measured) = campaign(&marker, "metrics_path = \"/no-metrics-here\"\n");
+    for (result, dir) in measured {
         assert_eq!(result["completed"], 16);
         let server = &result["isobench"]["telemetry"]["server"];
         assert_eq!(server["available"], false);
@@ -141,7 +165,8 @@ fn a_server_without_the_endpoint_is_absent_and_measured_all_the_same() {
         assert!(!dir.join("server-metrics.jsonl").exists());
     }
     let marker = unique("telemetry-off");
-    for (result, _) in campaign(&marker, "metrics_path = \"\"\n") {
+    let (_tmp, measured) = campaign(&marker, "metrics_path = \"\"\n");
+    for (result, _) in measured {
         let server = &result["isobench"]["telemetry"]["server"];
         assert_eq!(server["available"], false);
         assert!(
