@@ -137,16 +137,28 @@ fn server_metric_deltas_equal_the_clients_counts() {
         serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
     let point = &report["commits"][0]["points"][0];
     for arm in point["arms"].as_array().unwrap() {
-        assert!(arm["metrics"]["cpu_ms_per_output_token"].is_object(), "{arm:#}");
+        assert!(
+            arm["metrics"]["cpu_ms_per_output_token"].is_object(),
+            "{arm:#}"
+        );
         assert!(arm["metrics"]["server_mean_ttft_ms"].is_object(), "{arm:#}");
         // No GPU here: no energy figures at all, rather than zeros.
         assert!(arm["metrics"]["j_per_output_token"].is_null(), "{arm:#}");
     }
     let comparison = &point["comparisons"][0]["metrics"];
-    assert!(comparison["cpu_ms_per_output_token"].is_object(), "{comparison:#}");
-    assert!(comparison["server_mean_ttft_ms"].is_null(), "{comparison:#}");
+    assert!(
+        comparison["cpu_ms_per_output_token"].is_object(),
+        "{comparison:#}"
+    );
+    assert!(
+        comparison["server_mean_ttft_ms"].is_null(),
+        "{comparison:#}"
+    );
     let warnings = report["quality"]["warnings"].to_string();
-    assert!(warnings.contains("GPU telemetry absent in some trials: NVML"), "{warnings}");
+    assert!(
+        warnings.contains("GPU telemetry absent in some trials: NVML"),
+        "{warnings}"
+    );
 }
 
 #[test]

@@ -240,7 +240,8 @@ impl TrialTelemetry {
     pub fn from_value(t: &serde_json::Value) -> TrialTelemetry {
         let d = &t["derived"];
         let absent = |part: &str| {
-            (t[part]["available"] == false).then(|| t[part]["reason"].as_str().unwrap_or("").to_string())
+            (t[part]["available"] == false)
+                .then(|| t[part]["reason"].as_str().unwrap_or("").to_string())
         };
         TrialTelemetry {
             j_per_output_token: d["j_per_output_token"].as_f64(),
@@ -290,9 +291,7 @@ impl TrialMetrics {
         }
         if metrics.telemetry.is_none()
             && let Ok(Outer {
-                isobench: Some(Block {
-                    telemetry: Some(t),
-                }),
+                isobench: Some(Block { telemetry: Some(t) }),
             }) = serde_json::from_str::<Outer>(text)
         {
             metrics.telemetry = Some(TrialTelemetry::from_value(&t));

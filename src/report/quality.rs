@@ -711,4 +711,77 @@ mod tests {
         let p = p_value(&d, stats::Better::Higher, 0.95).unwrap();
         assert!((p - 0.05).abs() < 1e-3, "{p}");
     }
+
+    #[test]
+    fn throttling_and_a_ttft_gap_are_flagged_and_energy_is_compared() {
+        let mut q = input(
+            |_, _| "gpu0",
+            |arm, t| 100.0 * t as f64 + f64::from(arm == "human") * 50.0,
+            "exclusive",
+        );
+        for t in &mut q.trials {
+            let TrialOutcome::Ok(m) = &mut t.outcome else {
+                unreachable!()
+            };
+            let human = t.arm == "human";
+            // The human arm: throttled in trial 1, and a server TTFT far below the client's.
+            let telemetry = serde_json::json!({
+                "server": {"available": true, "counters": {"preemptions": 2.0}},
+                "gpu": {"available": true, "sm_util_mean_pct": 80.0,
+                        "throttle_reasons": if human && t.trial == 1 { vec!["sw_power_cap"] } else { vec![] }},
+                "host": {"available": false, "reason": "no procfs"},
+                "derived": {
+                    "j_per_output_token": if human { 0.5 } else { 0.6 } + 0.01 * f64::from(t.trial),
+                    "output_tokens_per_joule": 1.0 / (if human { 0.5 } else { 0.6 } + 0.01 * f64::from(t.trial)),
+                    "server_mean_ttft_ms": if human { 40.0 } else { 99.0 },
+                    "client_mean_ttft_ms": 100.0,
+                },
+            });
+            m.telemetry = Some(crate::report::input::TrialTelemetry::from_value(&telemetry));
+        }
+        let r = crate::report::build(&q, &Default::default()).unwrap();
+        let flags: Vec<&String> = r.quality.trials.iter().flat_map(|t| &t.flags).collect();
+        assert_eq!(
+            flags
+                .iter()
+                .filter(|f| f.contains("GPU clocks throttled (sw_power_cap)"))
+                .count(),
+            1,
+            "{flags:?}"
+        );
+        // 60 ms gap on the human arm (both trials); 1 ms on the baseline is within tolerance.
+        assert_eq!(
+            flags
+                .iter()
+                .filter(|f| f.contains("server TTFT mean 40.0 ms vs client 100.0 ms"))
+                .count(),
+            2,
+            "{flags:?}"
+        );
+        let w = &r.quality.warnings;
+        assert!(
+            w.iter()
+                .any(|w| w.starts_with("1 trial(s) ran with GPU clocks throttled")),
+            "{w:?}"
+        );
+        assert!(
+            w.iter()
+                .any(|w| w.starts_with("2 trial(s): the server's mean TTFT")),
+            "{w:?}"
+        );
+        assert!(
+            w.iter()
+                .any(|w| w == "host CPU time absent in some trials: no procfs"),
+            "{w:?}"
+        );
+        // Energy per token is compared (the human arm uses about 17 % less); preemptions are
+        // summarised per arm but not compared.
+        let point = &r.commits[0].points[0];
+        let c = &point.comparisons[0];
+        let diff = c.metrics["j_per_output_token"].diff_pct;
+        assert!(diff > 10.0 && diff < 25.0, "{diff}");
+        assert!(c.metrics.contains_key("output_tokens_per_joule"));
+        assert!(!c.metrics.contains_key("server_preemptions"));
+        assert!(point.arms[0].metrics.contains_key("server_preemptions"));
+    }
 }
