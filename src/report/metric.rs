@@ -14,6 +14,8 @@ pub struct MetricDef {
     pub compact: bool,
     /// Compared between arms (with an interval and verdicts); else summarised per arm only.
     pub compared: bool,
+    /// Read from the measurement's telemetry (the per-arm telemetry table shows these).
+    pub telemetry: bool,
     get: fn(&TrialMetrics) -> Option<f64>,
 }
 
@@ -34,6 +36,7 @@ macro_rules! metric {
             better: Better::$better,
             compact: $compact,
             compared: true,
+            telemetry: false,
             get: |m| m.$key,
         }
     };
@@ -49,6 +52,7 @@ macro_rules! telemetry {
             better: $better,
             compact: false,
             compared: $compared,
+            telemetry: true,
             get: |m| {
                 let $t = m.telemetry.as_ref()?;
                 $get
