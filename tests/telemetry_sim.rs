@@ -158,7 +158,7 @@ fn server_metric_deltas_equal_the_clients_counts() {
     assert!(md.contains("server TTFT mean (ms)"), "{md}");
     let warnings = report["quality"]["warnings"].to_string();
     assert!(
-        warnings.contains("GPU telemetry absent in some trials: NVML"),
+        warnings.contains("GPU telemetry absent in 2 of 2 trial(s): NVML"),
         "{warnings}"
     );
 }

@@ -65,7 +65,7 @@ fn telemetry_notes(
     warnings: &mut Vec<String>,
 ) {
     let (mut throttled, mut gaps, mut with_telemetry) = (0, 0, 0);
-    let mut absent: BTreeMap<&str, String> = BTreeMap::new();
+    let mut absent: BTreeMap<&str, (usize, String)> = BTreeMap::new();
     for (t, q) in measured.iter().zip(trials.iter_mut()) {
         let TrialOutcome::Ok(m) = &t.outcome else {
             continue;
@@ -95,7 +95,7 @@ fn telemetry_notes(
             ("host CPU time", &tel.host_absent),
         ] {
             if let Some(r) = reason {
-                absent.entry(part).or_insert_with(|| r.clone());
+                absent.entry(part).or_insert_with(|| (0, r.clone())).0 += 1;
             }
         }
     }
@@ -111,8 +111,10 @@ fn telemetry_notes(
         ));
     }
     if with_telemetry > 0 {
-        for (part, reason) in absent {
-            warnings.push(format!("{part} absent in some trials: {reason}"));
+        for (part, (n, reason)) in absent {
+            warnings.push(format!(
+                "{part} absent in {n} of {with_telemetry} trial(s): {reason}"
+            ));
         }
     }
 }
@@ -771,7 +773,7 @@ mod tests {
         );
         assert!(
             w.iter()
-                .any(|w| w == "host CPU time absent in some trials: no procfs"),
+                .any(|w| w == "host CPU time absent in 4 of 4 trial(s): no procfs"),
             "{w:?}"
         );
         // Energy per token is compared (the human arm uses about 17 % less); preemptions are

@@ -398,4 +398,44 @@ mod tests {
         let v = GpuSampler::start(&[0], 0, dir.path().join("gpu.jsonl")).finish();
         assert_eq!(v["reason"], "resources.telemetry_hz = 0");
     }
+
+    /// On a host with an NVIDIA GPU (`cargo test --lib telemetry::gpu -- --ignored`): GPU 0
+    /// sampled for a second at 20 Hz gives every field and an energy that matches its power.
+    #[test]
+    #[ignore = "needs an NVIDIA GPU"]
+    fn samples_a_real_gpu() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = dir.path().join("gpu.jsonl");
+        let sampler = GpuSampler::start(&[0], 20, raw.clone());
+        std::thread::sleep(Duration::from_secs(1));
+        let v = sampler.finish();
+        println!("{v:#}");
+        assert_eq!(v["available"], true, "{v}");
+        let g = &v["gpus"]["0"];
+        let samples = g["samples"].as_u64().unwrap();
+        assert!(
+            (18..=23).contains(&samples),
+            "{samples} samples in 1 s at 20 Hz"
+        );
+        for field in [
+            "sm_util_mean_pct",
+            "memory_used_max_mib",
+            "power_mean_w",
+            "sm_clock_mean_mhz",
+            "temperature_max_c",
+        ] {
+            assert!(g[field].is_number(), "{field}: {g}");
+        }
+        // Energy over ~1 s is about the mean power (counter) or exactly its integral.
+        let (energy, power) = (
+            g["energy_j"].as_f64().unwrap(),
+            g["power_mean_w"].as_f64().unwrap(),
+        );
+        assert!(
+            energy > 0.5 * power && energy < 1.5 * power,
+            "{energy} J at {power} W"
+        );
+        let lines = std::fs::read_to_string(&raw).unwrap().lines().count();
+        assert_eq!(lines as u64, samples);
+    }
 }
