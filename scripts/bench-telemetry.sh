@@ -7,7 +7,7 @@
 #   scripts/bench-telemetry.sh                 # 5 rounds of on/off
 #   ROUNDS=3 NUM_PROMPTS=2000 scripts/bench-telemetry.sh
 #
-# Settings (environment): ROUNDS (5), NUM_PROMPTS (3000), CONCURRENCY (64), OUTPUT_LEN (64),
+# Settings (environment): ROUNDS (5), NUM_PROMPTS (30000: a window of ~20 s, twenty scrapes), CONCURRENCY (64), OUTPUT_LEN (64),
 # TELEMETRY_HZ (10), GPUS (0: no GPU; e.g. 1 on a GPU host, so NVML samples it),
 # ISOBENCH_BIN (default target/release/isobench, built if missing), OUT (/tmp/isobench-bench-telemetry).
 # Output: one line per campaign, then per mode the mean output throughput (tok/s) with its
@@ -19,7 +19,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=${ISOBENCH_BIN:-$CARGO_TARGET_DIR/release/isobench}
 OUT=${OUT:-/tmp/isobench-bench-telemetry}
 ROUNDS=${ROUNDS:-5}
-NUM_PROMPTS=${NUM_PROMPTS:-3000}
+NUM_PROMPTS=${NUM_PROMPTS:-30000}
 CONCURRENCY=${CONCURRENCY:-64}
 OUTPUT_LEN=${OUTPUT_LEN:-64}
 TELEMETRY_HZ=${TELEMETRY_HZ:-10}
@@ -93,4 +93,10 @@ for m, v in by.items():
 on, off = (st.mean(x[0] for x in by[m]) for m in ("on", "off"))
 cpu_on, cpu_off = (st.mean(x[1] for x in by[m]) for m in ("on", "off"))
 print(f"on - off: throughput {100 * (on - off) / off:+.2f} %, CPU {cpu_on - cpu_off:+.2f} s per campaign")
+# Paired by round (on and off ran back to back): the host's drift cancels.
+d_tput = [100 * (a[0] - b[0]) / b[0] for a, b in zip(by["on"], by["off"])]
+d_cpu = [a[1] - b[1] for a, b in zip(by["on"], by["off"])]
+sd = lambda v: st.stdev(v) if len(v) > 1 else 0.0
+print(f"paired by round: throughput {st.mean(d_tput):+.2f} ± {sd(d_tput):.2f} %, "
+      f"CPU {st.mean(d_cpu):+.2f} ± {sd(d_cpu):.2f} s ({len(d_tput)} rounds)")
 EOF
