@@ -113,6 +113,12 @@ from pathlib import Path
 
 state, report_path, at_kill_path = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 ARMS, TRIALS, PROMPTS, OUTPUT_LEN = ("baseline", "human", "agent"), 3, 50, 32
+# The telemetry's mapped vLLM metrics every supported vLLM exposes, and how far the client's
+# mean TTFT may be from the server's histogram mean: the client adds the HTTP round trip,
+# detokenisation and SSE framing (never much on loopback), and can't see a first token earlier.
+VLLM_KEYS = ("generation_tokens", "prompt_tokens", "requests_finished", "requests_running",
+             "requests_waiting", "kv_cache_usage", "preemptions", "ttft", "queue_time", "e2e_latency")
+TTFT_GAP_MS, TTFT_GAP_FRACTION, TTFT_GAP_BELOW_MS = 50.0, 0.25, 5.0
 problems = []
 
 def events(path):
@@ -189,6 +195,32 @@ for _, path in sorted(latest_results.values()):
         problems.append(f"{name}: E2E {e2el} ms is not TTFT + {OUTPUT_LEN - 1} x TPOT")
     if not (r["median_ttft_ms"] <= r["p99_ttft_ms"] and r["median_tpot_ms"] <= r["p99_tpot_ms"]):
         problems.append(f"{name}: a median above its p99")
+
+# 3b. Telemetry (docs/telemetry.md): vLLM's /metrics mapped and agreeing with the client.
+    t = r["isobench"].get("telemetry", {})
+    s = t.get("server", {})
+    if not s.get("available"):
+        problems.append(f"{name}: no server metrics: {s.get('reason')}")
+    else:
+        unmapped = [k for k in VLLM_KEYS if k not in s["names"]]
+        if unmapped:
+            problems.append(f"{name}: vLLM metrics not mapped: {unmapped} (found {s['names']})")
+        counters, hist = s["counters"], s["histograms"]
+        if counters.get("generation_tokens") != r["total_output_tokens"]:
+            problems.append(f"{name}: server generated {counters.get('generation_tokens')} tokens, the client counted {r['total_output_tokens']}")
+        if counters.get("requests_finished") != PROMPTS or hist.get("ttft", {}).get("count") != PROMPTS:
+            problems.append(f"{name}: server finished {counters.get('requests_finished')} requests, TTFT count {hist.get('ttft', {}).get('count')}, expected {PROMPTS}")
+        server_ttft = t["derived"]["server_mean_ttft_ms"]
+        gap = ttft - server_ttft
+        print(f"{name}: TTFT server {server_ttft:.1f} ms, client {ttft:.1f} ms (gap {gap:.1f} ms); "
+              f"server CPU {t['derived']['cpu_s_per_output_token'] * 1000:.2f} ms/token; "
+              f"KV-cache {s['gauges']['kv_cache_usage']['mean'] * 100:.2f} %")
+        if not (-TTFT_GAP_BELOW_MS <= gap <= max(TTFT_GAP_MS, TTFT_GAP_FRACTION * ttft)):
+            problems.append(f"{name}: server TTFT {server_ttft:.1f} ms vs client {ttft:.1f} ms")
+    if not (path.parent / "server-metrics.jsonl").exists():
+        problems.append(f"{name}: no server-metrics.jsonl")
+    if t.get("host", {}).get("available") is not True:
+        problems.append(f"{name}: no server CPU time: {t.get('host')}")
 
 # 5. Output equivalence (docs/report.md): every comparison compared all prompts of all rounds in
 #    tokens of the model's tokenizer, against a measured floor (the reference vs itself); the

@@ -15,6 +15,7 @@ pub mod report;
 pub mod runtime;
 pub mod sim;
 pub mod state;
+pub mod telemetry;
 pub mod util;
 
 /// Version of the measuring client; part of every measure node's cache key, so a change in how

@@ -334,6 +334,11 @@ struct OnServer<'a> {
     dataset: &'a Arc<Datasets>,
 }
 
+/// How often the server's gauges (KV-cache usage, running and waiting requests) are scraped
+/// during a measurement: often enough for a mean over a window of tens of seconds, rarely
+/// enough that the scrape (a few hundred lines of text) costs the server nothing measurable.
+const TELEMETRY_SCRAPE_EVERY: Duration = Duration::from_secs(1);
+
 /// How often a measurement's live line is updated.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
@@ -512,10 +517,13 @@ impl OnServer<'_> {
             return Ok(false);
         };
         ctx.started(m)?;
+        // The collectors span the measured run: started just before, stopped just after.
+        let window = self.start_telemetry(m).await?;
         let Some(measured) = self.run_point(client, &point).await else {
             outcome.interrupted = true;
             return Ok(false);
         };
+        let telemetry = window.finish().await;
         let failure = match &measured {
             Ok(run) => {
                 match crash_failure(self.runtime, self.handle, "during the measurement").await {
@@ -531,7 +539,7 @@ impl OnServer<'_> {
         };
         match (failure, &measured) {
             (None, Ok(run)) => {
-                self.record(m, &point, run)?;
+                self.record(m, &point, run, &telemetry)?;
                 outcome.measured += 1;
             }
             (Some(f), _) => {
@@ -581,6 +589,34 @@ impl OnServer<'_> {
         Some(permit)
     }
 
+    /// Starts the window's telemetry (server metrics, GPU samples, server CPU time); its raw
+    /// series go to the measurement's attempt directory.
+    async fn start_telemetry(
+        &self,
+        m: NodeIndex,
+    ) -> Result<crate::telemetry::Window, JournalError> {
+        let ctx = self.ctx;
+        let dir = ctx.attempt_dir(m).map_err(JournalError)?;
+        let metrics_url = self.commit.server.metrics_path.as_ref().map(|path| {
+            format!(
+                "{}/{}",
+                self.handle.base_url.trim_end_matches('/'),
+                path.trim_start_matches('/')
+            )
+        });
+        Ok(
+            crate::telemetry::Window::start(crate::telemetry::WindowConfig {
+                metrics_url,
+                scrape_every: TELEMETRY_SCRAPE_EVERY,
+                gpus: self.gpus.to_vec(),
+                gpu_hz: ctx.campaign.resources.telemetry_hz,
+                cpu: crate::telemetry::host::CpuSource::of(self.runtime, self.handle),
+                dir,
+            })
+            .await,
+        )
+    }
+
     /// Runs the point's load with a live progress line. `None`: interrupted.
     async fn run_point(
         &self,
@@ -628,6 +664,7 @@ impl OnServer<'_> {
         m: NodeIndex,
         point: &crate::manifest::model::LoadPoint,
         measured: &MeasuredRun,
+        telemetry: &crate::telemetry::WindowSummary,
     ) -> Result<(), JournalError> {
         let br = &measured.result;
         let (ctx, commit) = (self.ctx, self.commit);
@@ -663,7 +700,9 @@ impl OnServer<'_> {
             })
             .collect();
         let path = dir.join("result.json");
-        br.save(&path, true, &metadata).map_err(JournalError)?;
+        let telemetry = telemetry.to_json(br.metrics.total_output, br.metrics.ttft.mean);
+        br.save_with(&path, true, &metadata, &[("telemetry", telemetry)])
+            .map_err(JournalError)?;
         // `duration_s` feeds the report's trial durations and the seed files' `duration_s`.
         let info = crate::state::MeasureDoneInfo {
             output_throughput: br.metrics.output_throughput,

@@ -18,18 +18,24 @@ impl BenchResult {
 
     /// The result JSON as text, keys in vLLM's order, then the `isobench` block.
     pub fn to_json_text(&self, detailed: bool, metadata: &[(String, String)]) -> String {
-        struct Ordered(Vec<(String, Value)>);
-        impl Serialize for Ordered {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                use serde::ser::SerializeMap;
-                let mut map = s.serialize_map(Some(self.0.len()))?;
-                for (k, v) in &self.0 {
-                    map.serialize_entry(k, v)?;
-                }
-                map.end()
+        ordered_text(self.entries(detailed, metadata))
+    }
+
+    /// [`BenchResult::save`] with more keys in the `isobench` block (a campaign's telemetry).
+    pub fn save_with(
+        &self,
+        path: &std::path::Path,
+        detailed: bool,
+        metadata: &[(String, String)],
+        isobench_extra: &[(&str, Value)],
+    ) -> std::io::Result<()> {
+        let mut entries = self.entries(detailed, metadata);
+        if let Some((_, Value::Object(block))) = entries.iter_mut().find(|(k, _)| k == "isobench") {
+            for (k, v) in isobench_extra {
+                block.insert(k.to_string(), v.clone());
             }
         }
-        serde_json::to_string_pretty(&Ordered(self.entries(detailed, metadata))).unwrap_or_default()
+        crate::util::fsx::write_atomic(path, ordered_text(entries).as_bytes())
     }
 
     /// Saves the result JSON ([`BenchResult::to_json_text`]) at `path`, atomically: a reader
@@ -271,6 +277,22 @@ impl BenchResult {
         }
         block
     }
+}
+
+/// Entries as a JSON object in their order (serde_json's map would sort them).
+fn ordered_text(entries: Vec<(String, Value)>) -> String {
+    struct Ordered(Vec<(String, Value)>);
+    impl Serialize for Ordered {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeMap;
+            let mut map = s.serialize_map(Some(self.0.len()))?;
+            for (k, v) in &self.0 {
+                map.serialize_entry(k, v)?;
+            }
+            map.end()
+        }
+    }
+    serde_json::to_string_pretty(&Ordered(entries)).unwrap_or_default()
 }
 
 fn summary_entries(put: &mut impl FnMut(&str, Value), name: &str, summary: &Summary) {

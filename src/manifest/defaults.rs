@@ -17,6 +17,8 @@ pub const READY_PATH: &str = "/health";
 pub const READY_TIMEOUT: &str = "300s";
 pub const READY_INTERVAL: &str = "500ms";
 pub const GPUS_PER_SERVER: u32 = 1;
+/// vLLM's Prometheus endpoint.
+pub const METRICS_PATH: &str = "/metrics";
 
 // load (the seed's `vllm bench serve` settings)
 pub const BACKEND: super::types::Backend = super::types::Backend::OpenAiChat;
@@ -42,6 +44,10 @@ pub const TEMPERATURE: f64 = 0.0;
 pub const GPU_IDLE_MEMORY_MIB: u64 = 1024;
 pub const GPU_IDLE_WAIT: &str = "120s";
 pub const PULL_PARALLELISM: u32 = 2;
+/// GPU telemetry rate: enough to see a power or clock step of a 100 ms decode burst.
+pub const TELEMETRY_HZ: u32 = 10;
+/// The most GPU telemetry samples per second (NVML's counters update about every 20 ms).
+pub const TELEMETRY_HZ_MAX: u32 = 100;
 
 // comparisons
 pub const CONFIDENCE: f64 = 0.95;

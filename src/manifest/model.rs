@@ -84,6 +84,8 @@ pub struct Server {
     pub ipc: Option<String>,
     pub env: BTreeMap<String, String>,
     pub volumes: Vec<String>,
+    /// Prometheus path scraped while measuring; `None`: scraping is off (`metrics_path = ""`).
+    pub metrics_path: Option<String>,
 }
 
 /// How one image is built: the source tree at a commit, a Dockerfile, arguments. Everything in
@@ -275,6 +277,8 @@ pub struct ResourceSettings {
     pub isolate: Isolate,
     pub pull_parallelism: u32,
     pub disk_budget: Option<u64>,
+    /// GPU telemetry samples per second while measuring (0: none).
+    pub telemetry_hz: u32,
 }
 
 /// Which measurements may overlap in time (`resources.isolate`).

@@ -821,6 +821,24 @@ impl<'a> Resolver<'a> {
             isolate,
             pull_parallelism: r.pull_parallelism.unwrap_or(d::PULL_PARALLELISM).max(1),
             disk_budget,
+            telemetry_hz: self.telemetry_hz(r.telemetry_hz),
+        }
+    }
+
+    /// `resources.telemetry_hz`: 0 (off) up to [`d::TELEMETRY_HZ_MAX`].
+    fn telemetry_hz(&mut self, hz: Option<u32>) -> u32 {
+        match hz {
+            None => d::TELEMETRY_HZ,
+            Some(hz) if hz <= d::TELEMETRY_HZ_MAX => hz,
+            Some(hz) => {
+                self.err(
+                    "resources.telemetry_hz",
+                    format!("{hz} samples per second is more than NVML's counters change"),
+                    "too high",
+                )
+                .with_help(format!("use at most {}", d::TELEMETRY_HZ_MAX));
+                d::TELEMETRY_HZ
+            }
         }
     }
 
@@ -1570,6 +1588,11 @@ impl<'a> Resolver<'a> {
                 .iter()
                 .map(|v| util::expand_tilde(v))
                 .collect(),
+            metrics_path: match s.metrics_path.as_deref() {
+                None => Some(d::METRICS_PATH.to_string()),
+                Some("") => None,
+                Some(p) => Some(p.to_string()),
+            },
         })
     }
 
@@ -1776,6 +1799,10 @@ fn merge_server(commit: &ServerSettings, campaign: &ServerSettings) -> ServerSet
         env: merge_map(&commit.env, &campaign.env),
         volumes: commit.volumes.clone().or(campaign.volumes.clone()),
         vars: merge_map(&commit.vars, &campaign.vars),
+        metrics_path: commit
+            .metrics_path
+            .clone()
+            .or(campaign.metrics_path.clone()),
     }
 }
 

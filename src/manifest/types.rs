@@ -258,6 +258,10 @@ pub struct ServerSettings {
     /// Free-form variables for the command template (`{{ server.vars.x }}`).
     #[serde(default)]
     pub vars: Option<BTreeMap<String, String>>,
+    /// Prometheus endpoint scraped while a measurement runs (default `/metrics`; `""`: none).
+    /// A server without it is recorded as having no server metrics, never failed.
+    #[serde(default)]
+    pub metrics_path: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -449,6 +453,10 @@ pub struct Resources {
     /// pending step needs are pruned (never one that was on the host before).
     #[serde(default)]
     pub disk_budget: Option<String>,
+    /// GPU telemetry samples per second during a measurement (NVML; default 10, 0: none).
+    #[serde(default)]
+    #[schemars(range(max = 100))]
+    pub telemetry_hz: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]

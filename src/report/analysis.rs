@@ -272,7 +272,7 @@ fn compare_cells(
         return None;
     }
     let mut metrics = BTreeMap::new();
-    for def in METRICS {
+    for def in METRICS.iter().filter(|d| d.compared) {
         let (Some(c), Some(r)) = (
             candidate.metrics.get(def.key),
             reference.metrics.get(def.key),

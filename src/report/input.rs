@@ -208,14 +208,93 @@ pub struct TrialMetrics {
     /// order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_indices: Option<Vec<usize>>,
+    /// A campaign measurement's `isobench.telemetry` (server metrics, GPU, host CPU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<TrialTelemetry>,
+}
+
+/// What the report reads of a measurement's telemetry (see docs/telemetry.md); a figure whose
+/// collector was absent is `None`, and the collector's reason is kept.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrialTelemetry {
+    pub j_per_output_token: Option<f64>,
+    pub output_tokens_per_joule: Option<f64>,
+    pub cpu_s_per_output_token: Option<f64>,
+    pub server_mean_ttft_ms: Option<f64>,
+    pub client_mean_ttft_ms: Option<f64>,
+    pub preemptions: Option<f64>,
+    pub kv_cache_usage_mean: Option<f64>,
+    pub prefix_cache_hit_rate: Option<f64>,
+    pub gpu_util_mean_pct: Option<f64>,
+    /// GPU clock limiters seen during the window (power cap, thermal, ...).
+    #[serde(default)]
+    pub throttle_reasons: Vec<String>,
+    /// Why server metrics / GPU telemetry / host CPU time are absent, when they are.
+    pub server_absent: Option<String>,
+    pub gpu_absent: Option<String>,
+    pub host_absent: Option<String>,
+}
+
+impl TrialTelemetry {
+    /// From the result JSON's `isobench.telemetry` object.
+    pub fn from_value(t: &serde_json::Value) -> TrialTelemetry {
+        let d = &t["derived"];
+        let absent = |part: &str| {
+            (t[part]["available"] == false)
+                .then(|| t[part]["reason"].as_str().unwrap_or("").to_string())
+        };
+        TrialTelemetry {
+            j_per_output_token: d["j_per_output_token"].as_f64(),
+            output_tokens_per_joule: d["output_tokens_per_joule"].as_f64(),
+            cpu_s_per_output_token: d["cpu_s_per_output_token"].as_f64(),
+            server_mean_ttft_ms: d["server_mean_ttft_ms"].as_f64(),
+            client_mean_ttft_ms: d["client_mean_ttft_ms"].as_f64(),
+            preemptions: t["server"]["counters"]["preemptions"].as_f64(),
+            kv_cache_usage_mean: t["server"]["gauges"]["kv_cache_usage"]["mean"].as_f64(),
+            prefix_cache_hit_rate: t["server"]["prefix_cache_hit_rate"].as_f64(),
+            gpu_util_mean_pct: t["gpu"]["sm_util_mean_pct"].as_f64(),
+            throttle_reasons: t["gpu"]["throttle_reasons"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r.as_str().map(str::to_string))
+                .collect(),
+            server_absent: absent("server"),
+            gpu_absent: absent("gpu"),
+            host_absent: absent("host"),
+        }
+    }
+
+    /// Client minus server mean TTFT (ms): what the network and the client add.
+    pub fn ttft_gap_ms(&self) -> Option<f64> {
+        Some(self.client_mean_ttft_ms? - self.server_mean_ttft_ms?)
+    }
 }
 
 impl TrialMetrics {
     /// Loads a result JSON as written by the load generator (or by `vllm bench serve`).
     pub fn from_json(text: &str) -> Result<TrialMetrics, serde_json::Error> {
+        /// Only `isobench.telemetry`: the rest of the block (per-request records) is skipped.
+        #[derive(Deserialize)]
+        struct Outer {
+            #[serde(default)]
+            isobench: Option<Block>,
+        }
+        #[derive(Deserialize)]
+        struct Block {
+            #[serde(default)]
+            telemetry: Option<serde_json::Value>,
+        }
         let mut metrics: TrialMetrics = serde_json::from_str(text)?;
         if metrics.prompt_indices.is_none() && metrics.generated_texts.is_some() {
             metrics.prompt_indices = prompt_indices(text);
+        }
+        if metrics.telemetry.is_none()
+            && let Ok(Outer {
+                isobench: Some(Block { telemetry: Some(t) }),
+            }) = serde_json::from_str::<Outer>(text)
+        {
+            metrics.telemetry = Some(TrialTelemetry::from_value(&t));
         }
         Ok(metrics)
     }

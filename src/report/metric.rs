@@ -12,6 +12,10 @@ pub struct MetricDef {
     pub better: Better,
     /// Shown in the compact terminal and Markdown tables (all metrics go to JSON, CSV, HTML).
     pub compact: bool,
+    /// Compared between arms (with an interval and verdicts); else summarised per arm only.
+    pub compared: bool,
+    /// Read from the measurement's telemetry (the per-arm telemetry table shows these).
+    pub telemetry: bool,
     get: fn(&TrialMetrics) -> Option<f64>,
 }
 
@@ -31,7 +35,28 @@ macro_rules! metric {
             unit: $unit,
             better: Better::$better,
             compact: $compact,
+            compared: true,
+            telemetry: false,
             get: |m| m.$key,
+        }
+    };
+}
+
+/// A metric read from [`TrialMetrics::telemetry`]; never in the compact tables.
+macro_rules! telemetry {
+    ($key:expr, $label:expr, $unit:expr, $better:expr, $compared:expr, |$t:ident| $get:expr $(,)?) => {
+        MetricDef {
+            key: $key,
+            label: $label,
+            unit: $unit,
+            better: $better,
+            compact: false,
+            compared: $compared,
+            telemetry: true,
+            get: |m| {
+                let $t = m.telemetry.as_ref()?;
+                $get
+            },
         }
     };
 }
@@ -61,6 +86,72 @@ pub const METRICS: &[MetricDef] = &[
     metric!(mean_e2el_ms, "E2E mean", "ms", Lower, true),
     metric!(median_e2el_ms, "E2E p50", "ms", Lower, false),
     metric!(p99_e2el_ms, "E2E p99", "ms", Lower, false),
+    // From the measurement's telemetry (docs/telemetry.md): present only where it was collected.
+    telemetry!(
+        "j_per_output_token",
+        "energy/token",
+        "J/tok",
+        Better::Lower,
+        true,
+        |t| t.j_per_output_token,
+    ),
+    telemetry!(
+        "output_tokens_per_joule",
+        "tokens/J",
+        "tok/J",
+        Better::Higher,
+        true,
+        |t| t.output_tokens_per_joule,
+    ),
+    telemetry!(
+        "cpu_ms_per_output_token",
+        "server CPU/token",
+        "ms/tok",
+        Better::Lower,
+        true,
+        |t| t.cpu_s_per_output_token.map(|s| s * 1000.0),
+    ),
+    // Server figures, per arm only: they explain a difference rather than being one.
+    telemetry!(
+        "server_preemptions",
+        "preemptions",
+        "",
+        Better::Lower,
+        false,
+        |t| t.preemptions,
+    ),
+    telemetry!(
+        "server_kv_cache_usage_pct",
+        "KV-cache usage",
+        "%",
+        Better::Lower,
+        false,
+        |t| t.kv_cache_usage_mean.map(|f| f * 100.0),
+    ),
+    telemetry!(
+        "server_prefix_cache_hit_pct",
+        "prefix hits",
+        "%",
+        Better::Higher,
+        false,
+        |t| t.prefix_cache_hit_rate.map(|f| f * 100.0),
+    ),
+    telemetry!(
+        "gpu_util_pct",
+        "GPU util",
+        "%",
+        Better::Higher,
+        false,
+        |t| t.gpu_util_mean_pct,
+    ),
+    telemetry!(
+        "server_mean_ttft_ms",
+        "server TTFT mean",
+        "ms",
+        Better::Lower,
+        false,
+        |t| t.server_mean_ttft_ms,
+    ),
 ];
 
 pub fn metric(key: &str) -> Option<&'static MetricDef> {

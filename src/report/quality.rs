@@ -36,7 +36,8 @@ pub fn quality(input: &ReportInput, commits: &[CommitReport]) -> Quality {
         .filter(|t| matches!(t.outcome, TrialOutcome::Ok(_)))
         .collect();
     let overlaps = overlaps(&measured);
-    let (trials, mut warnings) = trial_flags(&measured, &overlaps);
+    let (mut trials, mut warnings) = trial_flags(&measured, &overlaps);
+    telemetry_notes(&measured, &mut trials, &mut warnings);
     let arms = arm_placement(commits, &trials, &mut warnings);
     Quality {
         min_window_s: MIN_WINDOW_S,
@@ -46,6 +47,75 @@ pub fn quality(input: &ReportInput, commits: &[CommitReport]) -> Quality {
         gpu_effects: gpu_effects(&measured, input.confidence),
         overlapping_trials: overlaps.iter().filter(|o| !o.is_empty()).count(),
         warnings,
+    }
+}
+
+/// The server's TTFT mean may trail the client's by the HTTP round trip and SSE framing; a gap
+/// beyond this many ms and this fraction of the client's mean says the two measure different
+/// things (another client on the server, a proxy, a clock problem).
+pub const TTFT_GAP_MS: f64 = 10.0;
+pub const TTFT_GAP_FRACTION: f64 = 0.25;
+
+/// Telemetry's quality notes per trial (`measured` and `trials` in the same order): GPU clocks
+/// throttled during the window, and the server's TTFT disagreeing with the client's; plus one
+/// warning per kind, and one per collector absent everywhere.
+fn telemetry_notes(
+    measured: &[&TrialRecord],
+    trials: &mut [TrialQuality],
+    warnings: &mut Vec<String>,
+) {
+    let (mut throttled, mut gaps, mut with_telemetry) = (0, 0, 0);
+    let mut absent: BTreeMap<&str, (usize, String)> = BTreeMap::new();
+    for (t, q) in measured.iter().zip(trials.iter_mut()) {
+        let TrialOutcome::Ok(m) = &t.outcome else {
+            continue;
+        };
+        let Some(tel) = &m.telemetry else { continue };
+        with_telemetry += 1;
+        if !tel.throttle_reasons.is_empty() {
+            throttled += 1;
+            q.flags.push(format!(
+                "GPU clocks throttled ({})",
+                tel.throttle_reasons.join(", ")
+            ));
+        }
+        if let (Some(gap), Some(client)) = (tel.ttft_gap_ms(), tel.client_mean_ttft_ms)
+            && gap.abs() > TTFT_GAP_MS
+            && gap.abs() > TTFT_GAP_FRACTION * client
+        {
+            gaps += 1;
+            q.flags.push(format!(
+                "server TTFT mean {:.1} ms vs client {client:.1} ms",
+                client - gap
+            ));
+        }
+        for (part, reason) in [
+            ("server metrics", &tel.server_absent),
+            ("GPU telemetry", &tel.gpu_absent),
+            ("host CPU time", &tel.host_absent),
+        ] {
+            if let Some(r) = reason {
+                absent.entry(part).or_insert_with(|| (0, r.clone())).0 += 1;
+            }
+        }
+    }
+    if throttled > 0 {
+        warnings.push(format!(
+            "{throttled} trial(s) ran with GPU clocks throttled (power or thermal limits): their speed reflects the cooling and power budget, not only the code"
+        ));
+    }
+    if gaps > 0 {
+        warnings.push(format!(
+            "{gaps} trial(s): the server's mean TTFT differs from the client's by more than {TTFT_GAP_MS:.0} ms and {:.0} %: check that nothing else sent requests to the server",
+            TTFT_GAP_FRACTION * 100.0
+        ));
+    }
+    if with_telemetry > 0 {
+        for (part, (n, reason)) in absent {
+            warnings.push(format!(
+                "{part} absent in {n} of {with_telemetry} trial(s): {reason}"
+            ));
+        }
     }
 }
 
@@ -642,5 +712,78 @@ mod tests {
         };
         let p = p_value(&d, stats::Better::Higher, 0.95).unwrap();
         assert!((p - 0.05).abs() < 1e-3, "{p}");
+    }
+
+    #[test]
+    fn throttling_and_a_ttft_gap_are_flagged_and_energy_is_compared() {
+        let mut q = input(
+            |_, _| "gpu0",
+            |arm, t| 100.0 * t as f64 + f64::from(arm == "human") * 50.0,
+            "exclusive",
+        );
+        for t in &mut q.trials {
+            let TrialOutcome::Ok(m) = &mut t.outcome else {
+                unreachable!()
+            };
+            let human = t.arm == "human";
+            // The human arm: throttled in trial 1, and a server TTFT far below the client's.
+            let telemetry = serde_json::json!({
+                "server": {"available": true, "counters": {"preemptions": 2.0}},
+                "gpu": {"available": true, "sm_util_mean_pct": 80.0,
+                        "throttle_reasons": if human && t.trial == 1 { vec!["sw_power_cap"] } else { vec![] }},
+                "host": {"available": false, "reason": "no procfs"},
+                "derived": {
+                    "j_per_output_token": if human { 0.5 } else { 0.6 } + 0.01 * f64::from(t.trial),
+                    "output_tokens_per_joule": 1.0 / (if human { 0.5 } else { 0.6 } + 0.01 * f64::from(t.trial)),
+                    "server_mean_ttft_ms": if human { 40.0 } else { 99.0 },
+                    "client_mean_ttft_ms": 100.0,
+                },
+            });
+            m.telemetry = Some(crate::report::input::TrialTelemetry::from_value(&telemetry));
+        }
+        let r = crate::report::build(&q, &Default::default()).unwrap();
+        let flags: Vec<&String> = r.quality.trials.iter().flat_map(|t| &t.flags).collect();
+        assert_eq!(
+            flags
+                .iter()
+                .filter(|f| f.contains("GPU clocks throttled (sw_power_cap)"))
+                .count(),
+            1,
+            "{flags:?}"
+        );
+        // 60 ms gap on the human arm (both trials); 1 ms on the baseline is within tolerance.
+        assert_eq!(
+            flags
+                .iter()
+                .filter(|f| f.contains("server TTFT mean 40.0 ms vs client 100.0 ms"))
+                .count(),
+            2,
+            "{flags:?}"
+        );
+        let w = &r.quality.warnings;
+        assert!(
+            w.iter()
+                .any(|w| w.starts_with("1 trial(s) ran with GPU clocks throttled")),
+            "{w:?}"
+        );
+        assert!(
+            w.iter()
+                .any(|w| w.starts_with("2 trial(s): the server's mean TTFT")),
+            "{w:?}"
+        );
+        assert!(
+            w.iter()
+                .any(|w| w == "host CPU time absent in 4 of 4 trial(s): no procfs"),
+            "{w:?}"
+        );
+        // Energy per token is compared (the human arm uses about 17 % less); preemptions are
+        // summarised per arm but not compared.
+        let point = &r.commits[0].points[0];
+        let c = &point.comparisons[0];
+        let diff = c.metrics["j_per_output_token"].diff_pct;
+        assert!(diff > 10.0 && diff < 25.0, "{diff}");
+        assert!(c.metrics.contains_key("output_tokens_per_joule"));
+        assert!(!c.metrics.contains_key("server_preemptions"));
+        assert!(point.arms[0].metrics.contains_key("server_preemptions"));
     }
 }

@@ -92,6 +92,55 @@ pub(crate) struct Stats {
     pub prompt_tokens: Counter,
     pub generation_tokens: Counter,
     pub connections: Counter,
+    /// Requests waiting for admission (`max_num_seqs`) now: `vllm:num_requests_waiting`.
+    pub waiting: AtomicU64,
+    /// `vllm:time_to_first_token_seconds`: each request's scheduled TTFT (admission wait,
+    /// prefill and scaling included), in nanoseconds so sums stay exact.
+    pub ttft: Histogram,
+}
+
+/// vLLM's TTFT buckets (seconds).
+const TTFT_BUCKETS: [f64; 17] = [
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    20.0,
+];
+
+#[derive(Debug, Default)]
+pub(crate) struct Histogram {
+    count: Counter,
+    sum_ns: Counter,
+    /// Observations at or below each of [`TTFT_BUCKETS`] (cumulative, as exposed).
+    buckets: [Counter; TTFT_BUCKETS.len()],
+}
+
+impl Histogram {
+    fn observe(&self, d: Duration) {
+        self.count.inc();
+        self.sum_ns.add(d.as_nanos() as u64);
+        let secs = d.as_secs_f64();
+        for (bound, counter) in TTFT_BUCKETS.iter().zip(&self.buckets) {
+            if secs <= *bound {
+                counter.inc();
+            }
+        }
+    }
+
+    fn exposition(&self, name: &str, label: &str, out: &mut String) {
+        out.push_str(&format!("# TYPE {name} histogram\n"));
+        for (bound, counter) in TTFT_BUCKETS.iter().zip(&self.buckets) {
+            out.push_str(&format!(
+                "{name}_bucket{{le=\"{bound:?}\",{label}}} {}\n",
+                counter.get()
+            ));
+        }
+        let count = self.count.get();
+        out.push_str(&format!("{name}_bucket{{le=\"+Inf\",{label}}} {count}\n"));
+        out.push_str(&format!("{name}_count{{{label}}} {count}\n"));
+        out.push_str(&format!(
+            "{name}_sum{{{label}}} {:?}\n",
+            self.sum_ns.get() as f64 / 1e9
+        ));
+    }
 }
 
 /// State shared by every connection of one server process.
@@ -700,8 +749,14 @@ async fn generate(shared: Arc<Shared>, req: Request<Incoming>, api: Api) -> Resp
     };
 
     // Admission (max_num_seqs): waiting here delays the response, so it counts into TTFT.
+    let arrived = Instant::now();
     let permit = match &shared.admission {
-        Some(semaphore) => semaphore.clone().acquire_owned().await.ok(),
+        Some(semaphore) => {
+            shared.stats.waiting.fetch_add(1, Ordering::Relaxed);
+            let permit = semaphore.clone().acquire_owned().await.ok();
+            shared.stats.waiting.fetch_sub(1, Ordering::Relaxed);
+            permit
+        }
         None => None,
     };
     let running = RunningGuard::new(shared.clone(), permit);
@@ -709,6 +764,7 @@ async fn generate(shared: Arc<Shared>, req: Request<Incoming>, api: Api) -> Resp
         shared.config.ttft_ms + shared.config.prefill_ms_per_token * f64::from(prompt_tokens),
     );
     let first_at = Instant::now() + ttft;
+    shared.stats.ttft.observe(first_at - arrived);
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let rng_seed = shared.config.seed ^ index.wrapping_mul(0x2545_F491_4F6C_DD1D);
 
@@ -888,5 +944,18 @@ fn prometheus_text(shared: &Shared) -> String {
          # TYPE vllm:generation_tokens_total counter\nvllm:generation_tokens_total{label} {}\n",
         s.running, s.prompt_tokens, s.generation_tokens
     ));
+    // The rest of what isobench's telemetry maps (docs/telemetry.md), from exact counters.
+    out.push_str(&format!(
+        "# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{label} {}\n\
+         # TYPE vllm:num_preemptions_total counter\nvllm:num_preemptions_total{label} 0\n\
+         # TYPE vllm:request_success_total counter\nvllm:request_success_total{label} {}\n",
+        shared.stats.waiting.load(Ordering::Relaxed),
+        s.completed
+    ));
+    shared.stats.ttft.exposition(
+        "vllm:time_to_first_token_seconds",
+        &format!("model_name=\"{model}\""),
+        &mut out,
+    );
     out
 }

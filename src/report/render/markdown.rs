@@ -146,6 +146,11 @@ pub fn render(report: &Report) -> String {
                 fmt_confidence(report.settings.confidence)
             ));
             draw(&mut out, &tables::arms_table(point));
+            let telemetry = tables::telemetry_table(point);
+            if !telemetry.rows.is_empty() {
+                out.push_str("Telemetry (server, GPU, host; see docs/telemetry.md):\n\n");
+                draw(&mut out, &telemetry);
+            }
             // Cluster campaigns: where each trial ran (placement fairness is checkable).
             let nodes: Vec<String> = point
                 .arms

@@ -149,6 +149,37 @@ pub fn arms_table(point: &PointReport) -> TextTable {
     t
 }
 
+/// The telemetry figures of one load point's arms (median [interval]) that have data; no rows
+/// when no arm has any (campaigns measured without telemetry).
+pub fn telemetry_table(point: &PointReport) -> TextTable {
+    let metrics: Vec<&MetricDef> = METRICS
+        .iter()
+        .filter(|m| m.telemetry && point.arms.iter().any(|a| a.metrics.contains_key(m.key)))
+        .collect();
+    let mut headers = strings(&["arm"]);
+    headers.extend(metrics.iter().map(|m| match m.unit {
+        "" => m.label.to_string(),
+        unit => format!("{} ({unit})", m.label),
+    }));
+    let mut t = TextTable::new(headers, &[]);
+    if metrics.is_empty() {
+        return t;
+    }
+    for a in point.arms.iter().filter(|a| a.status.has_data()) {
+        let mut row = vec![plain(&a.arm)];
+        row.extend(metrics.iter().map(|m| {
+            plain(
+                a.metrics
+                    .get(m.key)
+                    .map(|c| fmt_summary(&c.summary))
+                    .unwrap_or("-".into()),
+            )
+        }));
+        t.push(row);
+    }
+    t
+}
+
 /// Comparisons of one load point: the headline verdict (marked when the outputs diverged), the
 /// outputs finding, then difference [interval] per metric.
 pub fn comparisons_table(point: &PointReport) -> TextTable {

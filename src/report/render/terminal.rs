@@ -164,6 +164,11 @@ pub fn render(report: &Report, color: bool) -> String {
         for point in &commit.points {
             out.push_str(&format!("  load {}\n", point.point));
             draw(&tables::arms_table(point), &mut out, "    ", color);
+            let telemetry = tables::telemetry_table(point);
+            if !telemetry.rows.is_empty() {
+                out.push_str("    telemetry (docs/telemetry.md)\n");
+                draw(&telemetry, &mut out, "    ", color);
+            }
             if !point.comparisons.is_empty() {
                 out.push('\n');
                 draw(&tables::comparisons_table(point), &mut out, "    ", color);
