@@ -20,10 +20,12 @@ pub struct MetricDef {
 }
 
 impl MetricDef {
-    /// The metric's value in one trial; `None` when missing or not positive (log-scale statistics
-    /// need positive values; vLLM writes 0 for an empty sample list, which is "no data", not 0 ms).
+    /// The metric's value in one trial; `None` when missing or not positive for a compared
+    /// metric (log-scale statistics need positive values; vLLM writes 0 for an empty sample list,
+    /// which is "no data", not 0 ms). A per-arm figure keeps a real 0 (no preemptions is a
+    /// finding, not missing data).
     pub fn value(&self, m: &TrialMetrics) -> Option<f64> {
-        (self.get)(m).filter(|v| v.is_finite() && *v > 0.0)
+        (self.get)(m).filter(|v| v.is_finite() && (*v > 0.0 || (!self.compared && *v == 0.0)))
     }
 }
 
@@ -181,5 +183,21 @@ mod tests {
             "0 ms means no samples"
         );
         assert_eq!(metric("p99_e2el_ms").unwrap().value(&m), None);
+    }
+
+    #[test]
+    fn a_per_arm_zero_is_a_value_and_a_compared_zero_is_not() {
+        let m = TrialMetrics {
+            telemetry: Some(crate::report::input::TrialTelemetry {
+                preemptions: Some(0.0),
+                cpu_s_per_output_token: Some(0.0),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(metric("server_preemptions").unwrap().value(&m), Some(0.0));
+        assert_eq!(metric("cpu_ms_per_output_token").unwrap().value(&m), None);
+        let s = crate::report::stats::summarize(&[0.0, 0.0, 2.0], 0.95).unwrap();
+        assert_eq!((s.median, s.ci_low, s.ci_high), (0.0, None, None));
     }
 }

@@ -187,11 +187,12 @@ pub struct Summary {
 /// Median of `values` with a t-interval on the log scale: exp(mean ln x ± t·s/√n).
 /// Under log-symmetric noise the population median equals exp(E ln x), so this is an interval
 /// for the median that, unlike order statistics, reaches its confidence level with 2–5 trials.
-/// `values` must be positive and finite (callers drop others).
+/// `values` must be finite (callers drop others); the interval needs them positive, so a
+/// per-arm figure with a real 0 among its values (e.g. preemptions) gets its median only.
 pub fn summarize(values: &[f64], confidence: f64) -> Option<Summary> {
     let median = median(values)?;
     let n = values.len();
-    let (ci_low, ci_high) = if n >= 2 {
+    let (ci_low, ci_high) = if n >= 2 && values.iter().all(|v| *v > 0.0) {
         let logs: Vec<f64> = values.iter().map(|v| v.ln()).collect();
         let m = mean(&logs)?;
         let half = t_critical(confidence, (n - 1) as f64) * sample_sd(&logs)? / (n as f64).sqrt();
