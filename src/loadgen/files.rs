@@ -57,9 +57,12 @@ pub(crate) fn build_file_dataset(
                     .into(),
             )
         })?;
-        let mut data = read_sharegpt(path, multi_turn)?;
-        PyRandom::new(cfg.seed).shuffle(&mut data);
-        sample_sharegpt(&data, tok, cfg, output_len, multi_turn)?
+        let mut index = index_sharegpt(path)?;
+        PyRandom::new(cfg.seed).shuffle(&mut index);
+        let keep = if multi_turn { Keep::All } else { Keep::Two };
+        let mut reader = EntryReader::open(path)?;
+        let entries = index.iter().map(|&at| reader.read(at, keep));
+        sample_sharegpt(entries, tok, cfg, output_len, multi_turn)?
     } else {
         let mut data = read_custom(path)?;
         PyRandom::new(cfg.seed).shuffle(&mut data);
@@ -126,18 +129,20 @@ fn chat_role(speaker: &str) -> &str {
     }
 }
 
+/// Takes conversations in (shuffled) order until `num_prompts` requests pass; reads no further.
 fn sample_sharegpt(
-    data: &[Conversation],
+    entries: impl Iterator<Item = Result<Conversation, LoadgenError>>,
     tok: &Tokenizer,
     cfg: &DatasetConfig,
     fixed_output: Option<u32>,
     multi_turn: bool,
 ) -> Result<Vec<SampleRequest>, LoadgenError> {
     let mut out = Vec::with_capacity(cfg.num_prompts);
-    for conv in data {
+    for conv in entries {
         if out.len() >= cfg.num_prompts {
             break;
         }
+        let conv = conv?;
         let prompt_len = encode_len(tok, &conv[0].1)?;
         let reply_len = match fixed_output {
             Some(n) => n as usize,
@@ -293,16 +298,159 @@ fn io_error(path: &Path, e: std::io::Error) -> LoadgenError {
     LoadgenError::Config(format!("dataset {}: {e}", path.display()))
 }
 
-/// Reads a ShareGPT JSON array, keeping of each entry only its turns (the first two, or all),
-/// and dropping entries with fewer than two (vLLM's filter before shuffling).
-fn read_sharegpt(path: &Path, keep_all: bool) -> Result<Vec<Conversation>, LoadgenError> {
-    let reader = BufReader::with_capacity(1 << 20, open(path)?);
-    let mut de = serde_json::Deserializer::from_reader(reader);
-    let data = EntriesSeed { keep_all, first_only: false }
-        .deserialize(&mut de)
-        .and_then(|d| de.end().map(|_| d))
-        .map_err(|e| LoadgenError::Config(format!("{}: {e}", path.display())))?;
-    Ok(data)
+/// Where each kept entry of a ShareGPT JSON array lies in the file: (byte offset, length) of
+/// the entries with at least two turns (vLLM's filter before shuffling). Python's shuffle
+/// depends only on the list's length, so shuffling these gives vLLM's order without holding
+/// any text: the entries are read one by one afterwards, only as many as the sample needs.
+fn index_sharegpt(path: &Path) -> Result<Vec<(u64, u32)>, LoadgenError> {
+    let mut index = Vec::new();
+    let mut n = 0usize;
+    scan_array(open(path)?, |offset, bytes| {
+        n += 1;
+        let turns = EntrySeed(Keep::Count)
+            .deserialize(&mut serde_json::Deserializer::from_slice(bytes))
+            .map_err(|e| {
+                LoadgenError::Config(format!("{}: entry {n} (byte {offset}): {e}", path.display()))
+            })?;
+        if turns.is_some_and(|t| t.len() >= 2) {
+            index.push((offset, bytes.len() as u32));
+        }
+        Ok(())
+    })
+    .map_err(|e| match e {
+        ScanError::Io(e) => io_error(path, e),
+        ScanError::Syntax(m) => LoadgenError::Config(format!("{}: {m}", path.display())),
+        ScanError::Entry(e) => e,
+    })?;
+    Ok(index)
+}
+
+enum ScanError {
+    Io(std::io::Error),
+    Syntax(String),
+    Entry(LoadgenError),
+}
+
+impl From<LoadgenError> for ScanError {
+    fn from(e: LoadgenError) -> Self {
+        ScanError::Entry(e)
+    }
+}
+
+/// Splits a top-level JSON array into its elements' bytes (tracking strings, escapes and
+/// nesting only; each element is parsed by the caller), one element in memory at a time.
+fn scan_array(
+    file: std::fs::File,
+    mut each: impl FnMut(u64, &[u8]) -> Result<(), LoadgenError>,
+) -> Result<(), ScanError> {
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let (mut pos, mut depth, mut in_string, mut escape) = (0u64, 0usize, false, false);
+    let mut element: Vec<u8> = Vec::new();
+    let mut start = 0u64;
+    loop {
+        let buf = reader.fill_buf().map_err(ScanError::Io)?;
+        if buf.is_empty() {
+            return Err(ScanError::Syntax("the JSON array is not closed".into()));
+        }
+        let len = buf.len();
+        let mut i = 0;
+        while i < len {
+            if in_string {
+                // String content is most of a ShareGPT file: jump to its next quote or escape.
+                if escape {
+                    element.push(buf[i]);
+                    escape = false;
+                    i += 1;
+                    continue;
+                }
+                let Some(k) = memchr::memchr2(b'"', b'\\', &buf[i..]) else {
+                    element.extend_from_slice(&buf[i..]);
+                    i = len;
+                    continue;
+                };
+                element.extend_from_slice(&buf[i..=i + k]);
+                match buf[i + k] {
+                    b'"' => in_string = false,
+                    _ => escape = true,
+                }
+                i += k + 1;
+                continue;
+            }
+            let (at, c) = (pos + i as u64, buf[i]);
+            i += 1;
+            match (depth, c) {
+                (_, b' ' | b'\n' | b'\r' | b'\t') if depth <= 1 => {}
+                (0, b'[') => depth = 1,
+                (0, _) => {
+                    return Err(ScanError::Syntax(format!(
+                        "not a JSON array of ShareGPT entries (byte {at})"
+                    )));
+                }
+                (1, b',' | b']') => {
+                    if !element.is_empty() {
+                        each(start, &element)?;
+                        element.clear();
+                    }
+                    if c == b']' {
+                        return Ok(());
+                    }
+                }
+                _ => {
+                    if element.is_empty() {
+                        start = at;
+                    }
+                    match c {
+                        b'"' => in_string = true,
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => depth -= 1,
+                        _ => {}
+                    }
+                    element.push(c);
+                }
+            }
+        }
+        pos += len as u64;
+        reader.consume(len);
+    }
+}
+
+/// Reads single entries of a ShareGPT file by their byte range.
+struct EntryReader {
+    file: std::fs::File,
+    path: PathBuf,
+    buf: Vec<u8>,
+}
+
+impl EntryReader {
+    fn open(path: &Path) -> Result<EntryReader, LoadgenError> {
+        Ok(EntryReader {
+            file: open(path)?,
+            path: path.to_path_buf(),
+            buf: Vec::new(),
+        })
+    }
+
+    fn read(&mut self, (offset, len): (u64, u32), keep: Keep) -> Result<Conversation, LoadgenError> {
+        use std::io::{Seek, SeekFrom};
+        self.buf.resize(len as usize, 0);
+        self.file
+            .seek(SeekFrom::Start(offset))
+            .and_then(|_| self.file.read_exact(&mut self.buf))
+            .map_err(|e| io_error(&self.path, e))?;
+        let turns = EntrySeed(keep)
+            .deserialize(&mut serde_json::Deserializer::from_slice(&self.buf))
+            .map_err(|e| LoadgenError::Config(format!("{} (byte {offset}): {e}", self.path.display())))?;
+        Ok(turns.unwrap_or_default())
+    }
+}
+
+/// Which turns of a conversation are kept.
+#[derive(Clone, Copy)]
+enum Keep {
+    /// None: only counted (empty placeholders), for the index.
+    Count,
+    Two,
+    All,
 }
 
 /// The top-level array; `first_only` stops after the first entry (the plan-time check).
@@ -325,7 +473,8 @@ impl<'de> Visitor<'de> for EntriesSeed {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut out = Vec::new();
-        while let Some(turns) = seq.next_element_seed(EntrySeed(self.keep_all))? {
+        let keep = if self.keep_all { Keep::All } else { Keep::Two };
+        while let Some(turns) = seq.next_element_seed(EntrySeed(keep))? {
             let first = turns.is_some();
             if let Some(turns) = turns.filter(|t| t.len() >= 2) {
                 out.push(turns);
@@ -345,7 +494,7 @@ impl<'de> Visitor<'de> for EntriesSeed {
 const FIRST_DONE: &str = "isobench: first entry read";
 
 /// One entry: its `conversations` (None when absent), other fields skipped.
-struct EntrySeed(bool);
+struct EntrySeed(Keep);
 
 impl<'de> DeserializeSeed<'de> for EntrySeed {
     type Value = Option<Conversation>;
@@ -372,8 +521,8 @@ impl<'de> Visitor<'de> for EntrySeed {
     }
 }
 
-/// The turns: all of them, or the first two (the rest skipped, not kept).
-struct TurnsSeed(bool);
+/// The turns: all of them, the first two (the rest skipped, not kept), or none (counted).
+struct TurnsSeed(Keep);
 
 #[derive(serde::Deserialize)]
 struct Turn {
@@ -397,12 +546,21 @@ impl<'de> Visitor<'de> for TurnsSeed {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut turns = Vec::new();
         loop {
-            if self.0 || turns.len() < 2 {
+            let keep = match self.0 {
+                Keep::Count => false,
+                Keep::Two => turns.len() < 2,
+                Keep::All => true,
+            };
+            if keep {
                 match seq.next_element::<Turn>()? {
                     Some(t) => turns.push((t.from, t.value)),
                     None => break,
                 }
-            } else if seq.next_element::<IgnoredAny>()?.is_none() {
+            } else if seq.next_element::<IgnoredAny>()?.is_some() {
+                if matches!(self.0, Keep::Count) {
+                    turns.push((String::new(), String::new()));
+                }
+            } else {
                 break;
             }
         }
@@ -506,10 +664,27 @@ mod tests {
                 {"id": "c"},
                 {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "r", "x": 1}]}]"#,
         );
-        let two = read_sharegpt(&p, false).unwrap();
-        assert_eq!(two.len(), 2);
-        assert_eq!(two[0], [("human".into(), "q1".into()), ("gpt".into(), "r1".into())]);
-        assert_eq!(read_sharegpt(&p, true).unwrap()[0].len(), 3);
+        let index = index_sharegpt(&p).unwrap();
+        assert_eq!(index.len(), 2, "entries b (one turn) and c (none) are dropped");
+        let mut reader = EntryReader::open(&p).unwrap();
+        let two = reader.read(index[0], Keep::Two).unwrap();
+        assert_eq!(two, [("human".into(), "q1".into()), ("gpt".into(), "r1".into())]);
+        assert_eq!(reader.read(index[0], Keep::All).unwrap().len(), 3);
+        let last = reader.read(index[1], Keep::Two).unwrap();
+        assert_eq!(last[1], ("gpt".into(), "r".into()));
+        // Strings holding the scanner's delimiters do not confuse it.
+        let tricky = write(
+            dir.path(),
+            "tricky.json",
+            r#" [ {"conversations": [{"value": "a], {\"b\": [1,"}, {"value": "\\"}]} , {"conversations": []}]"#,
+        );
+        let index = index_sharegpt(&tricky).unwrap();
+        assert_eq!(index.len(), 1);
+        let turns = EntryReader::open(&tricky).unwrap().read(index[0], Keep::Two).unwrap();
+        assert_eq!(turns[0].1, "a], {\"b\": [1,");
+        assert_eq!(turns[1].1, "\\");
+        let open_end = write(dir.path(), "open.json", r#"[{"conversations": []}"#);
+        assert!(index_sharegpt(&open_end).is_err());
         assert!(check_dataset_file(&sharegpt(&p)).is_ok());
         let bad = write(dir.path(), "bad.json", r#"{"conversations": []}"#);
         let e = check_dataset_file(&sharegpt(&bad)).unwrap_err();
