@@ -9,9 +9,10 @@
 //! output length skips the reply check); too few → `random.seed(seed)` and `random.choice`
 //! draws to fill up (vLLM's oversampling).
 //!
-//! Memory: the file is parsed from a buffered reader straight into the turns kept (the first two
-//! per conversation, all of them with `multi_turn`), never read whole into memory first; once
-//! sampled, the rest is dropped. `plan` does not parse the file at all: [`check_dataset_file`]
+//! Memory: a file is never held. One streaming pass indexes its records (byte offset and
+//! length of each ShareGPT entry with two turns or more, of each non-blank JSONL line); Python's
+//! shuffle depends only on the list's length, so the index is shuffled, and records are then
+//! read one by one in that order, only as many as the sample needs (1 GB: ~1 s, ~30 MB). `plan` does not parse the file at all: [`check_dataset_file`]
 //! reads its first record, and [`dataset_file_hash`] streams it through blake3.
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::io::{BufRead, BufReader, Read};
@@ -64,9 +65,11 @@ pub(crate) fn build_file_dataset(
         let entries = index.iter().map(|&at| reader.read(at, keep));
         sample_sharegpt(entries, tok, cfg, output_len, multi_turn)?
     } else {
-        let mut data = read_custom(path)?;
-        PyRandom::new(cfg.seed).shuffle(&mut data);
-        sample_custom(data, tok, cfg.num_prompts, output_len, multi_turn, path)?
+        let mut index = index_lines(path)?;
+        PyRandom::new(cfg.seed).shuffle(&mut index);
+        let mut reader = EntryReader::open(path)?;
+        let records = index.iter().map(|&at| read_custom_record(&mut reader, at));
+        sample_custom(records, tok, cfg.num_prompts, output_len, multi_turn, path)?
     };
     if requests.is_empty() {
         return Err(LoadgenError::Config(format!(
@@ -236,24 +239,39 @@ fn parse_custom_line(line: &str) -> Result<CustomRecord, String> {
     })
 }
 
-fn read_custom(path: &Path) -> Result<Vec<CustomRecord>, LoadgenError> {
-    let file = open(path)?;
-    let mut out = Vec::new();
-    for (i, line) in BufReader::with_capacity(1 << 20, file).lines().enumerate() {
-        let line = line.map_err(|e| io_error(path, e))?;
-        if line.trim().is_empty() {
-            continue;
+/// The non-blank lines of a JSONL file: (byte offset, length, line number). Like the ShareGPT
+/// index, only positions are held; the records are parsed when sampled.
+fn index_lines(path: &Path) -> Result<Vec<(u64, u32, usize)>, LoadgenError> {
+    let mut reader = BufReader::with_capacity(1 << 20, open(path)?);
+    let (mut out, mut pos, mut line_no) = (Vec::new(), 0u64, 0usize);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line).map_err(|e| io_error(path, e))?;
+        if n == 0 {
+            return Ok(out);
         }
-        let record = parse_custom_line(&line).map_err(|e| {
-            LoadgenError::Config(format!("{}:{}: {e}", path.display(), i + 1))
-        })?;
-        out.push(record);
+        line_no += 1;
+        if line.iter().any(|b| !b.is_ascii_whitespace()) {
+            out.push((pos, n as u32, line_no));
+        }
+        pos += n as u64;
     }
-    Ok(out)
+}
+
+/// The record at one indexed line.
+fn read_custom_record(
+    reader: &mut EntryReader,
+    (offset, len, line_no): (u64, u32, usize),
+) -> Result<CustomRecord, LoadgenError> {
+    let bytes = reader.bytes((offset, len))?;
+    let text = String::from_utf8_lossy(bytes);
+    parse_custom_line(&text)
+        .map_err(|e| LoadgenError::Config(format!("{}:{line_no}: {e}", reader.path.display())))
 }
 
 fn sample_custom(
-    data: Vec<CustomRecord>,
+    data: impl Iterator<Item = Result<CustomRecord, LoadgenError>>,
     tok: Option<&Tokenizer>,
     n: usize,
     fixed_output: Option<u32>,
@@ -265,6 +283,7 @@ fn sample_custom(
         if out.len() >= n {
             break;
         }
+        let record = record?;
         let output = fixed_output.or(record.output_tokens).ok_or_else(|| {
             LoadgenError::Config(format!(
                 "{}: a record has no `output_tokens`; give it one or set `dataset.output_len`",
@@ -414,7 +433,7 @@ fn scan_array(
     }
 }
 
-/// Reads single entries of a ShareGPT file by their byte range.
+/// Reads single entries (ShareGPT) or lines (JSONL) of a dataset file by their byte range.
 struct EntryReader {
     file: std::fs::File,
     path: PathBuf,
@@ -430,13 +449,18 @@ impl EntryReader {
         })
     }
 
-    fn read(&mut self, (offset, len): (u64, u32), keep: Keep) -> Result<Conversation, LoadgenError> {
+    fn bytes(&mut self, (offset, len): (u64, u32)) -> Result<&[u8], LoadgenError> {
         use std::io::{Seek, SeekFrom};
         self.buf.resize(len as usize, 0);
         self.file
             .seek(SeekFrom::Start(offset))
             .and_then(|_| self.file.read_exact(&mut self.buf))
             .map_err(|e| io_error(&self.path, e))?;
+        Ok(&self.buf)
+    }
+
+    fn read(&mut self, (offset, len): (u64, u32), keep: Keep) -> Result<Conversation, LoadgenError> {
+        self.bytes((offset, len))?;
         let turns = EntrySeed(keep)
             .deserialize(&mut serde_json::Deserializer::from_slice(&self.buf))
             .map_err(|e| LoadgenError::Config(format!("{} (byte {offset}): {e}", self.path.display())))?;
