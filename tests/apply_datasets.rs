@@ -14,7 +14,10 @@ fn jsonl(extra: &str) -> String {
             .to_string(),
     ];
     lines.extend((1..8).map(|i| {
-        format!("{{\"prompt\": \"question {i} about the cache{extra}\", \"output_tokens\": {}}}", 4 + i)
+        format!(
+            "{{\"prompt\": \"question {i} about the cache{extra}\", \"output_tokens\": {}}}",
+            4 + i
+        )
     }));
     lines.join("\n") + "\n"
 }
@@ -24,7 +27,11 @@ fn custom_dataset_is_measured_and_its_edit_reruns_the_measures() {
     let marker = unique("datasets");
     let dir = tempfile::tempdir().unwrap();
     for arm in ["baseline", "human"] {
-        write_sim_config(dir.path(), &format!("srv/{arm}"), "ttft_ms = 2.0\nitl_ms = 1.0\n");
+        write_sim_config(
+            dir.path(),
+            &format!("srv/{arm}"),
+            "ttft_ms = 2.0\nitl_ms = 1.0\n",
+        );
     }
     std::fs::write(dir.path().join("prompts.jsonl"), jsonl("")).unwrap();
     let text = SimCampaign {
@@ -56,21 +63,32 @@ extra_body = { top_k = 1, response_format = { type = "json_object" } }
         assert_eq!(result["completed"], 6, "{result}");
     }
     let plan = isobench(&["plan", "-v", m]);
-    assert!(plan.text().contains("0 to run, 0 to rerun"), "{}", plan.text());
+    assert!(
+        plan.text().contains("0 to run, 0 to rerun"),
+        "{}",
+        plan.text()
+    );
 
     // The same settings, another file content: the measurements (and the compare after them)
     // run again, for that reason.
     std::fs::write(dir.path().join("prompts.jsonl"), jsonl(" and the kernel")).unwrap();
     let plan = isobench(&["plan", "-v", m]).text();
-    let reruns: Vec<&str> = plan.lines().filter(|l| l.trim_start().starts_with('~')).collect();
+    let reruns: Vec<&str> = plan
+        .lines()
+        .filter(|l| l.trim_start().starts_with('~'))
+        .collect();
     let measure_reruns: Vec<&&str> = reruns.iter().filter(|l| l.contains("measure[")).collect();
     assert_eq!(measure_reruns.len(), 2, "{plan}");
     assert!(
-        measure_reruns.iter().all(|l| l.contains("(dataset changed)")),
+        measure_reruns
+            .iter()
+            .all(|l| l.contains("(dataset changed)")),
         "{plan}"
     );
     assert!(
-        reruns.iter().all(|l| l.contains("measure[") || l.contains("compare[")),
+        reruns
+            .iter()
+            .all(|l| l.contains("measure[") || l.contains("compare[")),
         "only the measurements and what reads them: {plan}"
     );
 }

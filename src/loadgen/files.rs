@@ -183,7 +183,10 @@ fn sample_sharegpt(
 }
 
 fn multi_turn_request(history: &[ChatMessage], output_len: u32) -> SampleRequest {
-    let last = history.last().map(|m| m.content.clone()).unwrap_or_default();
+    let last = history
+        .last()
+        .map(|m| m.content.clone())
+        .unwrap_or_default();
     SampleRequest {
         prompt: last,
         prompt_len: None,
@@ -247,7 +250,9 @@ fn index_lines(path: &Path) -> Result<Vec<(u64, u32, usize)>, LoadgenError> {
     let mut line = Vec::new();
     loop {
         line.clear();
-        let n = reader.read_until(b'\n', &mut line).map_err(|e| io_error(path, e))?;
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| io_error(path, e))?;
         if n == 0 {
             return Ok(out);
         }
@@ -329,7 +334,10 @@ fn index_sharegpt(path: &Path) -> Result<Vec<(u64, u32)>, LoadgenError> {
         let turns = EntrySeed(Keep::Count)
             .deserialize(&mut serde_json::Deserializer::from_slice(bytes))
             .map_err(|e| {
-                LoadgenError::Config(format!("{}: entry {n} (byte {offset}): {e}", path.display()))
+                LoadgenError::Config(format!(
+                    "{}: entry {n} (byte {offset}): {e}",
+                    path.display()
+                ))
             })?;
         if turns.is_some_and(|t| t.len() >= 2) {
             index.push((offset, bytes.len() as u32));
@@ -459,11 +467,17 @@ impl EntryReader {
         Ok(&self.buf)
     }
 
-    fn read(&mut self, (offset, len): (u64, u32), keep: Keep) -> Result<Conversation, LoadgenError> {
+    fn read(
+        &mut self,
+        (offset, len): (u64, u32),
+        keep: Keep,
+    ) -> Result<Conversation, LoadgenError> {
         self.bytes((offset, len))?;
         let turns = EntrySeed(keep)
             .deserialize(&mut serde_json::Deserializer::from_slice(&self.buf))
-            .map_err(|e| LoadgenError::Config(format!("{} (byte {offset}): {e}", self.path.display())))?;
+            .map_err(|e| {
+                LoadgenError::Config(format!("{} (byte {offset}): {e}", self.path.display()))
+            })?;
         Ok(turns.unwrap_or_default())
     }
 }
@@ -493,7 +507,9 @@ impl<'de> DeserializeSeed<'de> for EntriesSeed {
 impl<'de> Visitor<'de> for EntriesSeed {
     type Value = Vec<Conversation>;
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON array of ShareGPT entries ({\"conversations\": [{\"from\", \"value\"}…]})")
+        f.write_str(
+            "a JSON array of ShareGPT entries ({\"conversations\": [{\"from\", \"value\"}…]})",
+        )
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut out = Vec::new();
@@ -600,9 +616,13 @@ pub fn check_dataset_file(workload: &Workload) -> Result<(), String> {
     let Some(path) = workload.path() else {
         return Ok(());
     };
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     if std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
-        return Err(format!("{} is a directory, not a dataset file", path.display()));
+        return Err(format!(
+            "{} is a directory, not a dataset file",
+            path.display()
+        ));
     }
     match workload {
         Workload::Sharegpt { .. } => {
@@ -627,8 +647,8 @@ pub fn check_dataset_file(workload: &Workload) -> Result<(), String> {
                     Some((_, Err(e))) => return Err(format!("{}: {e}", path.display())),
                 }
             };
-            let record =
-                parse_custom_line(&line).map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))?;
+            let record = parse_custom_line(&line)
+                .map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))?;
             if output_len.is_none() && record.output_tokens.is_none() {
                 return Err(format!(
                     "{}:{}: the record has no `output_tokens` and `dataset.output_len` is not set",
@@ -689,10 +709,17 @@ mod tests {
                 {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "r", "x": 1}]}]"#,
         );
         let index = index_sharegpt(&p).unwrap();
-        assert_eq!(index.len(), 2, "entries b (one turn) and c (none) are dropped");
+        assert_eq!(
+            index.len(),
+            2,
+            "entries b (one turn) and c (none) are dropped"
+        );
         let mut reader = EntryReader::open(&p).unwrap();
         let two = reader.read(index[0], Keep::Two).unwrap();
-        assert_eq!(two, [("human".into(), "q1".into()), ("gpt".into(), "r1".into())]);
+        assert_eq!(
+            two,
+            [("human".into(), "q1".into()), ("gpt".into(), "r1".into())]
+        );
         assert_eq!(reader.read(index[0], Keep::All).unwrap().len(), 3);
         let last = reader.read(index[1], Keep::Two).unwrap();
         assert_eq!(last[1], ("gpt".into(), "r".into()));
@@ -704,7 +731,10 @@ mod tests {
         );
         let index = index_sharegpt(&tricky).unwrap();
         assert_eq!(index.len(), 1);
-        let turns = EntryReader::open(&tricky).unwrap().read(index[0], Keep::Two).unwrap();
+        let turns = EntryReader::open(&tricky)
+            .unwrap()
+            .read(index[0], Keep::Two)
+            .unwrap();
         assert_eq!(turns[0].1, "a], {\"b\": [1,");
         assert_eq!(turns[1].1, "\\");
         let open_end = write(dir.path(), "open.json", r#"[{"conversations": []}"#);
@@ -713,7 +743,11 @@ mod tests {
         let bad = write(dir.path(), "bad.json", r#"{"conversations": []}"#);
         let e = check_dataset_file(&sharegpt(&bad)).unwrap_err();
         assert!(e.contains("not a ShareGPT file"), "{e}");
-        let bad_turn = write(dir.path(), "t.json", r#"[{"conversations": [{"from": "human"}]}]"#);
+        let bad_turn = write(
+            dir.path(),
+            "t.json",
+            r#"[{"conversations": [{"from": "human"}]}]"#,
+        );
         let e = check_dataset_file(&sharegpt(&bad_turn)).unwrap_err();
         assert!(e.contains("missing field `value`"), "{e}");
     }
@@ -775,7 +809,10 @@ mod tests {
         // No output length anywhere: refused at plan time and at build.
         let no_len = write(dir.path(), "n.jsonl", "{\"prompt\": \"a\"}\n");
         let e = check_dataset_file(&custom(&no_len, None, false).workload).unwrap_err();
-        assert!(e.contains("n.jsonl:1: the record has no `output_tokens`"), "{e}");
+        assert!(
+            e.contains("n.jsonl:1: the record has no `output_tokens`"),
+            "{e}"
+        );
         assert!(check_dataset_file(&custom(&no_len, Some(3), false).workload).is_ok());
         let broken = write(dir.path(), "b.jsonl", "\n{\"prompt\": 3}\n");
         let e = check_dataset_file(&custom(&broken, Some(3), false).workload).unwrap_err();
@@ -802,7 +839,10 @@ mod tests {
         assert!(is_valid_sequence(4, 4, false));
         assert!(!is_valid_sequence(3, 100, false));
         assert!(!is_valid_sequence(100, 3, false));
-        assert!(is_valid_sequence(100, 3, true), "a fixed output length skips the check");
+        assert!(
+            is_valid_sequence(100, 3, true),
+            "a fixed output length skips the check"
+        );
         assert!(!is_valid_sequence(1025, 10, false));
         assert!(!is_valid_sequence(1024, 1025, false));
         assert!(is_valid_sequence(1024, 1024, false));

@@ -12,8 +12,8 @@ use tokenizers::Tokenizer;
 
 use super::LoadgenError;
 use super::dataset::{
-    Dataset, DatasetConfig, SYNTHETIC_WORDS, SampleRequest, TokenizerInfo, Workload,
-    allowed_ids, fit_to_length, num_special_tokens,
+    Dataset, DatasetConfig, SYNTHETIC_WORDS, SampleRequest, TokenizerInfo, Workload, allowed_ids,
+    fit_to_length, num_special_tokens,
 };
 use super::pyrandom::PyRandom;
 
@@ -88,7 +88,12 @@ pub(crate) fn build_prefix_repetition(
                     let mut all = prefix.clone();
                     all.extend(words(suffix_len, &mut rng));
                     let target = cfg.prefix_len + suffix_len;
-                    requests.push(SampleRequest::text(all.join(" "), None, target, cfg.output_len));
+                    requests.push(SampleRequest::text(
+                        all.join(" "),
+                        None,
+                        target,
+                        cfg.output_len,
+                    ));
                 }
             }
             None

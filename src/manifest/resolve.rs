@@ -1656,7 +1656,11 @@ impl<'a> Resolver<'a> {
                 return None;
             }
             (false, Some(_)) => {
-                self.err(&site(cds.path.is_some(), "path"), "only the `sharegpt` and `custom` datasets read a file", "not used");
+                self.err(
+                    &site(cds.path.is_some(), "path"),
+                    "only the `sharegpt` and `custom` datasets read a file",
+                    "not used",
+                );
                 return None;
             }
             _ => {}
@@ -1673,8 +1677,14 @@ impl<'a> Resolver<'a> {
         let workload = match (name, file) {
             (DatasetName::Random, _) => Workload::Random,
             (DatasetName::PrefixRepetition, _) => {
-                prefix_len = cds.prefix_len.or(pds.prefix_len).unwrap_or(d::PREFIX_REPETITION_PREFIX_LEN);
-                let num_prefixes = cds.num_prefixes.or(pds.num_prefixes).unwrap_or(d::PREFIX_REPETITION_NUM_PREFIXES);
+                prefix_len = cds
+                    .prefix_len
+                    .or(pds.prefix_len)
+                    .unwrap_or(d::PREFIX_REPETITION_PREFIX_LEN);
+                let num_prefixes = cds
+                    .num_prefixes
+                    .or(pds.num_prefixes)
+                    .unwrap_or(d::PREFIX_REPETITION_NUM_PREFIXES);
                 if num_prefixes == 0 || num_prompts < num_prefixes {
                     self.err(
                         &site(cds.num_prefixes.is_some(), "num_prefixes"),
@@ -1684,16 +1694,27 @@ impl<'a> Resolver<'a> {
                     return None;
                 }
                 Workload::PrefixRepetition {
-                    suffix_len: cds.suffix_len.or(pds.suffix_len).unwrap_or(d::PREFIX_REPETITION_SUFFIX_LEN),
+                    suffix_len: cds
+                        .suffix_len
+                        .or(pds.suffix_len)
+                        .unwrap_or(d::PREFIX_REPETITION_SUFFIX_LEN),
                     num_prefixes,
                 }
             }
             (DatasetName::Sharegpt | DatasetName::Custom, Some(file)) => {
                 let path = self.manifest_dir.join(util::expand_tilde(file));
                 if name == DatasetName::Sharegpt {
-                    Workload::Sharegpt { path, output_len, multi_turn }
+                    Workload::Sharegpt {
+                        path,
+                        output_len,
+                        multi_turn,
+                    }
                 } else {
-                    Workload::Custom { path, output_len, multi_turn }
+                    Workload::Custom {
+                        path,
+                        output_len,
+                        multi_turn,
+                    }
                 }
             }
             (DatasetName::Sharegpt | DatasetName::Custom, None) => unreachable!("checked above"),
@@ -1703,11 +1724,19 @@ impl<'a> Resolver<'a> {
             DatasetName::PrefixRepetition => output_len.unwrap_or(d::PREFIX_REPETITION_OUTPUT_LEN),
             _ => output_len.unwrap_or(d::OUTPUT_LEN),
         };
-        Some(ResolvedWorkload { workload, prefix_len, output_len })
+        Some(ResolvedWorkload {
+            workload,
+            prefix_len,
+            output_len,
+        })
     }
 
     /// A dataset file's existence and first record, once per file and output-length setting.
-    fn check_dataset_file(&mut self, workload: &crate::loadgen::Workload, site: &str) -> Option<()> {
+    fn check_dataset_file(
+        &mut self,
+        workload: &crate::loadgen::Workload,
+        site: &str,
+    ) -> Option<()> {
         if workload.path().is_none() {
             return Some(());
         }
@@ -1786,7 +1815,8 @@ impl<'a> Resolver<'a> {
             .num_prompts
             .or(campaign.num_prompts)
             .unwrap_or(d::NUM_PROMPTS);
-        let ds = self.resolve_workload(cds, pds, c.dataset.is_some(), path, num_prompts, backend)?;
+        let ds =
+            self.resolve_workload(cds, pds, c.dataset.is_some(), path, num_prompts, backend)?;
         Some(Load {
             workload: ds.workload,
             extra_body: merge_extra_body(campaign, c),

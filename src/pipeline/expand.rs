@@ -231,14 +231,19 @@ fn load_hash(commit: &Commit, point: Option<&LoadPoint>) -> Hash {
     // `dataset` component; here only how it is read.
     if l.workload != crate::loadgen::Workload::Random {
         let mut w = l.workload.clone();
-        if let crate::loadgen::Workload::Sharegpt { path, .. } | crate::loadgen::Workload::Custom { path, .. } = &mut w {
+        if let crate::loadgen::Workload::Sharegpt { path, .. }
+        | crate::loadgen::Workload::Custom { path, .. } = &mut w
+        {
             *path = PathBuf::new();
         }
         h.field("workload", &serde_json::to_string(&w).unwrap_or_default());
     }
     if let Some(extra) = &l.extra_body {
         // serde_json's map is ordered by key: the same table gives the same text.
-        h.field("extra_body", &serde_json::Value::Object(extra.clone()).to_string());
+        h.field(
+            "extra_body",
+            &serde_json::Value::Object(extra.clone()).to_string(),
+        );
     }
     if let Some(p) = point {
         h.field("conc", &p.concurrency.to_string())
@@ -252,7 +257,8 @@ fn load_hash(commit: &Commit, point: Option<&LoadPoint>) -> Hash {
 /// as a changed dataset.
 fn dataset_hash(commit: &Commit) -> Option<Hash> {
     let path = commit.load.workload.path()?;
-    let content = crate::loadgen::dataset_file_hash(path).unwrap_or_else(|e| format!("unreadable: {e}"));
+    let content =
+        crate::loadgen::dataset_file_hash(path).unwrap_or_else(|e| format!("unreadable: {e}"));
     Some(Hasher::new().field("content", &content).finish())
 }
 
