@@ -314,3 +314,43 @@ print("RESULT " + json.dumps(out))
         );
     }
 }
+
+/// `multi_turn`: each user turn of a picked conversation is a request carrying the history so far
+/// (earlier turns with the recorded replies), in conversation order.
+#[test]
+fn sharegpt_multi_turn_resends_the_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokenizer = train_tokenizer(dir.path(), true);
+    let file = write_sharegpt(dir.path());
+    let cfg = DatasetConfig {
+        workload: Workload::Sharegpt {
+            path: file.clone(),
+            output_len: Some(5),
+            multi_turn: true,
+        },
+        ..sharegpt_config(&file, 0, 40, None)
+    };
+    let ds = build_dataset(&cfg, Some(&tokenizer)).unwrap();
+    assert_eq!(ds.requests.len(), 40);
+    let mut with_history = 0;
+    for (i, r) in ds.requests.iter().enumerate() {
+        let m = r.messages.as_ref().expect("message lists");
+        assert_eq!(m.last().unwrap().role, "user");
+        assert_eq!(r.prompt, m.last().unwrap().content);
+        assert_eq!(r.output_len, 5);
+        if m.len() == 3 {
+            with_history += 1;
+            assert_eq!(
+                (m[0].role.as_str(), m[1].role.as_str()),
+                ("user", "assistant")
+            );
+            // The turn before it is the conversation's first turn, sent just before.
+            let prev = ds.requests[i - 1].messages.as_ref().unwrap();
+            assert_eq!(prev[..], m[..1]);
+        }
+    }
+    assert!(
+        with_history > 0,
+        "some picked conversations have a second user turn"
+    );
+}

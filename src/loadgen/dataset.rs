@@ -1,4 +1,6 @@
-//! Datasets: random prompts of exact token lengths from the model's tokenizer.
+//! Datasets: the [`Workload`]s and what they produce ([`Dataset`]); here the `random` one, random
+//! prompts of exact token lengths from the model's tokenizer (`files.rs`: `sharegpt` and
+//! `custom`; `prefix.rs`: `prefix_repetition`).
 //!
 //! Follows vLLM's `RandomDataset` (0.31/0.32): input lengths are drawn uniformly from
 //! `[⌊L'·(1−r)⌋, ⌈L'·(1+r)⌉]` where L' = L minus the special tokens the tokenizer's post-processor
