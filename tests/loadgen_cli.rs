@@ -159,3 +159,113 @@ async fn all_failed_exits_1_and_says_why() {
     assert!(stderr.contains("all_requests_failed"), "{stderr}");
     sim.shutdown().await;
 }
+
+/// `--dataset-name custom` and `prefix_repetition` with vLLM's flags: each record's output length
+/// (`--custom-output-len -1`), and prefix groups of exact token lengths.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_and_prefix_repetition_datasets_by_vllms_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokenizer = loadgen_support::train_tokenizer(dir.path(), false);
+    let sim = sim::spawn(SimConfig {
+        model: vec!["tiny".into()],
+        tokenizer: Some(tokenizer.clone()),
+        ..SimConfig::ephemeral()
+    })
+    .await
+    .unwrap();
+    let jsonl = dir.path().join("p.jsonl");
+    let records: Vec<String> = (1..=5)
+        .map(|i| format!("{{\"prompt\": \"the cache {i}\", \"output_tokens\": {i}}}"))
+        .collect();
+    std::fs::write(&jsonl, records.join("\n")).unwrap();
+    let run = |extra: &[&str], name: &str| {
+        let mut args: Vec<String> = [
+            "--base-url",
+            &sim.base_url(),
+            "--model",
+            "tiny",
+            "--tokenizer",
+            tokenizer.to_str().unwrap(),
+            "--ignore-eos",
+            "--save-result",
+            "--result-dir",
+            dir.path().to_str().unwrap(),
+            "--result-filename",
+            name,
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        async move {
+            let out = tokio::task::spawn_blocking(move || {
+                bench(&args.iter().map(String::as_str).collect::<Vec<_>>())
+            })
+            .await
+            .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    };
+    let path = jsonl.to_str().unwrap();
+    let custom = ["--dataset-name", "custom", "--dataset-path", path];
+    run(
+        &[
+            &custom[..],
+            &["--custom-output-len", "-1", "--num-prompts", "5"],
+        ]
+        .concat(),
+        "c.json",
+    )
+    .await;
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join(name)).unwrap()).unwrap()
+    };
+    let json = read("c.json");
+    assert_eq!(json["completed"], 5);
+    assert_eq!(
+        json["total_output_tokens"],
+        1 + 2 + 3 + 4 + 5,
+        "each record's own length"
+    );
+    assert_eq!(json["isobench"]["dataset"]["name"], "custom");
+    // vLLM's default fixes every output length at 256; here 7.
+    run(
+        &[
+            &custom[..],
+            &["--custom-output-len", "7", "--num-prompts", "5"],
+        ]
+        .concat(),
+        "c7.json",
+    )
+    .await;
+    assert_eq!(read("c7.json")["total_output_tokens"], 5 * 7);
+
+    let prefix = [
+        "--dataset-name",
+        "prefix_repetition",
+        "--prefix-repetition-prefix-len",
+        "8",
+        "--prefix-repetition-suffix-len",
+        "4",
+        "--prefix-repetition-num-prefixes",
+        "3",
+        "--prefix-repetition-output-len",
+        "3",
+        "--num-prompts",
+        "12",
+    ];
+    run(&prefix, "p.json").await;
+    let json = read("p.json");
+    assert_eq!(json["completed"], 12);
+    assert_eq!(
+        json["total_input_tokens"],
+        12 * 12,
+        "prefix + suffix tokens"
+    );
+    assert_eq!(json["total_output_tokens"], 12 * 3);
+    assert_eq!(json["isobench"]["dataset"]["name"], "prefix_repetition");
+    sim.shutdown().await;
+}

@@ -741,3 +741,136 @@ fn d40_outputs_check_mode() {
         assert_eq!(c.compare.outputs, mode);
     }
 }
+
+/// Dataset files are checked at `plan` (open, first record), located at the `path` written;
+/// the rest of the file is not read there.
+#[test]
+fn d45_dataset_files_missing_or_malformed() {
+    let dir = tempfile::tempdir().unwrap();
+    let load_here = |text: &str| manifest::load_str("m.toml", text, dir.path());
+    let dataset = |line: &str| replace("num_prompts = 10", &format!("num_prompts = 10\n{line}"));
+    let located = |text: &str, needle: &str| {
+        let e = load_here(text).unwrap_err().short_lines();
+        assert_eq!(e.len(), 1, "{e:#?}");
+        let line = text.lines().position(|l| l.starts_with("dataset")).unwrap() + 1;
+        assert!(
+            e[0].starts_with(&format!("m.toml:{line}:")),
+            "{e:?} (want line {line})"
+        );
+        assert!(e[0].contains(needle), "{e:?}");
+    };
+    located(
+        &dataset(r#"dataset = { name = "sharegpt", path = "gone.json" }"#),
+        "cannot open",
+    );
+    // A ShareGPT file that is an object, not a list of entries.
+    std::fs::write(dir.path().join("obj.json"), r#"{"conversations": []}"#).unwrap();
+    located(
+        &dataset(r#"dataset = { name = "sharegpt", path = "obj.json" }"#),
+        "is not a ShareGPT file",
+    );
+    // Only the first record is read: a later broken line is not a plan-time error.
+    std::fs::write(
+        dir.path().join("p.jsonl"),
+        "{\"prompt\": \"a\", \"output_tokens\": 3}\nnot json\n",
+    )
+    .unwrap();
+    let ok = load_here(&dataset(
+        r#"dataset = { name = "custom", path = "p.jsonl" }"#,
+    ))
+    .unwrap();
+    assert_eq!(ok.commits[0].load.workload.name(), "custom");
+    assert_eq!(
+        ok.commits[0].load.workload.path(),
+        Some(dir.path().join("p.jsonl").as_path())
+    );
+    std::fs::write(dir.path().join("bad.jsonl"), "{\"text\": \"a\"}\n").unwrap();
+    located(
+        &dataset(r#"dataset = { name = "custom", path = "bad.jsonl" }"#),
+        "bad.jsonl:1: the record has no `prompt`",
+    );
+    std::fs::write(dir.path().join("nolen.jsonl"), "{\"prompt\": \"a\"}\n").unwrap();
+    located(
+        &dataset(r#"dataset = { name = "custom", path = "nolen.jsonl" }"#),
+        "no `output_tokens` and `dataset.output_len` is not set",
+    );
+    assert!(
+        load_here(&dataset(
+            r#"dataset = { name = "custom", path = "nolen.jsonl", output_len = 8 }"#
+        ))
+        .is_ok()
+    );
+}
+
+#[test]
+fn d46_dataset_settings_that_do_not_fit_the_workload() {
+    one(
+        &replace(
+            "num_prompts = 10",
+            "num_prompts = 10\ndataset = { name = \"sharegpt\" }",
+        ),
+        "24:20",
+        "the sharegpt dataset needs `dataset.path`",
+    );
+    one(
+        &replace(
+            "num_prompts = 10",
+            "num_prompts = 10\ndataset = { path = \"x.json\" }",
+        ),
+        "24:20",
+        "only the `sharegpt` and `custom` datasets read a file",
+    );
+    one(
+        &replace(
+            "num_prompts = 10",
+            "num_prompts = 10\ndataset = { name = \"prefix_repetition\", num_prefixes = 20 }",
+        ),
+        "24:56",
+        "num_prefixes (20) must be between 1 and num_prompts (10)",
+    );
+    one(
+        &replace(
+            "num_prompts = 10",
+            "num_prompts = 10\ndataset = { multi_turn = true }",
+        ),
+        "24:26",
+        "multi-turn conversations need a `sharegpt` or `custom` dataset",
+    );
+    let c = load(&replace(
+        "num_prompts = 10",
+        "num_prompts = 10\ndataset = { name = \"prefix_repetition\", num_prefixes = 5 }",
+    ))
+    .unwrap();
+    let l = &c.commits[0].load;
+    assert_eq!((l.prefix_len, l.output_len), (256, 128), "vLLM's defaults");
+    assert_eq!(
+        l.workload,
+        isobench::loadgen::Workload::PrefixRepetition {
+            suffix_len: 256,
+            num_prefixes: 5
+        }
+    );
+}
+
+/// `load.extra_body`: passed through, the same for every arm, except the fields isobench sets.
+#[test]
+fn d47_extra_body_may_not_override_owned_fields() {
+    let extra = |t: &str| {
+        replace(
+            "num_prompts = 10",
+            &format!("num_prompts = 10\nextra_body = {t}"),
+        )
+    };
+    one(
+        &extra("{ top_k = 1, stream = false }"),
+        "24:36",
+        "`stream` is set by isobench; `extra_body` may not override it",
+    );
+    let c = load(&extra(
+        "{ top_k = 1, response_format = { type = \"json_object\" } }",
+    ))
+    .unwrap();
+    let body = c.commits[0].load.extra_body.as_ref().unwrap();
+    assert_eq!(body["top_k"], 1);
+    assert_eq!(body["response_format"]["type"], "json_object");
+}

@@ -3,7 +3,7 @@
 //! the flags, prints vLLM's lines and names the result file.
 use crate::loadgen::{
     self, Backend, BenchEvent, BenchPlan, BenchResult, BenchStage, ClientConfig, DatasetConfig,
-    Goodput, LoadClient, RunConfig, RunOutcome, WarmupPlan,
+    Goodput, LoadClient, RunConfig, RunOutcome, WarmupPlan, Workload,
 };
 use crate::util::term::printable;
 use std::io::IsTerminal as _;
@@ -42,9 +42,31 @@ pub struct BenchArgs {
     /// tokenizer.json or a model directory [default: --model as a path, then the HF cache].
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
-    /// Only `random` is supported.
-    #[arg(long, default_value = "random", value_parser = ["random"])]
+    /// random, sharegpt (--dataset-path: a ShareGPT JSON file), custom (--dataset-path: JSONL
+    /// of {"prompt", "output_tokens"}) or prefix_repetition.
+    #[arg(long, default_value = "random", value_parser = ["random", "sharegpt", "custom", "prefix_repetition"])]
     pub dataset_name: String,
+    /// The dataset file (sharegpt, custom).
+    #[arg(long)]
+    pub dataset_path: Option<PathBuf>,
+    /// sharegpt: output length of every request [default: the recorded reply's].
+    #[arg(long)]
+    pub sharegpt_output_len: Option<u32>,
+    /// custom: output length of every request; -1: each record's `output_tokens`.
+    #[arg(long, default_value_t = 256, allow_negative_numbers = true)]
+    pub custom_output_len: i64,
+    /// prefix_repetition: tokens of each shared prefix.
+    #[arg(long, default_value_t = 256)]
+    pub prefix_repetition_prefix_len: u32,
+    /// prefix_repetition: tokens after the prefix.
+    #[arg(long, default_value_t = 256)]
+    pub prefix_repetition_suffix_len: u32,
+    /// prefix_repetition: distinct prefixes (num_prompts / num_prefixes prompts each).
+    #[arg(long, default_value_t = 10)]
+    pub prefix_repetition_num_prefixes: u32,
+    /// prefix_repetition: output tokens per request.
+    #[arg(long, default_value_t = 128)]
+    pub prefix_repetition_output_len: u32,
     /// Prompt length in tokens.
     #[arg(long, default_value_t = 1024)]
     pub random_input_len: u32,
@@ -351,14 +373,7 @@ fn prompts(args: &BenchArgs, model: &str) -> miette::Result<loadgen::Dataset> {
              token counts come from the server's usage"
         );
     }
-    let dataset_config = DatasetConfig {
-        input_len: args.random_input_len,
-        output_len: args.random_output_len,
-        range_ratio: args.random_range_ratio,
-        prefix_len: args.random_prefix_len,
-        num_prompts: args.num_prompts,
-        seed: args.seed,
-    };
+    let dataset_config = dataset_config(args)?;
     let dataset = loadgen::build_dataset(&dataset_config, tokenizer.as_deref())
         .map_err(|err| fail(err.to_string()))?;
     if dataset.mismatched_prompts > 0 {
@@ -368,6 +383,56 @@ fn prompts(args: &BenchArgs, model: &str) -> miette::Result<loadgen::Dataset> {
         );
     }
     Ok(dataset)
+}
+
+/// `--dataset-name` and its options, as `vllm bench serve` reads them.
+fn dataset_config(args: &BenchArgs) -> miette::Result<DatasetConfig> {
+    let path = || {
+        args.dataset_path.clone().ok_or_else(|| {
+            fail(format!(
+                "--dataset-name {} needs --dataset-path",
+                args.dataset_name
+            ))
+        })
+    };
+    let mut cfg = DatasetConfig {
+        input_len: args.random_input_len,
+        output_len: args.random_output_len,
+        range_ratio: args.random_range_ratio,
+        prefix_len: args.random_prefix_len,
+        num_prompts: args.num_prompts,
+        seed: args.seed,
+        workload: Workload::Random,
+    };
+    cfg.workload = match args.dataset_name.as_str() {
+        "sharegpt" => Workload::Sharegpt {
+            path: path()?,
+            output_len: args.sharegpt_output_len,
+            multi_turn: false,
+        },
+        "custom" => Workload::Custom {
+            path: path()?,
+            // vLLM: -1 (or any negative) reads each record's `output_tokens`.
+            output_len: u32::try_from(args.custom_output_len).ok(),
+            multi_turn: false,
+        },
+        "prefix_repetition" => {
+            cfg.prefix_len = args.prefix_repetition_prefix_len;
+            cfg.output_len = args.prefix_repetition_output_len;
+            Workload::PrefixRepetition {
+                suffix_len: args.prefix_repetition_suffix_len,
+                num_prefixes: args.prefix_repetition_num_prefixes,
+            }
+        }
+        _ => Workload::Random,
+    };
+    if cfg.workload.path().is_none() && args.dataset_path.is_some() {
+        return Err(fail(format!(
+            "--dataset-path is read by sharegpt and custom, not {}",
+            args.dataset_name
+        )));
+    }
+    Ok(cfg)
 }
 
 /// What `bench` shows of the benchmark's stages: vLLM's lines on stdout, and during the

@@ -136,19 +136,23 @@ fn reference_of(source: &ServerSource) -> String {
 
 /// Builds (once per commit) the prompts every arm of that commit is measured with, and a
 /// separate set for warm-up: warm-up prompts drawn from the measured set would be answered
-/// from the server's prefix cache when measured, flattering TTFT.
+/// from the server's prefix cache when measured, flattering TTFT. A file dataset is parsed once:
+/// its first `num_prompts` picks are measured (vLLM's picks), the `warmup` after them warm up.
 pub(crate) fn dataset_for(
     campaign: &Campaign,
     commit: usize,
 ) -> Result<session::Datasets, Failure> {
     let c = &campaign.commits[commit];
+    let num_prompts = c.load.num_prompts as usize;
+    let warmup_n = (c.load.warmup as usize).max(1);
     let cfg = loadgen::DatasetConfig {
         input_len: c.load.input_len,
         output_len: c.load.output_len,
         range_ratio: c.load.range_ratio,
         prefix_len: c.load.prefix_len,
-        num_prompts: c.load.num_prompts as usize,
+        num_prompts,
         seed: c.load.seed,
+        workload: c.load.workload.clone(),
     };
     let tokenizer = c
         .model
@@ -156,14 +160,37 @@ pub(crate) fn dataset_for(
         .clone()
         .or_else(|| loadgen::find_tokenizer(&c.model.path))
         .or_else(|| loadgen::find_tokenizer(&c.model.hf));
-    let measure = loadgen::build_dataset(&cfg, tokenizer.as_deref()).map_err(|e| e.to_failure())?;
-    let warmup_cfg = loadgen::DatasetConfig {
-        num_prompts: (c.load.warmup as usize).max(1),
-        seed: c.load.seed ^ 0x9E37_79B9_7F4A_7C15,
-        ..cfg
+    let build = |cfg: &loadgen::DatasetConfig| {
+        loadgen::build_dataset(cfg, tokenizer.as_deref()).map_err(|e| e.to_failure())
     };
-    let warmup =
-        loadgen::build_dataset(&warmup_cfg, tokenizer.as_deref()).map_err(|e| e.to_failure())?;
+    let (mut measure, mut warmup) = if cfg.workload.path().is_some() {
+        let mut all = build(&loadgen::DatasetConfig {
+            num_prompts: num_prompts + warmup_n,
+            ..cfg.clone()
+        })?;
+        let mut warmup = all.clone();
+        warmup.requests = all.requests.split_off(num_prompts);
+        all.config.num_prompts = num_prompts;
+        warmup.config.num_prompts = warmup_n;
+        (all, warmup)
+    } else {
+        let warmup_cfg = loadgen::DatasetConfig {
+            num_prompts: warmup_n,
+            seed: c.load.seed ^ 0x9E37_79B9_7F4A_7C15,
+            ..cfg.clone()
+        };
+        (build(&cfg)?, build(&warmup_cfg)?)
+    };
+    let chat_lists = measure.requests.iter().any(|r| r.messages.is_some());
+    if chat_lists && c.load.backend != crate::manifest::types::Backend::OpenAiChat {
+        return Err(loadgen::LoadgenError::Config(
+            "the dataset holds chat message lists: they need the `openai-chat` backend".into(),
+        )
+        .to_failure());
+    }
+    let extra = c.load.extra_body.clone().map(std::sync::Arc::new);
+    measure.extra_body = extra.clone();
+    warmup.extra_body = extra;
     Ok(session::Datasets { measure, warmup })
 }
 

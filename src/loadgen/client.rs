@@ -867,7 +867,20 @@ fn describe(err: &reqwest::Error) -> String {
 /// The request body, serialised once before the run (not in the hot path).
 fn build_spec(run: &RunConfig, ds: &Dataset, index: usize) -> RequestSpec {
     let request = &ds.requests[index];
-    let body = request_body(run, &request.prompt, request.output_len);
+    let body = match (&request.messages, &ds.extra_body) {
+        (None, None) => request_body(run, &request.prompt, request.output_len),
+        (messages, extra) => {
+            let mut body = body_value(run, &request.prompt, request.output_len);
+            if let (Some(messages), Backend::OpenAiChat) = (messages, run.backend) {
+                body["messages"] = serde_json::json!(messages);
+            }
+            // Per-request options (`load.extra_body`); keys isobench sets are refused upstream.
+            for (key, value) in extra.iter().flat_map(|e| e.iter()) {
+                body[key] = value.clone();
+            }
+            Bytes::from(body.to_string())
+        }
+    };
     RequestSpec {
         body,
         prompt_tokens_client: request.prompt_len,
@@ -887,6 +900,10 @@ fn tiny_spec(run: &RunConfig) -> RequestSpec {
 /// The JSON body, as in `vllm bench serve` plus `max_tokens` for servers that do not know
 /// `max_completion_tokens` and an explicit `temperature`.
 pub(crate) fn request_body(run: &RunConfig, prompt: &str, max_tokens: u32) -> Bytes {
+    Bytes::from(body_value(run, prompt, max_tokens).to_string())
+}
+
+fn body_value(run: &RunConfig, prompt: &str, max_tokens: u32) -> serde_json::Value {
     let mut body = serde_json::json!({
         "model": run.model,
         "max_tokens": max_tokens,
@@ -904,7 +921,7 @@ pub(crate) fn request_body(run: &RunConfig, prompt: &str, max_tokens: u32) -> By
     if run.ignore_eos {
         body["ignore_eos"] = true.into();
     }
-    Bytes::from(body.to_string())
+    body
 }
 
 /// Arrival offsets (s from the run's start) for a finite rate: gamma-distributed gaps with
@@ -960,6 +977,45 @@ mod tests {
         assert_eq!(
             arrival_offsets(3, 2.0, f64::INFINITY, 0).unwrap(),
             vec![0.5, 1.0, 1.5]
+        );
+    }
+
+    #[test]
+    fn message_lists_and_extra_body_reach_the_body() {
+        let run = RunConfig {
+            model: "tiny".into(),
+            ..RunConfig::default()
+        };
+        let mut ds = crate::loadgen::build_dataset(
+            &crate::loadgen::DatasetConfig {
+                num_prompts: 1,
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap();
+        let history = vec![
+            super::super::ChatMessage {
+                role: "user".into(),
+                content: "a".into(),
+            },
+            super::super::ChatMessage {
+                role: "assistant".into(),
+                content: "b".into(),
+            },
+        ];
+        ds.requests[0].messages = Some(history);
+        let extra = serde_json::json!({"top_k": 1, "response_format": {"type": "json_object"}});
+        ds.extra_body = extra.as_object().cloned().map(Arc::new);
+        let body: serde_json::Value =
+            serde_json::from_slice(&build_spec(&run, &ds, 0).body).unwrap();
+        assert_eq!(body["messages"][1]["content"], "b");
+        assert_eq!(body["messages"].as_array().unwrap().len(), 2);
+        assert_eq!(body["top_k"], 1);
+        assert_eq!(body["response_format"]["type"], "json_object");
+        assert_eq!(
+            body["max_tokens"], ds.requests[0].output_len,
+            "isobench's own fields stay"
         );
     }
 

@@ -1,4 +1,6 @@
-//! Datasets: random prompts of exact token lengths from the model's tokenizer.
+//! Datasets: the [`Workload`]s and what they produce ([`Dataset`]); here the `random` one, random
+//! prompts of exact token lengths from the model's tokenizer (`files.rs`: `sharegpt` and
+//! `custom`; `prefix.rs`: `prefix_repetition`).
 //!
 //! Follows vLLM's `RandomDataset` (0.31/0.32): input lengths are drawn uniformly from
 //! `[⌊L'·(1−r)⌋, ⌈L'·(1+r)⌉]` where L' = L minus the special tokens the tokenizer's post-processor
@@ -21,6 +23,51 @@ use super::LoadgenError;
 /// Rounds of decode → encode → pad/truncate before giving up (vLLM's `max_retry`).
 const MAX_ADJUST_ROUNDS: usize = 10;
 
+/// The workload, named as `vllm bench serve --dataset-name` names it. `random` uses all of
+/// [`DatasetConfig`]'s lengths; `prefix_repetition` its `prefix_len` and `output_len`; the file
+/// datasets none of them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(tag = "name", rename_all = "snake_case")]
+pub enum Workload {
+    #[default]
+    Random,
+    /// A ShareGPT JSON file; `output_len` overrides the recorded replies' lengths.
+    Sharegpt {
+        path: PathBuf,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        output_len: Option<u32>,
+        multi_turn: bool,
+    },
+    /// A JSONL file of prompts or message lists; `output_len` overrides `output_tokens`.
+    Custom {
+        path: PathBuf,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        output_len: Option<u32>,
+        multi_turn: bool,
+    },
+    /// `num_prefixes` random prefixes of `prefix_len` tokens, each followed by random suffixes.
+    PrefixRepetition { suffix_len: u32, num_prefixes: u32 },
+}
+
+impl Workload {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Workload::Random => "random",
+            Workload::Sharegpt { .. } => "sharegpt",
+            Workload::Custom { .. } => "custom",
+            Workload::PrefixRepetition { .. } => "prefix_repetition",
+        }
+    }
+
+    /// The dataset file, for the file workloads.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Workload::Sharegpt { path, .. } | Workload::Custom { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DatasetConfig {
     pub input_len: u32,
@@ -29,6 +76,7 @@ pub struct DatasetConfig {
     pub prefix_len: u32,
     pub num_prompts: usize,
     pub seed: u64,
+    pub workload: Workload,
 }
 
 impl Default for DatasetConfig {
@@ -41,6 +89,7 @@ impl Default for DatasetConfig {
             prefix_len: 0,
             num_prompts: 100,
             seed: 0,
+            workload: Workload::Random,
         }
     }
 }
@@ -53,6 +102,30 @@ pub struct SampleRequest {
     /// The length this prompt was built for.
     pub target_prompt_len: u32,
     pub output_len: u32,
+    /// A chat message list sent as is (chat backends only); `prompt` then holds the last
+    /// user message, for display.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<ChatMessage>>,
+}
+
+impl SampleRequest {
+    /// A single-prompt request.
+    pub fn text(prompt: String, prompt_len: Option<u32>, target: u32, output_len: u32) -> Self {
+        SampleRequest {
+            prompt,
+            prompt_len,
+            target_prompt_len: target,
+            output_len,
+            messages: None,
+        }
+    }
+}
+
+/// One chat message of a `custom` record or a multi-turn conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -77,6 +150,9 @@ pub struct Dataset {
     pub residual_mismatch: i64,
     pub mismatched_prompts: usize,
     pub(crate) tokenizer_handle: Option<Arc<Tokenizer>>,
+    /// Fields merged into every request body (`load.extra_body`): per-request options such as
+    /// `response_format`, the same in every arm.
+    pub extra_body: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
 }
 
 impl std::fmt::Debug for Dataset {
@@ -182,17 +258,65 @@ pub fn build_dataset(
             cfg.range_ratio
         )));
     }
-    match tokenizer {
-        Some(path) => {
-            let file = resolve_tokenizer_file(path).ok_or_else(|| {
-                LoadgenError::Tokenizer(format!("no tokenizer.json at {}", path.display()))
-            })?;
-            let tokenizer = Tokenizer::from_file(&file)
-                .map_err(|err| LoadgenError::Tokenizer(format!("{}: {err}", file.display())))?;
-            build_from_tokenizer(cfg, file, tokenizer)
+    let tokenizer = tokenizer.map(load_tokenizer).transpose()?;
+    match (&cfg.workload, tokenizer) {
+        (Workload::Random, Some((file, tokenizer))) => build_from_tokenizer(cfg, file, tokenizer),
+        (Workload::Random, None) => Ok(build_synthetic(cfg)),
+        (Workload::PrefixRepetition { .. }, tokenizer) => {
+            super::prefix::build_prefix_repetition(cfg, tokenizer)
         }
-        None => Ok(build_synthetic(cfg)),
+        (Workload::Sharegpt { .. } | Workload::Custom { .. }, tokenizer) => {
+            super::files::build_file_dataset(cfg, tokenizer)
+        }
     }
+}
+
+/// Reads `tokenizer.json` (or the one in a model directory).
+pub(crate) fn load_tokenizer(path: &Path) -> Result<(PathBuf, Tokenizer), LoadgenError> {
+    let file = resolve_tokenizer_file(path).ok_or_else(|| {
+        LoadgenError::Tokenizer(format!("no tokenizer.json at {}", path.display()))
+    })?;
+    let tokenizer = Tokenizer::from_file(&file)
+        .map_err(|err| LoadgenError::Tokenizer(format!("{}: {err}", file.display())))?;
+    Ok((file, tokenizer))
+}
+
+/// Special tokens the tokenizer's post-processor adds to an encoded prompt.
+pub(crate) fn num_special_tokens(tokenizer: &Tokenizer) -> u32 {
+    use tokenizers::PostProcessor;
+    tokenizer
+        .get_post_processor()
+        .map(|pp| pp.added_tokens(false) as u32)
+        .unwrap_or(0)
+}
+
+/// Token ids prompts are sampled from: not special, and decoding to valid text on their own.
+pub(crate) fn allowed_ids(tokenizer: &Tokenizer, path: &Path) -> Result<Vec<u32>, LoadgenError> {
+    let vocab_size = tokenizer.get_vocab_size(false);
+    let special: std::collections::HashSet<u32> = tokenizer
+        .get_added_tokens_decoder()
+        .into_iter()
+        .filter(|(_, t)| t.special)
+        .map(|(id, _)| id)
+        .collect();
+    // Beyond vLLM: ids that decode to no valid text on their own (byte-level fragments of a
+    // multi-byte character) are left out too. Sent as text they arrive as U+FFFD and re-encode
+    // into other tokens, which is why vLLM's prompts often miss their length on real vocabularies.
+    let allowed: Vec<u32> = (0..vocab_size as u32)
+        .filter(|id| !special.contains(id))
+        .filter(|&id| {
+            tokenizer
+                .decode(&[id], false)
+                .is_ok_and(|text| !text.is_empty() && !text.contains('\u{FFFD}'))
+        })
+        .collect();
+    if allowed.is_empty() {
+        return Err(LoadgenError::Tokenizer(format!(
+            "{}: no non-special token ids",
+            path.display()
+        )));
+    }
+    Ok(allowed)
 }
 
 /// Inclusive (low, high) bounds of input and output lengths.
@@ -225,36 +349,10 @@ fn build_from_tokenizer(
     path: PathBuf,
     tokenizer: Tokenizer,
 ) -> Result<Dataset, LoadgenError> {
-    use tokenizers::PostProcessor;
-    let num_special = tokenizer
-        .get_post_processor()
-        .map(|pp| pp.added_tokens(false) as u32)
-        .unwrap_or(0);
+    let num_special = num_special_tokens(&tokenizer);
     let ((in_lo, in_hi), (out_lo, out_hi)) = length_ranges(cfg, num_special)?;
     let vocab_size = tokenizer.get_vocab_size(false);
-    let special: std::collections::HashSet<u32> = tokenizer
-        .get_added_tokens_decoder()
-        .into_iter()
-        .filter(|(_, t)| t.special)
-        .map(|(id, _)| id)
-        .collect();
-    // Beyond vLLM: ids that decode to no valid text on their own (byte-level fragments of a
-    // multi-byte character) are left out too. Sent as text they arrive as U+FFFD and re-encode
-    // into other tokens, which is why vLLM's prompts often miss their length on real vocabularies.
-    let allowed: Vec<u32> = (0..vocab_size as u32)
-        .filter(|id| !special.contains(id))
-        .filter(|&id| {
-            tokenizer
-                .decode(&[id], false)
-                .is_ok_and(|text| !text.is_empty() && !text.contains('\u{FFFD}'))
-        })
-        .collect();
-    if allowed.is_empty() {
-        return Err(LoadgenError::Tokenizer(format!(
-            "{}: no non-special token ids",
-            path.display()
-        )));
-    }
+    let allowed = allowed_ids(&tokenizer, &path)?;
 
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let n = cfg.num_prompts;
@@ -293,12 +391,12 @@ fn build_from_tokenizer(
             mismatch_total += mismatch;
             mismatched += 1;
         }
-        requests.push(SampleRequest {
+        requests.push(SampleRequest::text(
             prompt,
-            prompt_len: Some(adjusted.len() as u32),
-            target_prompt_len: target,
-            output_len: output_lens[i],
-        });
+            Some(adjusted.len() as u32),
+            target,
+            output_lens[i],
+        ));
     }
     Ok(Dataset {
         config: cfg.clone(),
@@ -313,12 +411,13 @@ fn build_from_tokenizer(
         residual_mismatch: mismatch_total,
         mismatched_prompts: mismatched,
         tokenizer_handle: Some(Arc::new(tokenizer)),
+        extra_body: None,
     })
 }
 
 /// Decode → encode → pad (random allowed ids) or truncate until the encoded length is `target`.
 /// Returns the prompt, its encoding, and the residual (encoded − target) if rounds ran out.
-fn fit_to_length(
+pub(crate) fn fit_to_length(
     tokenizer: &Tokenizer,
     mut ids: Vec<u32>,
     target: u32,
@@ -354,7 +453,7 @@ fn fit_to_length(
 }
 
 /// Plain words most tokenizers encode as one token each (with their leading space).
-const SYNTHETIC_WORDS: [&str; 32] = [
+pub(crate) const SYNTHETIC_WORDS: [&str; 32] = [
     "the", "of", "and", "to", "in", "is", "that", "for", "it", "as", "was", "with", "be", "by",
     "on", "not", "he", "this", "are", "or", "his", "from", "at", "which", "but", "have", "an",
     "had", "they", "you", "were", "their",
@@ -375,12 +474,7 @@ fn build_synthetic(cfg: &DatasetConfig) -> Dataset {
             let output = rng.random_range(out_lo..=out_hi);
             let mut words = prefix.clone();
             words.extend((0..input).map(|_| word(&mut rng)));
-            SampleRequest {
-                prompt: words.join(" "),
-                prompt_len: None,
-                target_prompt_len: cfg.prefix_len + input,
-                output_len: output,
-            }
+            SampleRequest::text(words.join(" "), None, cfg.prefix_len + input, output)
         })
         .collect();
     Dataset {
@@ -391,6 +485,7 @@ fn build_synthetic(cfg: &DatasetConfig) -> Dataset {
         residual_mismatch: 0,
         mismatched_prompts: 0,
         tokenizer_handle: None,
+        extra_body: None,
     }
 }
 

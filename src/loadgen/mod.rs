@@ -11,8 +11,11 @@ mod benchmark;
 mod client;
 mod console;
 mod dataset;
+mod files;
 mod json;
 mod metrics;
+mod prefix;
+mod pyrandom;
 mod record;
 mod result;
 pub mod sse;
@@ -24,9 +27,10 @@ pub use benchmark::{
 };
 pub use client::{LoadClient, WarmupSummary};
 pub use dataset::{
-    Dataset, DatasetConfig, SampleRequest, TokenizerInfo, build_dataset, find_tokenizer,
-    resolve_tokenizer_file,
+    ChatMessage, Dataset, DatasetConfig, SampleRequest, TokenizerInfo, Workload, build_dataset,
+    find_tokenizer, resolve_tokenizer_file,
 };
+pub use files::{check_dataset_file, dataset_file_hash};
 pub use metrics::{Metrics, WindowSummary};
 pub use record::{ErrorKind, RequestError, RequestRecord};
 pub use result::{BenchResult, RunOutcome};

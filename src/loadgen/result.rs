@@ -67,7 +67,7 @@ impl BenchResult {
             run: run.clone(),
             base_url: client.base_url.clone(),
             request_timeout_s: client.request_timeout.as_secs_f64(),
-            dataset_name: "random",
+            dataset_name: ds.config.workload.name(),
             dataset: ds.config.clone(),
             tokenizer: ds.tokenizer.as_ref().map(|t| t.path.display().to_string()),
             synthetic_dataset: ds.synthetic,

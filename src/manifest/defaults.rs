@@ -28,6 +28,11 @@ pub const INPUT_LEN: u32 = 512;
 pub const OUTPUT_LEN: u32 = 64;
 pub const RANGE_RATIO: f64 = 0.0;
 pub const PREFIX_LEN: u32 = 0;
+// `prefix_repetition` (vLLM's `--prefix-repetition-*` defaults)
+pub const PREFIX_REPETITION_PREFIX_LEN: u32 = 256;
+pub const PREFIX_REPETITION_SUFFIX_LEN: u32 = 256;
+pub const PREFIX_REPETITION_NUM_PREFIXES: u32 = 10;
+pub const PREFIX_REPETITION_OUTPUT_LEN: u32 = 128;
 pub const NUM_PROMPTS: u32 = 100;
 pub const CONCURRENCY: u32 = 16;
 pub const BURSTINESS: f64 = 1.0;

@@ -248,6 +248,17 @@ pub struct Load {
     /// a credential does not change what is measured).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_key_env: Option<String>,
+    /// `load.dataset.name` and what it reads beyond the random lengths above (the file, resolved
+    /// against the manifest; prefix groups).
+    #[serde(skip_serializing_if = "is_random")]
+    pub workload: crate::loadgen::Workload,
+    /// Fields merged into every request body (`load.extra_body`), the same in every arm.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extra_body: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+fn is_random(w: &crate::loadgen::Workload) -> bool {
+    *w == crate::loadgen::Workload::Random
 }
 
 /// A time-based measure step: `ramp_up` unmeasured, then a `duration` window.

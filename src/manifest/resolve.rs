@@ -91,6 +91,7 @@ pub fn load_str(name: &str, text: &str, manifest_dir: &Path) -> Result<Campaign,
         builds: BTreeMap::new(),
         commit_lookups: HashMap::new(),
         build_problems: HashSet::new(),
+        dataset_checks: HashMap::new(),
     };
     let campaign = r.resolve(&file);
     r.out.finish()?;
@@ -117,6 +118,8 @@ struct Resolver<'a> {
     commit_lookups: HashMap<(PathBuf, String), build::CommitLookup>,
     /// Build problems already reported: one missing clone is one error, not one per arm.
     build_problems: HashSet<String>,
+    /// Dataset files checked (first record), so commits sharing one report it once.
+    dataset_checks: HashMap<String, bool>,
 }
 
 /// A model's `path` and `tokenizer` after templating and `~` expansion.
@@ -614,6 +617,16 @@ impl<'a> Resolver<'a> {
                 format!("endpoint `{e}` must start with `/`"),
                 "not a path",
             );
+        }
+        for key in l.extra_body.iter().flat_map(|m| m.keys()) {
+            if OWNED_BODY_KEYS.contains(&key.as_str()) {
+                self.err(
+                    &format!("{p}.extra_body.{key}"),
+                    format!("`{key}` is set by isobench; `extra_body` may not override it"),
+                    "owned by isobench",
+                )
+                .with_help("use the load setting for it (e.g. `temperature`, `ignore_eos`), or leave it out");
+            }
         }
         if let Some(r) = l.dataset.as_ref().and_then(|ds| ds.range_ratio)
             && !(0.0..1.0).contains(&r)
@@ -1634,6 +1647,137 @@ impl<'a> Resolver<'a> {
         Some(Some(TimedLoad { ramp_up, duration }))
     }
 
+    /// `load.dataset`: the workload, commit fields over campaign fields. A file workload's file
+    /// must exist and its first record be well-formed (read only that far: `plan` stays fast on
+    /// a large file); checked once per file.
+    fn resolve_workload(
+        &mut self,
+        cds: &DatasetSettings,
+        pds: &DatasetSettings,
+        commit_has_dataset: bool,
+        path: &str,
+        num_prompts: u32,
+        backend: Backend,
+    ) -> Option<ResolvedWorkload> {
+        use crate::loadgen::Workload;
+        // Where a merged field is located: the commit's own section if it sets it.
+        let site = |set_by_commit: bool, field: &str| {
+            if set_by_commit && commit_has_dataset {
+                format!("{path}.dataset.{field}")
+            } else {
+                format!("load.dataset.{field}")
+            }
+        };
+        let name = cds.name.or(pds.name).unwrap_or(DatasetName::Random);
+        let output_len = cds.output_len.or(pds.output_len);
+        let multi_turn = cds.multi_turn.or(pds.multi_turn).unwrap_or(false);
+        let file = cds.path.as_ref().or(pds.path.as_ref());
+        let name_site = site(cds.name.is_some(), "name");
+        match (name.has_file(), file) {
+            (true, None) => {
+                self.err(&name_site, format!("the {name:?} dataset needs `dataset.path`").to_lowercase(), "no file")
+                    .with_help("give the dataset file, e.g. `path = \"ShareGPT_V3_unfiltered_cleaned_split.json\"`");
+                return None;
+            }
+            (false, Some(_)) => {
+                self.err(
+                    &site(cds.path.is_some(), "path"),
+                    "only the `sharegpt` and `custom` datasets read a file",
+                    "not used",
+                );
+                return None;
+            }
+            _ => {}
+        }
+        if multi_turn && (!name.has_file() || backend == Backend::OpenAi) {
+            self.err(
+                &site(cds.multi_turn.is_some(), "multi_turn"),
+                "multi-turn conversations need a `sharegpt` or `custom` dataset and the `openai-chat` backend",
+                "not applicable",
+            );
+            return None;
+        }
+        let mut prefix_len = cds.prefix_len.or(pds.prefix_len).unwrap_or(d::PREFIX_LEN);
+        let workload = match (name, file) {
+            (DatasetName::Random, _) => Workload::Random,
+            (DatasetName::PrefixRepetition, _) => {
+                prefix_len = cds
+                    .prefix_len
+                    .or(pds.prefix_len)
+                    .unwrap_or(d::PREFIX_REPETITION_PREFIX_LEN);
+                let num_prefixes = cds
+                    .num_prefixes
+                    .or(pds.num_prefixes)
+                    .unwrap_or(d::PREFIX_REPETITION_NUM_PREFIXES);
+                if num_prefixes == 0 || num_prompts < num_prefixes {
+                    self.err(
+                        &site(cds.num_prefixes.is_some(), "num_prefixes"),
+                        format!("num_prefixes ({num_prefixes}) must be between 1 and num_prompts ({num_prompts})"),
+                        "too many prefixes",
+                    );
+                    return None;
+                }
+                Workload::PrefixRepetition {
+                    suffix_len: cds
+                        .suffix_len
+                        .or(pds.suffix_len)
+                        .unwrap_or(d::PREFIX_REPETITION_SUFFIX_LEN),
+                    num_prefixes,
+                }
+            }
+            (DatasetName::Sharegpt | DatasetName::Custom, Some(file)) => {
+                let path = self.manifest_dir.join(util::expand_tilde(file));
+                if name == DatasetName::Sharegpt {
+                    Workload::Sharegpt {
+                        path,
+                        output_len,
+                        multi_turn,
+                    }
+                } else {
+                    Workload::Custom {
+                        path,
+                        output_len,
+                        multi_turn,
+                    }
+                }
+            }
+            (DatasetName::Sharegpt | DatasetName::Custom, None) => unreachable!("checked above"),
+        };
+        self.check_dataset_file(&workload, &site(cds.path.is_some(), "path"))?;
+        let output_len = match name {
+            DatasetName::PrefixRepetition => output_len.unwrap_or(d::PREFIX_REPETITION_OUTPUT_LEN),
+            _ => output_len.unwrap_or(d::OUTPUT_LEN),
+        };
+        Some(ResolvedWorkload {
+            workload,
+            prefix_len,
+            output_len,
+        })
+    }
+
+    /// A dataset file's existence and first record, once per file and output-length setting.
+    fn check_dataset_file(
+        &mut self,
+        workload: &crate::loadgen::Workload,
+        site: &str,
+    ) -> Option<()> {
+        if workload.path().is_none() {
+            return Some(());
+        }
+        let key = format!("{workload:?}");
+        if let Some(&ok) = self.dataset_checks.get(&key) {
+            return ok.then_some(());
+        }
+        let result = crate::loadgen::check_dataset_file(workload);
+        self.dataset_checks.insert(key, result.is_ok());
+        if let Err(e) = result {
+            self.err(site, e, "bad dataset file")
+                .with_help("`sharegpt`: the ShareGPT JSON array; `custom`: JSONL, one {\"prompt\": …, \"output_tokens\": n} per line");
+            return None;
+        }
+        Some(())
+    }
+
     /// `path` locates the commit's own load section (its settings win over the campaign's).
     fn resolve_load(
         &mut self,
@@ -1691,7 +1835,15 @@ impl<'a> Resolver<'a> {
             None => timeout,
         };
         let timed = self.resolve_timed(c, campaign, path, timeout)?;
+        let num_prompts = c
+            .num_prompts
+            .or(campaign.num_prompts)
+            .unwrap_or(d::NUM_PROMPTS);
+        let ds =
+            self.resolve_workload(cds, pds, c.dataset.is_some(), path, num_prompts, backend)?;
         Some(Load {
+            workload: ds.workload,
+            extra_body: merge_extra_body(campaign, c),
             timed,
             backend,
             endpoint: c
@@ -1700,16 +1852,13 @@ impl<'a> Resolver<'a> {
                 .or_else(|| campaign.endpoint.clone())
                 .unwrap_or_else(|| default_endpoint.to_string()),
             input_len: cds.input_len.or(pds.input_len).unwrap_or(d::INPUT_LEN),
-            output_len: cds.output_len.or(pds.output_len).unwrap_or(d::OUTPUT_LEN),
+            output_len: ds.output_len,
             range_ratio: cds
                 .range_ratio
                 .or(pds.range_ratio)
                 .unwrap_or(d::RANGE_RATIO),
-            prefix_len: cds.prefix_len.or(pds.prefix_len).unwrap_or(d::PREFIX_LEN),
-            num_prompts: c
-                .num_prompts
-                .or(campaign.num_prompts)
-                .unwrap_or(d::NUM_PROMPTS),
+            prefix_len: ds.prefix_len,
+            num_prompts,
             points,
             burstiness: c
                 .burstiness
@@ -1733,6 +1882,42 @@ impl<'a> Resolver<'a> {
                 .or_else(|| campaign.api_key_env.clone()),
         })
     }
+}
+
+/// `load.extra_body`: the campaign's fields, then the commit's (a commit's key wins).
+fn merge_extra_body(
+    campaign: &LoadSettings,
+    commit: &LoadSettings,
+) -> Option<serde_json::Map<String, serde_json::Value>> {
+    if campaign.extra_body.is_none() && commit.extra_body.is_none() {
+        return None;
+    }
+    let mut out = campaign.extra_body.clone().unwrap_or_default();
+    for (k, v) in commit.extra_body.iter().flatten() {
+        out.insert(k.clone(), v.clone());
+    }
+    Some(out)
+}
+
+/// Request-body keys isobench sets itself: `load.extra_body` may not override them (they are
+/// what the measurement is defined by, or set through their own settings).
+const OWNED_BODY_KEYS: [&str; 9] = [
+    "model",
+    "messages",
+    "prompt",
+    "stream",
+    "stream_options",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "ignore_eos",
+];
+
+/// The workload as resolved: what it is, and the lengths [`Load`] keeps flat.
+struct ResolvedWorkload {
+    workload: crate::loadgen::Workload,
+    prefix_len: u32,
+    output_len: u32,
 }
 
 /// An arm the commit's `arms` leaves out is absent for it (shown as such), not an error.

@@ -379,34 +379,71 @@ pub struct LoadSettings {
     /// is ever read implicitly. Only the name is recorded, never the value.
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// Fields merged into every request body, the same for every arm (e.g. `response_format`
+    /// for structured output, `top_k`); keys isobench sets itself are refused.
+    #[serde(default)]
+    pub extra_body: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
+/// The workload, named as `vllm bench serve --dataset-name` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum DatasetName {
+    /// Random token ids of exact lengths (default).
     Random,
+    /// A ShareGPT-format JSON file (`path`), filtered and shuffled as vLLM does.
+    Sharegpt,
+    /// A JSONL file (`path`): `{"prompt": "…" | [messages], "output_tokens": n}` per line.
+    Custom,
+    /// Random prompts in groups sharing a prefix (`prefix_len`, `suffix_len`, `num_prefixes`).
+    PrefixRepetition,
+}
+
+impl DatasetName {
+    /// Whether the workload is read from `dataset.path`.
+    pub fn has_file(self) -> bool {
+        matches!(self, DatasetName::Sharegpt | DatasetName::Custom)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetSettings {
-    /// Only `random` for now.
+    /// `random` (default), `sharegpt`, `custom` or `prefix_repetition`.
     #[serde(default)]
     pub name: Option<DatasetName>,
+    /// The dataset file (`sharegpt`, `custom`), relative to the manifest; its content enters
+    /// the measure keys.
+    #[serde(default)]
+    pub path: Option<String>,
     /// Prompt tokens (default 512).
     #[serde(default)]
     #[schemars(range(min = 1))]
     pub input_len: Option<u32>,
-    /// Output tokens (default 64).
+    /// Output tokens (default 64; `prefix_repetition`: 128; `sharegpt`: the dataset's reply
+    /// lengths unless set; `custom`: each record's `output_tokens` unless set).
     #[serde(default)]
     #[schemars(range(min = 1))]
     pub output_len: Option<u32>,
     /// Lengths drawn from [L·(1−r), L·(1+r)] (default 0).
     #[serde(default)]
     pub range_ratio: Option<f64>,
-    /// Shared prefix tokens prepended to every prompt (default 0).
+    /// Shared prefix tokens prepended to every prompt (default 0; `prefix_repetition`: 256).
     #[serde(default)]
     pub prefix_len: Option<u32>,
+    /// `prefix_repetition`: tokens after the shared prefix (default 256).
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub suffix_len: Option<u32>,
+    /// `prefix_repetition`: distinct prefixes; each is shared by `num_prompts / num_prefixes`
+    /// prompts (default 10).
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub num_prefixes: Option<u32>,
+    /// `sharegpt`, `custom`: one request per user turn of each conversation, re-sending the
+    /// history (earlier turns and the dataset's recorded replies) (default false).
+    #[serde(default)]
+    pub multi_turn: Option<bool>,
 }
 
 /// GPUs: `"auto"` (NVML, else `nvidia-smi`) or declared indices.

@@ -13,7 +13,7 @@ use crate::manifest::types::BuildPolicy;
 use crate::util::hash::{Hash, Hasher};
 use petgraph::graph::{DiGraph, NodeIndex};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What a node is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -227,11 +227,39 @@ fn load_hash(commit: &Commit, point: Option<&LoadPoint>) -> Hash {
         h.field("ramp_up_s", &t.ramp_up.as_secs_f64().to_string())
             .field("duration_s", &t.duration.as_secs_f64().to_string());
     }
+    // Only for other workloads and per-request options, likewise. The file's content is the
+    // `dataset` component; here only how it is read.
+    if l.workload != crate::loadgen::Workload::Random {
+        let mut w = l.workload.clone();
+        if let crate::loadgen::Workload::Sharegpt { path, .. }
+        | crate::loadgen::Workload::Custom { path, .. } = &mut w
+        {
+            *path = PathBuf::new();
+        }
+        h.field("workload", &serde_json::to_string(&w).unwrap_or_default());
+    }
+    if let Some(extra) = &l.extra_body {
+        // serde_json's map is ordered by key: the same table gives the same text.
+        h.field(
+            "extra_body",
+            &serde_json::Value::Object(extra.clone()).to_string(),
+        );
+    }
     if let Some(p) = point {
         h.field("conc", &p.concurrency.to_string())
             .field("rate", &p.rate.label());
     }
     h.finish()
+}
+
+/// A file workload's content (streamed through blake3, remembered per path, size and mtime);
+/// an unreadable file (removed since `plan` checked it) hashes as its error, so it still reads
+/// as a changed dataset.
+fn dataset_hash(commit: &Commit) -> Option<Hash> {
+    let path = commit.load.workload.path()?;
+    let content =
+        crate::loadgen::dataset_file_hash(path).unwrap_or_else(|e| format!("unreadable: {e}"));
+    Some(Hasher::new().field("content", &content).finish())
 }
 
 /// What makes a built image what it is: its reference, the source tree, the Dockerfile's
@@ -299,6 +327,9 @@ struct CommitParts {
     point_loads: Vec<(Hash, String)>,
     /// Per arm: (image, server, patch chain).
     arms: Vec<(Hash, Hash, Option<Hash>)>,
+    /// The dataset file's content, for file workloads (random prompts have none: their keys
+    /// stay what they were).
+    dataset: Option<Hash>,
 }
 
 impl<'a> Expansion<'a> {
@@ -470,6 +501,7 @@ impl<'a> Expansion<'a> {
                 .field("kind", self.gpu_kind.unwrap_or(""))
                 .finish(),
             load_session: load_hash(commit, None),
+            dataset: dataset_hash(commit),
             point_loads: commit
                 .load
                 .points
@@ -600,6 +632,9 @@ impl<'a> Expansion<'a> {
                 let mut components = base_components.clone();
                 if matches!(kind, StepKind::LoadMeasure | StepKind::LoadWarmup) {
                     components.push(("load", load_c));
+                    if let Some(dataset) = parts.dataset {
+                        components.push(("dataset", dataset));
+                    }
                 }
                 let node = Node {
                     address: format!("{}[{address_args}]", self.session_steps[si].id),

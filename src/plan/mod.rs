@@ -148,6 +148,7 @@ fn component_phrase(name: &str) -> &str {
         "server" => "server args changed",
         "model" => "model changed",
         "load" => "load changed",
+        "dataset" => "dataset changed",
         "client" => "client version changed",
         "gpu" => "GPU changed",
         "trial" => "trial changed",
