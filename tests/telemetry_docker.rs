@@ -17,14 +17,7 @@ async fn a_containers_cpu_time_and_metrics_are_recorded() {
     let manifest = format!(
         r#"version = 1
 name = "{}"
-[models.sim]
-hf = "isobench/sim"
-served_name = "sim"
-[server]
-runtime = "docker"
-command = "/isobench sim --config /etc/isobench/sim.toml --host 0.0.0.0 --port {{{{ port }}}} --model sim"
-gpus = 1
-ready = {{ path = "/health", timeout = "20s", interval = "100ms" }}
+{}
 [load]
 dataset = {{ input_len = 32, output_len = 16 }}
 num_prompts = 64
@@ -44,6 +37,7 @@ parent = "{:040x}"
 model = "sim"
 "#,
         guard.campaign,
+        docker_env::SIM_MODEL_AND_SERVER,
         Sim::Fast.reference(),
         0xc000,
         0xd000
