@@ -59,16 +59,7 @@ async fn build_base(docker: &bollard::Docker, tag: &str) {
     for (name, host) in host_files {
         files.push((name, std::fs::read(&host).unwrap(), 0o755));
     }
-    let options = bollard::query_parameters::BuildImageOptions {
-        dockerfile: "Dockerfile".into(),
-        t: Some(tag.to_string()),
-        rm: true,
-        forcerm: true,
-        ..Default::default()
-    };
-    docker_env::build(docker, options, docker_env::tar_of(&files).unwrap())
-        .await
-        .unwrap();
+    docker_env::build_tagged(docker, tag, &files).await;
 }
 
 const DOCKERFILE: &str =

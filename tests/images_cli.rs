@@ -40,16 +40,7 @@ async fn build_tiny(docker: &Docker, reference: &str) {
         ),
         ("f".to_string(), reference.as_bytes().to_vec(), 0o644),
     ];
-    let options = bollard::query_parameters::BuildImageOptions {
-        dockerfile: "Dockerfile".into(),
-        t: Some(reference.to_string()),
-        rm: true,
-        forcerm: true,
-        ..Default::default()
-    };
-    docker_env::build(docker, options, docker_env::tar_of(&files).unwrap())
-        .await
-        .unwrap();
+    docker_env::build_tagged(docker, reference, &files).await;
 }
 
 /// Builds a tiny image, pushes it (with `credentials`, if any) and removes it here.

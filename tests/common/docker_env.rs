@@ -261,6 +261,20 @@ pub fn tar_of(files: &[(String, Vec<u8>, u32)]) -> Result<bytes::Bytes, String> 
         .map_err(|e| e.to_string())
 }
 
+/// Builds the context `files` (with a `Dockerfile` among them) and tags the image `tag`.
+pub async fn build_tagged(docker: &Docker, tag: &str, files: &[(String, Vec<u8>, u32)]) {
+    let options = BuildImageOptions {
+        dockerfile: "Dockerfile".into(),
+        t: Some(tag.to_string()),
+        rm: true,
+        forcerm: true,
+        ..Default::default()
+    };
+    build(docker, options, tar_of(files).unwrap())
+        .await
+        .unwrap();
+}
+
 pub async fn build(
     docker: &Docker,
     options: BuildImageOptions,
