@@ -1504,9 +1504,8 @@ async fn pull(ctx: &Ctx, image: usize) -> Result<ImageInfo, Failure> {
     })?;
     let node = ctx.dag.pulls.get(image).copied();
     let journaled = node.filter(|n| ctx.plan.action(*n).executes());
-    let journal_err = |e: JournalError| Failure::new(FailureClass::Internal, e.to_string());
     if let Some(n) = journaled {
-        ctx.started(n).map_err(journal_err)?;
+        ctx.started(n)?;
     }
     let reference = reference_of(&source);
     let activity = ctx.begin(&format!("pull {reference}"), "checking");
@@ -1543,14 +1542,14 @@ async fn pull(ctx: &Ctx, image: usize) -> Result<ImageInfo, Failure> {
                 }
             }
             if let Some(n) = journaled {
-                ctx.done(n, &[], Some(serde_json::json!({"id": info.id, "repo_digest": info.repo_digest, "size": info.size, "pulled": info.pulled}))).map_err(journal_err)?;
+                ctx.done(n, &[], Some(serde_json::json!({"id": info.id, "repo_digest": info.repo_digest, "size": info.size, "pulled": info.pulled})))?;
             }
             activity.end(if info.pulled { "pulled" } else { "present" });
         }
         Err(f) if f.class == FailureClass::Interrupted => activity.end("interrupted"),
         Err(f) => {
             if let Some(n) = journaled {
-                ctx.failed(n, f.clone()).map_err(journal_err)?;
+                ctx.failed(n, f.clone())?;
             }
             activity.end(&format!("failed: {f}"));
         }
@@ -1570,7 +1569,6 @@ pub(super) async fn build_patch(
         .ok_or_else(|| Failure::new(FailureClass::Internal, "no runtime"))?;
     let node = ctx.dag.patches.get(&key).copied();
     let journaled = node.filter(|n| ctx.plan.action(*n).executes());
-    let journal_err = |e: JournalError| Failure::new(FailureClass::Internal, e.to_string());
     let log = match node {
         Some(n) => ctx
             .attempt_dir(n)
@@ -1579,7 +1577,7 @@ pub(super) async fn build_patch(
         None => ctx.state_dir().join("patch.log"),
     };
     if let Some(n) = journaled {
-        ctx.started(n).map_err(journal_err)?;
+        ctx.started(n)?;
     }
     let label = format!("patch {} {}", commit.short, commit.arms[key.1].name);
     let activity = ctx.begin(&label, "applying");
@@ -1625,7 +1623,7 @@ pub(super) async fn build_patch(
                 } else {
                     vec![]
                 };
-                ctx.done(n, &outputs, Some(serde_json::json!({"reused": outcome.reused, "fuzz_used": outcome.fuzz_used, "files": outcome.files, "source": digest}))).map_err(journal_err)?;
+                ctx.done(n, &outputs, Some(serde_json::json!({"reused": outcome.reused, "fuzz_used": outcome.fuzz_used, "files": outcome.files, "source": digest})))?;
             }
             activity.end(if outcome.reused { "reused" } else { "built" });
             Ok((
@@ -1642,7 +1640,7 @@ pub(super) async fn build_patch(
                 f.log_path = Some(log.display().to_string());
             }
             if let Some(n) = journaled {
-                ctx.failed(n, f.clone()).map_err(journal_err)?;
+                ctx.failed(n, f.clone())?;
             }
             activity.end(&format!("failed: {f}"));
             Err(f)

@@ -7,7 +7,7 @@
 //! rebuilt. A missing image is pulled first when possible (a colleague may have pushed it),
 //! and built only when that fails. `always` builds unless this recipe's own build is there.
 
-use super::context::{Ctx, JournalError};
+use super::context::Ctx;
 use super::live::human_duration;
 use crate::failure::{Failure, FailureClass};
 use crate::manifest::model::{BuildSpec, DockerfileSource};
@@ -45,10 +45,6 @@ impl Outcome {
     }
 }
 
-fn journal_failure(e: JournalError) -> Failure {
-    Failure::new(FailureClass::Internal, e.to_string())
-}
-
 /// Makes the built image `image` available: used, pulled or built per the recipe's policy,
 /// then pushed when the recipe says so. Journals the build node when it runs.
 pub(super) async fn acquire(
@@ -73,7 +69,7 @@ pub(super) async fn acquire(
         push_if_pending(ctx, docker, image, spec).await;
         return Ok(info);
     }
-    ctx.started(node).map_err(journal_failure)?;
+    ctx.started(node)?;
     let started = Instant::now();
     let activity = ctx.begin(&format!("build {}", spec.reference), "checking");
     let result = tokio::select! {
@@ -90,8 +86,7 @@ pub(super) async fn acquire(
                 "seconds": started.elapsed().as_secs_f64(),
             });
             let outputs: Vec<std::path::PathBuf> = Vec::new();
-            ctx.done(node, &outputs, Some(facts))
-                .map_err(journal_failure)?;
+            ctx.done(node, &outputs, Some(facts))?;
             activity.end(&format!(
                 "{} in {}",
                 outcome.as_str(),
@@ -104,7 +99,7 @@ pub(super) async fn acquire(
             if f.class == FailureClass::Interrupted {
                 activity.end("interrupted");
             } else {
-                ctx.failed(node, f.clone()).map_err(journal_failure)?;
+                ctx.failed(node, f.clone())?;
                 activity.end(&format!(
                     "failed: {}",
                     f.message.lines().next().unwrap_or("")

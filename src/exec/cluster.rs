@@ -1725,7 +1725,6 @@ async fn patch_on_node(
         _ = ctx.cancelled_wait() => Err(Failure::new(FailureClass::Interrupted, "interrupted")),
     };
     let _ = std::fs::remove_dir_all(&cache);
-    let journal_err = |e: JournalError| internal(e.to_string());
     match r {
         Ok(outcome) => {
             let super::patch::PatchedSource::Image { reference, id } = outcome.source else {
@@ -1741,7 +1740,7 @@ async fn patch_on_node(
                     std::slice::from_ref(&log),
                     Some(serde_json::json!({"reused": outcome.reused, "fuzz_used": outcome.fuzz_used, "files": outcome.files, "source": id, "node": node_name})),
                 )
-                .map_err(journal_err)?;
+                ?;
             }
             Ok(ResolvedSource {
                 source: crate::runtime::ServerSource::Image { reference },
@@ -1753,7 +1752,7 @@ async fn patch_on_node(
             if let Some(n) = journaled
                 && f.class != FailureClass::Interrupted
             {
-                ctx.failed(n, f.clone()).map_err(journal_err)?;
+                ctx.failed(n, f.clone())?;
             }
             Err(f)
         }

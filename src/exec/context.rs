@@ -58,6 +58,14 @@ pub struct Ctx {
 #[error("cannot write the journal: {0}")]
 pub struct JournalError(#[from] pub std::io::Error);
 
+/// A step that cannot journal its own transition fails as `internal` (the run stops on the
+/// journal error elsewhere; the step only reports it).
+impl From<JournalError> for Failure {
+    fn from(e: JournalError) -> Failure {
+        Failure::new(crate::failure::FailureClass::Internal, e.to_string())
+    }
+}
+
 impl Ctx {
     pub fn state_dir(&self) -> &Path {
         &self.campaign.state_dir
