@@ -81,6 +81,10 @@ impl SseParser {
         if self.overflowed {
             return;
         }
+        // An empty read says nothing, not even that a `\n` after a pending `\r` is not coming.
+        if chunk.is_empty() {
+            return;
+        }
         let mut rest = chunk;
         if self.skip_lf {
             self.skip_lf = false;
@@ -271,6 +275,12 @@ mod tests {
         assert_eq!(
             collect(&[b"data: a\r\rdata: b\r\r"]),
             vec![data("a"), data("b")]
+        );
+        // An empty read between the `\r` and its `\n` (the fuzzer found this one) changes
+        // nothing: the `\n` still ends the same line, not a blank one that would split the event.
+        assert_eq!(
+            collect(&[b"data: a\r", b"", b"\ndata: b\r\n\r\n"]),
+            vec![data("a\nb")]
         );
     }
 
