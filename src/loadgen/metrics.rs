@@ -91,13 +91,7 @@ pub fn compute_metrics(
     let total_output: u64 = output_lens.iter().map(|&n| u64::from(n)).sum();
     let request_goodput = goodput.is_set().then(|| {
         let good = (0..ttfts.len())
-            .filter(|&i| {
-                goodput.ttft_ms.is_none_or(|slo| slo / 1000.0 >= ttfts[i])
-                    && goodput
-                        .tpot_ms
-                        .is_none_or(|slo| slo / 1000.0 >= all_tpots[i])
-                    && goodput.e2el_ms.is_none_or(|slo| slo / 1000.0 >= e2els[i])
-            })
+            .filter(|&i| goodput.admits(ttfts[i], all_tpots[i], e2els[i]))
             .count();
         good as f64 / duration_s
     });

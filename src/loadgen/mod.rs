@@ -105,17 +105,29 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
 }
 
-/// Service-level objectives for goodput, in ms (a request is good if it meets all given).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+/// Service-level objectives for goodput, in ms (a request is good if it meets all given):
+/// `--goodput` of `bench`, `[load.slo]` of a manifest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct Goodput {
+    #[serde(default)]
     pub ttft_ms: Option<f64>,
+    #[serde(default)]
     pub tpot_ms: Option<f64>,
+    #[serde(default)]
     pub e2el_ms: Option<f64>,
 }
 
 impl Goodput {
     pub fn is_set(&self) -> bool {
         self.ttft_ms.is_some() || self.tpot_ms.is_some() || self.e2el_ms.is_some()
+    }
+
+    /// Whether a successful request with these latencies (seconds) is good: every given SLO ≥
+    /// its value (vLLM's rule; a one-token request's TPOT is 0).
+    pub fn admits(&self, ttft_s: f64, tpot_s: f64, e2el_s: f64) -> bool {
+        self.ttft_ms.is_none_or(|slo| slo / 1000.0 >= ttft_s)
+            && self.tpot_ms.is_none_or(|slo| slo / 1000.0 >= tpot_s)
+            && self.e2el_ms.is_none_or(|slo| slo / 1000.0 >= e2el_s)
     }
 
     /// Parses vLLM's `KEY:VALUE` pairs (`ttft:200 tpot:20`).
