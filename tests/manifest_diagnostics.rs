@@ -874,3 +874,82 @@ fn d47_extra_body_may_not_override_owned_fields() {
     assert_eq!(body["top_k"], 1);
     assert_eq!(body["response_format"]["type"], "json_object");
 }
+
+#[test]
+fn d48_slo_percentiles_and_search_settings() {
+    let in_load = |lines: &str| replace("num_prompts = 10", &format!("num_prompts = 10\n{lines}"));
+    // A search needs SLOs; the diagnostic points at the search table.
+    one(
+        &in_load(r#"search = { over = "rate", range = [1, 64] }"#),
+        "24:10",
+        "a search needs SLOs",
+    );
+    let slo = "slo = { ttft_ms = 500 }\n";
+    one(
+        &in_load(&format!(
+            r#"{slo}search = {{ over = "rate", range = [64, 1] }}"#
+        )),
+        "25:35",
+        "`range` must be two request rates, low < high",
+    );
+    one(
+        &in_load(&format!(
+            r#"{slo}search = {{ over = "concurrency", range = [1.5, 8] }}"#
+        )),
+        "25:42",
+        "two whole numbers of requests in flight",
+    );
+    one(
+        &in_load(&format!(
+            r#"{slo}search = {{ over = "rate", range = [1, 8], num_prompts = 11 }}"#
+        )),
+        "25:57",
+        "between 1 and load.num_prompts (10)",
+    );
+    one(
+        &in_load(&format!(
+            r#"{slo}search = {{ over = "rate", range = [1, 8], attainment = 1.5 }}"#
+        )),
+        "25:56",
+        "`attainment` is a fraction of requests",
+    );
+    one(
+        &in_load("slo = { ttft_ms = -5 }"),
+        "24:19",
+        "`ttft_ms` must be a positive number of milliseconds",
+    );
+    one(&in_load("slo = {}"), "24:7", "at least one of `ttft_ms`");
+    one(
+        &in_load("percentiles = [50, 100]"),
+        "24:15",
+        "percentile 100 is not between 0 and 100",
+    );
+    // Unknown keys in the new tables get the schema's diagnostic, with a suggestion.
+    let typo = in_load(&format!(
+        r#"{slo}search = {{ over = "rate", range = [1, 8], tolerence = 0.1 }}"#
+    ));
+    one(&typo, "25:43", "unknown key `tolerence` in `load.search`");
+    assert!(
+        helps(&typo).iter().any(|h| h.contains("tolerance")),
+        "{:?}",
+        helps(&typo)
+    );
+    // A valid search: one more load point after none given explicitly (the search alone).
+    let c = load(&in_load(&format!(
+        "{slo}search = {{ over = \"concurrency\", range = [1, 16] }}"
+    )))
+    .unwrap();
+    let points = &c.commits[0].load.points;
+    assert_eq!(points.len(), 1);
+    assert_eq!(points[0].label(), "search=concurrency");
+    assert_eq!(points[0].search.unwrap().max_probes(), 6);
+    // With a concurrency list, the fixed points come first and the search after them.
+    let c = load(&in_load(&format!(
+        "concurrency = [2, 8]\n{slo}search = {{ over = \"rate\", range = [1, 64] }}"
+    )))
+    .unwrap();
+    let labels: Vec<String> = c.commits[0].load.points.iter().map(|p| p.label()).collect();
+    assert_eq!(labels, ["conc=2", "conc=8", "search=rate"]);
+    assert_eq!(c.commits[0].load.slo.ttft_ms, Some(500.0));
+    assert_eq!(c.commits[0].load.percentiles, [50.0, 99.0]);
+}

@@ -4,6 +4,7 @@
 use super::context::{Ctx, JournalError};
 use super::events::Activity;
 use crate::failure::{CrashCause, Failure, FailureClass};
+use crate::loadgen::search::{Bisection, Over, ProbeSummary, Search, SearchSummary};
 use crate::loadgen::{
     self, BenchError, BenchEvent, BenchPlan, ClientConfig, Dataset, LoadClient, MeasuredRun,
     RunConfig, WarmupPlan,
@@ -25,6 +26,46 @@ pub struct ResolvedSource {
     pub env: BTreeMap<String, String>,
     /// Content identity (image digest / tree path), recorded with results.
     pub digest: String,
+}
+
+/// What one measure step ran: a fixed load point, or a search's probes.
+enum Measured {
+    Point(MeasuredRun),
+    Search(SearchRun),
+}
+
+/// A search's probes, in the order they ran, and its summary.
+struct SearchRun {
+    summary: SearchSummary,
+    probes: Vec<MeasuredRun>,
+    /// The probe whose metrics the step records: the highest that passed, else the first.
+    chosen: usize,
+    duration_s: f64,
+}
+
+impl Measured {
+    /// The run whose metrics are recorded.
+    fn main(&self) -> &MeasuredRun {
+        match self {
+            Measured::Point(run) => run,
+            Measured::Search(s) => &s.probes[s.chosen],
+        }
+    }
+
+    /// Why the step failed, if it did. A search fails only when no probe passed and the first
+    /// one failed outright (every request failed, timed out): a search that merely finds the
+    /// SLOs missed even at the low end has found something.
+    fn failure(&self) -> Option<Failure> {
+        match self {
+            Measured::Point(run) => run.result.failure(),
+            Measured::Search(s) => s
+                .summary
+                .found
+                .is_none()
+                .then(|| s.probes[s.chosen].result.failure())
+                .flatten(),
+        }
+    }
 }
 
 /// The prompts of one commit: the measured set and a disjoint warm-up set.
@@ -519,7 +560,17 @@ impl OnServer<'_> {
         ctx.started(m)?;
         // The collectors span the measured run: started just before, stopped just after.
         let window = self.start_telemetry(m).await?;
-        let Some(measured) = self.run_point(client, &point).await else {
+        let measured = match &point.search {
+            None => self
+                .run_point(client, &point)
+                .await
+                .map(|r| r.map(Measured::Point)),
+            Some(search) => self
+                .run_search(client, m, &point, search)
+                .await
+                .map(|r| r.map(Measured::Search)),
+        };
+        let Some(measured) = measured else {
             outcome.interrupted = true;
             return Ok(false);
         };
@@ -528,7 +579,7 @@ impl OnServer<'_> {
             Ok(run) => {
                 match crash_failure(self.runtime, self.handle, "during the measurement").await {
                     Some(crash) => Some(crash),
-                    None => run.result.failure(),
+                    None => run.failure(),
                 }
             }
             Err(e) => Some(
@@ -617,6 +668,87 @@ impl OnServer<'_> {
         )
     }
 
+    /// Runs a search's probes, one after another on this server, until the bracket is closed
+    /// (`loadgen::search`). `None`: interrupted.
+    async fn run_search(
+        &self,
+        client: &LoadClient,
+        m: NodeIndex,
+        point: &crate::manifest::model::LoadPoint,
+        search: &Search,
+    ) -> Option<Result<SearchRun, BenchError>> {
+        let base = run_config(self.commit, point);
+        let dataset = self.dataset.measure.first(search.num_prompts as usize);
+        let mut bisection = Bisection::new(*search);
+        let mut probes: Vec<(f64, MeasuredRun)> = Vec::new();
+        let started = std::time::Instant::now();
+        let unit = match search.over {
+            Over::Rate => "req/s",
+            Over::Concurrency => "in flight",
+        };
+        while let Some(value) = bisection.next() {
+            let run = search.probe_config(&base, value);
+            let plan = BenchPlan {
+                run: &run,
+                ready_check: None,
+                warmup: None,
+                measure: Some(&dataset),
+                progress_every: PROGRESS_EVERY,
+            };
+            let label = format!(
+                "searching: probe {} of at most {} at {value:.3} {unit}",
+                probes.len() + 1,
+                search.max_probes()
+            );
+            self.activity.set(label.clone());
+            let show = |event: BenchEvent<'_>| {
+                if let BenchEvent::Progress { progress, .. } = event {
+                    self.activity.set(format!(
+                        "{label}: {}/{} requests",
+                        progress.finished(),
+                        progress.total()
+                    ));
+                }
+            };
+            let measured = tokio::select! {
+                r = loadgen::run_benchmark(client, &plan, show) => r,
+                _ = self.ctx.cancelled_wait() => return None,
+            };
+            let measured = match measured {
+                Ok(done) => done.measured.expect("the plan has a measured run"),
+                Err(e) => return Some(Err(e)),
+            };
+            let passed = search.passed(&measured.result).0;
+            bisection.record(value, passed);
+            self.ctx.note(&format!(
+                "{} probe {value:.3} {unit}: {}",
+                self.ctx.dag.graph[m].address,
+                if passed { "SLOs hold" } else { "SLOs missed" }
+            ));
+            probes.push((value, measured));
+        }
+        let summaries = probes
+            .iter()
+            .map(|(v, m)| ProbeSummary::of(search, *v, &m.result))
+            .collect();
+        let summary = SearchSummary::new(search, &bisection, summaries);
+        // The recorded metrics are those of the highest passing probe (of the first when none
+        // passed): the server's figures at the load the search settled on.
+        let chosen = probes
+            .iter()
+            .enumerate()
+            .filter(|(_, (v, _))| Some(*v) == summary.found)
+            .map(|(i, _)| i)
+            .next()
+            .unwrap_or(0);
+        Some(Ok(SearchRun {
+            summary,
+            probes: probes.into_iter().map(|(_, m)| m).collect(),
+            chosen,
+            duration_s: started.elapsed().as_secs_f64(),
+        }))
+    }
+
     /// Runs the point's load with a live progress line. `None`: interrupted.
     async fn run_point(
         &self,
@@ -663,9 +795,10 @@ impl OnServer<'_> {
         &self,
         m: NodeIndex,
         point: &crate::manifest::model::LoadPoint,
-        measured: &MeasuredRun,
+        run: &Measured,
         telemetry: &crate::telemetry::WindowSummary,
     ) -> Result<(), JournalError> {
+        let measured = run.main();
         let br = &measured.result;
         let (ctx, commit) = (self.ctx, self.commit);
         let dir = ctx.attempt_dir(m).map_err(JournalError)?;
@@ -701,23 +834,49 @@ impl OnServer<'_> {
             .collect();
         let path = dir.join("result.json");
         let telemetry = telemetry.to_json(br.metrics.total_output, br.metrics.ttft.mean);
-        br.save_with(&path, true, &metadata, &[("telemetry", telemetry)])
+        let mut extra = vec![("telemetry", telemetry)];
+        let mut outputs = vec![path.clone()];
+        let (mut duration_s, mut window) = (
+            measured.started.elapsed().as_secs_f64(),
+            (measured.window_start, measured.window_end),
+        );
+        if let Measured::Search(search) = run {
+            extra.push((
+                "search",
+                serde_json::to_value(&search.summary).expect("plain data serialises"),
+            ));
+            // Every probe's own result, per request, for whoever wants to check a verdict.
+            for (i, probe) in search.probes.iter().enumerate() {
+                let probe_path = dir.join(format!("probe-{}.json", i + 1));
+                probe
+                    .result
+                    .save_with(&probe_path, true, &metadata, &[])
+                    .map_err(JournalError)?;
+                outputs.push(probe_path);
+            }
+            duration_s = search.duration_s;
+            window = (
+                search.probes[0].window_start,
+                search.probes[search.probes.len() - 1].window_end,
+            );
+        }
+        br.save_with(&path, true, &metadata, &extra)
             .map_err(JournalError)?;
         // `duration_s` feeds the report's trial durations and the seed files' `duration_s`.
         let info = crate::state::MeasureDoneInfo {
             output_throughput: br.metrics.output_throughput,
             completed: br.metrics.completed,
             failed: br.metrics.failed,
-            duration_s: measured.started.elapsed().as_secs_f64(),
-            window_start: Some(measured.window_start),
-            window_end: Some(measured.window_end),
+            duration_s,
+            window_start: Some(window.0),
+            window_end: Some(window.1),
             gpus: gpu_labels,
             isolate: Some(ctx.isolate.as_str().to_string()),
             measured_s: br.window.as_ref().map(|w| w.duration_s),
             prompts_reused: br.window.as_ref().map(|w| w.prompts_reused as u64),
         };
         let info = serde_json::to_value(info).expect("plain data serialises");
-        ctx.done(m, &[path], Some(info))?;
+        ctx.done(m, &outputs, Some(info))?;
         Ok(())
     }
 }

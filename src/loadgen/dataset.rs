@@ -168,6 +168,26 @@ impl std::fmt::Debug for Dataset {
 }
 
 impl Dataset {
+    /// The first `n` prompts (a search's probes send the same ones every time).
+    pub fn first(&self, n: usize) -> Dataset {
+        let mut d = self.clone_without_requests();
+        d.requests = self.requests.iter().take(n).cloned().collect();
+        d
+    }
+
+    fn clone_without_requests(&self) -> Dataset {
+        Dataset {
+            config: self.config.clone(),
+            requests: Vec::new(),
+            tokenizer: self.tokenizer.clone(),
+            synthetic: self.synthetic,
+            residual_mismatch: self.residual_mismatch,
+            mismatched_prompts: self.mismatched_prompts,
+            tokenizer_handle: self.tokenizer_handle.clone(),
+            extra_body: self.extra_body.clone(),
+        }
+    }
+
     /// Counts tokens of generated text with the client's tokenizer (when there is one).
     pub fn count_tokens(&self, text: &str) -> Option<u32> {
         let tokenizer = self.tokenizer_handle.as_ref()?;

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub total_output: u64,
     pub request_throughput: f64,
     pub request_goodput: Option<f64>,
+    /// Successful requests that met every SLO (with `goodput` set).
+    pub good_requests: Option<usize>,
     pub output_throughput: f64,
     pub total_token_throughput: f64,
     pub max_output_tokens_per_s: f64,
@@ -89,12 +91,12 @@ pub fn compute_metrics(
         completed += 1;
     }
     let total_output: u64 = output_lens.iter().map(|&n| u64::from(n)).sum();
-    let request_goodput = goodput.is_set().then(|| {
-        let good = (0..ttfts.len())
+    let good_requests = goodput.is_set().then(|| {
+        (0..ttfts.len())
             .filter(|&i| goodput.admits(ttfts[i], all_tpots[i], e2els[i]))
-            .count();
-        good as f64 / duration_s
+            .count()
     });
+    let request_goodput = good_requests.map(|good| good as f64 / duration_s);
     let (max_output_tokens_per_s, max_concurrent_requests) = peaks(records);
     let e2el_with_queue: Vec<f64> = e2els.iter().zip(&queues).map(|(e, q)| e + q).collect();
     let per_s = |x: f64| {
@@ -111,6 +113,7 @@ pub fn compute_metrics(
         total_output,
         request_throughput: per_s(completed as f64),
         request_goodput,
+        good_requests,
         output_throughput: per_s(total_output as f64),
         total_token_throughput: per_s((total_input + total_output) as f64),
         max_output_tokens_per_s,

@@ -18,6 +18,7 @@ mod prefix;
 mod pyrandom;
 mod record;
 mod result;
+pub mod search;
 pub mod sse;
 pub mod stats;
 

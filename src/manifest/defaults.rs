@@ -37,6 +37,10 @@ pub const NUM_PROMPTS: u32 = 100;
 pub const CONCURRENCY: u32 = 16;
 pub const BURSTINESS: f64 = 1.0;
 pub const WARMUP: u32 = 10;
+/// `load.search`: stop when the bracket is within 10 % (8 probes over [1, 64] req/s).
+pub const SEARCH_TOLERANCE: f64 = 0.1;
+/// `load.search`: a probe passes when 99 % of its requests meet the SLOs ("p99 ≤ SLO").
+pub const SEARCH_ATTAINMENT: f64 = 0.99;
 pub const TIMEOUT: &str = "600s";
 /// A timed run's unmeasured start (`load.ramp_up`): see docs/loadgen.md, "Time-based runs",
 /// for the measurement behind it.

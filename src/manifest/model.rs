@@ -209,12 +209,19 @@ impl Rate {
 pub struct LoadPoint {
     pub concurrency: u32,
     pub rate: Rate,
+    /// A search (`[load.search]`) instead of one fixed load: the step probes several loads
+    /// and records the highest that meets the SLOs. Sessions measure it after the fixed points.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search: Option<crate::loadgen::search::Search>,
 }
 
 impl LoadPoint {
     /// Address label: `conc=16`, plus `rate=4` for finite rates (so addresses stay stable when
     /// a rate list is added later).
     pub fn label(&self) -> String {
+        if let Some(search) = &self.search {
+            return search.label();
+        }
         match self.rate {
             Rate::Infinite => format!("conc={}", self.concurrency),
             Rate::PerSecond(_) => format!("conc={},rate={}", self.concurrency, self.rate.label()),
@@ -255,6 +262,23 @@ pub struct Load {
     /// Fields merged into every request body (`load.extra_body`), the same in every arm.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub extra_body: Option<serde_json::Map<String, serde_json::Value>>,
+    /// `[load.slo]`: what the report counts goodput against (not in the measure keys: goodput
+    /// is computed from the recorded requests; a search point's key has it).
+    #[serde(skip)]
+    pub slo: crate::loadgen::Goodput,
+    /// `load.percentiles`: what the report shows (not in keys either).
+    #[serde(skip)]
+    pub percentiles: Vec<f64>,
+}
+
+impl Load {
+    /// Measured runs a session makes at most: one per fixed point, a search's probe budget.
+    pub fn measured_runs_at_most(&self) -> u32 {
+        self.points
+            .iter()
+            .map(|p| p.search.map_or(1, |s| s.max_probes()))
+            .sum()
+    }
 }
 
 fn is_random(w: &crate::loadgen::Workload) -> bool {
@@ -402,7 +426,7 @@ impl ClusterSettings {
     pub fn time_limit_for(&self, commit: &Commit) -> Duration {
         self.time_limit.unwrap_or_else(|| {
             commit.server.ready_timeout
-                + commit.load.timeout * (commit.load.points.len() as u32 + 1)
+                + commit.load.timeout * (commit.load.measured_runs_at_most() + 1)
                 + Duration::from_secs(300)
         })
     }

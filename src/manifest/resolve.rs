@@ -1816,6 +1816,7 @@ impl<'a> Resolver<'a> {
                 points.push(LoadPoint {
                     concurrency: conc,
                     rate,
+                    search: None,
                 });
             }
         }
@@ -1841,7 +1842,30 @@ impl<'a> Resolver<'a> {
             .unwrap_or(d::NUM_PROMPTS);
         let ds =
             self.resolve_workload(cds, pds, c.dataset.is_some(), path, num_prompts, backend)?;
+        let slo = self.resolve_slo(c, campaign, path)?;
+        let percentiles = self.resolve_percentiles(c, campaign, path)?;
+        if let Some(search) = self.resolve_search(c, campaign, path, slo, num_prompts)? {
+            // A search alone measures only the search; with a concurrency or rate list given,
+            // the fixed points come first (the curve) and the search after them.
+            let fixed_given = c.concurrency.is_some()
+                || campaign.concurrency.is_some()
+                || c.request_rate.is_some()
+                || campaign.request_rate.is_some();
+            if !fixed_given {
+                points.clear();
+            }
+            points.push(LoadPoint {
+                concurrency: match search.over {
+                    crate::loadgen::search::Over::Concurrency => search.hi as u32,
+                    crate::loadgen::search::Over::Rate => d::CONCURRENCY,
+                },
+                rate: Rate::Infinite,
+                search: Some(search),
+            });
+        }
         Some(Load {
+            slo,
+            percentiles,
             workload: ds.workload,
             extra_body: merge_extra_body(campaign, c),
             timed,
@@ -1881,6 +1905,166 @@ impl<'a> Resolver<'a> {
                 .clone()
                 .or_else(|| campaign.api_key_env.clone()),
         })
+    }
+}
+
+impl Resolver<'_> {
+    /// `[load.slo]`, the commit's table over the campaign's (whole tables: objectives are read
+    /// together). Each objective must be a positive number of milliseconds.
+    fn resolve_slo(
+        &mut self,
+        c: &LoadSettings,
+        campaign: &LoadSettings,
+        path: &str,
+    ) -> Option<crate::loadgen::Goodput> {
+        let (slo, at) = match (&c.slo, &campaign.slo) {
+            (Some(s), _) => (s, format!("{path}.slo")),
+            (None, Some(s)) => (s, "load.slo".to_string()),
+            (None, None) => return Some(crate::loadgen::Goodput::default()),
+        };
+        let mut ok = true;
+        for (name, value) in [
+            ("ttft_ms", slo.ttft_ms),
+            ("tpot_ms", slo.tpot_ms),
+            ("e2el_ms", slo.e2el_ms),
+        ] {
+            if let Some(v) = value
+                && !(v.is_finite() && v > 0.0)
+            {
+                self.err(
+                    &format!("{at}.{name}"),
+                    format!("`{name}` must be a positive number of milliseconds, not {v}"),
+                    "not a latency",
+                );
+                ok = false;
+            }
+        }
+        if slo.ttft_ms.is_none() && slo.tpot_ms.is_none() && slo.e2el_ms.is_none() {
+            self.err(
+                &at,
+                "an SLO table needs at least one of `ttft_ms`, `tpot_ms`, `e2el_ms`",
+                "empty",
+            )
+            .with_help("e.g. `slo = { ttft_ms = 500, tpot_ms = 50 }`");
+            ok = false;
+        }
+        ok.then_some(crate::loadgen::Goodput {
+            ttft_ms: slo.ttft_ms,
+            tpot_ms: slo.tpot_ms,
+            e2el_ms: slo.e2el_ms,
+        })
+    }
+
+    /// `load.percentiles`: each in (0, 100), default [50, 99].
+    fn resolve_percentiles(
+        &mut self,
+        c: &LoadSettings,
+        campaign: &LoadSettings,
+        path: &str,
+    ) -> Option<Vec<f64>> {
+        let (list, at) = match (&c.percentiles, &campaign.percentiles) {
+            (Some(p), _) => (p, format!("{path}.percentiles")),
+            (None, Some(p)) => (p, "load.percentiles".to_string()),
+            (None, None) => return Some(vec![50.0, 99.0]),
+        };
+        if let Some(bad) = list
+            .iter()
+            .find(|p| !(p.is_finite() && **p > 0.0 && **p < 100.0))
+        {
+            self.err(
+                &at,
+                format!("percentile {bad} is not between 0 and 100 (exclusive)"),
+                "not a percentile",
+            )
+            .with_help("e.g. `percentiles = [50, 90, 99]`");
+            return None;
+        }
+        let mut list = list.clone();
+        list.sort_by(f64::total_cmp);
+        list.dedup();
+        Some(list)
+    }
+
+    /// `[load.search]`: needs SLOs to search against, a valid range, and probes no larger than
+    /// the measured dataset (they send its first prompts).
+    fn resolve_search(
+        &mut self,
+        c: &LoadSettings,
+        campaign: &LoadSettings,
+        path: &str,
+        slo: crate::loadgen::Goodput,
+        num_prompts: u32,
+    ) -> Option<Option<crate::loadgen::search::Search>> {
+        use crate::loadgen::search::{Over, Search};
+        let (s, at) = match (&c.search, &campaign.search) {
+            (Some(s), _) => (s, format!("{path}.search")),
+            (None, Some(s)) => (s, "load.search".to_string()),
+            (None, None) => return Some(None),
+        };
+        if !slo.is_set() {
+            self.err(&at, "a search needs SLOs to search against", "no `load.slo`")
+                .with_help("add e.g. `[load.slo]` with `ttft_ms = 500`: the search finds the highest load at which they hold");
+            return None;
+        }
+        let over = match s.over {
+            SearchOver::Rate => Over::Rate,
+            SearchOver::Concurrency => Over::Concurrency,
+        };
+        let [lo, hi] = s.range;
+        let whole = |v: f64| v.fract() == 0.0;
+        if !(lo.is_finite() && hi.is_finite() && lo > 0.0 && lo < hi)
+            || (over == Over::Concurrency && !(whole(lo) && whole(hi)))
+        {
+            let what = match over {
+                Over::Rate => "two request rates, low < high, both > 0",
+                Over::Concurrency => {
+                    "two whole numbers of requests in flight, low < high, both ≥ 1"
+                }
+            };
+            self.err(
+                &format!("{at}.range"),
+                format!("`range` must be {what}"),
+                "bad range",
+            )
+            .with_help("e.g. `range = [1, 64]`");
+            return None;
+        }
+        let tolerance = s.tolerance.unwrap_or(d::SEARCH_TOLERANCE);
+        if !(tolerance.is_finite() && tolerance > 0.0) {
+            self.err(
+                &format!("{at}.tolerance"),
+                "`tolerance` must be > 0 (e.g. 0.1 for 10 %)",
+                "bad tolerance",
+            );
+            return None;
+        }
+        let attainment = s.attainment.unwrap_or(d::SEARCH_ATTAINMENT);
+        if !(attainment > 0.0 && attainment <= 1.0) {
+            self.err(
+                &format!("{at}.attainment"),
+                "`attainment` is a fraction of requests, in (0, 1]",
+                "bad attainment",
+            );
+            return None;
+        }
+        let probe_prompts = s.num_prompts.unwrap_or(num_prompts);
+        if probe_prompts == 0 || probe_prompts > num_prompts {
+            self.err(
+                &format!("{at}.num_prompts"),
+                format!("probes send the measured dataset's first prompts: `num_prompts` must be between 1 and load.num_prompts ({num_prompts})"),
+                "too many",
+            );
+            return None;
+        }
+        Some(Some(Search {
+            over,
+            lo,
+            hi,
+            tolerance,
+            attainment,
+            num_prompts: probe_prompts,
+            slo,
+        }))
     }
 }
 

@@ -383,6 +383,64 @@ pub struct LoadSettings {
     /// for structured output, `top_k`); keys isobench sets itself are refused.
     #[serde(default)]
     pub extra_body: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Service-level objectives (vLLM's `--goodput`): the report counts goodput against them,
+    /// and `search` looks for the highest load that meets them.
+    #[serde(default)]
+    pub slo: Option<SloSettings>,
+    /// Percentiles the report shows for TTFT, TPOT, ITL and E2E latency (default `[50, 99]`).
+    #[serde(default)]
+    pub percentiles: Option<Vec<f64>>,
+    /// Find the highest request rate (or concurrency) at which the SLOs hold, by probing inside
+    /// the server session: one more measure step per session (`search=rate`).
+    #[serde(default)]
+    pub search: Option<SearchSettings>,
+}
+
+/// Service-level objectives in milliseconds; a request is good when it succeeded and meets
+/// every objective given (vLLM's `--goodput ttft:500 tpot:50`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SloSettings {
+    /// Time to first token, ms.
+    #[serde(default)]
+    pub ttft_ms: Option<f64>,
+    /// Time per output token after the first, ms.
+    #[serde(default)]
+    pub tpot_ms: Option<f64>,
+    /// End-to-end latency, ms.
+    #[serde(default)]
+    pub e2el_ms: Option<f64>,
+}
+
+/// What a search varies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SearchOver {
+    /// Requests per second (arrivals as `burstiness` says, no concurrency limit).
+    Rate,
+    /// Requests in flight (sent all at once behind the limit).
+    Concurrency,
+}
+
+/// `[load.search]`: the highest load at which the SLOs hold (docs/loadgen.md, "Search").
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchSettings {
+    /// `rate` (requests/s) or `concurrency`.
+    pub over: SearchOver,
+    /// The lowest and highest load probed, e.g. `[1, 64]` (whole numbers for `concurrency`).
+    pub range: [f64; 2],
+    /// `rate`: stop when the highest pass and the lowest failure are within this relative
+    /// distance (default 0.1). `concurrency` is searched to the exact value.
+    #[serde(default)]
+    pub tolerance: Option<f64>,
+    /// A probe passes when at least this fraction of its requests is good (default 0.99).
+    #[serde(default)]
+    pub attainment: Option<f64>,
+    /// Requests per probe (default `load.num_prompts`).
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub num_prompts: Option<u32>,
 }
 
 /// The workload, named as `vllm bench serve --dataset-name` names it.

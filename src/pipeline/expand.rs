@@ -248,6 +248,11 @@ fn load_hash(commit: &Commit, point: Option<&LoadPoint>) -> Hash {
     if let Some(p) = point {
         h.field("conc", &p.concurrency.to_string())
             .field("rate", &p.rate.label());
+        // Everything a search decides by, its SLOs included (a fixed point's key has no SLO:
+        // the report counts goodput from the recorded requests).
+        if let Some(search) = &p.search {
+            h.field("search", &serde_json::to_string(search).unwrap_or_default());
+        }
     }
     h.finish()
 }
