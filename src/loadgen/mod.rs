@@ -156,6 +156,19 @@ impl Goodput {
     }
 }
 
+/// `TTFT ≤ 500 ms, TPOT ≤ 50 ms` (the objectives that are set).
+pub fn slo_text(slo: &Goodput) -> String {
+    [
+        ("TTFT", slo.ttft_ms),
+        ("TPOT", slo.tpot_ms),
+        ("E2E", slo.e2el_ms),
+    ]
+    .iter()
+    .filter_map(|(name, v)| v.map(|v| format!("{name} ≤ {v} ms")))
+    .collect::<Vec<_>>()
+    .join(", ")
+}
+
 /// One measured run's settings.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunConfig {

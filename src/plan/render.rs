@@ -148,6 +148,9 @@ pub fn text(campaign: &Campaign, dag: &Dag, plan: &Plan, verbose: bool, style: S
             style.bold(&commit.short),
             commit.model.hf
         );
+        for search in commit.load.points.iter().filter_map(|p| p.search.as_ref()) {
+            let _ = writeln!(out, "  {}", style.dim(&search_line(search)));
+        }
         for arm in &campaign.arms {
             if let Some(absent) = commit.absent.iter().find(|a| a.arm == arm.name) {
                 let _ = writeln!(out, "  {}", arm.name);
@@ -209,6 +212,26 @@ pub fn text(campaign: &Campaign, dag: &Dag, plan: &Plan, verbose: bool, style: S
         if c.absent_arms == 1 { "" } else { "s" }
     );
     out
+}
+
+/// What a search step will do and cost at most: `search=rate in [1, 64] req/s until within
+/// 10 % against TTFT ≤ 500 ms (99 % of requests): at most 8 probes of 100 requests per session`.
+fn search_line(search: &crate::loadgen::search::Search) -> String {
+    use crate::loadgen::search::Over;
+    let until = match search.over {
+        Over::Rate => format!(" req/s until within {} %", search.tolerance * 100.0),
+        Over::Concurrency => " in flight".to_string(),
+    };
+    format!(
+        "{} in [{}, {}]{until} against {} ({} % of requests): at most {} probes of {} requests per session",
+        search.label(),
+        search.lo,
+        search.hi,
+        crate::loadgen::slo_text(&search.slo),
+        search.attainment * 100.0,
+        search.max_probes(),
+        search.num_prompts
+    )
 }
 
 fn step_of(address: &str) -> &str {
