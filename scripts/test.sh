@@ -6,7 +6,8 @@
 #      (cold: ~8 min; cached: seconds)
 #   2b. a two-node Slurm cluster on this machine (scripts/slurm-cluster.sh; stopped at the end)
 #   3. cargo fmt --check, clippy -D warnings, every Rust test (unit, integration, real Docker, Slurm)
-#   4. the real-vLLM campaign end to end (plan → apply → kill -9 → resume → report)
+#   4. the real-vLLM campaign end to end (plan → apply → kill -9 → resume → report), then the
+#      real-vLLM workloads (ShareGPT sweep and search, custom JSONL, prefix-cache hits)
 # Set ISOBENCH_SKIP_VLLM=1 to skip steps 2 and 4 on a machine without PyPI access.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,5 +36,7 @@ if [ "${ISOBENCH_SKIP_VLLM:-0}" != 1 ] && [ -x scripts/ci-vllm-e2e.sh ]; then
   # The debug build the tests just made is fast enough to drive a CPU vLLM server (its
   # dependencies are optimised) and saves a release build.
   ISOBENCH=${ISOBENCH:-${CARGO_TARGET_DIR:-$PWD/target}/debug/isobench} scripts/ci-vllm-e2e.sh
+  step "real vLLM workloads: ShareGPT sweep + search, custom JSONL, prefix cache"
+  ISOBENCH=${ISOBENCH:-${CARGO_TARGET_DIR:-$PWD/target}/debug/isobench} scripts/ci-vllm-workloads.sh
 fi
 step "all tests passed"

@@ -833,7 +833,19 @@ impl OnServer<'_> {
             })
             .collect();
         let path = dir.join("result.json");
-        let telemetry = telemetry.to_json(br.metrics.total_output, br.metrics.ttft.mean);
+        // The telemetry window spans every probe of a search: per-token figures and the
+        // server/client TTFT check take all of them, not only the recorded one.
+        let (output_tokens, client_ttft_ms) = match run {
+            Measured::Point(_) => (br.metrics.total_output, br.metrics.ttft.mean),
+            Measured::Search(search) => {
+                let all = search.probes.iter().map(|p| &p.result.metrics);
+                let tokens = all.clone().map(|m| m.total_output).sum();
+                let completed: usize = all.clone().map(|m| m.completed).sum();
+                let ttft_sum: f64 = all.map(|m| m.ttft.mean * m.completed as f64).sum();
+                (tokens, ttft_sum / completed.max(1) as f64)
+            }
+        };
+        let telemetry = telemetry.to_json(output_tokens, client_ttft_ms);
         let mut extra = vec![("telemetry", telemetry)];
         let mut outputs = vec![path.clone()];
         let (mut duration_s, mut window) = (
