@@ -30,7 +30,7 @@ pub struct ResolvedSource {
 
 /// What one measure step ran: a fixed load point, or a search's probes.
 enum Measured {
-    Point(MeasuredRun),
+    Point(Box<MeasuredRun>),
     Search(SearchRun),
 }
 
@@ -564,7 +564,7 @@ impl OnServer<'_> {
             None => self
                 .run_point(client, &point)
                 .await
-                .map(|r| r.map(Measured::Point)),
+                .map(|r| r.map(|run| Measured::Point(Box::new(run)))),
             Some(search) => self
                 .run_search(client, m, &point, search)
                 .await
