@@ -237,6 +237,8 @@ pub fn campaign() -> ReportInput {
     ReportInput {
         outputs: Default::default(),
         images: Vec::new(),
+        slos: Default::default(),
+        percentiles: Vec::new(),
         campaign: "fixture-3way".into(),
         generated_at: "2026-02-01T12:00:00Z".into(),
         confidence: 0.95,
