@@ -513,7 +513,8 @@ pub fn curve_chart(
             .map(|a| left + 24.0 + text_width(a, 11.0) + 8.0),
     )
     .fold(0.0, f64::max);
-    let legend_top = top + plot_h + 2.0 * FONT_GAP + 6.0;
+    // Below the tick labels and the axis title.
+    let legend_top = top + plot_h + 3.0 * FONT_GAP + 4.0;
     let h = legend_top + FONT_GAP * (legend.len() as f64 + 1.0) + 4.0;
     let xmax = if xmax > 0.0 { xmax * 1.08 } else { 1.0 };
     let x_of = |v: f64| left + (w - left - right) * v / xmax;
@@ -551,7 +552,7 @@ pub fn curve_chart(
             yy - 3.0,
             "end",
             "slo-label",
-            &format!("SLO {} ms", fmt_num(slo)),
+            &format!("SLO {} ms", crate::report::metric::p_word(slo)),
         );
     }
     for c in &commit.curves {
@@ -627,6 +628,19 @@ mod tests {
         assert_eq!(ticks(0.0, 8080.0, 4), vec![0.0, 2500.0, 5000.0, 7500.0]);
         assert_eq!(ticks(-5.0, 5.0, 6), vec![-4.0, -2.0, 0.0, 2.0, 4.0]);
         assert_eq!(ticks(0.0, 0.0, 4), vec![0.0]);
+    }
+
+    #[test]
+    fn y_axis_turns_logarithmic_beyond_a_20x_span() {
+        let linear = YAxis::new(&[10.0, 150.0, 0.0]).unwrap();
+        assert!(!linear.log && linear.lo == 0.0 && linear.hi > 150.0);
+        assert_eq!(linear.ticks()[0], 0.0);
+        let log = YAxis::new(&[20.0, 1340.0]).unwrap();
+        assert!(log.log, "67× spans decades");
+        assert_eq!((log.lo, log.hi), (10.0, 10000.0));
+        assert_eq!(log.ticks(), vec![10.0, 100.0, 1000.0, 10000.0]);
+        assert!((log.frac(100.0) - 1.0 / 3.0).abs() < 1e-12);
+        assert!(YAxis::new(&[0.0, f64::NAN]).is_none());
     }
 
     #[test]
