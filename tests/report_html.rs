@@ -107,8 +107,34 @@ fn html_report_loads_cleanly_with_its_charts() {
                 .count()
         })
         .sum();
-    let expected_svgs = 3 + points.len() + boxes;
+    // Per commit with a curve (two fixed load points or more, or a search): a throughput–latency
+    // chart for each of TTFT, TPOT, E2E that its results carry.
+    let curve_charts: usize = r
+        .commits
+        .iter()
+        .filter(|c| isobench::report::curves::drawn(c))
+        .map(|c| {
+            ["ttft", "tpot", "e2el"]
+                .iter()
+                .filter(|l| {
+                    c.curves
+                        .iter()
+                        .flat_map(|a| &a.points)
+                        .any(|p| p.latency.of(l) != (None, None))
+                })
+                .count()
+        })
+        .sum();
+    assert_eq!(
+        curve_charts, 2,
+        "dddddddd: TTFT and TPOT (no E2E in its results)"
+    );
+    let expected_svgs = 3 + points.len() + boxes + curve_charts;
     assert_eq!(loaded.dom.matches("<svg").count(), expected_svgs);
+    assert_eq!(
+        loaded.dom.matches("class=\"chart curves\"").count(),
+        curve_charts
+    );
     assert_eq!(loaded.dom.matches("class=\"chart diffs\"").count(), 3);
     assert_eq!(
         loaded.dom.matches("class=\"chart bars\"").count(),

@@ -2,7 +2,7 @@
 //! summary and the failure breakdown. Pure but for one read: the commits' tokenizers, which the
 //! output-equivalence check counts tokens with (`super::outputs`).
 use super::input::{ReportInput, TrialMetrics, TrialOutcome, TrialRecord};
-use super::metric::{HEADLINE, METRICS, MetricDef, metric};
+use super::metric::{Catalog, HEADLINE, MetricDef, TrialView, metric};
 use super::model::*;
 use super::outputs::{self, ArmAnswers};
 use super::stats::{self, Better, Verdict};
@@ -24,11 +24,13 @@ pub fn analyze(input: &ReportInput, settings: &Settings) -> Report {
         .collect();
     let pairs = comparison_pairs(&arms);
     let tokenizers = outputs::Tokenizers::load(&input.outputs);
+    let catalog = catalog(input);
     let commits: Vec<CommitReport> = input
         .commits
         .iter()
         .map(|c| {
             let commit_short = c.short.as_str();
+            let slo = input.slos.get(commit_short).filter(|g| g.is_set());
             let records: Vec<&TrialRecord> =
                 latest_records(input.trials.iter().filter(|t| t.commit == c.short));
             let points = points_in_order(&records)
@@ -47,13 +49,19 @@ pub fn analyze(input: &ReportInput, settings: &Settings) -> Report {
                     let cells: Vec<ArmCell> = arms
                         .iter()
                         .zip(&mine)
-                        .map(|(arm, mine)| arm_cell(arm, mine, settings.confidence))
+                        .map(|(arm, mine)| arm_cell(arm, mine, &catalog, slo, settings.confidence))
                         .collect();
                     let answers: Vec<ArmAnswers> = mine.iter().map(|m| ArmAnswers::of(m)).collect();
                     let comparisons = pairs
                         .iter()
                         .filter_map(|&(kind, cand, refr)| {
-                            let mut c = compare_cells(kind, &cells[cand], &cells[refr], settings)?;
+                            let mut c = compare_cells(
+                                kind,
+                                &cells[cand],
+                                &cells[refr],
+                                &catalog,
+                                settings,
+                            )?;
                             c.outputs = outputs::check(
                                 input.outputs.mode,
                                 &tokenizers,
@@ -72,12 +80,18 @@ pub fn analyze(input: &ReportInput, settings: &Settings) -> Report {
                     }
                 })
                 .collect();
+            let points: Vec<PointReport> = points;
+            let slo = slo
+                .map(|g| Slo::from(*g))
+                .or_else(|| super::curves::search_slo(&points));
             CommitReport {
                 short: c.short.clone(),
                 full: c.human_full.clone(),
                 parent: c.parent.clone(),
                 model: c.model_hf.clone(),
                 subject: c.subject.clone(),
+                curves: super::curves::curves(&points, &records),
+                slo,
                 points,
             }
         })
@@ -91,13 +105,16 @@ pub fn analyze(input: &ReportInput, settings: &Settings) -> Report {
         campaign: input.campaign.clone(),
         generated_at: input.generated_at.clone(),
         settings: settings.clone(),
-        metrics: METRICS
+        metrics: catalog
             .iter()
             .map(|m| MetricInfo {
-                key: m.key.into(),
-                label: m.label.into(),
+                key: m.key().into(),
+                label: m.label.to_string(),
                 unit: m.unit.into(),
                 better: m.better,
+                compact: m.compact,
+                compared: m.compared,
+                telemetry: m.telemetry,
             })
             .collect(),
         arms,
@@ -106,6 +123,25 @@ pub fn analyze(input: &ReportInput, settings: &Settings) -> Report {
         quality,
         images: input.images.clone(),
     }
+}
+
+/// This report's metrics: the fixed ones, the configured percentiles, goodput when a commit has
+/// an SLO, and the searches' results when a trial searched.
+fn catalog(input: &ReportInput) -> Catalog {
+    let mut searches = Vec::new();
+    for t in &input.trials {
+        if let TrialOutcome::Ok(m) = &t.outcome
+            && let Some(s) = &m.search
+            && !searches.contains(&s.over)
+        {
+            searches.push(s.over);
+        }
+    }
+    Catalog::new(
+        &input.percentiles,
+        input.slos.values().any(|g| g.is_set()),
+        &searches,
+    )
 }
 
 /// (kind, candidate index, reference index) into the arm list: human vs baseline, then for each
@@ -154,7 +190,13 @@ fn points_in_order(records: &[&TrialRecord]) -> Vec<String> {
     points
 }
 
-fn arm_cell(arm: &ArmEntry, records: &[&TrialRecord], confidence: f64) -> ArmCell {
+fn arm_cell(
+    arm: &ArmEntry,
+    records: &[&TrialRecord],
+    catalog: &Catalog,
+    slo: Option<&crate::loadgen::Goodput>,
+    confidence: f64,
+) -> ArmCell {
     let mut records = records.to_vec();
     records.sort_by_key(|r| r.trial);
     let ok: Vec<(u32, &TrialMetrics)> = records
@@ -199,11 +241,15 @@ fn arm_cell(arm: &ArmEntry, records: &[&TrialRecord], confidence: f64) -> ArmCel
         })
         .collect();
     let mut metrics = BTreeMap::new();
-    for def in METRICS {
-        let values: Vec<TrialValue> = ok
+    let views: Vec<(u32, TrialView)> = ok
+        .iter()
+        .map(|(trial, m)| (*trial, TrialView::new(m, slo)))
+        .collect();
+    for def in catalog.iter() {
+        let values: Vec<TrialValue> = views
             .iter()
-            .filter_map(|(trial, m)| {
-                def.value(m).map(|value| TrialValue {
+            .filter_map(|(trial, view)| {
+                def.value(view).map(|value| TrialValue {
                     trial: *trial,
                     value,
                 })
@@ -211,9 +257,17 @@ fn arm_cell(arm: &ArmEntry, records: &[&TrialRecord], confidence: f64) -> ArmCel
             .collect();
         let raw: Vec<f64> = values.iter().map(|v| v.value).collect();
         if let Some(summary) = stats::summarize(&raw, confidence) {
-            metrics.insert(def.key.to_string(), MetricCell { summary, values });
+            metrics.insert(def.key().to_string(), MetricCell { summary, values });
         }
     }
+    let searches = ok
+        .iter()
+        .filter_map(|(trial, m)| {
+            m.search
+                .as_ref()
+                .map(|s| super::curves::trial_search(*trial, s))
+        })
+        .collect();
     ArmCell {
         arm: arm.name.clone(),
         role: arm.role,
@@ -226,6 +280,7 @@ fn arm_cell(arm: &ArmEntry, records: &[&TrialRecord], confidence: f64) -> ArmCel
         } else {
             None
         },
+        searches,
     }
 }
 
@@ -266,21 +321,22 @@ fn compare_cells(
     kind: ComparisonKind,
     candidate: &ArmCell,
     reference: &ArmCell,
+    catalog: &Catalog,
     settings: &Settings,
 ) -> Option<Comparison> {
     if !candidate.status.has_data() || !reference.status.has_data() {
         return None;
     }
     let mut metrics = BTreeMap::new();
-    for def in METRICS.iter().filter(|d| d.compared) {
+    for def in catalog.iter().filter(|d| d.compared) {
         let (Some(c), Some(r)) = (
-            candidate.metrics.get(def.key),
-            reference.metrics.get(def.key),
+            candidate.metrics.get(def.key()),
+            reference.metrics.get(def.key()),
         ) else {
             continue;
         };
         if let Some(diff) = metric_diff(def, &r.values, &c.values, settings) {
-            metrics.insert(def.key.to_string(), diff);
+            metrics.insert(def.key().to_string(), diff);
         }
     }
     Some(Comparison {
@@ -375,7 +431,7 @@ fn summarize_campaign(
         for commit in commits {
             for point in &commit.points {
                 let human_cell = &point.arms[h];
-                let Some(human_value) = median_of(human_cell, headline.key) else {
+                let Some(human_value) = median_of(human_cell, headline.key()) else {
                     continue;
                 };
                 for agent in point.arms.iter().filter(|a| a.role == ArmRole::Agent) {
@@ -388,9 +444,9 @@ fn summarize_campaign(
                             point: point.point.clone(),
                             agent: agent.arm.clone(),
                             baseline: baseline
-                                .and_then(|b| median_of(&point.arms[b], headline.key)),
+                                .and_then(|b| median_of(&point.arms[b], headline.key())),
                             human: human_value,
-                            agent_value: median_of(agent, headline.key).unwrap_or(f64::NAN),
+                            agent_value: median_of(agent, headline.key()).unwrap_or(f64::NAN),
                             human_vs_baseline: headline_diff(
                                 point,
                                 ComparisonKind::HumanVsBaseline,
@@ -432,7 +488,7 @@ fn summarize_campaign(
         }
     }
     CampaignSummary {
-        headline_metric: headline.key.to_string(),
+        headline_metric: headline.key().to_string(),
         trials,
         tallies,
         complete,
@@ -440,6 +496,7 @@ fn summarize_campaign(
         failure_breakdown: categories,
         fdr: super::quality::fdr(commits, settings.confidence),
         planning: super::quality::planning(commits, settings.confidence),
+        statements: super::curves::statements(commits),
     }
 }
 

@@ -32,6 +32,12 @@ pub struct ReportInput {
     /// How generated outputs are compared (`[check.outputs]`, the commits' tokenizers).
     #[serde(default)]
     pub outputs: OutputsInput,
+    /// Per commit (short hash): its `[load.slo]` (ms). Goodput is counted against it.
+    #[serde(default)]
+    pub slos: BTreeMap<String, crate::loadgen::Goodput>,
+    /// Percentiles the report shows for TTFT, TPOT, ITL, E2E (`load.percentiles`); empty = [50, 99].
+    #[serde(default)]
+    pub percentiles: Vec<f64>,
 }
 
 /// What the output-equivalence check needs beyond the trials (see [`super::outputs`]).
@@ -163,6 +169,10 @@ pub struct TrialMetrics {
     /// Output tokens per second: the headline (the seed's `throughput_tok_s`).
     pub output_throughput: Option<f64>,
     pub total_token_throughput: Option<f64>,
+    /// vLLM's goodput (good requests per second against the run's `--goodput` SLOs); the report
+    /// uses it only when the per-request arrays are missing (see [`TrialMetrics::goodput`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_goodput: Option<f64>,
 
     pub mean_ttft_ms: Option<f64>,
     pub median_ttft_ms: Option<f64>,
@@ -211,6 +221,127 @@ pub struct TrialMetrics {
     /// A campaign measurement's `isobench.telemetry` (server metrics, GPU, host CPU).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub telemetry: Option<TrialTelemetry>,
+    /// Not vLLM keys: the result JSON's other latency percentiles (`p90_ttft_ms`, `p99.9_e2el_ms`,
+    /// ...), read by [`TrialMetrics::from_json`]; configured percentiles fall back to them when the
+    /// per-request arrays are missing.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra_percentiles: BTreeMap<String, f64>,
+    /// A search step's `isobench.search`: the SLO search over rate or concurrency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<SearchResult>,
+}
+
+/// What a search step found (`isobench.search` of its result JSON; `docs/report.md`,
+/// "Searches"). Unknown fields are ignored, missing ones default, so later additions load.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SearchResult {
+    pub over: SearchOver,
+    #[serde(default)]
+    pub slo: crate::loadgen::Goodput,
+    /// A probe passes when at least this fraction of its requests is good.
+    #[serde(default)]
+    pub attainment: Option<f64>,
+    #[serde(default)]
+    pub range: Option<(f64, f64)>,
+    #[serde(default)]
+    pub tolerance: Option<f64>,
+    #[serde(default)]
+    pub max_probes: Option<u32>,
+    /// The highest passing value; `None` when even the bottom of the range failed.
+    #[serde(default)]
+    pub found: Option<f64>,
+    /// [highest pass, lowest fail]: the trial's resolution; the fail is `None` when the top of
+    /// the range passed.
+    #[serde(default)]
+    pub bracket: Option<(Option<f64>, Option<f64>)>,
+    #[serde(default)]
+    pub outcome: SearchOutcome,
+    #[serde(default)]
+    pub probes: Vec<SearchProbe>,
+}
+
+/// What a search varies.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum SearchOver {
+    /// Request rate (req/s), unbounded concurrency.
+    #[default]
+    Rate,
+    /// Concurrent requests, rate unbounded.
+    Concurrency,
+}
+
+impl SearchOver {
+    /// The metric key of the highest value at which the SLOs hold.
+    pub fn metric_key(self) -> &'static str {
+        match self {
+            SearchOver::Rate => "slo_max_request_rate",
+            SearchOver::Concurrency => "slo_max_concurrency",
+        }
+    }
+
+    /// What is sustained, for sentences: `req/s`, `concurrent requests`.
+    pub fn noun(self) -> &'static str {
+        match self {
+            SearchOver::Rate => "req/s",
+            SearchOver::Concurrency => "concurrent requests",
+        }
+    }
+}
+
+/// How a search ended.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum SearchOutcome {
+    /// A pass and a fail bracket the limit.
+    #[default]
+    Bracketed,
+    /// Even the bottom of the range failed: nothing found.
+    BelowRange,
+    /// The top of the range passed: the value found is a lower bound.
+    AtRangeTop,
+    /// An outcome this version does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+impl SearchOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SearchOutcome::Bracketed => "bracketed",
+            SearchOutcome::BelowRange => "below_range",
+            SearchOutcome::AtRangeTop => "at_range_top",
+            SearchOutcome::Unknown => "unknown",
+        }
+    }
+}
+
+/// One probe of a search: a fixed rate or concurrency measured for a while.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SearchProbe {
+    pub value: f64,
+    pub passed: bool,
+    pub good_fraction: Option<f64>,
+    pub requested_rate: Option<f64>,
+    pub concurrency: Option<f64>,
+    /// Requests dispatched per second (client side).
+    pub achieved_rate: Option<f64>,
+    pub request_throughput: Option<f64>,
+    pub output_throughput: Option<f64>,
+    pub completed: Option<u64>,
+    pub failed: Option<u64>,
+    pub median_ttft_ms: Option<f64>,
+    pub p99_ttft_ms: Option<f64>,
+    pub median_tpot_ms: Option<f64>,
+    pub p99_tpot_ms: Option<f64>,
+    pub median_e2el_ms: Option<f64>,
+    pub p99_e2el_ms: Option<f64>,
+    pub audit_warnings: Vec<String>,
 }
 
 /// What the report reads of a measurement's telemetry (see docs/telemetry.md); a figure whose
@@ -284,19 +415,89 @@ impl TrialMetrics {
         struct Block {
             #[serde(default)]
             telemetry: Option<serde_json::Value>,
+            #[serde(default)]
+            search: Option<serde_json::Value>,
         }
         let mut metrics: TrialMetrics = serde_json::from_str(text)?;
         if metrics.prompt_indices.is_none() && metrics.generated_texts.is_some() {
             metrics.prompt_indices = prompt_indices(text);
         }
-        if metrics.telemetry.is_none()
-            && let Ok(Outer {
-                isobench: Some(Block { telemetry: Some(t) }),
-            }) = serde_json::from_str::<Outer>(text)
+        if let Ok(Outer {
+            isobench: Some(block),
+        }) = serde_json::from_str::<Outer>(text)
         {
-            metrics.telemetry = Some(TrialTelemetry::from_value(&t));
+            if metrics.telemetry.is_none()
+                && let Some(t) = block.telemetry
+            {
+                metrics.telemetry = Some(TrialTelemetry::from_value(&t));
+            }
+            // A malformed search block leaves the rest of the result usable.
+            if metrics.search.is_none()
+                && let Some(s) = block.search
+            {
+                metrics.search = serde_json::from_value(s).ok();
+            }
+        }
+        if metrics.extra_percentiles.is_empty()
+            && let Ok(PercentileKeys(keys)) = serde_json::from_str::<PercentileKeys>(text)
+        {
+            metrics.extra_percentiles = keys;
         }
         Ok(metrics)
+    }
+
+    /// Goodput against `slo` (vLLM's `--goodput` meaning): (good requests per second of the
+    /// run, good requests in % of all requests sent). A request is good when it succeeded and
+    /// meets every given SLO; its TPOT is (E2E − TTFT) / (output tokens − 1), 0 for one token.
+    /// From the per-request arrays, so that a changed SLO needs no re-measurement; without them,
+    /// from vLLM's own `request_goodput` (counted against the SLO of the run) and the request
+    /// counts. `None` when neither is there or the run has no duration.
+    pub fn goodput(&self, slo: &crate::loadgen::Goodput) -> Option<(f64, f64)> {
+        let duration = self.duration.filter(|d| *d > 0.0 && d.is_finite())?;
+        let (Some(ttfts), Some(lens)) = (&self.ttfts, &self.output_lens) else {
+            let per_s = self.request_goodput?;
+            let sent = self.completed? + self.failed.unwrap_or(0);
+            let pct = (sent > 0).then(|| per_s * duration / sent as f64 * 100.0)?;
+            return Some((per_s, pct));
+        };
+        if self.latencies.is_none() && self.itls.is_none() {
+            return None;
+        }
+        let mut good = 0usize;
+        for (i, &ttft) in ttfts.iter().enumerate() {
+            let Some(e2el) = self.latency_s(i, ttft) else {
+                continue;
+            };
+            if self.errored(i) || ttft.is_nan() || ttft <= 0.0 {
+                continue;
+            }
+            let tpot = match lens.get(i) {
+                Some(&n) if n > 1 => (e2el - ttft) / (n - 1) as f64,
+                _ => 0.0,
+            };
+            if slo.admits(ttft, tpot, e2el) {
+                good += 1;
+            }
+        }
+        let sent = ttfts.len();
+        (sent > 0).then(|| (good as f64 / duration, good as f64 / sent as f64 * 100.0))
+    }
+
+    /// Whether request `i` of the per-request lists failed (its error text is not empty).
+    fn errored(&self, i: usize) -> bool {
+        self.errors
+            .as_ref()
+            .and_then(|e| e.get(i))
+            .is_some_and(|e| !e.is_empty())
+    }
+
+    /// End-to-end latency of request `i` (seconds): `latencies`, else TTFT plus its ITLs.
+    fn latency_s(&self, i: usize, ttft: f64) -> Option<f64> {
+        match (&self.latencies, &self.itls) {
+            (Some(lat), _) => lat.get(i).copied(),
+            (None, Some(itls)) => itls.get(i).map(|gaps| ttft + gaps.iter().sum::<f64>()),
+            (None, None) => None,
+        }
     }
 
     /// Each prompt's first successful answer: prompt index → generated text. `None` when the
@@ -332,21 +533,14 @@ impl TrialMetrics {
         let mut out = PerRequest::default();
         let Some(ttfts) = &self.ttfts else { return out };
         for (i, &ttft) in ttfts.iter().enumerate() {
-            let errored = self
-                .errors
-                .as_ref()
-                .and_then(|e| e.get(i))
-                .is_some_and(|e| !e.is_empty());
-            if errored || ttft.is_nan() || ttft <= 0.0 {
+            if self.errored(i) || ttft.is_nan() || ttft <= 0.0 {
                 continue;
             }
             out.ttft.push(ttft * 1e3);
-            let latency = match (&self.latencies, &self.itls) {
-                (Some(lat), _) => lat.get(i).copied(),
-                (None, Some(itls)) => itls.get(i).map(|gaps| ttft + gaps.iter().sum::<f64>()),
-                (None, None) => None,
-            };
-            if let Some(latency) = latency {
+            if let Some(gaps) = self.itls.as_ref().and_then(|itls| itls.get(i)) {
+                out.itl.extend(gaps.iter().map(|g| g * 1e3));
+            }
+            if let Some(latency) = self.latency_s(i, ttft) {
                 out.e2el.push(latency * 1e3);
                 let output_len = self.output_lens.as_ref().and_then(|l| l.get(i)).copied();
                 if let Some(n) = output_len.filter(|&n| n > 1) {
@@ -383,12 +577,60 @@ fn prompt_indices(text: &str) -> Option<Vec<usize>> {
     Some(block.requests.iter().map(|r| r.index % n).collect())
 }
 
-/// Per-request latency samples of one trial (milliseconds).
+/// Per-request latency samples of one trial (milliseconds); `itl` holds every gap of every
+/// successful request, as vLLM pools them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PerRequest {
     pub ttft: Vec<f64>,
     pub tpot: Vec<f64>,
+    pub itl: Vec<f64>,
     pub e2el: Vec<f64>,
+}
+
+/// The result JSON's latency percentile keys (`p<P>_<ttft|tpot|itl|e2el>_ms`); every other
+/// value is skipped unread.
+struct PercentileKeys(BTreeMap<String, f64>);
+
+impl<'de> Deserialize<'de> for PercentileKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = PercentileKeys;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a result JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if is_percentile_key(&key) {
+                        if let Some(v) = map.next_value::<Option<f64>>()? {
+                            out.insert(key, v);
+                        }
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok(PercentileKeys(out))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// `p99_ttft_ms`, `p99.9_e2el_ms`: vLLM's percentile keys.
+fn is_percentile_key(key: &str) -> bool {
+    let Some(rest) = key.strip_prefix('p') else {
+        return false;
+    };
+    let Some((number, latency)) = rest.split_once('_') else {
+        return false;
+    };
+    !number.is_empty()
+        && number.parse::<f64>().is_ok()
+        && matches!(latency, "ttft_ms" | "tpot_ms" | "itl_ms" | "e2el_ms")
 }
 
 #[cfg(test)]

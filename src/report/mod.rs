@@ -4,6 +4,7 @@
 //! Data flow: [`ReportInput`] (filled from the state directory) → [`analysis::analyze`] →
 //! [`model::Report`] → `render::*` / [`seed`]. Nothing here runs a benchmark. See `docs/report.md`.
 pub mod analysis;
+pub mod curves;
 pub mod input;
 pub mod metric;
 pub mod model;
@@ -184,6 +185,8 @@ mod tests {
             commits: vec![],
             arms: vec![],
             trials: vec![],
+            slos: Default::default(),
+            percentiles: Vec::new(),
         }
     }
 

@@ -2,6 +2,7 @@
 //!
 //! This is a stable, versioned schema (`schema_version`, documented in `docs/report.md`): fields
 //! may be added in a minor release, never renamed or removed without bumping the version.
+pub use super::input::{SearchOutcome, SearchOver};
 use super::stats::{Better, Method, Summary, Verdict};
 use crate::failure::{CrashCause, Failure, FailureClass};
 use crate::manifest::types::{ArmRole, OutputsMode};
@@ -35,6 +36,13 @@ pub struct Report {
     /// why not. Empty for inputs that carry no image records.
     #[serde(default)]
     pub images: Vec<ImageRow>,
+}
+
+impl Report {
+    /// The metric of this key in this report's catalogue.
+    pub fn metric(&self, key: &str) -> Option<&MetricInfo> {
+        self.metrics.iter().find(|m| m.key == key)
+    }
 }
 
 /// How one commit's arm got its image (or installation), from the journal.
@@ -99,6 +107,15 @@ pub struct MetricInfo {
     pub label: String,
     pub unit: String,
     pub better: Better,
+    /// In the compact terminal and Markdown tables.
+    #[serde(default)]
+    pub compact: bool,
+    /// Compared between arms; else a per-arm figure.
+    #[serde(default)]
+    pub compared: bool,
+    /// From the measurement's telemetry.
+    #[serde(default)]
+    pub telemetry: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -117,6 +134,157 @@ pub struct CommitReport {
     pub subject: Option<String>,
     /// One entry per load point, in the order the points were measured.
     pub points: Vec<PointReport>,
+    /// The commit's `[load.slo]`, or else the SLO its searches used; goodput counts against it.
+    #[serde(default)]
+    pub slo: Option<Slo>,
+    /// Throughput–latency curves, one per arm with measurements: its fixed load points and its
+    /// searches' probes (see `docs/report.md`, "Curves").
+    #[serde(default)]
+    pub curves: Vec<ArmCurve>,
+}
+
+/// Service-level objectives (ms); a request is good when it meets every one given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Slo {
+    pub ttft_ms: Option<f64>,
+    pub tpot_ms: Option<f64>,
+    pub e2el_ms: Option<f64>,
+}
+
+impl From<crate::loadgen::Goodput> for Slo {
+    fn from(g: crate::loadgen::Goodput) -> Slo {
+        Slo {
+            ttft_ms: g.ttft_ms,
+            tpot_ms: g.tpot_ms,
+            e2el_ms: g.e2el_ms,
+        }
+    }
+}
+
+impl Slo {
+    pub fn is_set(&self) -> bool {
+        self.ttft_ms.is_some() || self.tpot_ms.is_some() || self.e2el_ms.is_some()
+    }
+
+    /// `TTFT ≤ 500 ms and TPOT ≤ 50 ms`.
+    pub fn describe(&self) -> String {
+        [
+            ("TTFT", self.ttft_ms),
+            ("TPOT", self.tpot_ms),
+            ("E2E", self.e2el_ms),
+        ]
+        .into_iter()
+        .filter_map(|(name, ms)| Some(format!("{name} ≤ {} ms", super::metric::p_word(ms?))))
+        .collect::<Vec<_>>()
+        .join(" and ")
+    }
+}
+
+/// One arm's throughput–latency curve at one commit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ArmCurve {
+    pub arm: String,
+    pub role: ArmRole,
+    /// Fixed load points (not searches), by achieved request throughput.
+    pub points: Vec<CurvePoint>,
+    /// Every probe of every trial's search, in trial and probe order.
+    pub probes: Vec<CurveProbe>,
+}
+
+/// A fixed load point on a curve: medians over the arm's measured trials.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CurvePoint {
+    pub point: String,
+    /// Trials the medians are over.
+    pub trials: usize,
+    /// Achieved request throughput, req/s (the x axis).
+    pub request_throughput: f64,
+    pub output_throughput: Option<f64>,
+    #[serde(flatten)]
+    pub latency: CurveLatency,
+    /// Good requests in % (when the commit has an SLO).
+    pub goodput_pct: Option<f64>,
+}
+
+/// p50 and p99 of TTFT, TPOT and E2E latency, ms (the y axes).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CurveLatency {
+    pub ttft_p50_ms: Option<f64>,
+    pub ttft_p99_ms: Option<f64>,
+    pub tpot_p50_ms: Option<f64>,
+    pub tpot_p99_ms: Option<f64>,
+    pub e2el_p50_ms: Option<f64>,
+    pub e2el_p99_ms: Option<f64>,
+}
+
+impl CurveLatency {
+    /// (p50, p99) of `ttft`, `tpot` or `e2el`.
+    pub fn of(&self, latency: &str) -> (Option<f64>, Option<f64>) {
+        match latency {
+            "ttft" => (self.ttft_p50_ms, self.ttft_p99_ms),
+            "tpot" => (self.tpot_p50_ms, self.tpot_p99_ms),
+            _ => (self.e2el_p50_ms, self.e2el_p99_ms),
+        }
+    }
+}
+
+/// One probe of a search, as measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CurveProbe {
+    /// The search's load point label (`search=rate`).
+    pub point: String,
+    pub trial: u32,
+    pub over: SearchOver,
+    /// The rate (req/s) or concurrency probed.
+    pub value: f64,
+    pub passed: bool,
+    pub good_fraction: Option<f64>,
+    /// Requests dispatched per second (client side).
+    pub achieved_rate: Option<f64>,
+    /// Achieved request throughput, req/s (the x axis).
+    pub request_throughput: Option<f64>,
+    pub output_throughput: Option<f64>,
+    #[serde(flatten)]
+    pub latency: CurveLatency,
+}
+
+/// One trial's search at one load point: what it found and to what resolution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TrialSearch {
+    pub trial: u32,
+    pub over: SearchOver,
+    pub slo: Slo,
+    /// A probe passed when at least this fraction of its requests was good.
+    pub attainment: Option<f64>,
+    pub outcome: SearchOutcome,
+    /// The highest passing value; none when even the bottom of the range failed.
+    pub found: Option<f64>,
+    /// The bracket: highest pass and lowest fail (none when the top of the range passed).
+    pub bracket_low: Option<f64>,
+    pub bracket_high: Option<f64>,
+    pub range: Option<(f64, f64)>,
+    pub probes: usize,
+    pub passed: usize,
+}
+
+/// One sentence per commit, load point and comparison with a search: how much more load the
+/// candidate sustains within the SLOs, with its interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SearchStatement {
+    pub commit: String,
+    pub point: String,
+    pub kind: ComparisonKind,
+    pub candidate: String,
+    pub reference: String,
+    /// `slo_max_request_rate` or `slo_max_concurrency`.
+    pub metric: String,
+    pub diff: MetricDiff,
+    /// Trials (of either arm, `arm#trial`) whose search passed the top of its range: their
+    /// value is a lower bound.
+    pub lower_bounds: Vec<String>,
+    /// Trials whose search failed even the bottom of the range: no value.
+    pub below_range: Vec<String>,
+    pub text: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -164,6 +332,9 @@ pub struct ArmCell {
     pub distributions: BTreeMap<String, Distribution>,
     /// Why the arm is absent, when it is.
     pub absent_reason: Option<String>,
+    /// Per measured trial with a search (load points `search=...`): its result.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub searches: Vec<TrialSearch>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -378,6 +549,9 @@ pub struct CampaignSummary {
     pub fdr: FdrSummary,
     /// Trials each headline comparison needs to detect `change_pct` with `power`.
     pub planning: Planning,
+    /// The searches' comparisons in words (one per commit, search point and comparison).
+    #[serde(default)]
+    pub statements: Vec<SearchStatement>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

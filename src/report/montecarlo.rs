@@ -235,6 +235,8 @@ pub fn synthetic_campaign(scenario: &Scenario, commits: usize, seed: u64) -> sup
     ReportInput {
         outputs: Default::default(),
         images: Vec::new(),
+        slos: Default::default(),
+        percentiles: Vec::new(),
         campaign: scenario.name.into(),
         generated_at: String::new(),
         confidence: scenario.settings.confidence,

@@ -567,6 +567,8 @@ mod tests {
         ReportInput {
             outputs: Default::default(),
             images: Vec::new(),
+            slos: Default::default(),
+            percentiles: Vec::new(),
             campaign: "q".into(),
             generated_at: String::new(),
             confidence: 0.95,

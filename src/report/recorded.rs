@@ -154,6 +154,9 @@ pub fn report_input(
     ReportInput {
         images: image_rows(campaign, dag, state, only),
         outputs: outputs_input(campaign, only),
+        // The lead fills these from `[load.slo]` and `load.percentiles`.
+        slos: Default::default(),
+        percentiles: Vec::new(),
         campaign: campaign.name.clone(),
         generated_at: crate::util::now_rfc3339(),
         confidence: campaign.compare.confidence,

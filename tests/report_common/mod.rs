@@ -74,6 +74,43 @@ fn record(commit: &str, arm: &str, trial: u32, point: &str, outcome: TrialOutcom
     }
 }
 
+/// A measured trial with these metrics.
+pub fn measured(commit: &str, arm: &str, trial: u32, point: &str, m: TrialMetrics) -> TrialRecord {
+    record(commit, arm, trial, point, TrialOutcome::Ok(Box::new(m)))
+}
+
+/// A campaign of baseline and human arms over these commits (short hashes) and trials.
+pub fn two_arms(commits: &[&str], trials: Vec<TrialRecord>) -> ReportInput {
+    ReportInput {
+        outputs: Default::default(),
+        images: Vec::new(),
+        slos: Default::default(),
+        percentiles: Vec::new(),
+        campaign: "two-arms".into(),
+        generated_at: "2026-02-01T12:00:00Z".into(),
+        confidence: 0.95,
+        threshold_pct: None,
+        commits: commits
+            .iter()
+            .map(|short| CommitInfo {
+                short: short.to_string(),
+                human_full: format!("{short}{}", "0".repeat(40 - short.len())),
+                parent: "1".repeat(40),
+                model_hf: "Qwen/Qwen3-1.7B".into(),
+                subject: None,
+            })
+            .collect(),
+        arms: [("baseline", ArmRole::Baseline), ("human", ArmRole::Human)]
+            .iter()
+            .map(|(n, r)| ArmInfo {
+                name: n.to_string(),
+                role: *r,
+            })
+            .collect(),
+        trials,
+    }
+}
+
 pub fn ok(
     commit: &str,
     arm: &str,
@@ -237,6 +274,8 @@ pub fn campaign() -> ReportInput {
     ReportInput {
         outputs: Default::default(),
         images: Vec::new(),
+        slos: Default::default(),
+        percentiles: Vec::new(),
         campaign: "fixture-3way".into(),
         generated_at: "2026-02-01T12:00:00Z".into(),
         confidence: 0.95,

@@ -20,7 +20,6 @@
 //!   the verdict after FDR control.
 //!
 //! Failed and absent cells produce no rows (see the JSON or the failure breakdown).
-use crate::report::metric::metric;
 use crate::report::model::{DivergenceUnit, Report};
 use crate::report::stats::Verdict;
 use std::fmt::Write;
@@ -76,7 +75,10 @@ pub fn render(report: &Report) -> String {
         for point in &commit.points {
             for cell in &point.arms {
                 for (key, m) in &cell.metrics {
-                    let unit = metric(key).map(|d| d.unit).unwrap_or_default().to_string();
+                    let unit = report
+                        .metric(key)
+                        .map(|d| d.unit.clone())
+                        .unwrap_or_default();
                     for v in &m.values {
                         line([
                             "trial".into(),

@@ -5,7 +5,7 @@ use super::tables::{self, TextTable, Tone};
 use super::{fmt_diff, fmt_summary, reading_guide};
 use crate::manifest::types::ArmRole;
 use crate::report::analysis::{headline_diff, outputs_marked};
-use crate::report::metric::{HEADLINE, METRICS, metric};
+use crate::report::metric::{HEADLINE, metric};
 use crate::report::model::{ArmCell, ComparisonKind, MetricDiff, PointReport, Report};
 use std::fmt::Write;
 
@@ -29,6 +29,8 @@ svg .label{font-size:11px;fill:#222}svg .missing{font-size:11px;fill:#b3261e}
 svg .grid{stroke:#eee}svg .axis{stroke:#888}svg .whisker{stroke:#222;stroke-width:1.3}
 svg .dot{fill:#111;opacity:.55}svg .median{stroke:#111;stroke-width:2}svg .p99{stroke:#555}
 svg .box{stroke:#333;stroke-width:.6}
+svg .curve,svg .legend{stroke-width:2}svg .curve.p99{stroke-dasharray:5 3}svg .slo{stroke:#b3261e;stroke-dasharray:2 2}
+svg .slo-label{font-size:10px;fill:#b3261e}svg .probe{stroke-width:1.5}
 svg rect.bar.faster{fill:#2e9d50}svg rect.bar.slower{fill:#d0453a}svg rect.bar.noise{fill:#9e9e9e}svg rect.bar.single{fill:#e0b040}
 "#;
 
@@ -144,6 +146,7 @@ pub fn render(report: &Report) -> String {
         if commit.points.is_empty() {
             out.push_str("<p>No trials recorded.</p>");
         }
+        curves_section(report, commit, &mut out);
         for point in &commit.points {
             point_section(report, point, &mut out);
         }
@@ -159,7 +162,7 @@ fn summary(report: &Report, out: &mut String) {
     let _ = writeln!(
         out,
         "<h2>Summary ({} {})</h2>",
-        esc(headline.label),
+        esc(&headline.label),
         esc(headline.unit)
     );
     let _ = writeln!(
@@ -171,7 +174,29 @@ fn summary(report: &Report, out: &mut String) {
     if !tally.rows.is_empty() {
         draw(out, &tally);
     }
-    let charts = difference_charts(report, headline.label);
+    if !s.statements.is_empty() {
+        out.push_str(
+            "<h3>Searches: the highest load within the SLOs</h3>\n<ul class=\"statements\">",
+        );
+        for st in &s.statements {
+            let _ = write!(
+                out,
+                "<li><a href=\"#{}\"><code>{}</code></a> {}: <span class=\"{}\">{}</span></li>",
+                anchor(&st.commit),
+                esc(&st.commit),
+                esc(&st.point),
+                match Tone::of_verdict(st.diff.verdict) {
+                    Tone::Good => "good",
+                    Tone::Bad => "bad",
+                    Tone::Warn => "warn",
+                    _ => "plain",
+                },
+                esc(&st.text)
+            );
+        }
+        out.push_str("</ul>\n");
+    }
+    let charts = difference_charts(report, &headline.label);
     if !charts.is_empty() {
         let _ = writeln!(out, "<div class=\"charts\">{charts}</div>");
     }
@@ -191,6 +216,24 @@ fn summary(report: &Report, out: &mut String) {
         let _ = writeln!(out, "<h3>{}</h3>", esc(title));
         draw(out, table);
     }
+}
+
+/// A commit's throughput–latency curves: TTFT, TPOT and E2E charts and the table behind them,
+/// when the commit has a curve (two fixed load points or a search).
+fn curves_section(report: &Report, commit: &crate::report::model::CommitReport, out: &mut String) {
+    if !crate::report::curves::drawn(commit) {
+        return;
+    }
+    let arm_index = |name: &str| report.arms.iter().position(|a| a.name == name).unwrap_or(0);
+    out.push_str("<h4>throughput–latency curves</h4><div class=\"charts\">");
+    for (latency, label) in [("ttft", "TTFT"), ("tpot", "TPOT"), ("e2el", "E2E")] {
+        if let Some(chart) = svg::curve_chart(commit, latency, label, &arm_index) {
+            out.push_str(&chart);
+        }
+    }
+    out.push_str("</div>\n<details><summary>curve data</summary>");
+    draw(out, &tables::curves_table(commit));
+    out.push_str("</details>\n");
 }
 
 /// Sorted difference charts: every agent against human, then human against baseline.
@@ -262,7 +305,7 @@ fn point_section(report: &Report, point: &PointReport, out: &mut String) {
         &indexed,
         HEADLINE,
         headline.unit,
-        headline.label,
+        &headline.label,
     ));
     for (key, label) in [
         ("ttft_ms", "TTFT per request (ms)"),
@@ -277,9 +320,14 @@ fn point_section(report: &Report, point: &PointReport, out: &mut String) {
     }
     out.push_str("</div>\n");
 
-    draw(out, &tables::arms_table(point));
+    draw(out, &tables::arms_table(report, point));
+    let searches = tables::search_table(point);
+    if !searches.rows.is_empty() {
+        out.push_str("<p>SLO search per trial (bracket: the trial's resolution):</p>");
+        draw(out, &searches);
+    }
     if !point.comparisons.is_empty() {
-        draw(out, &tables::comparisons_table(point));
+        draw(out, &tables::comparisons_table(report, point));
         let examples = tables::outputs_examples_table(point);
         if !examples.rows.is_empty() {
             out.push_str("<details><summary>divergent outputs</summary>");
@@ -304,16 +352,17 @@ fn point_section(report: &Report, point: &PointReport, out: &mut String) {
         numeric,
         rows: Vec::new(),
     };
-    for m in METRICS
+    for m in report
+        .metrics
         .iter()
-        .filter(|m| point.arms.iter().any(|a| a.metrics.contains_key(m.key)))
+        .filter(|m| point.arms.iter().any(|a| a.metrics.contains_key(&m.key)))
     {
         let mut row = vec![tables::TextCell {
             text: format!("{} ({})", m.label, m.unit),
             tone: Tone::Plain,
         }];
         row.extend(point.arms.iter().map(|a| {
-            let text = a.metrics.get(m.key).map(|c| fmt_summary(&c.summary));
+            let text = a.metrics.get(&m.key).map(|c| fmt_summary(&c.summary));
             tables::TextCell {
                 text: text.unwrap_or("-".into()),
                 tone: Tone::Plain,
@@ -323,7 +372,7 @@ fn point_section(report: &Report, point: &PointReport, out: &mut String) {
             point
                 .comparisons
                 .iter()
-                .map(|c| match c.metrics.get(m.key) {
+                .map(|c| match c.metrics.get(&m.key) {
                     Some(d) => tables::TextCell {
                         text: fmt_diff(d),
                         tone: Tone::of_verdict(d.verdict),

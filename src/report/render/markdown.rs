@@ -111,6 +111,18 @@ pub fn render(report: &Report) -> String {
         out.push_str(title);
         draw(&mut out, table);
     }
+    if !s.statements.is_empty() {
+        out.push_str("### Searches: the highest load within the SLOs\n\n");
+        for st in &s.statements {
+            out.push_str(&format!(
+                "- {} {}: {}\n",
+                code(&st.commit),
+                code(&st.point),
+                esc(&st.text)
+            ));
+        }
+        out.push('\n');
+    }
 
     out.push_str("## Measurement quality\n\n");
     for line in super::quality::lines(report) {
@@ -145,8 +157,13 @@ pub fn render(report: &Report) -> String {
                 code(&point.point),
                 fmt_confidence(report.settings.confidence)
             ));
-            draw(&mut out, &tables::arms_table(point));
-            let telemetry = tables::telemetry_table(point);
+            draw(&mut out, &tables::arms_table(report, point));
+            let searches = tables::search_table(point);
+            if !searches.rows.is_empty() {
+                out.push_str("SLO search per trial (bracket: the trial's resolution):\n\n");
+                draw(&mut out, &searches);
+            }
+            let telemetry = tables::telemetry_table(report, point);
             if !telemetry.rows.is_empty() {
                 out.push_str("Telemetry (server, GPU, host; see docs/telemetry.md):\n\n");
                 draw(&mut out, &telemetry);
@@ -167,13 +184,20 @@ pub fn render(report: &Report) -> String {
                 out.push_str(&format!("Nodes: {}.\n\n", nodes.join(", ")));
             }
             if !point.comparisons.is_empty() {
-                draw(&mut out, &tables::comparisons_table(point));
+                draw(&mut out, &tables::comparisons_table(report, point));
                 let examples = tables::outputs_examples_table(point);
                 if !examples.rows.is_empty() {
                     out.push_str("Divergent outputs (earliest first):\n\n");
                     draw(&mut out, &examples);
                 }
             }
+        }
+        let curves = tables::curves_table(commit);
+        if !curves.rows.is_empty() {
+            out.push_str(
+                "Throughput–latency curve (fixed load points: medians over trials; search probes per trial; ms):\n\n",
+            );
+            draw(&mut out, &curves);
         }
     }
     out

@@ -80,6 +80,43 @@ impl Svg {
         );
     }
 
+    /// An open polyline through `points` (at least two), stroked in `stroke`.
+    pub fn path(&mut self, points: &[(f64, f64)], class: &str, stroke: &str, tip: Option<&str>) {
+        let d: Vec<String> = points
+            .iter()
+            .enumerate()
+            .map(|(i, (x, y))| format!("{}{x:.1} {y:.1}", if i == 0 { "M" } else { "L" }))
+            .collect();
+        let _ = write!(
+            self.body,
+            "<path class=\"{class}\" d=\"{}\" stroke=\"{}\" fill=\"none\">{}</path>",
+            d.join(" "),
+            esc(stroke),
+            Self::tooltip(tip)
+        );
+    }
+
+    /// A circle with its own fill and stroke (a hollow one has a white fill).
+    #[allow(clippy::too_many_arguments)]
+    pub fn marker(
+        &mut self,
+        cx: f64,
+        cy: f64,
+        r: f64,
+        class: &str,
+        fill: &str,
+        stroke: &str,
+        tip: Option<&str>,
+    ) {
+        let _ = write!(
+            self.body,
+            "<circle class=\"{class}\" cx=\"{cx:.1}\" cy=\"{cy:.1}\" r=\"{r:.1}\" fill=\"{}\" stroke=\"{}\">{}</circle>",
+            esc(fill),
+            esc(stroke),
+            Self::tooltip(tip)
+        );
+    }
+
     /// `anchor`: start, middle or end.
     pub fn text(&mut self, x: f64, y: f64, anchor: &str, class: &str, text: &str) {
         let _ = write!(
@@ -368,6 +405,219 @@ pub fn boxes_by_arm(cells: &[(usize, &ArmCell)], key: &str, title: &str) -> Opti
     Some(svg.finish("boxes", title))
 }
 
+/// A y axis: linear from 0, or logarithmic (decades) when the values span more than 20×.
+struct YAxis {
+    lo: f64,
+    hi: f64,
+    log: bool,
+}
+
+impl YAxis {
+    fn new(values: &[f64]) -> Option<YAxis> {
+        let positive: Vec<f64> = values
+            .iter()
+            .copied()
+            .filter(|v| v.is_finite() && *v > 0.0)
+            .collect();
+        let max = positive.iter().copied().fold(f64::NAN, f64::max);
+        let min = positive.iter().copied().fold(f64::NAN, f64::min);
+        if !max.is_finite() {
+            return None;
+        }
+        Some(if max / min > 20.0 {
+            YAxis {
+                lo: 10f64.powf(min.log10().floor()),
+                hi: 10f64.powf(max.log10().ceil()),
+                log: true,
+            }
+        } else {
+            YAxis {
+                lo: 0.0,
+                hi: max * 1.08,
+                log: false,
+            }
+        })
+    }
+
+    /// 0 at the bottom, 1 at the top.
+    fn frac(&self, v: f64) -> f64 {
+        if self.log {
+            (v.max(self.lo).log10() - self.lo.log10()) / (self.hi.log10() - self.lo.log10())
+        } else {
+            v / self.hi
+        }
+    }
+
+    fn ticks(&self) -> Vec<f64> {
+        if self.log {
+            let (a, b) = (
+                self.lo.log10().round() as i32,
+                self.hi.log10().round() as i32,
+            );
+            (a..=b).map(|e| 10f64.powi(e)).collect()
+        } else {
+            ticks(0.0, self.hi, 4)
+        }
+    }
+}
+
+/// One latency's throughput–latency chart of a commit: per arm (colour by manifest position)
+/// its fixed load points joined by a solid p50 path and a dashed p99 path, its search probes at
+/// their p99 (filled: passed, hollow: failed), and the SLO as a horizontal line. `latency` is
+/// `ttft`, `tpot` or `e2el`; `arm_index` gives an arm's position. `None` without any value.
+pub fn curve_chart(
+    commit: &crate::report::model::CommitReport,
+    latency: &str,
+    label: &str,
+    arm_index: &dyn Fn(&str) -> usize,
+) -> Option<String> {
+    let slo = commit.slo.and_then(|s| match latency {
+        "ttft" => s.ttft_ms,
+        "tpot" => s.tpot_ms,
+        _ => s.e2el_ms,
+    });
+    let mut ys: Vec<f64> = Vec::new();
+    let mut xmax: f64 = 0.0;
+    for c in &commit.curves {
+        for p in &c.points {
+            let (p50, p99) = p.latency.of(latency);
+            ys.extend(p50.into_iter().chain(p99));
+            xmax = xmax.max(p.request_throughput);
+        }
+        for p in &c.probes {
+            if let (Some(x), (_, Some(y))) = (p.request_throughput, p.latency.of(latency)) {
+                ys.push(y);
+                xmax = xmax.max(x);
+            }
+        }
+    }
+    if ys.is_empty() {
+        return None;
+    }
+    ys.extend(slo);
+    let y = YAxis::new(&ys)?;
+    let title = format!("{label} (ms) vs achieved req/s");
+    let legend: Vec<&str> = commit.curves.iter().map(|c| c.arm.as_str()).collect();
+    let key = "solid p50, dashed p99; probes at p99: filled passed, hollow failed";
+    let (left, right, top) = (52.0, 12.0, 22.0);
+    let plot_h = 150.0;
+    let w = [
+        left + 300.0 + right,
+        8.0 + text_width(&title, 12.0) + 8.0,
+        8.0 + text_width(key, 10.0) + 8.0,
+    ]
+    .into_iter()
+    .chain(
+        legend
+            .iter()
+            .map(|a| left + 24.0 + text_width(a, 11.0) + 8.0),
+    )
+    .fold(0.0, f64::max);
+    // Below the tick labels and the axis title.
+    let legend_top = top + plot_h + 3.0 * FONT_GAP + 4.0;
+    let h = legend_top + FONT_GAP * (legend.len() as f64 + 1.0) + 4.0;
+    let xmax = if xmax > 0.0 { xmax * 1.08 } else { 1.0 };
+    let x_of = |v: f64| left + (w - left - right) * v / xmax;
+    let y_of = |v: f64| top + plot_h * (1.0 - y.frac(v));
+    let mut svg = Svg::new(w, h);
+    svg.text(8.0, 14.0, "start", "title", &title);
+    for t in y.ticks() {
+        let yy = y_of(t);
+        svg.line(left, yy, w - right, yy, "grid");
+        svg.text(left - 4.0, yy + 4.0, "end", "tick", &fmt_num(t));
+    }
+    for t in ticks(0.0, xmax, 4) {
+        svg.text(
+            x_of(t),
+            top + plot_h + FONT_GAP,
+            "middle",
+            "tick",
+            &fmt_num(t),
+        );
+    }
+    svg.text(
+        (left + w - right) / 2.0,
+        top + plot_h + 2.0 * FONT_GAP,
+        "middle",
+        "tick",
+        "achieved request throughput (req/s)",
+    );
+    svg.line(left, top + plot_h, w - right, top + plot_h, "axis");
+    svg.line(left, top, left, top + plot_h, "axis");
+    if let Some(slo) = slo {
+        let yy = y_of(slo);
+        svg.line(left, yy, w - right, yy, "slo");
+        svg.text(
+            w - right - 2.0,
+            yy - 3.0,
+            "end",
+            "slo-label",
+            &format!("SLO {} ms", crate::report::metric::p_word(slo)),
+        );
+    }
+    for c in &commit.curves {
+        let color = arm_color(arm_index(&c.arm));
+        for (pct, class) in [("p50", "curve p50"), ("p99", "curve p99")] {
+            let pts: Vec<(f64, f64)> = c
+                .points
+                .iter()
+                .filter_map(|p| {
+                    let (p50, p99) = p.latency.of(latency);
+                    let v = if pct == "p50" { p50 } else { p99 }?;
+                    Some((p.request_throughput, v))
+                })
+                .collect();
+            for (x, v) in &pts {
+                let tip = format!(
+                    "{} {pct}: {} ms at {} req/s",
+                    c.arm,
+                    fmt_num(*v),
+                    fmt_num(*x)
+                );
+                svg.marker(x_of(*x), y_of(*v), 2.5, "pt", color, color, Some(&tip));
+            }
+            if pts.len() >= 2 {
+                let xy: Vec<(f64, f64)> = pts.iter().map(|(x, v)| (x_of(*x), y_of(*v))).collect();
+                svg.path(&xy, class, color, Some(&format!("{} {pct}", c.arm)));
+            }
+        }
+        for p in &c.probes {
+            let (Some(x), (p50, Some(v))) = (p.request_throughput, p.latency.of(latency)) else {
+                continue;
+            };
+            let tip = format!(
+                "{} trial {} probe {}: {} — p50 {} ms, p99 {} ms at {} req/s",
+                c.arm,
+                p.trial,
+                fmt_num(p.value),
+                if p.passed { "passed" } else { "failed" },
+                p50.map(fmt_num).unwrap_or("-".into()),
+                fmt_num(v),
+                fmt_num(x)
+            );
+            let (class, fill) = if p.passed {
+                ("probe passed", color)
+            } else {
+                ("probe failed", "#fff")
+            };
+            svg.marker(x_of(x), y_of(v), 3.5, class, fill, color, Some(&tip));
+        }
+    }
+    svg.text(8.0, legend_top, "start", "tick", key);
+    for (i, c) in commit.curves.iter().enumerate() {
+        let ly = legend_top + FONT_GAP * (i as f64 + 1.0);
+        let color = arm_color(arm_index(&c.arm));
+        svg.path(
+            &[(left, ly - 4.0), (left + 18.0, ly - 4.0)],
+            "legend",
+            color,
+            None,
+        );
+        svg.text(left + 24.0, ly, "start", "label", &c.arm);
+    }
+    Some(svg.finish("curves", &format!("{label} against throughput by arm")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,6 +628,19 @@ mod tests {
         assert_eq!(ticks(0.0, 8080.0, 4), vec![0.0, 2500.0, 5000.0, 7500.0]);
         assert_eq!(ticks(-5.0, 5.0, 6), vec![-4.0, -2.0, 0.0, 2.0, 4.0]);
         assert_eq!(ticks(0.0, 0.0, 4), vec![0.0]);
+    }
+
+    #[test]
+    fn y_axis_turns_logarithmic_beyond_a_20x_span() {
+        let linear = YAxis::new(&[10.0, 150.0, 0.0]).unwrap();
+        assert!(!linear.log && linear.lo == 0.0 && linear.hi > 150.0);
+        assert_eq!(linear.ticks()[0], 0.0);
+        let log = YAxis::new(&[20.0, 1340.0]).unwrap();
+        assert!(log.log, "67× spans decades");
+        assert_eq!((log.lo, log.hi), (10.0, 10000.0));
+        assert_eq!(log.ticks(), vec![10.0, 100.0, 1000.0, 10000.0]);
+        assert!((log.frac(100.0) - 1.0 / 3.0).abs() < 1e-12);
+        assert!(YAxis::new(&[0.0, f64::NAN]).is_none());
     }
 
     #[test]

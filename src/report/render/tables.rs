@@ -2,9 +2,10 @@
 //! terminal, Markdown and HTML renderers, so a column changes in one place.
 use super::{fmt_diff, fmt_num, fmt_pct, fmt_status, fmt_summary, fmt_verdict};
 use crate::report::analysis::first_failure;
-use crate::report::metric::{HEADLINE, METRICS, MetricDef, metric};
+use crate::report::metric::{HEADLINE, metric};
 use crate::report::model::{
-    ArmCell, CellStatus, MetricDiff, OutputsCheck, OutputsFinding, PointReport, Report,
+    ArmCell, CellStatus, CommitReport, MetricDiff, MetricInfo, OutputsCheck, OutputsFinding,
+    PointReport, Report, SearchOutcome,
 };
 use crate::report::stats::Verdict;
 
@@ -103,10 +104,11 @@ pub(super) fn strings(items: &[&str]) -> Vec<String> {
 }
 
 /// The compact metrics that have data somewhere at this point (the per-point tables' columns).
-pub fn point_metrics(point: &PointReport) -> Vec<&'static MetricDef> {
-    METRICS
+pub fn point_metrics<'a>(report: &'a Report, point: &PointReport) -> Vec<&'a MetricInfo> {
+    report
+        .metrics
         .iter()
-        .filter(|m| m.compact && point.arms.iter().any(|a| a.metrics.contains_key(m.key)))
+        .filter(|m| m.compact && point.arms.iter().any(|a| a.metrics.contains_key(&m.key)))
         .collect()
 }
 
@@ -120,8 +122,8 @@ pub fn cell_note(a: &ArmCell) -> String {
 }
 
 /// Arms of one load point: status, median [interval] per compact metric, and a note.
-pub fn arms_table(point: &PointReport) -> TextTable {
-    let metrics = point_metrics(point);
+pub fn arms_table(report: &Report, point: &PointReport) -> TextTable {
+    let metrics = point_metrics(report, point);
     let mut headers = strings(&["arm", "trials"]);
     headers.extend(metrics.iter().map(|m| format!("{} ({})", m.label, m.unit)));
     // The note goes last, so a long failure message does not widen the number columns.
@@ -138,7 +140,7 @@ pub fn arms_table(point: &PointReport) -> TextTable {
         row.extend(metrics.iter().map(|m| {
             plain(
                 a.metrics
-                    .get(m.key)
+                    .get(&m.key)
                     .map(|c| fmt_summary(&c.summary))
                     .unwrap_or("-".into()),
             )
@@ -151,13 +153,14 @@ pub fn arms_table(point: &PointReport) -> TextTable {
 
 /// The telemetry figures of one load point's arms (median [interval]) that have data; no rows
 /// when no arm has any (campaigns measured without telemetry).
-pub fn telemetry_table(point: &PointReport) -> TextTable {
-    let metrics: Vec<&MetricDef> = METRICS
+pub fn telemetry_table(report: &Report, point: &PointReport) -> TextTable {
+    let metrics: Vec<&MetricInfo> = report
+        .metrics
         .iter()
-        .filter(|m| m.telemetry && point.arms.iter().any(|a| a.metrics.contains_key(m.key)))
+        .filter(|m| m.telemetry && point.arms.iter().any(|a| a.metrics.contains_key(&m.key)))
         .collect();
     let mut headers = strings(&["arm"]);
-    headers.extend(metrics.iter().map(|m| match m.unit {
+    headers.extend(metrics.iter().map(|m| match m.unit.as_str() {
         "" => m.label.to_string(),
         unit => format!("{} ({unit})", m.label),
     }));
@@ -170,7 +173,7 @@ pub fn telemetry_table(point: &PointReport) -> TextTable {
         row.extend(metrics.iter().map(|m| {
             plain(
                 a.metrics
-                    .get(m.key)
+                    .get(&m.key)
                     .map(|c| fmt_summary(&c.summary))
                     .unwrap_or("-".into()),
             )
@@ -182,8 +185,8 @@ pub fn telemetry_table(point: &PointReport) -> TextTable {
 
 /// Comparisons of one load point: the headline verdict (marked when the outputs diverged), the
 /// outputs finding, then difference [interval] per metric.
-pub fn comparisons_table(point: &PointReport) -> TextTable {
-    let metrics = point_metrics(point);
+pub fn comparisons_table(report: &Report, point: &PointReport) -> TextTable {
+    let metrics = point_metrics(report, point);
     let mut headers = strings(&["comparison", "verdict", "outputs"]);
     headers.extend(metrics.iter().map(|m| m.label.to_string()));
     let mut t = TextTable::new(headers, &[]);
@@ -197,7 +200,7 @@ pub fn comparisons_table(point: &PointReport) -> TextTable {
         row.extend(
             metrics
                 .iter()
-                .map(|m| diff_cell(c.metrics.get(m.key), fmt_diff)),
+                .map(|m| diff_cell(c.metrics.get(&m.key), fmt_diff)),
         );
         t.push(row);
     }
@@ -434,4 +437,143 @@ pub fn images_table(report: &Report, failed_only: bool) -> TextTable {
         ]);
     }
     t
+}
+
+/// What each trial's SLO search found at this point, with its bracket (the trial's resolution);
+/// no rows when the point is not a search.
+pub fn search_table(point: &PointReport) -> TextTable {
+    let mut t = TextTable::new(
+        strings(&[
+            "arm",
+            "trial",
+            "over",
+            "found",
+            "bracket (pass, fail)",
+            "probes passed",
+            "outcome",
+        ]),
+        &[1, 3, 5],
+    );
+    for a in &point.arms {
+        for s in &a.searches {
+            let (found, tone) = match (s.found, s.outcome) {
+                (None, _) => ("none".to_string(), Tone::Bad),
+                (Some(v), SearchOutcome::AtRangeTop) => (format!("≥ {}", fmt_num(v)), Tone::Warn),
+                (Some(v), _) => (fmt_num(v), Tone::Plain),
+            };
+            let end = |v: Option<f64>| v.map(fmt_num).unwrap_or("-".into());
+            let outcome = match s.outcome {
+                SearchOutcome::BelowRange => format!(
+                    "below the range in trial {}{}",
+                    s.trial,
+                    s.range
+                        .map(|r| format!(" (failed at {})", fmt_num(r.0)))
+                        .unwrap_or_default()
+                ),
+                SearchOutcome::AtRangeTop => format!(
+                    "top of the range passed: a lower bound{}",
+                    s.range
+                        .map(|r| format!(" (range up to {})", fmt_num(r.1)))
+                        .unwrap_or_default()
+                ),
+                o => o.as_str().to_string(),
+            };
+            t.push(vec![
+                plain(&a.arm),
+                plain(s.trial.to_string()),
+                plain(match s.over {
+                    crate::report::model::SearchOver::Rate => "rate (req/s)",
+                    crate::report::model::SearchOver::Concurrency => "concurrency",
+                }),
+                toned(found, tone),
+                plain(format!("[{}, {}]", end(s.bracket_low), end(s.bracket_high))),
+                plain(format!("{}/{}", s.passed, s.probes)),
+                toned(outcome, tone),
+            ]);
+        }
+    }
+    t
+}
+
+/// The commit's searches in words (`summary.statements`), one line each.
+pub fn statements(report: &Report, commit: &str) -> Vec<String> {
+    report
+        .summary
+        .statements
+        .iter()
+        .filter(|s| s.commit == commit)
+        .map(|s| s.text.clone())
+        .collect()
+}
+
+/// A commit's throughput–latency curves as a table: per arm its fixed load points (medians over
+/// trials) and every search probe; empty when the commit has no curve to draw.
+pub fn curves_table(commit: &CommitReport) -> TextTable {
+    let mut t = TextTable::new(
+        strings(&[
+            "arm", "load", "req/s", "tok/s", "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99",
+            "E2E p50", "E2E p99", "passed",
+        ]),
+        &[2, 3, 4, 5, 6, 7, 8, 9],
+    );
+    if !crate::report::curves::drawn(commit) {
+        return t;
+    }
+    let num = |v: Option<f64>| plain(v.map(fmt_num).unwrap_or("-".into()));
+    for c in &commit.curves {
+        for p in &c.points {
+            let l = &p.latency;
+            t.push(vec![
+                plain(&c.arm),
+                plain(format!("{} ({} trials)", p.point, p.trials)),
+                num(Some(p.request_throughput)),
+                num(p.output_throughput),
+                num(l.ttft_p50_ms),
+                num(l.ttft_p99_ms),
+                num(l.tpot_p50_ms),
+                num(l.tpot_p99_ms),
+                num(l.e2el_p50_ms),
+                num(l.e2el_p99_ms),
+                plain(
+                    p.goodput_pct
+                        .map(|g| format!("{} good", fmt_pct_plain(g)))
+                        .unwrap_or("-".into()),
+                ),
+            ]);
+        }
+        for p in &c.probes {
+            let l = &p.latency;
+            let over = match p.over {
+                crate::report::model::SearchOver::Rate => "rate",
+                crate::report::model::SearchOver::Concurrency => "conc",
+            };
+            let good = p
+                .good_fraction
+                .map(|g| format!(" ({} good)", fmt_pct_plain(g * 100.0)))
+                .unwrap_or_default();
+            t.push(vec![
+                plain(&c.arm),
+                plain(format!("#{} probe {over}={}", p.trial, fmt_num(p.value))),
+                num(p.request_throughput),
+                num(p.output_throughput),
+                num(l.ttft_p50_ms),
+                num(l.ttft_p99_ms),
+                num(l.tpot_p50_ms),
+                num(l.tpot_p99_ms),
+                num(l.e2el_p50_ms),
+                num(l.e2el_p99_ms),
+                if p.passed {
+                    toned(format!("yes{good}"), Tone::Good)
+                } else {
+                    toned(format!("no{good}"), Tone::Bad)
+                },
+            ]);
+        }
+    }
+    t
+}
+
+/// `97.5%` (no sign).
+fn fmt_pct_plain(p: f64) -> String {
+    format!("{p:.1}%")
 }

@@ -163,15 +163,25 @@ pub fn render(report: &Report, color: bool) -> String {
         }
         for point in &commit.points {
             out.push_str(&format!("  load {}\n", point.point));
-            draw(&tables::arms_table(point), &mut out, "    ", color);
-            let telemetry = tables::telemetry_table(point);
+            draw(&tables::arms_table(report, point), &mut out, "    ", color);
+            let searches = tables::search_table(point);
+            if !searches.rows.is_empty() {
+                out.push_str("    SLO search per trial (bracket: the trial's resolution)\n");
+                draw(&searches, &mut out, "    ", color);
+            }
+            let telemetry = tables::telemetry_table(report, point);
             if !telemetry.rows.is_empty() {
                 out.push_str("    telemetry (docs/telemetry.md)\n");
                 draw(&telemetry, &mut out, "    ", color);
             }
             if !point.comparisons.is_empty() {
                 out.push('\n');
-                draw(&tables::comparisons_table(point), &mut out, "    ", color);
+                draw(
+                    &tables::comparisons_table(report, point),
+                    &mut out,
+                    "    ",
+                    color,
+                );
                 let examples = tables::outputs_examples_table(point);
                 if !examples.rows.is_empty() {
                     out.push_str("    divergent outputs\n");
@@ -179,11 +189,18 @@ pub fn render(report: &Report, color: bool) -> String {
                 }
             }
         }
+        let curves = tables::curves_table(commit);
+        if !curves.rows.is_empty() {
+            out.push_str(
+                "  throughput–latency curve (medians over trials; probes per trial; ms)\n",
+            );
+            draw(&curves, &mut out, "    ", color);
+        }
     }
 
     let s = &report.summary;
     let headline = metric(&s.headline_metric)
-        .map(|m| m.label)
+        .map(|m| &*m.label)
         .unwrap_or("throughput");
     out.push('\n');
     heading(&mut out, &format!("Summary ({headline})"), color);
@@ -216,6 +233,20 @@ pub fn render(report: &Report, color: bool) -> String {
             heading(&mut out, title, color);
         }
         draw(table, &mut out, "  ", color);
+    }
+    if !s.statements.is_empty() {
+        out.push('\n');
+        heading(
+            &mut out,
+            "Searches: the highest load within the SLOs",
+            color,
+        );
+        for st in &s.statements {
+            out.push_str(&wrap(
+                &format!("  {} {}: {}", st.commit, st.point, st.text),
+                100,
+            ));
+        }
     }
     out.push('\n');
     heading(&mut out, "Measurement quality", color);
