@@ -23,6 +23,7 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
 export ISOBENCH_CACHE_DIR=${ISOBENCH_CACHE_DIR:-$HOME/.cache/isobench}
 WORK=${WORK:-$(mktemp -d /tmp/isobench-vllm-workloads.XXXXXX)}
+mkdir -p "$WORK"
 T0=$(date +%s)
 log() { printf '[ci-vllm-workloads %4ss] %s\n' "$(( $(date +%s) - T0 ))" "$*" >&2; }
 

@@ -154,9 +154,13 @@ pub fn report_input(
     ReportInput {
         images: image_rows(campaign, dag, state, only),
         outputs: outputs_input(campaign, only),
-        // The lead fills these from `[load.slo]` and `load.percentiles`.
-        slos: Default::default(),
-        percentiles: Vec::new(),
+        slos: campaign
+            .commits
+            .iter()
+            .filter(|c| c.load.slo.is_set())
+            .map(|c| (c.short.clone(), c.load.slo))
+            .collect(),
+        percentiles: percentiles_of(campaign),
         campaign: campaign.name.clone(),
         generated_at: crate::util::now_rfc3339(),
         confidence: campaign.compare.confidence,
@@ -381,4 +385,17 @@ fn image_status(
             }
         }
     }
+}
+
+/// The percentiles to show: every commit's `load.percentiles`, merged (a report has one metric
+/// catalogue).
+fn percentiles_of(campaign: &Campaign) -> Vec<f64> {
+    let mut all: Vec<f64> = campaign
+        .commits
+        .iter()
+        .flat_map(|c| c.load.percentiles.iter().copied())
+        .collect();
+    all.sort_by(f64::total_cmp);
+    all.dedup();
+    all
 }
