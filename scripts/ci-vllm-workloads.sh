@@ -40,7 +40,7 @@ MANIFEST=$WORK/vllm-cpu-workloads.toml
 
 log "plan"
 "$ISOBENCH" plan "$MANIFEST" | tee "$WORK/plan.txt"
-grep -q "search=concurrency in \[1, 16\] in flight against TTFT ≤ 250 ms (99 % of requests): at most 6 probes of 24 requests" "$WORK/plan.txt" \
+grep -q "search=concurrency in \[1, 16\] in flight against TTFT ≤ 100 ms (99 % of requests): at most 6 probes of 24 requests" "$WORK/plan.txt" \
   || { log "plan does not state the search's probe budget"; exit 1; }
 
 log "apply"

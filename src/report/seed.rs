@@ -58,7 +58,8 @@ const METRIC_KEYS: &[(&str, &str)] = &[
     ("p99_e2el_ms", "p99_e2el_ms"),
 ];
 
-/// The files for every commit; `point`: which load point (default: each commit's first).
+/// The files for every commit; `point`: which load point (default: each commit's first fixed
+/// one).
 pub fn seed_files(report: &Report, input: &ReportInput, point: Option<&str>) -> Vec<SeedFile> {
     let first_agent = report
         .arms
@@ -69,7 +70,13 @@ pub fn seed_files(report: &Report, input: &ReportInput, point: Option<&str>) -> 
     for commit in &report.commits {
         let Some(p) = (match point {
             Some(label) => commit.points.iter().find(|p| p.point == label),
-            None => commit.points.first(),
+            // A fixed point when there is one: a search's figures are those of whichever load
+            // it settled on, not the seed's one load.
+            None => commit
+                .points
+                .iter()
+                .find(|p| !super::curves::is_search_point(p))
+                .or(commit.points.first()),
         }) else {
             continue;
         };
