@@ -505,10 +505,17 @@ fn searches_are_compared_across_trials_and_said_in_words() {
     // The statements, one per commit and comparison.
     assert_eq!(r.summary.statements.len(), 3);
     let st = &r.summary.statements[0];
+    // The brackets' resolution, by hand: medians of the bracket ends over the 3 trials —
+    // baseline [10, 11], human [12, 13] — so the candidate's answer is 12/11 − 1 to 13/10 − 1
+    // above the reference's whatever the trials' agreement.
+    let (res_lo, res_hi) = st.resolution_pct.unwrap();
+    assert!((res_lo - (12.0 / 11.0 - 1.0) * 100.0).abs() < 1e-9, "{res_lo}");
+    assert!((res_hi - 30.0).abs() < 1e-9, "{res_hi}");
     assert_eq!(
         st.text,
         format!(
-            "human sustains {} more req/s than baseline with 99% of requests within TTFT ≤ 500 ms",
+            "human sustains {} more req/s than baseline with 99% of requests within TTFT ≤ 500 ms; \
+             the brackets' resolution allows +9.1% to +30.0%",
             fmt_diff(diff)
         )
     );

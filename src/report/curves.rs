@@ -174,7 +174,20 @@ pub fn statements(commits: &[CommitReport]) -> Vec<SearchStatement> {
                         .find(|s| s.over == over);
                     let condition =
                         condition(search.map(|s| s.slo), search.and_then(|s| s.attainment));
-                    let text = sentence(
+                    let arm_searches = |name: &str| -> Vec<&TrialSearch> {
+                        point
+                            .arms
+                            .iter()
+                            .filter(|a| a.arm == name)
+                            .flat_map(|a| &a.searches)
+                            .filter(|s| s.over == over)
+                            .collect()
+                    };
+                    let resolution_pct = resolution(
+                        &arm_searches(&c.candidate),
+                        &arm_searches(&c.reference),
+                    );
+                    let mut text = sentence(
                         &c.candidate,
                         &c.reference,
                         over,
@@ -183,6 +196,13 @@ pub fn statements(commits: &[CommitReport]) -> Vec<SearchStatement> {
                         &lower_bounds,
                         &below_range,
                     );
+                    if let Some((lo, hi)) = resolution_pct {
+                        text.push_str(&format!(
+                            "; the brackets' resolution allows {} to {}",
+                            fmt_pct(lo),
+                            fmt_pct(hi)
+                        ));
+                    }
                     out.push(SearchStatement {
                         commit: commit.short.clone(),
                         point: point.point.clone(),
@@ -193,6 +213,7 @@ pub fn statements(commits: &[CommitReport]) -> Vec<SearchStatement> {
                         diff: diff.clone(),
                         lower_bounds,
                         below_range,
+                        resolution_pct,
                         text,
                     });
                 }
@@ -200,6 +221,37 @@ pub fn statements(commits: &[CommitReport]) -> Vec<SearchStatement> {
         }
     }
     out
+}
+
+/// The difference (percent) that the searches' brackets leave open, from the medians over
+/// trials of each arm's bracket ends: the candidate's lowest possible answer against the
+/// reference's highest, and the other way round. Trials agree on bracket values whenever their
+/// probes pass and fail alike (the bisection's grid is fixed by the range and tolerance), so
+/// the interval across trials can be narrower than this; both are stated. `None` when a bracket
+/// is open (a search at the top or below its range).
+pub fn resolution(candidate: &[&TrialSearch], reference: &[&TrialSearch]) -> Option<(f64, f64)> {
+    let median_of = |searches: &[&TrialSearch], end: fn(&TrialSearch) -> Option<f64>| {
+        let mut v: Vec<f64> = searches.iter().map(|s| end(s)).collect::<Option<_>>()?;
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        Some(if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        })
+    };
+    let (c_lo, c_hi) = (
+        median_of(candidate, |s| s.bracket_low)?,
+        median_of(candidate, |s| s.bracket_high)?,
+    );
+    let (r_lo, r_hi) = (
+        median_of(reference, |s| s.bracket_low)?,
+        median_of(reference, |s| s.bracket_high)?,
+    );
+    Some(((c_lo / r_hi - 1.0) * 100.0, (c_hi / r_lo - 1.0) * 100.0))
 }
 
 /// `with 99% of requests within TTFT ≤ 500 ms`.

@@ -284,6 +284,10 @@ pub struct SearchStatement {
     pub lower_bounds: Vec<String>,
     /// Trials whose search failed even the bottom of the range: no value.
     pub below_range: Vec<String>,
+    /// The difference (%) the brackets leave open: candidate's lowest possible answer against
+    /// the reference's highest, and the reverse (medians over trials); none with an open bracket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution_pct: Option<(f64, f64)>,
     pub text: String,
 }
 
