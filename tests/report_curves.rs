@@ -509,7 +509,10 @@ fn searches_are_compared_across_trials_and_said_in_words() {
     // baseline [10, 11], human [12, 13] — so the candidate's answer is 12/11 − 1 to 13/10 − 1
     // above the reference's whatever the trials' agreement.
     let (res_lo, res_hi) = st.resolution_pct.unwrap();
-    assert!((res_lo - (12.0 / 11.0 - 1.0) * 100.0).abs() < 1e-9, "{res_lo}");
+    assert!(
+        (res_lo - (12.0 / 11.0 - 1.0) * 100.0).abs() < 1e-9,
+        "{res_lo}"
+    );
     assert!((res_hi - 30.0).abs() < 1e-9, "{res_hi}");
     assert_eq!(
         st.text,

@@ -183,10 +183,8 @@ pub fn statements(commits: &[CommitReport]) -> Vec<SearchStatement> {
                             .filter(|s| s.over == over)
                             .collect()
                     };
-                    let resolution_pct = resolution(
-                        &arm_searches(&c.candidate),
-                        &arm_searches(&c.reference),
-                    );
+                    let resolution_pct =
+                        resolution(&arm_searches(&c.candidate), &arm_searches(&c.reference));
                     let mut text = sentence(
                         &c.candidate,
                         &c.reference,
