@@ -183,21 +183,7 @@ pub fn text(campaign: &Campaign, dag: &Dag, plan: &Plan, verbose: bool, style: S
             line(&mut out, p.action, &p.address, &p.reason);
         }
     }
-    if !plan.orphaned.is_empty() {
-        let _ = writeln!(out, "\n{}", style.bold("orphaned"));
-        if verbose || plan.orphaned.len() <= 12 {
-            for p in &plan.orphaned {
-                line(&mut out, p.action, &p.address, &p.reason);
-            }
-        } else {
-            for (action, list, reason) in collapse(
-                plan.orphaned.iter().map(|p| (p, step_of(&p.address))),
-                &order,
-            ) {
-                line(&mut out, action, &list, &reason);
-            }
-        }
-    }
+    orphaned_section(&mut out, plan, verbose, &order, &line, style);
     let c = &plan.counts;
     let _ = writeln!(
         out,
@@ -212,6 +198,33 @@ pub fn text(campaign: &Campaign, dag: &Dag, plan: &Plan, verbose: bool, style: S
         if c.absent_arms == 1 { "" } else { "s" }
     );
     out
+}
+
+/// Nodes the manifest no longer has (their results are kept), listed or collapsed.
+fn orphaned_section(
+    out: &mut String,
+    plan: &Plan,
+    verbose: bool,
+    order: &[&str],
+    line: &dyn Fn(&mut String, Action, &str, &str),
+    style: Style,
+) {
+    if plan.orphaned.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n{}", style.bold("orphaned"));
+    if verbose || plan.orphaned.len() <= 12 {
+        for p in &plan.orphaned {
+            line(out, p.action, &p.address, &p.reason);
+        }
+    } else {
+        for (action, list, reason) in collapse(
+            plan.orphaned.iter().map(|p| (p, step_of(&p.address))),
+            order,
+        ) {
+            line(out, action, &list, &reason);
+        }
+    }
 }
 
 /// What a search step will do and cost at most: `search=rate in [1, 64] req/s until within

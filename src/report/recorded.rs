@@ -123,34 +123,7 @@ pub fn report_input(
             });
         }
     }
-    for (ci, commit) in campaign.commits.iter().enumerate() {
-        if only.is_some_and(|c| c != ci) {
-            continue;
-        }
-        for absent in &commit.absent {
-            trials.push(TrialRecord {
-                commit: commit.short.clone(),
-                arm: absent.arm.clone(),
-                trial: 1,
-                point: commit
-                    .load
-                    .points
-                    .first()
-                    .map(|p| p.label())
-                    .unwrap_or_default(),
-                outcome: TrialOutcome::Absent {
-                    reason: absent.reason.clone(),
-                },
-                timestamp: String::new(),
-                duration_s: 0.0,
-                result_path: None,
-                run_s: None,
-                image: None,
-                node: None,
-                measured: None,
-            });
-        }
-    }
+    trials.extend(absent_trials(campaign, only));
     ReportInput {
         images: image_rows(campaign, dag, state, only),
         outputs: outputs_input(campaign, only),
@@ -398,4 +371,38 @@ fn percentiles_of(campaign: &Campaign) -> Vec<f64> {
     all.sort_by(f64::total_cmp);
     all.dedup();
     all
+}
+
+/// One `Absent` record per arm a commit does not have (e.g. no patch file), at its first point.
+fn absent_trials(campaign: &Campaign, only: Option<usize>) -> Vec<TrialRecord> {
+    let mut out = Vec::new();
+    for (ci, commit) in campaign.commits.iter().enumerate() {
+        if only.is_some_and(|c| c != ci) {
+            continue;
+        }
+        for absent in &commit.absent {
+            out.push(TrialRecord {
+                commit: commit.short.clone(),
+                arm: absent.arm.clone(),
+                trial: 1,
+                point: commit
+                    .load
+                    .points
+                    .first()
+                    .map(|p| p.label())
+                    .unwrap_or_default(),
+                outcome: TrialOutcome::Absent {
+                    reason: absent.reason.clone(),
+                },
+                timestamp: String::new(),
+                duration_s: 0.0,
+                result_path: None,
+                run_s: None,
+                image: None,
+                node: None,
+                measured: None,
+            });
+        }
+    }
+    out
 }

@@ -465,17 +465,8 @@ impl YAxis {
 /// its fixed load points joined by a solid p50 path and a dashed p99 path, its search probes at
 /// their p99 (filled: passed, hollow: failed), and the SLO as a horizontal line. `latency` is
 /// `ttft`, `tpot` or `e2el`; `arm_index` gives an arm's position. `None` without any value.
-pub fn curve_chart(
-    commit: &crate::report::model::CommitReport,
-    latency: &str,
-    label: &str,
-    arm_index: &dyn Fn(&str) -> usize,
-) -> Option<String> {
-    let slo = commit.slo.and_then(|s| match latency {
-        "ttft" => s.ttft_ms,
-        "tpot" => s.tpot_ms,
-        _ => s.e2el_ms,
-    });
+/// Every latency a curve chart draws (its y range) and the highest throughput (its x range).
+fn curve_extent(commit: &crate::report::model::CommitReport, latency: &str) -> (Vec<f64>, f64) {
     let mut ys: Vec<f64> = Vec::new();
     let mut xmax: f64 = 0.0;
     for c in &commit.curves {
@@ -491,6 +482,21 @@ pub fn curve_chart(
             }
         }
     }
+    (ys, xmax)
+}
+
+pub fn curve_chart(
+    commit: &crate::report::model::CommitReport,
+    latency: &str,
+    label: &str,
+    arm_index: &dyn Fn(&str) -> usize,
+) -> Option<String> {
+    let slo = commit.slo.and_then(|s| match latency {
+        "ttft" => s.ttft_ms,
+        "tpot" => s.tpot_ms,
+        _ => s.e2el_ms,
+    });
+    let (mut ys, xmax) = curve_extent(commit, latency);
     if ys.is_empty() {
         return None;
     }
