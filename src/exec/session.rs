@@ -4,7 +4,7 @@
 use super::context::{Ctx, JournalError};
 use super::events::Activity;
 use crate::failure::{CrashCause, Failure, FailureClass};
-use crate::loadgen::search::{Bisection, Over, ProbeSummary, Search, SearchSummary};
+use crate::loadgen::search::{Bisection, ProbeSummary, Search, SearchSummary};
 use crate::loadgen::{
     self, BenchError, BenchEvent, BenchPlan, ClientConfig, Dataset, LoadClient, MeasuredRun,
     RunConfig, WarmupPlan,
@@ -562,7 +562,12 @@ impl OnServer<'_> {
         let window = self.start_telemetry(m).await?;
         let measured = match &point.search {
             None => self
-                .run_point(client, &point)
+                .run_point(
+                    client,
+                    &run_config(self.commit, &point),
+                    &self.dataset.measure,
+                    &format!("measuring {}", point.label()),
+                )
                 .await
                 .map(|r| r.map(|run| Measured::Point(Box::new(run)))),
             Some(search) => self
@@ -682,40 +687,16 @@ impl OnServer<'_> {
         let mut bisection = Bisection::new(*search);
         let mut probes: Vec<(f64, MeasuredRun)> = Vec::new();
         let started = std::time::Instant::now();
-        let unit = match search.over {
-            Over::Rate => "req/s",
-            Over::Concurrency => "in flight",
-        };
+        let unit = search.over.unit();
         while let Some(value) = bisection.next() {
             let run = search.probe_config(&base, value);
-            let plan = BenchPlan {
-                run: &run,
-                ready_check: None,
-                warmup: None,
-                measure: Some(&dataset),
-                progress_every: PROGRESS_EVERY,
-            };
-            let label = format!(
+            let status = format!(
                 "searching: probe {} of at most {} at {value:.3} {unit}",
                 probes.len() + 1,
                 search.max_probes()
             );
-            self.activity.set(label.clone());
-            let show = |event: BenchEvent<'_>| {
-                if let BenchEvent::Progress { progress, .. } = event {
-                    self.activity.set(format!(
-                        "{label}: {}/{} requests",
-                        progress.finished(),
-                        progress.total()
-                    ));
-                }
-            };
-            let measured = tokio::select! {
-                r = loadgen::run_benchmark(client, &plan, show) => r,
-                _ = self.ctx.cancelled_wait() => return None,
-            };
-            let measured = match measured {
-                Ok(done) => done.measured.expect("the plan has a measured run"),
+            let measured = match self.run_point(client, &run, &dataset, &status).await? {
+                Ok(measured) => measured,
                 Err(e) => return Some(Err(e)),
             };
             let passed = search.passed(&measured.result).0;
@@ -749,23 +730,24 @@ impl OnServer<'_> {
         }))
     }
 
-    /// Runs the point's load with a live progress line. `None`: interrupted.
+    /// One measured run (a fixed point, or a search's probe) with a live progress line that
+    /// starts with `status`. `None`: interrupted.
     async fn run_point(
         &self,
         client: &LoadClient,
-        point: &crate::manifest::model::LoadPoint,
+        run: &RunConfig,
+        dataset: &Dataset,
+        status: &str,
     ) -> Option<Result<MeasuredRun, BenchError>> {
-        let run = run_config(self.commit, point);
         let plan = BenchPlan {
-            run: &run,
+            run,
             ready_check: None,
             warmup: None,
-            measure: Some(&self.dataset.measure),
+            measure: Some(dataset),
             progress_every: PROGRESS_EVERY,
         };
-        let label = point.label();
         let show = |event: BenchEvent<'_>| match event {
-            BenchEvent::Measuring => self.activity.set(format!("measuring {label}")),
+            BenchEvent::Measuring => self.activity.set(status.to_string()),
             BenchEvent::Progress { progress, elapsed } => {
                 let secs = elapsed.as_secs_f64().max(1e-3);
                 // A timed run's total is open (0).
@@ -774,7 +756,7 @@ impl OnServer<'_> {
                     n => format!("/{n}"),
                 };
                 self.activity.set(format!(
-                    "measuring {label}: {}{of_total} requests, {:.0} tok/s",
+                    "{status}: {}{of_total} requests, {:.0} tok/s",
                     progress.finished(),
                     progress.output_tokens() as f64 / secs
                 ));

@@ -123,6 +123,19 @@ impl Goodput {
         self.ttft_ms.is_some() || self.tpot_ms.is_some() || self.e2el_ms.is_some()
     }
 
+    /// `TTFT ≤ 500 ms and TPOT ≤ 50 ms`: the objectives that are set, for people.
+    pub fn describe(&self) -> String {
+        [
+            ("TTFT", self.ttft_ms),
+            ("TPOT", self.tpot_ms),
+            ("E2E", self.e2el_ms),
+        ]
+        .into_iter()
+        .filter_map(|(name, ms)| Some(format!("{name} ≤ {} ms", ms?)))
+        .collect::<Vec<_>>()
+        .join(" and ")
+    }
+
     /// Whether a successful request with these latencies (seconds) is good: every given SLO ≥
     /// its value (vLLM's rule; a one-token request's TPOT is 0).
     pub fn admits(&self, ttft_s: f64, tpot_s: f64, e2el_s: f64) -> bool {
@@ -154,19 +167,6 @@ impl Goodput {
         }
         Ok(goodput)
     }
-}
-
-/// `TTFT ≤ 500 ms, TPOT ≤ 50 ms` (the objectives that are set).
-pub fn slo_text(slo: &Goodput) -> String {
-    [
-        ("TTFT", slo.ttft_ms),
-        ("TPOT", slo.tpot_ms),
-        ("E2E", slo.e2el_ms),
-    ]
-    .iter()
-    .filter_map(|(name, v)| v.map(|v| format!("{name} ≤ {v} ms")))
-    .collect::<Vec<_>>()
-    .join(", ")
 }
 
 /// One measured run's settings.

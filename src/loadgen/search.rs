@@ -30,6 +30,14 @@ impl Over {
             Over::Concurrency => "concurrency",
         }
     }
+
+    /// The unit of a probed value: `req/s` or `in flight`.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Over::Rate => "req/s",
+            Over::Concurrency => "in flight",
+        }
+    }
 }
 
 /// One search's settings (resolved `[load.search]`).
@@ -260,40 +268,6 @@ impl SearchSummary {
             probes,
         }
     }
-
-    /// One line for logs and the live view.
-    pub fn line(&self) -> String {
-        let unit = match self.over {
-            Over::Rate => " req/s",
-            Over::Concurrency => " in flight",
-        };
-        let v = |x: f64| format!("{}{unit}", trim(x));
-        match (self.outcome, self.bracket) {
-            (Outcome::BelowRange, _) => format!(
-                "SLOs missed even at {} ({} probe(s))",
-                v(self.range[0]),
-                self.probes.len()
-            ),
-            (Outcome::AtRangeTop, _) => format!(
-                "SLOs hold up to the range's top, {} ({} probes)",
-                v(self.range[1]),
-                self.probes.len()
-            ),
-            (Outcome::Bracketed, [Some(p), Some(f)]) => format!(
-                "SLOs hold up to {} (fail at {}; {} probes)",
-                v(p),
-                trim(f),
-                self.probes.len()
-            ),
-            (Outcome::Bracketed, _) => "bracketed".into(),
-        }
-    }
-}
-
-/// A value with at most 3 decimals, trailing zeros dropped.
-fn trim(x: f64) -> String {
-    let s = format!("{x:.3}");
-    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 #[cfg(test)]

@@ -232,15 +232,16 @@ fn orphaned_section(
 fn search_line(search: &crate::loadgen::search::Search) -> String {
     use crate::loadgen::search::Over;
     let until = match search.over {
-        Over::Rate => format!(" req/s until within {} %", search.tolerance * 100.0),
-        Over::Concurrency => " in flight".to_string(),
+        Over::Rate => format!(" until within {} %", search.tolerance * 100.0),
+        Over::Concurrency => String::new(),
     };
     format!(
-        "{} in [{}, {}]{until} against {} ({} % of requests): at most {} probes of {} requests per session",
+        "{} in [{}, {}] {}{until} against {} ({} % of requests): at most {} probes of {} requests per session",
         search.label(),
         search.lo,
         search.hi,
-        crate::loadgen::slo_text(&search.slo),
+        search.over.unit(),
+        search.slo.describe(),
         search.attainment * 100.0,
         search.max_probes(),
         search.num_prompts

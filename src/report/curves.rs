@@ -229,17 +229,8 @@ pub fn statements(commits: &[CommitReport]) -> Vec<SearchStatement> {
 /// is open (a search at the top or below its range).
 pub fn resolution(candidate: &[&TrialSearch], reference: &[&TrialSearch]) -> Option<(f64, f64)> {
     let median_of = |searches: &[&TrialSearch], end: fn(&TrialSearch) -> Option<f64>| {
-        let mut v: Vec<f64> = searches.iter().map(|s| end(s)).collect::<Option<_>>()?;
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        Some(if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
-        })
+        let v: Vec<f64> = searches.iter().map(|s| end(s)).collect::<Option<_>>()?;
+        super::stats::median(&v)
     };
     let (c_lo, c_hi) = (
         median_of(candidate, |s| s.bracket_low)?,

@@ -168,15 +168,12 @@ impl Slo {
 
     /// `TTFT ≤ 500 ms and TPOT ≤ 50 ms`.
     pub fn describe(&self) -> String {
-        [
-            ("TTFT", self.ttft_ms),
-            ("TPOT", self.tpot_ms),
-            ("E2E", self.e2el_ms),
-        ]
-        .into_iter()
-        .filter_map(|(name, ms)| Some(format!("{name} ≤ {} ms", super::metric::p_word(ms?))))
-        .collect::<Vec<_>>()
-        .join(" and ")
+        crate::loadgen::Goodput {
+            ttft_ms: self.ttft_ms,
+            tpot_ms: self.tpot_ms,
+            e2el_ms: self.e2el_ms,
+        }
+        .describe()
     }
 }
 
